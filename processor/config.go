@@ -1,0 +1,116 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/topics"
+)
+
+// Config configures a Processor. Zero fields take the documented defaults.
+type Config struct {
+	// Brokers are the seed brokers (host:port). Required.
+	Brokers []string
+	// Topics are the topic names (default topics.NewNames("")).
+	Topics topics.Names
+	// Group is the consumer group and the prefix of the transactional id
+	// (default "reservations-processor").
+	Group string
+	// InstanceID makes this instance's transactional id stable across restarts,
+	// so a restarted instance fences its predecessor and aborts its open
+	// transaction at once. Default: read from (or created in) StateDir/instance-id.
+	InstanceID string
+	// StateDir holds one Badger folder per partition. Required.
+	StateDir string
+	// CommitInterval bounds how long one transaction collects records
+	// (default 50 ms). A transaction also ends as soon as nothing more is buffered.
+	CommitInterval time.Duration
+	// MaxBatch bounds the records per transaction (default 5000).
+	MaxBatch int
+	// MaxCommandBytes is the largest command record accepted; larger ones go to
+	// the DLQ (default 64 KiB).
+	MaxCommandBytes int
+	// TransactionTimeout is the broker-side timeout of an open transaction, i.e.
+	// how long a crashed instance's open transaction can block readers of its
+	// partitions (default 10 s).
+	TransactionTimeout time.Duration
+	// SessionTimeout is the group session timeout (default 10 s).
+	SessionTimeout time.Duration
+	// TimerTick is the longest an idle processor waits before checking its
+	// expiry timers (default 100 ms): expiries are emitted within TimerTick plus
+	// one transaction of expires_at.
+	TimerTick time.Duration
+	// SweepInterval is how often each partition sweeps for decided commands and
+	// terminal reservations past the dedupe window to tombstone (default 1 s).
+	SweepInterval time.Duration
+	// SweepBatch is how many keys one sweep step reads (default 2000).
+	SweepBatch int
+	// Rules are the contract's configurable rules (default DefaultRules()).
+	Rules Rules
+	// KafkaOpts are extra client options (TLS, SASL, test tuning), applied to
+	// every client the processor creates.
+	KafkaOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.Topics == (topics.Names{}) {
+		c.Topics = topics.NewNames("")
+	}
+	if c.Group == "" {
+		c.Group = "reservations-processor"
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = 50 * time.Millisecond
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 5000
+	}
+	if c.MaxCommandBytes <= 0 {
+		c.MaxCommandBytes = 64 << 10
+	}
+	if c.TransactionTimeout <= 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.TimerTick <= 0 {
+		c.TimerTick = 100 * time.Millisecond
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.SweepBatch <= 0 {
+		c.SweepBatch = 2000
+	}
+	if c.Rules == (Rules{}) {
+		c.Rules = DefaultRules()
+	}
+}
+
+// Validate reports the first invalid setting, naming it.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: at least one broker address is required"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state-dir: required"))
+	}
+	if c.Rules.DedupeWindow < time.Minute && c.Rules.DedupeWindow != 0 {
+		errs = append(errs, fmt.Errorf("dedupe-window: %s is below the minimum of 1m", c.Rules.DedupeWindow))
+	}
+	if c.Rules.MaxExtensions < 0 {
+		errs = append(errs, fmt.Errorf("max-extensions: %d is negative", c.Rules.MaxExtensions))
+	}
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("max-batch: %d is negative", c.MaxBatch))
+	}
+	if c.CommitInterval < 0 {
+		errs = append(errs, fmt.Errorf("commit-interval: %s is negative", c.CommitInterval))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,415 @@
+package processor
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/reservations/reservations/schemas"
+)
+
+// State is what the pure core reads: the entities of one partition. The core
+// never writes it; it returns Changes that the caller applies.
+type State interface {
+	Stock(sku string) (schemas.StockEntity, bool)
+	Reservation(sku, reservationID string) (schemas.ReservationEntity, bool)
+	Decision(commandID string) (schemas.CommandEntity, bool)
+}
+
+// Change is the new value of one changelog entity. Exactly one of Stock,
+// Reservation and Command is set, or none for a tombstone of Key.
+type Change struct {
+	Key         string
+	Stock       *schemas.StockEntity
+	Reservation *schemas.ReservationEntity
+	Command     *schemas.CommandEntity
+}
+
+// Tombstone reports whether c deletes its key.
+func (c *Change) Tombstone() bool { return c.Stock == nil && c.Reservation == nil && c.Command == nil }
+
+// Outputs are what one decision produces: results (the decision, then any
+// notices) and the entity changes, in the order they must be written.
+type Outputs struct {
+	Results []schemas.Result
+	Changes []Change
+}
+
+// Rules are the configurable parts of the contract.
+type Rules struct {
+	// DedupeWindow is how long a decided command_id is remembered (default 24 h).
+	DedupeWindow time.Duration
+	// MaxExtensions is how often a reservation may be extended (default 1).
+	MaxExtensions int64
+}
+
+// DefaultRules are the contract's defaults.
+func DefaultRules() Rules { return Rules{DedupeWindow: 24 * time.Hour, MaxExtensions: 1} }
+
+// Input is one command record as the core sees it.
+type Input struct {
+	Key       string
+	Command   schemas.Command
+	FieldErr  *schemas.FieldError // a field of the wrong JSON type, found by the decoder
+	Partition int32
+	Offset    int64
+}
+
+// Core decides commands. It is pure: no I/O, no clock; the caller passes now.
+type Core struct {
+	Rules Rules
+}
+
+// decision carries one command's working copies so that lazy expiry and the
+// decision itself read their own writes.
+type decision struct {
+	in    *Input
+	now   schemas.Millis
+	out   Outputs
+	stock *schemas.StockEntity // nil: unknown SKU
+	pre   int                  // notices emitted before the decision (lazy expiry)
+}
+
+// Apply decides one command against st at time now.
+func (c *Core) Apply(st State, in Input, now schemas.Millis) Outputs {
+	cmd := &in.Command
+	if d, ok := st.Decision(cmd.CommandID); ok && c.remembered(d.UpdatedAt, now) {
+		r := d.Result
+		r.Duplicate = true
+		return Outputs{Results: []schemas.Result{r}}
+	}
+	dc := &decision{in: &in, now: now}
+	if s, ok := st.Stock(cmd.SKU); ok && cmd.SKU == in.Key {
+		dc.stock = &s
+	}
+	var r schemas.Result
+	switch fe := c.validate(&in); {
+	case fe != nil:
+		r = dc.reject(schemas.ReasonInvalidCommand, fe.Error(), nil)
+	case cmd.SKU != in.Key:
+		r = dc.reject(schemas.ReasonSKUMismatch, fmt.Sprintf("sku %q != record key %q", cmd.SKU, in.Key), nil)
+	default:
+		r = c.decide(st, dc)
+	}
+	// Notices of a lazy expiry, the decision, then notices the decision caused.
+	dc.out.Results = append(dc.out.Results, schemas.Result{})
+	copy(dc.out.Results[dc.pre+1:], dc.out.Results[dc.pre:])
+	dc.out.Results[dc.pre] = r
+	prev, had := st.Decision(cmd.CommandID)
+	ce := &schemas.CommandEntity{CommandID: cmd.CommandID, Result: r, Version: 1, Event: schemas.EventDecided, UpdatedAt: now}
+	if had {
+		ce.Version = prev.Version + 1
+	}
+	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.CommandKey(cmd.CommandID), Command: ce})
+	return dc.out
+}
+
+func (c *Core) remembered(decidedAt, now schemas.Millis) bool {
+	return int64(now)-int64(decidedAt) < c.Rules.DedupeWindow.Milliseconds()
+}
+
+func (c *Core) validate(in *Input) *schemas.FieldError {
+	if in.FieldErr != nil {
+		return in.FieldErr
+	}
+	return in.Command.Validate()
+}
+
+func (c *Core) decide(st State, dc *decision) schemas.Result {
+	cmd := &dc.in.Command
+	switch cmd.Type {
+	case schemas.TypeStockSet:
+		return dc.stockSet()
+	case schemas.TypeStockAdjust:
+		return dc.stockAdjust()
+	case schemas.TypeReserve:
+		return dc.reserve(st)
+	}
+	// Commands on an existing reservation.
+	res, ok := st.Reservation(cmd.SKU, cmd.ReservationID)
+	if !ok {
+		return dc.reject(schemas.ReasonUnknownReservation, "no reservation "+cmd.ReservationID+" for sku "+cmd.SKU, nil)
+	}
+	if res.Reservation.Status == schemas.StatusActive && res.Reservation.ExpiresAt <= dc.now {
+		dc.expire(&res, dc.in.Offset) // lazy expiry at decision time
+		dc.pre = len(dc.out.Results)
+	}
+	if res.Reservation.Status != schemas.StatusActive {
+		return dc.reject(schemas.ReasonReservationNotActive, "reservation is "+res.Reservation.Status, &res.Reservation)
+	}
+	if dc.stock == nil { // cannot happen for a consistent state: an active hold has its SKU
+		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, &res.Reservation)
+	}
+	switch cmd.Type {
+	case schemas.TypeAdjust:
+		return dc.adjust(&res)
+	case schemas.TypeRelease:
+		return dc.finish(&res, schemas.StatusReleased, schemas.EventReleased)
+	case schemas.TypeExtend:
+		if res.Reservation.Extensions >= c.Rules.MaxExtensions {
+			return dc.reject(schemas.ReasonExtensionLimit,
+				fmt.Sprintf("extended %d times, limit %d", res.Reservation.Extensions, c.Rules.MaxExtensions), &res.Reservation)
+		}
+		res.Reservation.ExpiresAt = dc.now + schemas.Millis(cmd.TTL()*1000)
+		res.Reservation.Extensions++
+		dc.putReservation(&res, schemas.EventExtended, cmd.CommandID)
+		return dc.accept(&res.Reservation, "")
+	default: // commit
+		res.Reservation.OrderID = cmd.OrderID
+		return dc.finish(&res, schemas.StatusConsumed, schemas.EventCommitted)
+	}
+}
+
+func (dc *decision) stockSet() schemas.Result {
+	cmd := &dc.in.Command
+	cur := schemas.StockEntity{SKU: cmd.SKU}
+	if dc.stock != nil {
+		cur = *dc.stock
+	}
+	if cmd.ExpectedOnHand != nil && *cmd.ExpectedOnHand != cur.OnHand {
+		return dc.reject(schemas.ReasonStaleExpectedOnHand,
+			fmt.Sprintf("expected_on_hand %d, on_hand is %d", *cmd.ExpectedOnHand, cur.OnHand), nil)
+	}
+	next := cur
+	next.OnHand = *cmd.OnHand
+	if cmd.LowStockThreshold != nil {
+		t := *cmd.LowStockThreshold
+		next.LowStockThreshold = &t
+	}
+	dc.putStock(&next, schemas.EventStockSet, cmd.CommandID)
+	msg := ""
+	if next.OnHand < next.Reserved {
+		msg = fmt.Sprintf("oversold: on_hand %d below reserved %d", next.OnHand, next.Reserved)
+	}
+	return dc.accept(nil, msg)
+}
+
+func (dc *decision) stockAdjust() schemas.Result {
+	cmd := &dc.in.Command
+	if dc.stock == nil {
+		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, nil)
+	}
+	cur := *dc.stock
+	if cmd.ExpectedOnHand != nil && *cmd.ExpectedOnHand != cur.OnHand {
+		return dc.reject(schemas.ReasonStaleExpectedOnHand,
+			fmt.Sprintf("expected_on_hand %d, on_hand is %d", *cmd.ExpectedOnHand, cur.OnHand), nil)
+	}
+	d := *cmd.Delta
+	if d > 0 && cur.OnHand > math.MaxInt64-d {
+		return dc.reject(schemas.ReasonInvalidCommand, "delta: on_hand would overflow int64", nil)
+	}
+	if cur.OnHand+d < 0 {
+		return dc.reject(schemas.ReasonNegativeStock,
+			fmt.Sprintf("on_hand %d + delta %d is below 0", cur.OnHand, d), nil)
+	}
+	next := cur
+	next.OnHand += d
+	dc.putStock(&next, schemas.EventStockAdjusted, cmd.CommandID)
+	msg := ""
+	if next.OnHand < next.Reserved {
+		msg = fmt.Sprintf("oversold: on_hand %d below reserved %d", next.OnHand, next.Reserved)
+	}
+	return dc.accept(nil, msg)
+}
+
+func (dc *decision) reserve(st State) schemas.Result {
+	cmd := &dc.in.Command
+	if dc.stock == nil {
+		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, nil)
+	}
+	if old, ok := st.Reservation(cmd.SKU, cmd.ReservationID); ok {
+		return dc.reject(schemas.ReasonReservationExists, "reservation "+cmd.ReservationID+" exists", &old.Reservation)
+	}
+	q := *cmd.Quantity
+	if avail := dc.stock.OnHand - dc.stock.Reserved; avail <= 0 || q > avail {
+		return dc.reject(schemas.ReasonInsufficientStock, fmt.Sprintf("quantity %d exceeds available %d", q, avail), nil)
+	}
+	res := schemas.ReservationEntity{Reservation: schemas.Reservation{
+		ReservationID: cmd.ReservationID,
+		SKU:           cmd.SKU,
+		Quantity:      q,
+		Status:        schemas.StatusActive,
+		ExpiresAt:     dc.now + schemas.Millis(cmd.TTL()*1000),
+		CartID:        cmd.CartID,
+		StoreID:       cmd.StoreID,
+	}}
+	next := *dc.stock
+	next.Reserved += q
+	dc.putStock(&next, schemas.EventReserved, cmd.CommandID)
+	dc.putReservation(&res, schemas.EventReserved, cmd.CommandID)
+	return dc.accept(&res.Reservation, "")
+}
+
+func (dc *decision) adjust(res *schemas.ReservationEntity) schemas.Result {
+	cmd := &dc.in.Command
+	q := *cmd.Quantity
+	delta := q - res.Reservation.Quantity
+	if avail := dc.stock.OnHand - dc.stock.Reserved; delta > 0 && delta > avail {
+		return dc.reject(schemas.ReasonInsufficientStock,
+			fmt.Sprintf("increase %d exceeds available %d", delta, avail), &res.Reservation)
+	}
+	res.Reservation.Quantity = q
+	if delta != 0 {
+		next := *dc.stock
+		next.Reserved += delta
+		dc.putStock(&next, schemas.EventAdjusted, cmd.CommandID)
+	}
+	dc.putReservation(res, schemas.EventAdjusted, cmd.CommandID)
+	return dc.accept(&res.Reservation, "")
+}
+
+// finish moves an active reservation to a terminal status (released, consumed).
+func (dc *decision) finish(res *schemas.ReservationEntity, status, event string) schemas.Result {
+	cmd := &dc.in.Command
+	q := res.Reservation.Quantity
+	res.Reservation.Status = status
+	next := *dc.stock
+	next.Reserved -= q
+	msg := ""
+	if status == schemas.StatusConsumed {
+		next.OnHand -= q
+		if next.OnHand < 0 {
+			msg = fmt.Sprintf("on_hand clamped at 0: the sku was oversold by %d", -next.OnHand)
+			next.OnHand = 0
+		}
+	}
+	dc.putStock(&next, event, cmd.CommandID)
+	dc.putReservation(res, event, cmd.CommandID)
+	return dc.accept(&res.Reservation, msg)
+}
+
+// expire moves an active reservation to expired and gives its stock back,
+// adding the changes and the expired notice (offset: the command that caused a
+// lazy expiry, or -1 for a timer).
+func (dc *decision) expire(res *schemas.ReservationEntity, offset int64) {
+	res.Reservation.Status = schemas.StatusExpired
+	dc.putReservation(res, schemas.EventExpired, "")
+	if dc.stock != nil {
+		next := *dc.stock
+		next.Reserved -= res.Reservation.Quantity
+		dc.putStock(&next, schemas.EventExpired, "")
+	}
+	dc.out.Results = append(dc.out.Results, dc.notice(schemas.TypeExpired, res.Reservation.SKU, &res.Reservation, offset))
+}
+
+// Expire expires reservation (sku, id) if it is active and due at now. A timer
+// calls it; it returns no outputs for a reservation that is gone, terminal, or
+// not yet due (a stale timer entry).
+func (c *Core) Expire(st State, partition int32, sku, id string, now schemas.Millis) Outputs {
+	res, ok := st.Reservation(sku, id)
+	if !ok || res.Reservation.Status != schemas.StatusActive || res.Reservation.ExpiresAt > now {
+		return Outputs{}
+	}
+	dc := &decision{in: &Input{Key: sku, Partition: partition, Offset: -1}, now: now}
+	if s, ok := st.Stock(sku); ok {
+		dc.stock = &s
+	}
+	dc.expire(&res, -1)
+	return dc.out
+}
+
+// ForgetCommand returns the tombstone of a decided command past the dedupe
+// window, or false when it is gone or still remembered.
+func (c *Core) ForgetCommand(st State, id string, now schemas.Millis) (Change, bool) {
+	if d, ok := st.Decision(id); ok && !c.remembered(d.UpdatedAt, now) {
+		return Change{Key: schemas.CommandKey(id)}, true
+	}
+	return Change{}, false
+}
+
+// ForgetReservation returns the tombstone of a terminal reservation past the
+// dedupe window (so the changelog stays bounded), or false when it is gone,
+// active, or still within the window.
+func (c *Core) ForgetReservation(st State, sku, id string, now schemas.Millis) (Change, bool) {
+	res, ok := st.Reservation(sku, id)
+	if ok && res.Reservation.Status != schemas.StatusActive && !c.remembered(res.UpdatedAt, now) {
+		return Change{Key: schemas.ReservationKey(sku, id)}, true
+	}
+	return Change{}, false
+}
+
+func (dc *decision) putStock(next *schemas.StockEntity, event, commandID string) {
+	before := dc.stock
+	next.Available = next.OnHand - next.Reserved
+	next.Version++
+	next.Event = event
+	next.CommandID = commandID
+	next.UpdatedAt = dc.now
+	s := *next
+	dc.stock = &s
+	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: &s})
+	if !isLow(before) && isLow(&s) {
+		low := s
+		low.Version++
+		low.Event = schemas.EventLowStock
+		dc.stock = &low
+		dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: &low})
+		dc.out.Results = append(dc.out.Results, dc.notice(schemas.TypeLowStock, s.SKU, nil, dc.in.Offset))
+	}
+}
+
+// isLow reports whether available is below the SKU's threshold.
+func isLow(s *schemas.StockEntity) bool {
+	return s != nil && s.LowStockThreshold != nil && s.OnHand-s.Reserved < *s.LowStockThreshold
+}
+
+func (dc *decision) putReservation(res *schemas.ReservationEntity, event, commandID string) {
+	res.Version++
+	res.Event = event
+	res.CommandID = commandID
+	res.UpdatedAt = dc.now
+	r := *res
+	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.ReservationKey(r.Reservation.SKU, r.Reservation.ReservationID), Reservation: &r})
+}
+
+func (dc *decision) result(outcome, reason, msg string, res *schemas.Reservation) schemas.Result {
+	cmd := &dc.in.Command
+	r := schemas.Result{
+		CommandID:     cmd.CommandID,
+		Type:          cmd.Type,
+		SKU:           cmd.SKU,
+		ReservationID: cmd.ReservationID,
+		Outcome:       outcome,
+		Reason:        reason,
+		Message:       msg,
+		Partition:     dc.in.Partition,
+		Offset:        dc.in.Offset,
+		DecidedAt:     dc.now,
+	}
+	if dc.stock != nil {
+		r.Stock = dc.stock.View()
+	}
+	if res != nil {
+		cp := *res
+		r.Reservation = &cp
+	}
+	return r
+}
+
+func (dc *decision) accept(res *schemas.Reservation, msg string) schemas.Result {
+	return dc.result(schemas.OutcomeAccepted, "", msg, res)
+}
+
+func (dc *decision) reject(reason, msg string, res *schemas.Reservation) schemas.Result {
+	return dc.result(schemas.OutcomeRejected, reason, msg, res)
+}
+
+func (dc *decision) notice(typ, sku string, res *schemas.Reservation, offset int64) schemas.Result {
+	r := schemas.Result{
+		Type:      typ,
+		SKU:       sku,
+		Outcome:   schemas.OutcomeAccepted,
+		Partition: dc.in.Partition,
+		Offset:    offset,
+		DecidedAt: dc.now,
+	}
+	if dc.stock != nil {
+		r.Stock = dc.stock.View()
+	}
+	if res != nil {
+		cp := *res
+		r.ReservationID = cp.ReservationID
+		r.Reservation = &cp
+	}
+	return r
+}

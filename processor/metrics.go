@@ -1,0 +1,83 @@
+package processor
+
+import (
+	"slices"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/reservations/reservations/schemas"
+)
+
+// metrics of the processor, namespace "reservations". Labels are bounded:
+// partition, type (the contract's types, else "other"), outcome, reason.
+type metrics struct {
+	processed        *prometheus.CounterVec
+	duplicates       prometheus.Counter
+	notices          *prometheus.CounterVec
+	dlq              prometheus.Counter
+	forwarded        prometheus.Counter
+	expired          prometheus.Counter
+	tombstoned       prometheus.Counter
+	commitSeconds    prometheus.Histogram
+	aborts           prometheus.Counter
+	batchRecords     prometheus.Histogram
+	restoreSeconds   *prometheus.GaugeVec
+	restoreRemaining *prometheus.GaugeVec
+	restored         *prometheus.CounterVec
+	storeWipes       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns = "reservations"
+	m := &metrics{
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_processed_total",
+			Help: "Commands decided (duplicates excluded), by type, outcome and reason."}, []string{"type", "outcome", "reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_total",
+			Help: "Re-sent command ids answered with their original result."}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notices_total",
+			Help: "Expired and low_stock notices emitted."}, []string{"type"}),
+		dlq: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dlq_records_total",
+			Help: "Undecodable command records copied to the DLQ."}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total",
+			Help: "Misrouted commands forwarded to the partition their key hashes to."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "expiry_timer_fired_total",
+			Help: "Expiry timers fired (a fired timer of a reservation no longer active emits nothing)."}),
+		tombstoned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "tombstones_total",
+			Help: "Entities past the dedupe window tombstoned in the changelog."}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_commit_seconds",
+			Help: "Time to end a transaction (Kafka Streams: commit-latency).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		aborts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "transaction_aborts_total",
+			Help: "Transactions aborted (rebalance, produce failure, fencing); their records are decided again."}),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_records",
+			Help: "Command records per committed transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		restoreSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "restore_duration_seconds",
+			Help: "Duration of the last restore of a partition."}, []string{"partition"}),
+		restoreRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "restore_remaining_records",
+			Help: "Changelog records left to restore (Kafka Streams: restore-remaining-records-total)."}, []string{"partition"}),
+		restored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "restored_records_total",
+			Help: "Changelog records restored into local state."}, []string{"partition"}),
+		storeWipes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "state_wipes_total",
+			Help: "Local stores wiped and rebuilt in full (corrupt, ahead of the log, or of another topic)."}),
+	}
+	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.forwarded, m.expired, m.tombstoned,
+		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes)
+	return m
+}
+
+func (m *metrics) result(r *schemas.Result) {
+	switch {
+	case r.Duplicate:
+		m.duplicates.Inc()
+	case r.CommandID == "" && (r.Type == schemas.TypeExpired || r.Type == schemas.TypeLowStock):
+		m.notices.WithLabelValues(r.Type).Inc()
+	default:
+		t := r.Type
+		if !slices.Contains(schemas.CommandTypes, t) {
+			t = "other"
+		}
+		m.processed.WithLabelValues(t, r.Outcome, r.Reason).Inc()
+	}
+}
+
+func partLabel(p int32) string { return strconv.Itoa(int(p)) }

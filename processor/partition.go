@@ -1,0 +1,417 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/statestore"
+	"github.com/reservations/reservations/topics"
+)
+
+// Header names the processor writes.
+const (
+	HeaderCommandID     = "command_id"
+	HeaderTraceparent   = "traceparent"
+	HeaderForwardedFrom = "forwarded_from"
+	HeaderError         = "error"
+	HeaderSourceTopic   = "source_topic"
+	HeaderSourcePart    = "source_partition"
+	HeaderSourceOffset  = "source_offset"
+)
+
+// maxCache bounds the decoded entities a partition keeps in memory.
+const maxCache = 200_000
+
+type jobKind int
+
+const (
+	jobApply jobKind = iota
+	jobCommit
+	jobAbort
+)
+
+type job struct {
+	kind    jobKind
+	records []*kgo.Record
+	now     schemas.Millis
+	done    chan<- error // apply only
+}
+
+// partition is the goroutine that owns one assigned partition: its Badger
+// store, the pending writes of the open transaction, and its expiry timers.
+// Only its own goroutine touches its fields, except the atomics.
+type partition struct {
+	p     int32
+	proc  *Processor
+	log   *slog.Logger
+	jobs  chan job
+	stop  context.CancelFunc
+	ctx   context.Context
+	exit  chan struct{}
+	ready atomic.Bool
+	// nextDue is the earliest expiry or sweep (Unix ms); read by the main loop.
+	nextDue atomic.Int64
+	// broken is set when a committed transaction could not be written to the
+	// store; every later job fails until the processor restarts.
+	broken error
+
+	store   *statestore.Store
+	offset  int64             // next changelog offset the store reflects
+	cache   map[string]Change // committed entities (a tombstone caches absence)
+	pending Entities          // writes of the open transaction
+	raw     map[string][]byte // their changelog values (nil: tombstone)
+	timers  timers
+	sweep   sweeper
+	// Set by produce promises of the open transaction.
+	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
+	prodMu  sync.Mutex
+	prodErr error
+	// err is a read failure of the store during the open transaction.
+	err error
+}
+
+func newPartition(proc *Processor, p int32) *partition {
+	ctx, cancel := context.WithCancel(proc.ctx)
+	w := &partition{
+		p:       p,
+		proc:    proc,
+		log:     proc.log.With("partition", p),
+		jobs:    make(chan job, 4),
+		stop:    cancel,
+		ctx:     ctx,
+		exit:    make(chan struct{}),
+		cache:   make(map[string]Change),
+		pending: make(Entities),
+		raw:     make(map[string][]byte),
+	}
+	w.maxOff.Store(-1)
+	return w
+}
+
+// run restores the partition, reports readiness to the main loop, then serves
+// jobs until stopped.
+func (w *partition) run(restored chan<- restoreDone) {
+	defer close(w.exit)
+	defer func() {
+		if w.store != nil {
+			if err := w.store.Close(); err != nil {
+				w.log.Warn("close state", "err", err)
+			}
+		}
+	}()
+	err := w.restore(w.ctx)
+	select {
+	case restored <- restoreDone{w, err}:
+	case <-w.ctx.Done():
+		return
+	}
+	if err != nil {
+		return
+	}
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case j := <-w.jobs:
+			switch j.kind {
+			case jobApply:
+				if w.broken != nil {
+					j.done <- w.broken
+					continue
+				}
+				j.done <- w.apply(j.records, j.now)
+			case jobCommit:
+				if w.broken != nil {
+					continue
+				}
+				if err := w.commit(); err != nil {
+					// The transaction is committed in Kafka; the store is merely
+					// behind, and the restore after a restart replays the tail.
+					w.log.Error("write committed state; restart to restore from the changelog", "err", err)
+					w.broken = fmt.Errorf("partition %d: %w", w.p, err)
+					w.proc.fail(w.broken)
+				}
+			case jobAbort:
+				w.abort()
+			}
+		}
+	}
+}
+
+// Stock implements State.
+func (w *partition) Stock(sku string) (schemas.StockEntity, bool) {
+	c, ok := w.get(schemas.StockKey(sku), true)
+	if !ok || c.Stock == nil {
+		return schemas.StockEntity{}, false
+	}
+	return *c.Stock, true
+}
+
+// Reservation implements State.
+func (w *partition) Reservation(sku, id string) (schemas.ReservationEntity, bool) {
+	c, ok := w.get(schemas.ReservationKey(sku, id), true)
+	if !ok || c.Reservation == nil {
+		return schemas.ReservationEntity{}, false
+	}
+	return *c.Reservation, true
+}
+
+// Decision implements State.
+func (w *partition) Decision(id string) (schemas.CommandEntity, bool) {
+	c, ok := w.get(schemas.CommandKey(id), false)
+	if !ok || c.Command == nil {
+		return schemas.CommandEntity{}, false
+	}
+	return *c.Command, true
+}
+
+// get reads key through the pending writes, the cache and the store. A store
+// failure is kept in w.err and fails the transaction.
+func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
+	if c, ok := w.pending[key]; ok {
+		return c, !c.Tombstone()
+	}
+	if c, ok := w.cache[key]; ok {
+		return c, !c.Tombstone()
+	}
+	v, err := w.store.Get(key)
+	if err != nil {
+		w.err = err
+		return Change{}, false
+	}
+	if v == nil {
+		if cacheMiss {
+			w.cacheSet(Change{Key: key})
+		}
+		return Change{}, false
+	}
+	c, err := DecodeChange(key, v)
+	if err != nil {
+		w.err = fmt.Errorf("%w: %w", statestore.ErrCorrupt, err)
+		return Change{}, false
+	}
+	w.cacheSet(c)
+	return c, true
+}
+
+func (w *partition) cacheSet(c Change) {
+	if len(w.cache) >= maxCache {
+		clear(w.cache)
+	}
+	w.cache[c.Key] = c
+}
+
+// apply decides records (all of this partition, in offset order) and the due
+// timers at now, producing every output into the open transaction.
+func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
+	core := &w.proc.core
+	for {
+		t, ok := w.timers.due(now)
+		if !ok {
+			break
+		}
+		w.emit(core.Expire(w, w.p, t.sku, t.id, now), nil)
+		w.proc.metrics.expired.Inc()
+	}
+	if now >= w.sweep.next {
+		w.sweepStep(now)
+	}
+	for _, r := range records {
+		w.handle(r, now)
+	}
+	w.updateDue()
+	return w.err
+}
+
+// updateDue publishes the earliest expiry or sweep to the main loop.
+func (w *partition) updateDue() {
+	d := w.sweep.next
+	if t := w.timers.next(); t > 0 && t < d {
+		d = t
+	}
+	w.nextDue.Store(int64(max(d, 1)))
+}
+
+func (w *partition) handle(r *kgo.Record, now schemas.Millis) {
+	proc := w.proc
+	if len(r.Key) == 0 {
+		w.deadLetter(r, "empty record key", nil, now)
+		return
+	}
+	cmd, err := schemas.DecodeCommand(r.Value, proc.cfg.MaxCommandBytes)
+	var ue *schemas.UndecodableError
+	if errors.As(err, &ue) {
+		w.deadLetter(r, ue.Msg, ue, now)
+		return
+	}
+	if owner := topics.Partition(r.Key, proc.partitions); owner != w.p {
+		w.forward(r, owner)
+		return
+	}
+	var fe *schemas.FieldError
+	errors.As(err, &fe)
+	out := proc.core.Apply(w, Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
+	w.emit(out, r)
+}
+
+// emit records the changes as pending and produces results and changelog
+// records; src is the command record (nil for timers and sweeps).
+func (w *partition) emit(out Outputs, src *kgo.Record) {
+	proc := w.proc
+	for i := range out.Results {
+		res := &out.Results[i]
+		v, err := json.Marshal(res)
+		if err != nil { // cannot happen for these types
+			w.err = fmt.Errorf("encode result: %w", err)
+			return
+		}
+		rec := &kgo.Record{Topic: proc.cfg.Topics.Results, Partition: w.p, Key: []byte(res.SKU), Value: v}
+		if res.CommandID != "" {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(res.CommandID)})
+		}
+		if src != nil && res.CommandID != "" {
+			for _, h := range src.Headers {
+				if h.Key == HeaderTraceparent {
+					rec.Headers = append(rec.Headers, h)
+				}
+			}
+		}
+		proc.produce(rec, w.promise)
+		proc.metrics.result(res)
+	}
+	for i := range out.Changes {
+		c := &out.Changes[i]
+		v, err := EncodeChange(c)
+		if err != nil {
+			w.err = err
+			return
+		}
+		w.pending[c.Key] = *c
+		w.raw[c.Key] = v
+		if c.Reservation != nil && c.Reservation.Reservation.Status == schemas.StatusActive {
+			w.timers.add(c.Reservation.Reservation.ExpiresAt, c.Reservation.Reservation.SKU, c.Reservation.Reservation.ReservationID)
+		}
+		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
+	}
+}
+
+func (w *partition) promise(_ *kgo.Record, err error) {
+	if err != nil {
+		w.prodMu.Lock()
+		if w.prodErr == nil {
+			w.prodErr = err
+		}
+		w.prodMu.Unlock()
+	}
+}
+
+func (w *partition) changelogPromise(r *kgo.Record, err error) {
+	if err != nil {
+		w.promise(r, err)
+		return
+	}
+	for {
+		cur := w.maxOff.Load()
+		if r.Offset <= cur || w.maxOff.CompareAndSwap(cur, r.Offset) {
+			return
+		}
+	}
+}
+
+// produceErr returns the first produce failure of the open transaction.
+func (w *partition) produceErr() error {
+	w.prodMu.Lock()
+	defer w.prodMu.Unlock()
+	return w.prodErr
+}
+
+// deadLetter copies r unchanged to the DLQ with error headers and, when its key
+// is a usable SKU, emits a rejected invalid_command result.
+func (w *partition) deadLetter(r *kgo.Record, msg string, ue *schemas.UndecodableError, now schemas.Millis) {
+	proc := w.proc
+	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	)
+	proc.produce(&kgo.Record{Topic: proc.cfg.Topics.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
+	proc.metrics.dlq.Inc()
+	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
+	if !schemas.ValidSKU(string(r.Key)) {
+		return
+	}
+	res := schemas.Result{
+		SKU:       string(r.Key),
+		Outcome:   schemas.OutcomeRejected,
+		Reason:    schemas.ReasonInvalidCommand,
+		Message:   msg,
+		Partition: w.p,
+		Offset:    r.Offset,
+		DecidedAt: now,
+	}
+	if ue != nil {
+		res.CommandID = ue.CommandID
+	}
+	w.emit(Outputs{Results: []schemas.Result{res}}, r)
+}
+
+// forward re-produces a misrouted command to the partition its key hashes to,
+// in the same transaction; it is decided there.
+func (w *partition) forward(r *kgo.Record, owner int32) {
+	proc := w.proc
+	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
+		kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})
+	proc.produce(&kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, w.promise)
+	proc.metrics.forwarded.Inc()
+}
+
+// commit writes the committed transaction's changes and changelog offset to the
+// store in one Badger write, then moves them into the cache.
+func (w *partition) commit() error {
+	w.timers.commit()
+	next := w.offset
+	if m := w.maxOff.Load(); m >= 0 {
+		next = m + 1
+	}
+	if len(w.raw) > 0 || next != w.offset {
+		if err := w.store.Commit(w.raw, next); err != nil {
+			return err
+		}
+		w.offset = next
+	}
+	for k, c := range w.pending {
+		w.cacheSet(c)
+		delete(w.pending, k)
+	}
+	clear(w.raw)
+	w.reset()
+	return nil
+}
+
+// abort drops the aborted transaction's writes; its records will be fetched and
+// decided again.
+func (w *partition) abort() {
+	w.timers.abort()
+	clear(w.pending)
+	clear(w.raw)
+	w.reset()
+	w.updateDue()
+}
+
+func (w *partition) reset() {
+	w.maxOff.Store(-1)
+	w.prodMu.Lock()
+	w.prodErr = nil
+	w.prodMu.Unlock()
+	w.err = nil
+}

@@ -1,0 +1,291 @@
+package processor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/statestore"
+)
+
+type restoreDone struct {
+	w   *partition
+	err error
+}
+
+// StateDir returns the store folder of partition p under the state root.
+func StateDir(root, changelog string, p int32) string {
+	return filepath.Join(root, fmt.Sprintf("%s-%d", changelog, p))
+}
+
+// restore brings the partition's store up to the end of its changelog
+// partition, then rebuilds the expiry timers from the restored state.
+//
+//   - An unreadable store, a store of another changelog topic (recreated topic),
+//     a store ahead of the log (the log was lost or truncated) and a store behind
+//     the log start are wiped and rebuilt in full, through a bulk load.
+//   - Otherwise only the tail [store offset, end) is replayed.
+//
+// The end is the high watermark once no transaction is open on the changelog
+// partition (last stable offset == high watermark): a previous owner's pending
+// transaction must be resolved first, or its effects (and the input offsets it
+// commits) could be missed.
+func (w *partition) restore(ctx context.Context) error {
+	proc := w.proc
+	start := time.Now()
+	dir := StateDir(proc.cfg.StateDir, proc.cfg.Topics.Changelog, w.p)
+	store, err := statestore.Open(dir, proc.storeOpts)
+	if errors.Is(err, statestore.ErrCorrupt) {
+		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)
+		proc.metrics.storeWipes.Inc()
+		if err := statestore.Remove(dir); err != nil {
+			return err
+		}
+		store, err = statestore.Open(dir, proc.storeOpts)
+	}
+	if err != nil {
+		return err
+	}
+	w.store = store
+
+	logStart, end, err := proc.changelogBounds(ctx, w.p, w.log)
+	if err != nil {
+		return err
+	}
+	off, err := store.Offset()
+	if err != nil {
+		return err
+	}
+	tid, err := store.Meta(statestore.MetaTopicID)
+	if err != nil {
+		return err
+	}
+	full := ""
+	switch {
+	case tid != nil && !bytes.Equal(tid, proc.changelogID):
+		full = "the store belongs to another changelog topic (recreated?)"
+	case off > end:
+		full = fmt.Sprintf("the store (offset %d) is ahead of the changelog (end %d): the log was lost or truncated", off, end)
+	case off < logStart:
+		full = fmt.Sprintf("the store (offset %d) is behind the changelog start %d", off, logStart)
+	case tid == nil && off > 0:
+		full = "the store has no changelog topic id"
+	}
+	var n int64
+	if full != "" {
+		w.log.Warn("wiping state and restoring in full", "reason", full, "from", logStart, "to", end)
+		proc.metrics.storeWipes.Inc()
+		n, err = w.restoreFull(ctx, logStart, end)
+	} else if off < end {
+		w.log.Info("restoring changelog tail", "from", off, "to", end)
+		n, err = w.restoreTail(ctx, off, end)
+	}
+	if err != nil {
+		return err
+	}
+	if err := store.SetMeta(statestore.MetaTopicID, proc.changelogID); err != nil {
+		return err
+	}
+	if w.offset, err = store.Offset(); err != nil {
+		return err
+	}
+	if err := w.loadTimers(); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	proc.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
+	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
+		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset, "timers", w.timers.len())
+	return nil
+}
+
+// restoreFull reads [from, end) into memory (last value per key) and bulk-loads it.
+func (w *partition) restoreFull(ctx context.Context, from, end int64) (int64, error) {
+	state := make(map[string][]byte)
+	n, err := w.proc.readChangelog(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+		if r.Value == nil {
+			delete(state, string(r.Key))
+		} else {
+			state[string(r.Key)] = r.Value
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, w.store.Load(state, end, map[string][]byte{statestore.MetaTopicID: w.proc.changelogID})
+}
+
+// restoreTail applies [from, end) in coalesced chunks of one Badger write each.
+func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, error) {
+	chunk := make(map[string][]byte)
+	var last int64
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		if err := w.store.Commit(chunk, last+1); err != nil {
+			return err
+		}
+		clear(chunk)
+		return nil
+	}
+	n, err := w.proc.readChangelog(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+		chunk[string(r.Key)] = r.Value
+		last = r.Offset
+		if len(chunk) >= 10_000 {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	if err := flush(); err != nil {
+		return n, err
+	}
+	// The tail may end with control records (transaction markers): the store
+	// reflects the log up to end.
+	return n, w.store.Commit(nil, end)
+}
+
+// loadTimers schedules the expiry of every active reservation in the store.
+func (w *partition) loadTimers() error {
+	w.timers = timers{}
+	err := w.store.Scan(schemas.ReservationPrefix, func(key string, val []byte) error {
+		c, err := DecodeChange(key, val)
+		if err != nil {
+			w.log.Warn("undecodable reservation in state", "key", key, "err", err)
+			return nil
+		}
+		if r := c.Reservation.Reservation; r.Status == schemas.StatusActive {
+			w.timers.add(r.ExpiresAt, r.SKU, r.ReservationID)
+		}
+		return nil
+	})
+	w.updateDue()
+	return err
+}
+
+// changelogBounds waits until changelog partition p has no open transaction and
+// returns its start offset and end (high watermark).
+func (proc *Processor) changelogBounds(ctx context.Context, p int32, log interface {
+	Info(string, ...any)
+}) (int64, int64, error) {
+	t := proc.cfg.Topics.Changelog
+	waitLogged := time.Now()
+	for {
+		starts, err := proc.adm.ListStartOffsets(ctx, t)
+		if err == nil {
+			err = starts.Error()
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("list start offsets of %s: %w", t, err)
+		}
+		ends, err := proc.adm.ListEndOffsets(ctx, t)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("list end offsets of %s: %w", t, err)
+		}
+		stable, err := proc.adm.ListCommittedOffsets(ctx, t)
+		if err == nil {
+			err = stable.Error()
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("list stable offsets of %s: %w", t, err)
+		}
+		s, _ := starts.Lookup(t, p)
+		e, _ := ends.Lookup(t, p)
+		l, _ := stable.Lookup(t, p)
+		if l.Offset >= e.Offset {
+			return s.Offset, e.Offset, nil
+		}
+		if time.Since(waitLogged) > 5*time.Second {
+			log.Info("waiting for an open transaction on the changelog to end before restoring",
+				"stable", l.Offset, "end", e.Offset)
+			waitLogged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// readChangelog calls fn for every committed data record of changelog partition
+// p in [from, end), in offset order, and returns how many it read.
+func (proc *Processor) readChangelog(ctx context.Context, p int32, from, end int64, log interface {
+	Info(string, ...any)
+}, fn func(*kgo.Record) error) (int64, error) {
+	if from >= end {
+		return 0, nil
+	}
+	t := proc.cfg.Topics.Changelog
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(proc.cfg.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{t: {p: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // so that a tail of markers is seen and the end is reached
+		kgo.FetchMaxPartitionBytes(16 << 20),
+	}, proc.cfg.KafkaOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return 0, fmt.Errorf("restore client: %w", err)
+	}
+	defer cl.Close()
+	remaining := proc.metrics.restoreRemaining.WithLabelValues(partLabel(p))
+	restored := proc.metrics.restored.WithLabelValues(partLabel(p))
+	var n int64
+	lastLog := time.Now()
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return n, fmt.Errorf("read changelog partition %d: %w", p, ferr)
+		}
+		done := false
+		var cerr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if done || cerr != nil {
+				return
+			}
+			if r.Offset >= end {
+				done = true
+				return
+			}
+			if !r.Attrs.IsControl() {
+				n++
+				cerr = fn(r)
+			}
+			if r.Offset >= end-1 {
+				done = true
+			}
+			remaining.Set(float64(end - 1 - r.Offset))
+		})
+		if cerr != nil {
+			return n, cerr
+		}
+		if done {
+			remaining.Set(0)
+			restored.Add(float64(n))
+			return n, nil
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			log.Info("restoring", "records", n, "of_about", end-from)
+			lastLog = time.Now()
+		}
+	}
+}

@@ -1,0 +1,386 @@
+// Package statestore keeps the local state of one partition in Badger: every
+// changelog entity of the partition, stored under its changelog key with its
+// changelog value bytes unchanged, plus the changelog offset that state reflects.
+//
+// Invariants:
+//   - State and offset are written in ONE Badger transaction (goka's __offset
+//     idea): the store reflects exactly the changelog prefix [0, Offset()).
+//   - The store is only written with state of committed Kafka transactions, so
+//     it is never ahead of the changelog it mirrors; when it is behind, the
+//     changelog tail from Offset() brings it up to date.
+//   - Replaying the changelog from the beginning into an empty store yields a
+//     store equal, key for key and byte for byte, to the processor's.
+//
+// One Store is one partition (like a Kafka Streams task directory), so a
+// partition that moves away or is found corrupt is wiped by removing its folder.
+package statestore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/pb"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// Key spaces: data keys are changelog keys behind 'd', metadata behind 'm'.
+const (
+	dataPrefix = 'd'
+	metaPrefix = 'm'
+)
+
+// Metadata names.
+const (
+	metaOffset  = "changelog_next_offset"
+	MetaTopicID = "changelog_topic_id"
+	MetaFormat  = "format"
+)
+
+// Format is the layout version of the store; a store of another format is wiped.
+const Format = "1"
+
+// ErrCorrupt wraps any failure to open or read a store's files: the caller
+// should wipe the folder and restore from the changelog.
+var ErrCorrupt = errors.New("state store unreadable")
+
+// Options tune the Badger instance of one partition. The zero value is the
+// tuned default (see DefaultOptions).
+type Options struct {
+	// MemTableSize is the size of one memtable in bytes (default 16 MiB; Badger's 64 MiB
+	// times 12 partitions would hold ~4 GiB of memtables per instance).
+	MemTableSize int64
+	// BlockCacheSize is the block cache in bytes (default 16 MiB per partition).
+	BlockCacheSize int64
+	// SyncWrites fsyncs every commit (default false: a lost write is replayed from
+	// the changelog, which is the source of truth).
+	SyncWrites bool
+	// Logger receives Badger's warnings and errors (default: discarded).
+	Logger *slog.Logger
+}
+
+func (o Options) badger(dir string) badger.Options {
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = 16 << 20
+	}
+	if o.BlockCacheSize <= 0 {
+		o.BlockCacheSize = 16 << 20
+	}
+	bo := badger.DefaultOptions(dir).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(3).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(12).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(8 << 20).
+		WithNumCompactors(2).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(64 << 10). // values are small JSON entities: keep them in the LSM tree
+		WithDetectConflicts(false).   // one writer per partition
+		WithSyncWrites(o.SyncWrites).
+		WithLogger(badgerLogger{o.Logger})
+	return bo
+}
+
+// Store is the Badger state of one partition.
+type Store struct {
+	db  *badger.DB
+	dir string
+}
+
+// Open opens (creating if needed) the store in dir. An unreadable store yields an
+// error wrapping ErrCorrupt.
+func Open(dir string, opts Options) (s *Store, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+	}
+	defer func() {
+		// Badger panics on some kinds of damaged files; treat that as corruption.
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("open state %s: %w: %v", dir, ErrCorrupt, r)
+		}
+	}()
+	db, err := badger.Open(opts.badger(dir))
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w: %w", dir, ErrCorrupt, err)
+	}
+	s = &Store{db: db, dir: dir}
+	f, err := s.Meta(MetaFormat)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if f == nil {
+		if err := s.SetMeta(MetaFormat, []byte(Format)); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	} else if string(f) != Format {
+		_ = db.Close()
+		return nil, fmt.Errorf("open state %s: %w: format %q, want %q", dir, ErrCorrupt, f, Format)
+	}
+	return s, nil
+}
+
+// Dir returns the store's folder.
+func (s *Store) Dir() string { return s.dir }
+
+// Close closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close state %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Remove deletes the store folder dir (the store must be closed).
+func Remove(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove state %s: %w", dir, err)
+	}
+	return nil
+}
+
+func dataKey(k string) []byte {
+	b := make([]byte, 1+len(k))
+	b[0] = dataPrefix
+	copy(b[1:], k)
+	return b
+}
+
+func metaKey(k string) []byte {
+	b := make([]byte, 1+len(k))
+	b[0] = metaPrefix
+	copy(b[1:], k)
+	return b
+}
+
+func (s *Store) get(k []byte) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state %s key %q: %w: %w", s.dir, k, ErrCorrupt, err)
+	}
+	return v, nil
+}
+
+// Get returns the changelog value stored under changelog key k, or nil.
+func (s *Store) Get(k string) ([]byte, error) { return s.get(dataKey(k)) }
+
+// Meta returns the metadata value name, or nil.
+func (s *Store) Meta(name string) ([]byte, error) { return s.get(metaKey(name)) }
+
+// SetMeta stores a metadata value.
+func (s *Store) SetMeta(name string, v []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(name), v) }); err != nil {
+		return fmt.Errorf("write state %s meta %s: %w", s.dir, name, err)
+	}
+	return nil
+}
+
+// Offset returns the next changelog offset the store has not yet seen (0 for an
+// empty store).
+func (s *Store) Offset() (int64, error) {
+	v, err := s.Meta(metaOffset)
+	if err != nil || v == nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("read state %s offset: %w: %d bytes", s.dir, ErrCorrupt, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+func offsetBytes(o int64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(o))
+	return b[:]
+}
+
+// Commit writes the changes (nil value = delete) and the new next offset in one
+// Badger transaction. When a batch is too large for one transaction it is split,
+// with the offset in the last part: a crash in between leaves the offset behind
+// the data, which replaying the changelog from that offset repairs (it rewrites
+// the same keys with the same or newer values).
+func (s *Store) Commit(changes map[string][]byte, nextOffset int64) error {
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	set := func(k, v []byte) error {
+		var err error
+		if v == nil {
+			err = txn.Delete(k)
+		} else {
+			err = txn.Set(k, v)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			if v == nil {
+				return txn.Delete(k)
+			}
+			return txn.Set(k, v)
+		}
+		return err
+	}
+	for k, v := range changes {
+		if err := set(dataKey(k), v); err != nil {
+			return fmt.Errorf("commit state %s: %w", s.dir, err)
+		}
+	}
+	if err := set(metaKey(metaOffset), offsetBytes(nextOffset)); err != nil {
+		return fmt.Errorf("commit state %s: %w", s.dir, err)
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("commit state %s offset %d: %w", s.dir, nextOffset, err)
+	}
+	return nil
+}
+
+// Scan calls fn for every data key with the given changelog-key prefix, in key
+// order. The value is only valid during the call.
+func (s *Store) Scan(prefix string, fn func(key string, val []byte) error) error {
+	p := dataKey(prefix)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: p})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			err := item.Value(func(v []byte) error { return fn(string(item.Key()[1:]), v) })
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan state %s prefix %q: %w", s.dir, prefix, err)
+	}
+	return nil
+}
+
+// ScanFrom calls fn for up to limit data keys starting at changelog key from
+// (inclusive), in key order, and returns the key after the last one visited, or
+// "" when the scan reached the end.
+func (s *Store) ScanFrom(from string, limit int, fn func(key string, val []byte) error) (string, error) {
+	next := ""
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{dataPrefix}})
+		defer it.Close()
+		n := 0
+		for it.Seek(dataKey(from)); it.ValidForPrefix([]byte{dataPrefix}); it.Next() {
+			item := it.Item()
+			if n == limit {
+				next = string(item.Key()[1:])
+				return nil
+			}
+			n++
+			if err := item.Value(func(v []byte) error { return fn(string(item.Key()[1:]), v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("scan state %s from %q: %w", s.dir, from, err)
+	}
+	return next, nil
+}
+
+// Load replaces the whole store with state (changelog key -> value; nil values
+// are skipped) reflecting the changelog up to nextOffset, through Badger's
+// StreamWriter (sorted bulk load, no per-key transactions). Metadata other than
+// the offset must be set again afterwards.
+func (s *Store) Load(state map[string][]byte, nextOffset int64, meta map[string][]byte) error {
+	type kv struct{ k, v []byte }
+	kvs := make([]kv, 0, len(state)+len(meta)+2)
+	for k, v := range state {
+		if v != nil {
+			kvs = append(kvs, kv{dataKey(k), v})
+		}
+	}
+	for k, v := range meta {
+		kvs = append(kvs, kv{metaKey(k), v})
+	}
+	kvs = append(kvs, kv{metaKey(MetaFormat), []byte(Format)}, kv{metaKey(metaOffset), offsetBytes(nextOffset)})
+	sort.Slice(kvs, func(i, j int) bool { return bytes.Compare(kvs[i].k, kvs[j].k) < 0 })
+
+	sw := s.db.NewStreamWriter()
+	if err := sw.Prepare(); err != nil {
+		return fmt.Errorf("load state %s: %w", s.dir, err)
+	}
+	buf := z.NewBuffer(64<<20, "statestore.Load")
+	defer func() { _ = buf.Release() }()
+	flushBuf := func() error {
+		if buf.LenNoPadding() == 0 {
+			return nil
+		}
+		if err := sw.Write(buf); err != nil {
+			return err
+		}
+		buf.Reset()
+		return nil
+	}
+	for i, e := range kvs {
+		if i > 0 && bytes.Equal(e.k, kvs[i-1].k) {
+			continue
+		}
+		badger.KVToBuffer(&pb.KV{Key: e.k, Value: e.v, Version: 1}, buf)
+		if buf.LenNoPadding() > 32<<20 {
+			if err := flushBuf(); err != nil {
+				sw.Cancel()
+				return fmt.Errorf("load state %s: %w", s.dir, err)
+			}
+		}
+	}
+	if err := flushBuf(); err != nil {
+		sw.Cancel()
+		return fmt.Errorf("load state %s: %w", s.dir, err)
+	}
+	if err := sw.Flush(); err != nil {
+		return fmt.Errorf("load state %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Dump returns every data key and value (for tests and tools comparing stores).
+func (s *Store) Dump() (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	err := s.Scan("", func(k string, v []byte) error {
+		out[k] = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,148 @@
+// Package topics owns the topic layout of the reservation pipeline: the names
+// (derived from one prefix), their partition counts and cleanup policies, the
+// key -> partition rule (Kafka's murmur2, as franz-go and the Java client use
+// by default), and creation/verification with kadm. Topic strings live only here.
+//
+// Invariant: commands, results and changelog have the same partition count, so
+// a record derived from a command on partition p goes to partition p of results
+// and changelog.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults of the contract.
+const (
+	DefaultPrefix     = "reservations"
+	DefaultPartitions = 12
+)
+
+// Names are the topic names of one pipeline.
+type Names struct {
+	Commands  string
+	Results   string
+	Changelog string
+	DLQ       string
+}
+
+// NewNames derives the topic names from prefix (DefaultPrefix when empty).
+func NewNames(prefix string) Names {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Names{
+		Commands:  prefix + ".commands",
+		Results:   prefix + ".results",
+		Changelog: prefix + ".changelog",
+		DLQ:       prefix + ".dlq",
+	}
+}
+
+// All returns the names in creation order.
+func (n Names) All() []string { return []string{n.Commands, n.Results, n.Changelog, n.DLQ} }
+
+// Configs returns the topic configs each topic is created with.
+func (n Names) Configs(topic string) map[string]*string {
+	policy := "delete"
+	if topic == n.Changelog {
+		policy = "compact"
+	}
+	return map[string]*string{"cleanup.policy": &policy}
+}
+
+var murmur2 = kgo.StickyKeyPartitioner(nil).ForTopic("")
+
+// Partition returns the partition Kafka's default partitioner (murmur2, as
+// franz-go and the Java client) assigns to key among n partitions.
+func Partition(key []byte, n int32) int32 {
+	return int32(murmur2.Partition(&kgo.Record{Key: key}, int(n)))
+}
+
+// ErrLayout reports topics whose partition counts or cleanup policies break the
+// contract; the pipeline refuses to start on them.
+var ErrLayout = errors.New("topic layout breaks the contract")
+
+// ErrMissing reports a topic that does not exist (it also matches ErrLayout).
+var ErrMissing = errors.New("topic is missing")
+
+// Ensure creates missing topics with partitions partitions (replication
+// replicas, -1 for the broker default) and verifies that commands, results and
+// changelog share one partition count. It returns the commands partition count.
+func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, replication int16) (int32, error) {
+	details, err := adm.ListTopics(ctx, n.All()...)
+	if err != nil {
+		return 0, fmt.Errorf("list topics: %w", err)
+	}
+	for _, t := range n.All() {
+		if d, ok := details[t]; ok && d.Err == nil {
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, partitions, replication, n.Configs(t), t)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("create topic %s: %w", t, err)
+		}
+	}
+	// Metadata of just-created topics can lag (the client caches metadata for
+	// its MetadataMinAge), so wait for them to show up.
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		got, err := Verify(ctx, adm, n)
+		if !errors.Is(err, ErrMissing) || wait > 3*time.Second {
+			return got, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Verify checks that the topics exist, that commands, results and changelog
+// have one partition count, and that the changelog is compacted.
+func Verify(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
+	details, err := adm.ListTopics(ctx, n.All()...)
+	if err != nil {
+		return 0, fmt.Errorf("list topics: %w", err)
+	}
+	counts := make(map[string]int32, 4)
+	for _, t := range n.All() {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			return 0, fmt.Errorf("%w: %w: %s", ErrLayout, ErrMissing, t)
+		}
+		counts[t] = int32(len(d.Partitions))
+	}
+	want := counts[n.Commands]
+	for _, t := range []string{n.Results, n.Changelog} {
+		if counts[t] != want {
+			return 0, fmt.Errorf("%w: %s has %d partitions, %s has %d", ErrLayout, t, counts[t], n.Commands, want)
+		}
+	}
+	rc, err := adm.DescribeTopicConfigs(ctx, n.Changelog)
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", n.Changelog, err)
+	}
+	if c, err := rc.On(n.Changelog, nil); err == nil && c.Err == nil {
+		for _, kv := range c.Configs {
+			if kv.Key == "cleanup.policy" && kv.Value != nil && *kv.Value != "compact" && *kv.Value != "compact,delete" {
+				return 0, fmt.Errorf("%w: %s has cleanup.policy=%s, want compact", ErrLayout, n.Changelog, *kv.Value)
+			}
+		}
+	}
+	return want, nil
+}
+
+// PartitionString formats p for logs and metric labels.
+func PartitionString(p int32) string { return strconv.Itoa(int(p)) }

@@ -1,0 +1,64 @@
+package topics
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Test vectors of Kafka's own UtilsTest.testMurmur2 (Java client): the
+// partition is toPositive(murmur2(key)) % n.
+func TestPartitionMatchesKafkaMurmur2(t *testing.T) {
+	for key, hash := range map[string]int32{
+		"21":                         -973932308,
+		"foobar":                     -790332482,
+		"a-little-bit-long-string":   -985981536,
+		"a-little-bit-longer-string": -1486304829,
+		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+		"abc": 479470107,
+	} {
+		for _, n := range []int32{1, 3, 12, 64} {
+			want := int32(uint32(hash)&0x7fffffff) % n
+			assert.Equal(t, want, Partition([]byte(key), n), "key %q n %d", key, n)
+		}
+	}
+	// Stable and in range for many keys.
+	for i := range 1000 {
+		k := []byte("SKU-" + PartitionString(int32(i)))
+		p := Partition(k, 12)
+		require.True(t, p >= 0 && p < 12)
+		require.Equal(t, p, Partition(k, 12))
+	}
+}
+
+func TestEnsureCreatesAndVerifies(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	n := NewNames("test")
+	got, err := Ensure(ctx, adm, n, 6, 1)
+	require.NoError(t, err)
+	assert.Equal(t, int32(6), got)
+	// Idempotent.
+	got, err = Ensure(ctx, adm, n, 6, 1)
+	require.NoError(t, err)
+	assert.Equal(t, int32(6), got)
+
+	// A results topic with another partition count breaks the layout.
+	bad := NewNames("bad")
+	_, err = adm.CreateTopic(ctx, 3, 1, nil, bad.Results)
+	require.NoError(t, err)
+	_, err = Ensure(ctx, adm, bad, 6, 1)
+	require.ErrorIs(t, err, ErrLayout)
+}

@@ -1,0 +1,239 @@
+package processor
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/schemas"
+)
+
+var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenario files")
+
+// TestScenarios runs the data-driven scenarios of testdata/scenarios through the
+// pure core. Each block is a directive (and its input lines), "----", and the
+// expected output, ended by a blank line:
+//
+//	now 2026-01-01T00:00:00Z       set the clock
+//	advance 15m                    move the clock and fire due expiry timers
+//	send [key=K]                   decide the JSON commands that follow (key: the sku, or K)
+//	stock SKU                      print the stock entity
+//	reservation SKU ID             print the reservation entity
+//	check                          assert reserved == sum(active quantities) and on_hand >= 0 for every SKU
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/scenarios/*.txt")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
+	}
+}
+
+type scenario struct {
+	t      *testing.T
+	core   Core
+	state  Entities
+	now    schemas.Millis
+	offset int64
+}
+
+func runScenario(t *testing.T, file string) {
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	s := &scenario{t: t, core: Core{Rules: DefaultRules()}, state: make(Entities)}
+	s.now = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var out strings.Builder
+	lines := strings.Split(string(raw), "\n")
+	failed := false
+	for i := 0; i < len(lines); {
+		line := lines[i]
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			out.WriteString(line + "\n")
+			i++
+			continue
+		}
+		start := i + 1
+		var input []string
+		j := i + 1
+		for ; j < len(lines) && lines[j] != "----"; j++ {
+			input = append(input, lines[j])
+		}
+		require.Less(t, j, len(lines), "%s:%d: directive without ----", file, start)
+		k := j + 1
+		var want []string
+		for ; k < len(lines) && lines[k] != ""; k++ {
+			want = append(want, lines[k])
+		}
+		got := s.run(line, input)
+		out.WriteString(line + "\n")
+		for _, in := range input {
+			out.WriteString(in + "\n")
+		}
+		out.WriteString("----\n")
+		for _, g := range got {
+			out.WriteString(g + "\n")
+		}
+		if !*rewrite && strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, start, line, strings.Join(want, "\n"), strings.Join(got, "\n"))
+			failed = true
+		}
+		i = k
+	}
+	if *rewrite && !failed {
+		require.NoError(t, os.WriteFile(file, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644))
+	}
+}
+
+func (s *scenario) run(directive string, input []string) []string {
+	t := s.t
+	f := strings.Fields(directive)
+	switch f[0] {
+	case "now":
+		tm, err := time.Parse(time.RFC3339, f[1])
+		require.NoError(t, err)
+		s.now = schemas.MillisOf(tm)
+		return nil
+	case "advance":
+		d, err := time.ParseDuration(f[1])
+		require.NoError(t, err)
+		s.now += schemas.Millis(d.Milliseconds())
+		return s.fireTimers()
+	case "send":
+		key := ""
+		if len(f) > 1 && strings.HasPrefix(f[1], "key=") {
+			key = strings.TrimPrefix(f[1], "key=")
+		}
+		var got []string
+		for _, l := range input {
+			cmd, err := schemas.DecodeCommand([]byte(l), 0)
+			var fe *schemas.FieldError
+			if err != nil {
+				require.ErrorAs(t, err, &fe, "input %s", l)
+			}
+			k := key
+			if k == "" {
+				k = cmd.SKU
+			}
+			s.offset++
+			// Timers due now fire before the command, as in the partition loop.
+			got = append(got, s.fireTimers()...)
+			o := s.core.Apply(s.state, Input{Key: k, Command: cmd, FieldErr: fe, Offset: s.offset}, s.now)
+			s.state.Apply(o.Changes)
+			for _, r := range o.Results {
+				got = append(got, formatResult(&r))
+			}
+		}
+		return got
+	case "stock":
+		st, ok := s.state.Stock(f[1])
+		if !ok {
+			return []string{"unknown"}
+		}
+		thr := "none"
+		if st.LowStockThreshold != nil {
+			thr = fmt.Sprint(*st.LowStockThreshold)
+		}
+		return []string{fmt.Sprintf("on_hand=%d reserved=%d available=%d threshold=%s version=%d event=%s",
+			st.OnHand, st.Reserved, st.Available, thr, st.Version, st.Event)}
+	case "reservation":
+		r, ok := s.state.Reservation(f[1], f[2])
+		if !ok {
+			return []string{"unknown"}
+		}
+		b, err := json.Marshal(r)
+		require.NoError(t, err)
+		return []string{string(b)}
+	case "check":
+		return s.check()
+	}
+	t.Fatalf("unknown directive %q", directive)
+	return nil
+}
+
+// fireTimers expires every active reservation due at s.now, earliest first.
+func (s *scenario) fireTimers() []string {
+	var due []schemas.ReservationEntity
+	for _, c := range s.state {
+		if r := c.Reservation; r != nil && r.Reservation.Status == schemas.StatusActive && r.Reservation.ExpiresAt <= s.now {
+			due = append(due, *r)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].Reservation.ExpiresAt < due[j].Reservation.ExpiresAt })
+	var got []string
+	for _, r := range due {
+		o := s.core.Expire(s.state, 0, r.Reservation.SKU, r.Reservation.ReservationID, s.now)
+		s.state.Apply(o.Changes)
+		for _, res := range o.Results {
+			got = append(got, formatResult(&res))
+		}
+	}
+	return got
+}
+
+func (s *scenario) check() []string {
+	reserved := map[string]int64{}
+	for _, c := range s.state {
+		if r := c.Reservation; r != nil && r.Reservation.Status == schemas.StatusActive {
+			reserved[r.Reservation.SKU] += r.Reservation.Quantity
+		}
+	}
+	var out []string
+	for _, c := range s.state {
+		if st := c.Stock; st != nil {
+			if st.Reserved != reserved[st.SKU] || st.OnHand < 0 || st.Available != st.OnHand-st.Reserved {
+				out = append(out, fmt.Sprintf("VIOLATION %s: on_hand=%d reserved=%d available=%d sum(active)=%d",
+					st.SKU, st.OnHand, st.Reserved, st.Available, reserved[st.SKU]))
+			}
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return []string{"ok"}
+	}
+	return out
+}
+
+// formatResult renders a result on one line:
+// <command_id|-> <type> <sku> <outcome> [reason] [dup] [stock=on_hand/reserved/available] [res=id:qty:status:ext] [msg="..."]
+func formatResult(r *schemas.Result) string {
+	var b strings.Builder
+	id := r.CommandID
+	if id == "" {
+		id = "-"
+	}
+	typ := r.Type
+	if typ == "" {
+		typ = "?"
+	}
+	fmt.Fprintf(&b, "%s %s %s %s", id, typ, r.SKU, r.Outcome)
+	if r.Reason != "" {
+		b.WriteString(" " + r.Reason)
+	}
+	if r.Duplicate {
+		b.WriteString(" dup")
+	}
+	if r.Stock != nil {
+		fmt.Fprintf(&b, " stock=%d/%d/%d", r.Stock.OnHand, r.Stock.Reserved, r.Stock.Available)
+	}
+	if res := r.Reservation; res != nil {
+		fmt.Fprintf(&b, " res=%s:%d:%s:ext%d", res.ReservationID, res.Quantity, res.Status, res.Extensions)
+		if res.Status == schemas.StatusActive {
+			fmt.Fprintf(&b, ":exp=%s", res.ExpiresAt.Time().Format("15:04:05"))
+		}
+		if res.OrderID != "" {
+			b.WriteString(":order=" + res.OrderID)
+		}
+	}
+	if r.Message != "" {
+		fmt.Fprintf(&b, " msg=%q", r.Message)
+	}
+	return b.String()
+}

@@ -229,3 +229,14 @@ func ids(prefix string, n int) []string {
 	}
 	return out
 }
+
+// duplicates counts duplicate results read (mu held).
+func (h *harness) duplicates() int {
+	n := 0
+	for _, r := range h.results {
+		if r.Duplicate {
+			n++
+		}
+	}
+	return n
+}

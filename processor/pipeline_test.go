@@ -24,3 +24,29 @@ func TestPipelineSmoke(t *testing.T) {
 	assert.Equal(t, schemas.OutcomeRejected, r2.Outcome)
 	assert.Equal(t, schemas.ReasonInsufficientStock, r2.Reason)
 }
+
+// End to end on the broker: thousands of commands from several producers,
+// duplicates, and a producer that ignores the murmur2 partitioner. Exactly one
+// decisive result per command id, every decision equal to the reference model.
+func TestEndToEndMatchesModel(t *testing.T) {
+	h := newHarness(t, 6)
+	in := h.start("")
+	h.waitReady(in)
+	w := genWorkload(1, 40, 3000)
+	h.sendConcurrently(w.sets, 2, 0)
+	h.waitDecided(30*time.Second, idsOf(w.sets)...)
+	h.sendConcurrently(w.cmds, 4, 10)
+	h.sendConcurrently(w.dupes, 2, 3)
+	h.waitDecided(60*time.Second, w.ids()...)
+	// Wait for the duplicates' repeats too.
+	h.read(30*time.Second, func() bool { return h.duplicates() >= len(w.dupes) })
+	h.checkAgainstModel(w)
+}
+
+func idsOf(cmds []schemas.Command) []string {
+	out := make([]string, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.CommandID
+	}
+	return out
+}

@@ -1,0 +1,202 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/internal/kafkatest"
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/statestore"
+	"github.com/reservations/reservations/topics"
+)
+
+// envChild makes the test binary run one processor (see TestMain): the crash
+// tests kill such child processes with SIGKILL, mid-transaction.
+const envChild = "RESERVATIONS_TEST_CHILD"
+
+type childConfig struct {
+	Brokers  []string
+	Prefix   string
+	Group    string
+	StateDir string
+}
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(envChild); cfg != "" {
+		os.Exit(runChild(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+func runChild(js string) int {
+	var c childConfig
+	if err := json.Unmarshal([]byte(js), &c); err != nil {
+		fmt.Fprintln(os.Stderr, "child config:", err)
+		return 2
+	}
+	lvl := slog.LevelWarn
+	if os.Getenv("TEST_LOG") != "" {
+		lvl = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("child", c.StateDir)
+	p, err := processor.New(processor.Config{
+		Brokers:            c.Brokers,
+		Topics:             topics.NewNames(c.Prefix),
+		Group:              c.Group,
+		StateDir:           c.StateDir,
+		CommitInterval:     20 * time.Millisecond,
+		TransactionTimeout: 5 * time.Second,
+		SessionTimeout:     6 * time.Second,
+		KafkaOpts:          kafkatest.ClientOpts(),
+	}, processor.WithLogger(log))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := p.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "processor:", err)
+		return 1
+	}
+	return 0
+}
+
+// child is a processor in its own OS process.
+type child struct {
+	cmd *exec.Cmd
+	dir string
+}
+
+func (h *harness) startChild(dir string) *child {
+	h.t.Helper()
+	prefix := h.names.Commands[:len(h.names.Commands)-len(".commands")]
+	js, err := json.Marshal(childConfig{Brokers: h.c.Brokers, Prefix: prefix, Group: h.cfg.Group, StateDir: dir})
+	require.NoError(h.t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"="+string(js))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	require.NoError(h.t, cmd.Start())
+	c := &child{cmd: cmd, dir: dir}
+	h.t.Cleanup(func() { c.kill() })
+	return c
+}
+
+// kill ends the child with SIGKILL: no clean close, an open transaction stays
+// open, the Badger store is not closed.
+func (c *child) kill() {
+	if c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	}
+}
+
+// stop ends the child cleanly and asserts it exited 0.
+func (c *child) stop(t *testing.T) {
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, c.cmd.Wait())
+}
+
+func (h *harness) decidedCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for id := range h.byCmd {
+		if h.decisive(id) != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Crash and restart: processors are killed with SIGKILL in the middle of a
+// stream (and so, under load, in the middle of transactions), restarted on the
+// same state folder (tail restore) and on an empty one (full restore). No
+// decision is lost or applied twice, every decision matches the reference
+// model, and the final local state equals a replay of the changelog.
+func TestCrashRestartExactlyOnce(t *testing.T) {
+	h := newHarness(t, 4)
+	w := genWorkload(2, 30, 4000)
+	dirA := t.TempDir()
+	a := h.startChild(dirA)
+	h.sendConcurrently(w.sets, 1, 0)
+	h.waitDecided(60*time.Second, idsOf(w.sets)...)
+
+	var sent atomic.Int64
+	sendDone := make(chan struct{})
+	go func() {
+		defer close(sendDone)
+		for i := 0; i < len(w.cmds); i += 200 {
+			h.sendConcurrently(w.cmds[i:min(i+200, len(w.cmds))], 2, 8)
+			sent.Store(int64(min(i+200, len(w.cmds))))
+			time.Sleep(20 * time.Millisecond) // pace the stream so kills land mid-stream
+		}
+		h.sendConcurrently(w.dupes, 1, 0)
+	}()
+
+	waitFor := func(n int) {
+		h.read(60*time.Second, func() bool {
+			c := 0
+			for id := range h.byCmd {
+				if h.decisive(id) != nil {
+					c++
+				}
+			}
+			return c >= n
+		})
+	}
+	total := len(w.byID)
+	waitFor(total / 5)
+	a.kill()
+	t.Logf("killed A after %d decisions (%d sent)", h.decidedCount(), sent.Load())
+	b := h.startChild(dirA) // same folder: restores the tail
+	waitFor(total / 2)
+	b.kill()
+	t.Logf("killed B after %d decisions (%d sent)", h.decidedCount(), sent.Load())
+	dirC := t.TempDir()
+	c := h.startChild(dirC) // empty folder: restores in full
+	<-sendDone
+	h.waitDecided(120*time.Second, w.ids()...)
+	h.read(30*time.Second, func() bool { return h.duplicates() >= len(w.dupes) })
+	c.stop(t)
+	h.checkAgainstModel(w)
+
+	// The local state of C equals a replay of the changelog, byte for byte.
+	want := h.changelogRaw()
+	got := map[string]string{}
+	for p := range h.parts {
+		s, err := statestore.Open(processor.StateDir(dirC, h.names.Changelog, p), statestore.Options{})
+		require.NoError(t, err)
+		d, err := s.Dump()
+		require.NoError(t, err)
+		for k, v := range d {
+			got[k] = string(v)
+		}
+		require.NoError(t, s.Close())
+	}
+	assert.Equal(t, len(want), len(got))
+	assert.Equal(t, want, got, "state of the restarted processor == replay of the changelog")
+}
+
+// changelogRaw returns the latest value of every live changelog key.
+func (h *harness) changelogRaw() map[string]string {
+	out := map[string]string{}
+	for k, c := range h.changelogState() {
+		v, err := processor.EncodeChange(&c)
+		require.NoError(h.t, err)
+		out[k] = string(v)
+	}
+	return out
+}

@@ -26,6 +26,7 @@ type metrics struct {
 	restoreRemaining *prometheus.GaugeVec
 	restored         *prometheus.CounterVec
 	storeWipes       prometheus.Counter
+	restarts         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -59,9 +60,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Changelog records restored into local state."}, []string{"partition"}),
 		storeWipes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "state_wipes_total",
 			Help: "Local stores wiped and rebuilt in full (corrupt, ahead of the log, or of another topic)."}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "session_restarts_total",
+			Help: "Kafka sessions replaced after a failure (Kafka Streams: replaced stream threads)."}),
 	}
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.forwarded, m.expired, m.tombstoned,
-		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes)
+		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	return m
 }
 

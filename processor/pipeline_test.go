@@ -1,13 +1,20 @@
 package processor_test
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/topics"
 )
 
 func TestPipelineSmoke(t *testing.T) {
@@ -49,4 +56,152 @@ func idsOf(cmds []schemas.Command) []string {
 		out[i] = c.CommandID
 	}
 	return out
+}
+
+// Rebalance: two instances share the partitions; one leaves mid-stream, its
+// partitions move to the other, which restores them from the changelog and
+// continues. Then a third joins and takes some back.
+func TestRebalanceMovesPartitions(t *testing.T) {
+	h := newHarness(t, 6)
+	a := h.start("")
+	b := h.start("")
+	h.waitReady(a, b)
+	w := genWorkload(3, 30, 3000)
+	h.sendConcurrently(w.sets, 1, 0)
+	h.waitDecided(30*time.Second, idsOf(w.sets)...)
+	third := len(w.cmds) / 3
+	h.sendConcurrently(w.cmds[:third], 3, 10)
+	h.waitDecided(60*time.Second, idsOf(w.cmds[:third])...)
+	b.stop(t) // leaves the group: its partitions move to a
+	h.sendConcurrently(w.cmds[third:2*third], 3, 10)
+	h.waitDecided(60*time.Second, idsOf(w.cmds[third:2*third])...)
+	assert.Len(t, a.p.Status(), int(h.parts), "a owns every partition")
+	c := h.start("")
+	h.sendConcurrently(w.cmds[2*third:], 3, 10)
+	h.sendConcurrently(w.dupes, 2, 0)
+	h.waitReady(a, c)
+	h.waitDecided(60*time.Second, w.ids()...)
+	h.read(30*time.Second, func() bool { return h.duplicates() >= len(w.dupes) })
+	assert.NotEmpty(t, c.p.Status(), "the new instance took partitions")
+	h.checkAgainstModel(w)
+}
+
+// Oversell race through the broker: many concurrent producers reserve one unit
+// each of a SKU with 10 units; exactly 10 are accepted.
+func TestOversellRaceConcurrentProducers(t *testing.T) {
+	h := newHarness(t, 4)
+	in := h.start("")
+	h.waitReady(in)
+	h.send(stockSet("set", "FLASH", 10))
+	h.waitDecided(20*time.Second, "set")
+	var cmds []schemas.Command
+	for i := range 200 {
+		cmds = append(cmds, reserve(fmt.Sprintf("buy-%d", i), "FLASH", fmt.Sprintf("cart-%d", i), 1))
+	}
+	h.sendConcurrently(cmds, 16, 0)
+	h.waitDecided(30*time.Second, idsOf(cmds)...)
+	accepted := 0
+	for _, c := range cmds {
+		r := h.decisive(c.CommandID)
+		if r.Outcome == schemas.OutcomeAccepted {
+			accepted++
+		} else {
+			assert.Equal(t, schemas.ReasonInsufficientStock, r.Reason)
+		}
+		assert.GreaterOrEqual(t, r.Stock.Available, int64(0))
+	}
+	assert.Equal(t, 10, accepted)
+	assertInvariants(t, h.changelogState())
+}
+
+// Cron-free expiry through the broker: holds expire by the processor's own
+// timers, with no command traffic, within 1 s of expires_at.
+func TestExpiryWithoutTraffic(t *testing.T) {
+	h := newHarness(t, 4)
+	in := h.start("")
+	h.waitReady(in)
+	one := int64(1)
+	var cmds []schemas.Command
+	for i := range 20 {
+		sku := fmt.Sprintf("E-%d", i)
+		cmds = append(cmds, stockSet("set-"+sku, sku, 2))
+		r := reserve("res-"+sku, sku, "h", 2)
+		r.TTLSeconds = &one
+		cmds = append(cmds, r)
+	}
+	h.send(cmds...)
+	h.waitDecided(20*time.Second, idsOf(cmds)...)
+	expired := func() []schemas.Result {
+		var out []schemas.Result
+		for _, r := range h.results {
+			if r.Type == schemas.TypeExpired {
+				out = append(out, r.Result)
+			}
+		}
+		return out
+	}
+	h.read(20*time.Second, func() bool { return len(expired()) >= 20 })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range expired() {
+		lag := r.DecidedAt.Time().Sub(r.Reservation.ExpiresAt.Time())
+		assert.GreaterOrEqual(t, lag, time.Duration(0), "never early")
+		assert.Less(t, lag, time.Second, "emitted within 1 s of expires_at")
+		assert.Equal(t, int64(0), r.Stock.Reserved)
+		assert.Equal(t, int64(2), r.Stock.Available)
+	}
+	assert.Len(t, expired(), 20, "exactly one notice per hold")
+}
+
+// Poison and misrouted records: undecodable bytes go to the DLQ with error
+// headers (plus an invalid_command result when the key is a SKU), never
+// stopping the partition; a misrouted command is forwarded and decided by the
+// owner.
+func TestDeadLettersAndForwarding(t *testing.T) {
+	h := newHarness(t, 4)
+	in := h.start("")
+	h.waitReady(in)
+	h.send(stockSet("set", "SKU-Q", 5))
+	h.sendRaw([]byte("SKU-Q"), []byte("not json"), -1)
+	h.sendRaw([]byte("SKU-Q"), []byte(`{"type":"reserve"}`), -1)
+	h.sendRaw(nil, []byte(`{"command_id":"nokey","type":"reserve","sku":"SKU-Q"}`), 0)
+	h.sendRaw([]byte("SKU-Q"), []byte(`{"command_id":"big","pad":"`+strings.Repeat("x", 70<<10)+`"}`), -1)
+	wrong := (topics.Partition([]byte("SKU-Q"), h.parts) + 1) % h.parts
+	v, _ := json.Marshal(reserve("misrouted", "SKU-Q", "m1", 2))
+	h.sendRaw([]byte("SKU-Q"), v, wrong)
+	h.send(reserve("after", "SKU-Q", "a1", 1))
+	h.waitDecided(20*time.Second, "misrouted", "after")
+	m := h.decisive("misrouted")
+	assert.Equal(t, schemas.OutcomeAccepted, m.Outcome)
+	assert.Equal(t, topics.Partition([]byte("SKU-Q"), h.parts), m.Partition, "decided by the owner partition")
+
+	dlq := h.c.Client(t, kgo.ConsumeTopics(h.names.DLQ), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for len(got) < 4 && ctx.Err() == nil {
+		got = append(got, dlq.PollFetches(ctx).Records()...)
+	}
+	require.Len(t, got, 4)
+	for _, r := range got {
+		hs := map[string]string{}
+		for _, x := range r.Headers {
+			hs[x.Key] = string(x.Value)
+		}
+		assert.NotEmpty(t, hs["error"])
+		assert.Equal(t, h.names.Commands, hs["source_topic"])
+		assert.NotEmpty(t, hs["source_partition"])
+		assert.NotEmpty(t, hs["source_offset"])
+	}
+	// Results for the keyed poison records: rejected invalid_command.
+	h.read(10*time.Second, func() bool {
+		n := 0
+		for _, r := range h.results {
+			if r.Reason == schemas.ReasonInvalidCommand {
+				n++
+			}
+		}
+		return n >= 3 // not json, missing command_id, oversized
+	})
 }

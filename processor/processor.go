@@ -184,12 +184,45 @@ func (p *Processor) produce(r *kgo.Record, promise func(*kgo.Record, error)) {
 func (p *Processor) Close() {}
 
 // Run joins the group and processes until ctx ends (nil error) or a fatal
-// error. On return every partition is stopped at a transaction boundary.
+// error. A failure of the Kafka session (fencing, exhausted retries, a store
+// write error) is not fatal: like Kafka Streams replacing a failed stream
+// thread, Run stops every partition at a transaction boundary, backs off, and
+// starts a new session, restoring partitions from their stores and the
+// changelog. Fatal are: a broken topic layout and ctx ending.
 func (p *Processor) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		started := time.Now()
+		err := p.runOnce(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, topics.ErrLayout) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		p.metrics.restarts.Inc()
+		p.log.Warn("processor session failed: restarting", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (p *Processor) runOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.ctx = ctx
 	p.restored = make(chan restoreDone, 64)
+	p.mu.Lock()
+	p.failErr = nil
+	p.events = nil
+	p.mu.Unlock()
 
 	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.KafkaOpts...)...)
 	if err != nil {
@@ -229,9 +262,6 @@ func (p *Processor) Run(ctx context.Context) error {
 		"commands", t.Commands, "partitions", p.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		p.log.Error("processor stopping", "err", runErr)
-	}
 	// Stop partitions, then leave the group. An open transaction is aborted by
 	// Close (its records will be decided again by the next owner).
 	for _, w := range p.parts {
@@ -451,6 +481,18 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		if len(recs) == 0 {
 			break
 		}
+	}
+	// Wait for every produce of the transaction to be acknowledged BEFORE
+	// choosing to commit: a record that failed must abort the transaction, or
+	// a result could be committed without its changelog record (state the log
+	// does not have). End's own flush would come too late for that choice.
+	if ok {
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
+		if err := p.sess.Client().Flush(fctx); err != nil {
+			p.log.Warn("flush failed: aborting the transaction", "err", err)
+			ok = false
+		}
+		fcancel()
 	}
 	for _, w := range p.parts {
 		if w.ready.Load() {

@@ -244,8 +244,9 @@ func (h *harness) endOffsets(topic string) map[int32]int64 {
 
 // assertInvariants checks per SKU: reserved == sum(active), available ==
 // on_hand - reserved, on_hand >= 0; per reservation: versions positive.
-func assertInvariants(t *testing.T, state processor.Entities) {
+func assertInvariants(t *testing.T, state processor.Entities) bool {
 	t.Helper()
+	ok := true
 	active := map[string]int64{}
 	for _, c := range state {
 		if r := c.Reservation; r != nil && r.Reservation.Status == schemas.StatusActive {
@@ -254,9 +255,10 @@ func assertInvariants(t *testing.T, state processor.Entities) {
 	}
 	for _, c := range state {
 		if s := c.Stock; s != nil {
-			assert.Equal(t, active[s.SKU], s.Reserved, "reserved == sum(active) for %s", s.SKU)
-			assert.Equal(t, s.OnHand-s.Reserved, s.Available, "available of %s", s.SKU)
-			assert.GreaterOrEqual(t, s.OnHand, int64(0), "on_hand of %s", s.SKU)
+			ok = assert.Equal(t, active[s.SKU], s.Reserved, "reserved == sum(active) for %s", s.SKU) && ok
+			ok = assert.Equal(t, s.OnHand-s.Reserved, s.Available, "available of %s", s.SKU) && ok
+			ok = assert.GreaterOrEqual(t, s.OnHand, int64(0), "on_hand of %s", s.SKU) && ok
 		}
 	}
+	return ok
 }

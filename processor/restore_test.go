@@ -1,0 +1,83 @@
+package processor_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/statestore"
+	"github.com/reservations/reservations/topics"
+)
+
+// A local store is never trusted blindly: corrupt files, a store ahead of the
+// changelog (the log was lost or truncated) and a store of a recreated topic are
+// wiped and rebuilt from the changelog.
+func TestRestoreDistrustsLocalState(t *testing.T) {
+	h := newHarness(t, 2)
+	dir := t.TempDir()
+	in := h.start(dir)
+	h.waitReady(in)
+	h.send(stockSet("s1", "A", 10), stockSet("s2", "D", 10), reserve("r1", "A", "h1", 4), reserve("r2", "D", "h2", 3))
+	h.waitDecided(20*time.Second, "s1", "s2", "r1", "r2")
+	in.stop(t)
+	pa := topics.Partition([]byte("A"), h.parts)
+	pb := topics.Partition([]byte("D"), h.parts)
+	require.NotEqual(t, pa, pb, "test needs A and D on different partitions")
+
+	// Corrupt A's store files; move D's store offset beyond the end of its log.
+	dirA := processor.StateDir(dir, h.names.Changelog, pa)
+	entries, err := os.ReadDir(dirA)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.NoError(t, os.WriteFile(filepath.Join(dirA, e.Name()), []byte("not badger"), 0o644))
+	}
+	s, err := statestore.Open(processor.StateDir(dir, h.names.Changelog, pb), statestore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, s.Commit(map[string][]byte{"stock/D": []byte(`{"sku":"D","on_hand":999}`)}, 1_000_000))
+	require.NoError(t, s.Close())
+
+	in = h.start(dir)
+	h.waitReady(in)
+	h.send(reserve("r3", "A", "h3", 6), reserve("r4", "A", "h4", 1), reserve("r5", "D", "h5", 7), reserve("r6", "D", "h6", 1))
+	h.waitDecided(20*time.Second, "r3", "r4", "r5", "r6")
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r3").Outcome, "A restored: 4 held + 6 fits 10")
+	assert.Equal(t, schemas.ReasonInsufficientStock, h.decisive("r4").Reason)
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r5").Outcome, "D restored from the log, not the bogus store")
+	assert.Equal(t, schemas.ReasonInsufficientStock, h.decisive("r6").Reason)
+	in.stop(t)
+
+	// Recreate the topics under the same names: the old stores belong to
+	// another topic id and must not leak into the new pipeline.
+	adm := kadm.NewClient(h.c.Client(t))
+	ctx := context.Background()
+	_, err = adm.DeleteTopics(ctx, h.names.All()...)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := topics.Ensure(ctx, adm, h.names, h.parts, 1)
+		return err == nil
+	}, 20*time.Second, 100*time.Millisecond)
+	// Fresh clients: the old ones cache the deleted topics' ids.
+	h.prod = h.c.Client(t)
+	h.reader = h.c.Client(t, kgo.ConsumeTopics(h.names.Results), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	in = h.start(dir)
+	h.waitReady(in)
+	h.send(reserve("fresh", "A", "h7", 1))
+	h.read(20*time.Second, func() bool {
+		for _, r := range h.byCmd["fresh"] {
+			if r.Reason == schemas.ReasonUnknownSKU {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -205,3 +205,47 @@ func TestDeadLettersAndForwarding(t *testing.T) {
 		return n >= 3 // not json, missing command_id, oversized
 	})
 }
+
+// Timers are derived from persisted state: holds taken before a restart (on a
+// new state folder, i.e. a partition move) still expire, once, on time.
+func TestTimersSurviveRestartAndMove(t *testing.T) {
+	h := newHarness(t, 2)
+	a := h.start("")
+	h.waitReady(a)
+	ttl := int64(3)
+	r := reserve("r", "T-1", "h", 1)
+	r.TTLSeconds = &ttl
+	h.send(stockSet("s", "T-1", 1), r)
+	h.waitDecided(20*time.Second, "s", "r")
+	a.stop(t)
+	b := h.start("") // empty folder: full restore, as after a partition move
+	h.waitReady(b)
+	var notices []schemas.Result
+	h.read(20*time.Second, func() bool {
+		notices = notices[:0]
+		for _, x := range h.results {
+			if x.Type == schemas.TypeExpired {
+				notices = append(notices, x.Result)
+			}
+		}
+		return len(notices) > 0
+	})
+	require.Len(t, notices, 1)
+	lag := notices[0].DecidedAt.Time().Sub(notices[0].Reservation.ExpiresAt.Time())
+	assert.GreaterOrEqual(t, lag, time.Duration(0))
+	assert.Less(t, lag, time.Second)
+	// And a second restart does not expire it again.
+	b.stop(t)
+	c := h.start("")
+	h.waitReady(c)
+	h.send(reserve("r2", "T-1", "h2", 1))
+	h.waitDecided(20*time.Second, "r2")
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r2").Outcome, "the expired hold gave its unit back")
+	n := 0
+	for _, x := range h.results {
+		if x.Type == schemas.TypeExpired {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "exactly one expiry notice")
+}

@@ -1,0 +1,89 @@
+// Package processor decides reservation commands exactly once.
+//
+// # The pure core
+//
+// Core.Apply(state, input, now) -> Outputs is the whole contract: validation,
+// idempotency by command_id, stock arithmetic, lazy expiry, low-stock notices.
+// It reads a State, never writes it, never does I/O and never reads a clock;
+// it returns the results and the entity changes (the changelog records). The
+// scenario files in testdata/scenarios drive it directly.
+//
+// # The partition loop
+//
+// A Processor is one member of a Kafka consumer group (cooperative-sticky) on
+// the commands topic. Every assigned partition gets its own goroutine (a
+// partition): it owns the partition's Badger store, the pending writes of the
+// open transaction, and the expiry timers. Commands of a partition are applied
+// one after the other in offset order, so there are no locks and no races on a
+// SKU: every SKU lives on exactly one partition.
+//
+// # One transaction, a barrier per dispatch
+//
+// The main loop owns one transactional client (kgo.GroupTransactSession, with
+// a transactional id that is stable per instance). Each transaction:
+//
+//  1. polls records, groups them by partition and hands each running partition
+//     its records and the clock (now), then waits for all of them: the
+//     barrier. Partitions decide in parallel and produce results, changelog
+//     records, DLQ records and forwarded commands into the transaction;
+//  2. repeats while more records are buffered, up to MaxBatch records or
+//     CommitInterval, so that load forms larger transactions and idle traffic
+//     small ones (low latency);
+//  3. flushes and checks every produce: any failure aborts;
+//  4. ends the transaction, which commits the consumed offsets with the
+//     outputs (KIP-447: the group generation fences zombies);
+//  5. on commit, each partition writes its pending changes and the changelog
+//     offset they reach to Badger in ONE write, then moves them to its cache;
+//     on abort, it drops them (and puts popped timers back), and the session
+//     rewinds to the committed offsets so the records are decided again.
+//
+// Badger therefore only ever holds state of committed transactions: it can be
+// behind the changelog (a crash between commit and the Badger write), never
+// ahead of it, and never holds aborted writes (the KAFKA-20685 class of bug).
+//
+// Why one transaction for all partitions rather than a producer per partition:
+// a transactional producer per partition (Kafka Streams' old EOS-v1) costs a
+// producer, a transaction coordinator round trip and markers per partition per
+// commit; one per instance (EOS-v2) amortises them over every partition. The
+// price is that a rebalance aborts the open transaction of all partitions (the
+// session aborts on any revoke): that is cheap here because nothing reached
+// Badger and the records are simply decided again.
+//
+// # Rebalances
+//
+// Assignment and revocation callbacks only record the change (and pause
+// fetching of newly assigned partitions); the main loop applies it between
+// transactions. A revoked partition's goroutine stops at that boundary and
+// closes its store but keeps its folder: if the partition comes back, only the
+// changelog tail written meanwhile by the other owner is replayed. A record of
+// a partition that is not running aborts the transaction rather than being
+// dropped, so no offset is ever committed for a command that was not decided.
+//
+// # Restore
+//
+// A newly assigned partition is restored before it is resumed: the store is
+// opened (wiped if unreadable, of another changelog topic id, ahead of the
+// changelog end or behind its start), then the changelog partition is read
+// read_committed from the store's offset to its end, once no transaction is
+// open on it (so a previous owner's pending commit cannot be missed). A full
+// restore is bulk-loaded with Badger's StreamWriter; a tail is written in
+// coalesced chunks. The expiry timers are rebuilt from the active reservations
+// in the store: they are derived state, never the source of truth.
+//
+// # Timers and the sweep
+//
+// Each partition keeps a min-heap of active reservations' expires_at. Due
+// timers fire at the start of every dispatch (so an expired hold never counts
+// against availability) and the main loop wakes itself for the earliest one,
+// at most TimerTick later, even without traffic. A stale entry is harmless:
+// Core.Expire checks the state. A sweeper walks the store in small steps and
+// tombstones decided commands and terminal reservations past the dedupe
+// window, which keeps the compacted changelog bounded.
+//
+// # Idempotency
+//
+// Every decision is stored as a changelog entity command/<command_id> (an
+// extension of contract v1, see schemas/README.md) holding the original
+// result, so duplicates are answered identically after restarts and partition
+// moves, for the dedupe window.
+package processor

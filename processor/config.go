@@ -28,6 +28,10 @@ type Config struct {
 	// CommitInterval bounds how long one transaction collects records
 	// (default 50 ms). A transaction also ends as soon as nothing more is buffered.
 	CommitInterval time.Duration
+	// Linger is how long a transaction waits for more records when none are
+	// buffered, before it commits (default 0: commit at once; under load
+	// records are buffered anyway and transactions grow by themselves).
+	Linger time.Duration
 	// MaxBatch bounds the records per transaction (default 5000).
 	MaxBatch int
 	// MaxCommandBytes is the largest command record accepted; larger ones go to
@@ -48,7 +52,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// SweepBatch is how many keys one sweep step reads (default 2000).
 	SweepBatch int
-	// Rules are the contract's configurable rules (default DefaultRules()).
+	// Rules are the contract's configurable rules (default DefaultRules(); a zero
+	// DedupeWindow means the default; MaxExtensions 0 means no extension, unless
+	// the whole Rules is zero).
 	Rules Rules
 	// KafkaOpts are extra client options (TLS, SASL, test tuning), applied to
 	// every client the processor creates.
@@ -89,9 +95,20 @@ func (c *Config) setDefaults() {
 	if c.Rules == (Rules{}) {
 		c.Rules = DefaultRules()
 	}
+	if c.Rules.DedupeWindow == 0 {
+		c.Rules.DedupeWindow = DefaultRules().DedupeWindow
+	}
 }
 
-// Validate reports the first invalid setting, naming it.
+// DefaultConfig returns a Config with every default filled in (Brokers and
+// StateDir are left empty: they are required).
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+// Validate reports every invalid setting, each naming the setting.
 func (c *Config) Validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {

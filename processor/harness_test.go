@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -21,7 +22,7 @@ import (
 
 // harness runs processors against a broker and reads what they write.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	c     *kafkatest.Cluster
 	names topics.Names
 	parts int32
@@ -39,7 +40,7 @@ type result struct {
 	rec *kgo.Record
 }
 
-func newHarness(t *testing.T, parts int32) *harness {
+func newHarness(t testing.TB, parts int32) *harness {
 	t.Helper()
 	c := kafkatest.New(t)
 	h := &harness{t: t, c: c, parts: parts, byCmd: make(map[string][]result)}
@@ -59,7 +60,7 @@ func newHarness(t *testing.T, parts int32) *harness {
 	return h
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	lvl := slog.LevelWarn
 	if os.Getenv("TEST_LOG") != "" {
 		lvl = slog.LevelDebug
@@ -73,6 +74,19 @@ type instance struct {
 	cancel context.CancelFunc
 	done   chan error
 	dir    string
+	reg    *prometheus.Registry
+}
+
+// histogram returns count and sum of a histogram metric of the instance.
+func (in *instance) histogram(name string) (uint64, float64) {
+	mfs, _ := in.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	return 0, 0
 }
 
 // start runs a processor with state in dir (a new temp dir when empty).
@@ -86,17 +100,18 @@ func (h *harness) start(dir string, mod ...func(*processor.Config)) *instance {
 	for _, m := range mod {
 		m(&cfg)
 	}
-	p, err := processor.New(cfg, processor.WithLogger(testLogger(h.t)))
+	reg := prometheus.NewRegistry()
+	p, err := processor.New(cfg, processor.WithLogger(testLogger(h.t)), processor.WithRegisterer(reg))
 	require.NoError(h.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{p: p, cancel: cancel, done: make(chan error, 1), dir: dir}
+	in := &instance{p: p, cancel: cancel, done: make(chan error, 1), dir: dir, reg: reg}
 	go func() { in.done <- p.Run(ctx) }()
 	h.t.Cleanup(func() { in.stop(h.t) })
 	return in
 }
 
 // stop shuts the instance down cleanly (idempotent).
-func (in *instance) stop(t *testing.T) {
+func (in *instance) stop(t testing.TB) {
 	in.cancel()
 	select {
 	case err, ok := <-in.done:

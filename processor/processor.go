@@ -60,6 +60,7 @@ type Processor struct {
 	parts    map[int32]*partition // owned by the main loop
 	restored chan restoreDone
 	status   map[int32]string // guarded by mu; for readiness
+	joined   bool             // guarded by mu: the group assigned us (possibly nothing)
 }
 
 type groupEvent struct {
@@ -86,13 +87,6 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	p.core = Core{Rules: cfg.Rules}
 	p.metrics = newMetrics(p.reg)
 	p.storeOpts = statestore.Options{Logger: p.log}
-	if p.cfg.InstanceID == "" {
-		id, err := instanceID(cfg.StateDir)
-		if err != nil {
-			return nil, err
-		}
-		p.cfg.InstanceID = id
-	}
 	return p, nil
 }
 
@@ -116,7 +110,8 @@ func instanceID(dir string) (string, error) {
 	return id, nil
 }
 
-// TransactionalID is the producer's transactional id.
+// TransactionalID is the producer's transactional id (known once Run started,
+// or when Config.InstanceID is set).
 func (p *Processor) TransactionalID() string { return p.cfg.Group + "-" + p.cfg.InstanceID }
 
 // Status returns each assigned partition's state ("restoring" or "running").
@@ -135,7 +130,7 @@ func (p *Processor) Status() map[int32]string {
 func (p *Processor) Ready() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sess == nil || p.failErr != nil {
+	if p.sess == nil || p.failErr != nil || !p.joined {
 		return false
 	}
 	for _, s := range p.status {
@@ -217,11 +212,19 @@ func (p *Processor) Run(ctx context.Context) error {
 func (p *Processor) runOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if p.cfg.InstanceID == "" {
+		id, err := instanceID(p.cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		p.cfg.InstanceID = id
+	}
 	p.ctx = ctx
 	p.restored = make(chan restoreDone, 64)
 	p.mu.Lock()
 	p.failErr = nil
 	p.events = nil
+	p.joined = false
 	p.mu.Unlock()
 
 	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.KafkaOpts...)...)
@@ -295,6 +298,9 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 }
 
 func (p *Processor) onAssigned(_ context.Context, cl *kgo.Client, m map[string][]int32) {
+	p.mu.Lock()
+	p.joined = true
+	p.mu.Unlock()
 	ps := m[p.cfg.Topics.Commands]
 	if len(ps) == 0 {
 		return
@@ -478,6 +484,12 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 			break
 		}
 		recs, _ = records(p.sess.PollRecords(nil, p.cfg.MaxBatch-n))
+		if len(recs) == 0 && p.cfg.Linger > 0 {
+			// Nothing buffered: give an in-flight fetch a moment to land.
+			lctx, lcancel := context.WithTimeout(ctx, min(p.cfg.Linger, p.cfg.CommitInterval-time.Since(start)))
+			recs, _ = records(p.sess.PollRecords(lctx, p.cfg.MaxBatch-n))
+			lcancel()
+		}
 		if len(recs) == 0 {
 			break
 		}

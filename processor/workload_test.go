@@ -244,7 +244,7 @@ func (h *harness) endOffsets(topic string) map[int32]int64 {
 
 // assertInvariants checks per SKU: reserved == sum(active), available ==
 // on_hand - reserved, on_hand >= 0; per reservation: versions positive.
-func assertInvariants(t *testing.T, state processor.Entities) bool {
+func assertInvariants(t testing.TB, state processor.Entities) bool {
 	t.Helper()
 	ok := true
 	active := map[string]int64{}

@@ -95,10 +95,11 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, re
 		}
 	}
 	// Metadata of just-created topics can lag (the client caches metadata for
-	// its MetadataMinAge), so wait for them to show up.
-	for wait := 50 * time.Millisecond; ; wait *= 2 {
+	// its MetadataMinAge, 5 s by default), so wait for them to show up.
+	deadline := time.Now().Add(15 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		got, err := Verify(ctx, adm, n)
-		if !errors.Is(err, ErrMissing) || wait > 3*time.Second {
+		if !errors.Is(err, ErrMissing) || time.Now().After(deadline) {
 			return got, err
 		}
 		select {

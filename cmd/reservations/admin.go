@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// readiness is what the admin endpoints read from the processor.
+type readiness interface {
+	Ready() bool
+	Status() map[int32]string
+}
+
+// allPartitions is ready only while the processor runs every partition of
+// the topics: the readiness of the single instance of dev. (Processor.Ready
+// also holds before the first assignment, with no partition at all.)
+type allPartitions struct {
+	readiness
+	n int
+}
+
+func (a allPartitions) Ready() bool { return a.readiness.Ready() && len(a.Status()) == a.n }
+
+// readyBody is the JSON body of /readyz.
+type readyBody struct {
+	Ready      bool              `json:"ready"`
+	Partitions []partitionStatus `json:"partitions"`
+}
+
+type partitionStatus struct {
+	Partition int32  `json:"partition"`
+	Status    string `json:"status"` // restoring | running
+}
+
+// adminHandler serves:
+//
+//	/healthz  200 while the process runs
+//	/readyz   200 when the processor is ready, else 503; JSON body with the
+//	          status of every assigned partition either way
+//	/metrics  Prometheus exposition of reg
+func adminHandler(proc readiness, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		body := readyBody{Ready: proc.Ready(), Partitions: []partitionStatus{}}
+		for p, s := range proc.Status() {
+			body.Partitions = append(body.Partitions, partitionStatus{p, s})
+		}
+		sort.Slice(body.Partitions, func(i, j int) bool { return body.Partitions[i].Partition < body.Partitions[j].Partition })
+		w.Header().Set("Content-Type", "application/json")
+		if !body.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+type devConfig struct {
+	pipelineConfig
+	KafkaPort  int
+	DataDir    string
+	Partitions int
+}
+
+func devCommand() *command {
+	return &command{
+		name:    "dev",
+		summary: "run everything on this machine: embedded Kafka broker, processor, admin HTTP",
+		help: `
+Runs the whole pipeline in one process, with nothing to install:
+
+  - an embedded Kafka broker (franz-go's kfake, a real Kafka wire-protocol
+    broker) on 127.0.0.1:<kafka-port>, keeping its log in <data-dir>/kafka,
+  - the pipeline topics (<topic-prefix>.commands, .results, .changelog, .dlq,
+    <partitions> partitions each), created when missing,
+  - the processor, with its state in <data-dir>/state,
+  - the admin HTTP listener: /healthz, /readyz, /metrics.
+
+Stop it with Ctrl-C (or SIGTERM): the processor stops first at a transaction
+boundary, then the broker writes its log. Started again on the same
+--data-dir, it continues where it stopped. Any Kafka client can talk to the
+broker; send commands with 'reservations send' or kcat (see the startup
+output). To start from scratch, stop it and delete the data folder.`,
+		setup: func() (*settings, func(context.Context, *cli, []string) int) {
+			var cfg devConfig
+			s := newSettings("dev")
+			cfg.register(s)
+			return s, func(ctx context.Context, c *cli, args []string) int {
+				if len(args) > 0 {
+					return c.usageFailure("dev", fmt.Errorf("unexpected argument %q", args[0]))
+				}
+				if err := cfg.validate(s); err != nil {
+					return c.usageFailure("dev", err)
+				}
+				return runDev(ctx, c, s, cfg)
+			}
+		},
+	}
+}
+
+func (cfg *devConfig) register(s *settings) {
+	s.Int(&cfg.KafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker on 127.0.0.1 (0: any free port)")
+	s.String(&cfg.DataDir, "data-dir", "./data", "folder of the broker log (<data-dir>/kafka) and the processor state (<data-dir>/state)")
+	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic when the topics are created")
+	cfg.pipelineConfig.register(s)
+}
+
+func (cfg *devConfig) validate(s *settings) error {
+	var errs []error
+	if cfg.KafkaPort < 0 || cfg.KafkaPort > 65535 {
+		errs = append(errs, s.Invalid("kafka-port", "%d: want 0..65535", cfg.KafkaPort))
+	}
+	if cfg.DataDir == "" {
+		errs = append(errs, s.Invalid("data-dir", "must not be empty"))
+	}
+	if cfg.Partitions < 1 || cfg.Partitions > 10000 {
+		errs = append(errs, s.Invalid("partitions", "%d: want 1..10000", cfg.Partitions))
+	}
+	errs = append(errs, cfg.pipelineConfig.validate(s))
+	return errors.Join(errs...)
+}
+
+func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
+	log := newLogger(c.stderr, cfg.LogLevel)
+	fail := func(err error) int { return c.fail("dev", exitFailure, err) }
+
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fail(fmt.Errorf("data folder %s: %w", cfg.DataDir, err))
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fail(fmt.Errorf("create data folder: %w", err))
+	}
+	unlock, err := lockDir(dataDir)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
+	kafkaDir := filepath.Join(dataDir, "kafka")
+	stateDir := filepath.Join(dataDir, "state")
+
+	pcfg := cfg.processorConfig(nil, stateDir)
+	ln, err := listenHTTP(s, cfg.HTTPAddr)
+	if err != nil {
+		return fail(err)
+	}
+	defer ln.Close()
+
+	cluster, err := startBroker(cfg.KafkaPort, kafkaDir, log.With("component", "kafka"))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fail(fmt.Errorf("kafka port %d on 127.0.0.1 is already in use (another 'reservations dev' or a Kafka broker?): "+
+				"stop it or choose another port with %s", cfg.KafkaPort, s.Name("kafka-port")))
+		}
+		return fail(fmt.Errorf("start embedded kafka broker: %w", err))
+	}
+	defer func() {
+		log.Info("stopping embedded kafka broker")
+		cluster.Close()
+	}()
+	pcfg.Brokers = cluster.ListenAddrs()
+	broker := pcfg.Brokers[0]
+	log.Info("embedded kafka broker listening", "addr", broker, "log_dir", kafkaDir)
+
+	n, err := createTopics(ctx, pcfg.Brokers, pcfg.Topics, int32(cfg.Partitions), 1)
+	if err != nil {
+		return fail(err)
+	}
+	if int(n) != cfg.Partitions {
+		log.Warn("topics already exist with another partition count: --partitions ignored",
+			"partitions", n, "requested", cfg.Partitions)
+	}
+
+	reg := newRegistry()
+	proc, err := processor.New(pcfg, processor.WithLogger(log.With("component", "processor")), processor.WithRegisterer(reg))
+	if err != nil {
+		return fail(err)
+	}
+	httpAddr := ln.Addr().String()
+	log.Info("reservations dev running", "kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
+		"http", "http://"+httpAddr, "topics", pcfg.Topics.Commands+" .results .changelog .dlq", "partitions", n)
+	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix)
+
+	if err := runPipeline(ctx, log, proc, allPartitions{proc, int(n)}, ln, reg); err != nil {
+		return fail(err)
+	}
+	log.Info("processor stopped")
+	return exitOK
+}
+
+// startBroker starts the embedded kfake broker on 127.0.0.1:port persisting
+// into dir. Its compaction cleaner stays off (kfake's default).
+func startBroker(port int, dir string, log *slog.Logger) (*kfake.Cluster, error) {
+	return kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.DataDir(dir),
+		kfake.WithLogger(kfakeLogger{log}),
+	)
+}
+
+// createTopics creates the missing pipeline topics and verifies the layout.
+func createTopics(ctx context.Context, brokers []string, names topics.Names, partitions int32, replication int16) (int32, error) {
+	// topics.Ensure reads the metadata of the topics it just created; kadm
+	// serves metadata from the client's cache for MetadataMinAge (default 5s,
+	// longer than Ensure waits), so keep that cache short.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250*time.Millisecond))
+	if err != nil {
+		return 0, fmt.Errorf("kafka admin client: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	n, err := topics.Ensure(ctx, kadm.NewClient(cl), names, partitions, replication)
+	if err != nil {
+		return 0, fmt.Errorf("create topics: %w", err)
+	}
+	return n, nil
+}
+
+// printDevExample prints how to reach the running pipeline.
+func printDevExample(w io.Writer, broker, httpAddr, prefix string) {
+	names := topics.NewNames(prefix)
+	var extra []string
+	if broker != "127.0.0.1:9092" {
+		extra = append(extra, "--brokers "+broker)
+	}
+	if prefix != topics.DefaultPrefix {
+		extra = append(extra, "--topic-prefix "+prefix)
+	}
+	flags := strings.Join(append(extra, ""), " ")
+	fmt.Fprintf(w, `
+reservations dev: Kafka broker on %[1]s, admin on http://%[2]s (/healthz /readyz /metrics)
+
+Send a command and wait for its result (from a checkout: go run ./cmd/reservations send ...):
+  reservations send stock.set %[3]s--sku SKU-1 --on-hand 10
+  reservations send reserve %[3]s--sku SKU-1 --reservation r-1 --qty 2 --cart cart-9 --pretty
+
+With kcat (the record key is the SKU; murmur2 is the partitioner of the contract):
+  echo '{"command_id":"c-1","type":"stock.set","sku":"SKU-1","on_hand":10}' | \
+    kcat -P -b %[1]s -t %[4]s -k SKU-1 -X partitioner=murmur2_random
+  kcat -C -b %[1]s -t %[5]s -X isolation.level=read_committed -o beginning -e
+
+`, broker, httpAddr, flags, names.Commands, names.Results)
+}
+
+// kfakeLogger sends kfake's log to slog. kfake's info level logs every
+// request, so it maps to debug.
+type kfakeLogger struct{ log *slog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	var lvl slog.Level
+	switch level {
+	case kfake.LogLevelError:
+		lvl = slog.LevelError
+	case kfake.LogLevelWarn:
+		lvl = slog.LevelWarn
+	case kfake.LogLevelInfo:
+		lvl = slog.LevelDebug
+	default:
+		lvl = slog.LevelDebug - 4
+	}
+	if l.log.Enabled(context.Background(), lvl) {
+		l.log.Log(context.Background(), lvl, fmt.Sprintf(format, args...))
+	}
+}

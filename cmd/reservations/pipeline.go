@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+// pipelineConfig is what dev and serve share: logging, the admin HTTP
+// listener, topic names and the processor's tuning.
+type pipelineConfig struct {
+	LogLevel           slog.Level
+	HTTPAddr           string
+	TopicPrefix        string
+	Group              string
+	InstanceID         string
+	CommitInterval     time.Duration
+	MaxBatch           int
+	DedupeWindow       time.Duration
+	MaxExtensions      int64
+	TransactionTimeout time.Duration
+}
+
+func (p *pipelineConfig) register(s *settings) {
+	p.LogLevel = slog.LevelInfo
+	s.Var(logLevel{&p.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	s.String(&p.HTTPAddr, "http-addr", "127.0.0.1:8080",
+		"admin HTTP listener (host:port) serving /healthz, /readyz and /metrics")
+	s.String(&p.TopicPrefix, "topic-prefix", topics.DefaultPrefix,
+		"topic name prefix: <prefix>.commands, .results, .changelog, .dlq")
+	s.String(&p.Group, "group", "reservations-processor",
+		"consumer group of the processor, also the prefix of its transactional id")
+	s.String(&p.InstanceID, "instance-id", "",
+		"stable id of this instance within the group (transactional id suffix); empty: read from or created in <state-dir>/instance-id")
+	s.ShowDefault("instance-id", "from <state-dir>/instance-id")
+	s.Duration(&p.CommitInterval, "commit-interval", 50*time.Millisecond,
+		"longest time one transaction collects records before it commits")
+	s.Int(&p.MaxBatch, "max-batch", 5000, "most command records per transaction")
+	rules := processor.DefaultRules()
+	s.Duration(&p.DedupeWindow, "dedupe-window", rules.DedupeWindow,
+		"how long a decided command_id is remembered, so a re-sent command returns its result with duplicate:true (min 1m)")
+	s.Int64(&p.MaxExtensions, "max-extensions", rules.MaxExtensions,
+		"how often one reservation may be extended (0: never)")
+	s.Duration(&p.TransactionTimeout, "transaction-timeout", 10*time.Second,
+		"broker-side timeout of an open transaction: how long a crashed instance can block readers of its partitions")
+}
+
+// validate checks the shared settings, naming the one that is wrong.
+func (p *pipelineConfig) validate(s *settings) error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(p.HTTPAddr); err != nil {
+		errs = append(errs, s.Invalid("http-addr", "%q is not host:port", p.HTTPAddr))
+	}
+	if p.TopicPrefix == "" {
+		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
+	}
+	if p.Group == "" {
+		errs = append(errs, s.Invalid("group", "must not be empty"))
+	}
+	if p.CommitInterval <= 0 {
+		errs = append(errs, s.Invalid("commit-interval", "%s: must be > 0", p.CommitInterval))
+	}
+	if p.MaxBatch < 1 {
+		errs = append(errs, s.Invalid("max-batch", "%d: must be >= 1", p.MaxBatch))
+	}
+	if p.DedupeWindow < time.Minute {
+		errs = append(errs, s.Invalid("dedupe-window", "%s: must be >= 1m", p.DedupeWindow))
+	}
+	if p.MaxExtensions < 0 {
+		errs = append(errs, s.Invalid("max-extensions", "%d: must be >= 0", p.MaxExtensions))
+	}
+	if p.TransactionTimeout < time.Second {
+		errs = append(errs, s.Invalid("transaction-timeout", "%s: must be >= 1s", p.TransactionTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// processorConfig maps the settings onto processor.Config.
+func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) processor.Config {
+	return processor.Config{
+		Brokers:            brokers,
+		Topics:             topics.NewNames(p.TopicPrefix),
+		Group:              p.Group,
+		InstanceID:         p.InstanceID,
+		StateDir:           stateDir,
+		CommitInterval:     p.CommitInterval,
+		MaxBatch:           p.MaxBatch,
+		TransactionTimeout: p.TransactionTimeout,
+		Rules:              processor.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
+	}
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// newRegistry returns the process's Prometheus registry: Go runtime and
+// process collectors and reservations_build_info.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	version, revision := "(devel)", "unknown"
+	goVersion := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				revision = s.Value
+			}
+		}
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "reservations", Name: "build_info",
+		Help: "Always 1; the labels name the running build.",
+	}, []string{"version", "revision", "goversion"})
+	info.WithLabelValues(version, revision, goVersion).Set(1)
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		info,
+	)
+	return reg
+}
+
+// listenHTTP binds the admin listener before anything starts, so a taken
+// address fails the start at once.
+func listenHTTP(s *settings, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("admin HTTP address %s is already in use: choose another with %s", addr, s.Name("http-addr"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admin HTTP listener %s (%s): %w", addr, s.Name("http-addr"), err)
+	}
+	return ln, nil
+}
+
+// runPipeline runs the processor and the admin HTTP server in one errgroup
+// until ctx ends (nil) or one of them fails (its error). The processor's
+// context ends first; Run returns only once every partition stopped at a
+// transaction boundary.
+// ready is what /readyz reports: proc itself, or a stricter view of it.
+func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processor, ready readiness,
+	ln net.Listener, reg *prometheus.Registry) error {
+	srv := &http.Server{
+		Handler:           adminHandler(ready, reg),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := proc.Run(gctx)
+		if err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+		if gctx.Err() == nil {
+			return errors.New("processor: stopped without being asked to")
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("shutting down: stopping the processor at a transaction boundary")
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("admin http server: shutdown", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		logWhenReady(gctx, log, ready)
+		return nil
+	})
+	return g.Wait()
+}
+
+// logWhenReady logs once when the processor first becomes ready with at
+// least one partition.
+func logWhenReady(ctx context.Context, log *slog.Logger, proc readiness) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if proc.Ready() && len(proc.Status()) > 0 {
+				log.Info("processor ready", "partitions", len(proc.Status()))
+				return
+			}
+		}
+	}
+}

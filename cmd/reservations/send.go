@@ -1,0 +1,460 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/topics"
+)
+
+type sendConfig struct {
+	Brokers     []string
+	TopicPrefix string
+	Timeout     time.Duration
+	Pretty      bool
+	JSON        string
+
+	ID, SKU, Reservation, Cart, Store, Order, Reason   string
+	Qty, OnHand, Delta, ExpectedOnHand, Threshold, TTL *int64
+}
+
+// commandFlags are the flags that set fields of the command, in help order,
+// with the JSON field each sets.
+var commandFlags = []struct{ flag, field string }{
+	{"id", "command_id"},
+	{"sku", "sku"},
+	{"reservation", "reservation_id"},
+	{"qty", "quantity"},
+	{"on-hand", "on_hand"},
+	{"delta", "delta"},
+	{"expected-on-hand", "expected_on_hand"},
+	{"threshold", "low_stock_threshold"},
+	{"ttl", "ttl_seconds"},
+	{"cart", "cart_id"},
+	{"store", "store_id"},
+	{"order", "order_id"},
+	{"reason", "reason"},
+}
+
+// flagOf returns the flag that sets the JSON field, or "".
+func flagOf(field string) string {
+	for _, cf := range commandFlags {
+		if cf.field == field {
+			return cf.flag
+		}
+	}
+	return ""
+}
+
+// typeFlags lists the flags that apply to each command type besides --id,
+// --sku and --reason.
+var typeFlags = map[string][]string{
+	schemas.TypeStockSet:    {"on-hand", "expected-on-hand", "threshold"},
+	schemas.TypeStockAdjust: {"delta", "expected-on-hand"},
+	schemas.TypeReserve:     {"reservation", "qty", "ttl", "cart", "store"},
+	schemas.TypeAdjust:      {"reservation", "qty"},
+	schemas.TypeRelease:     {"reservation"},
+	schemas.TypeExtend:      {"reservation", "ttl"},
+	schemas.TypeCommit:      {"reservation", "order"},
+}
+
+func sendCommand() *command {
+	return &command{
+		name:    "send",
+		args:    "<type>",
+		summary: "send one command and wait for its result",
+		help: `
+Builds one command of the contract from flags (or takes it whole with --json),
+produces it to <topic-prefix>.commands keyed by its SKU (franz-go's default
+partitioner: murmur2, as the contract requires), then waits for the result
+with its command_id on <topic-prefix>.results (read_committed, on the
+partition the key maps to, from its end before the command was sent) and
+prints the result JSON.
+
+Types and their flags (besides --sku, --id and --reason):
+  stock.set     --on-hand N [--expected-on-hand N] [--threshold N]
+  stock.adjust  --delta N [--expected-on-hand N]
+  reserve       --reservation ID --qty N [--ttl SECONDS] [--cart ID] [--store ID]
+  adjust        --reservation ID --qty N (the new absolute quantity)
+  release       --reservation ID
+  extend        --reservation ID [--ttl SECONDS]
+  commit        --reservation ID --order ID
+
+With --json '{...}' the JSON is sent as given (<type> is then optional and
+must match its "type"); the record key is its "sku" unless --sku is given
+(to try sku_mismatch), and a missing command_id is filled from --id or a
+random id.
+
+Exit status: 0 accepted, 1 rejected, 2 invalid usage, 3 no result within
+--timeout or another error (the message says which).
+
+Examples:
+  reservations send stock.set --sku SKU-1 --on-hand 10
+  reservations send reserve --sku SKU-1 --reservation r-1 --qty 2 --pretty
+  reservations send --json '{"command_id":"c-9","type":"release","sku":"SKU-1","reservation_id":"r-1"}'`,
+		setup: func() (*settings, func(context.Context, *cli, []string) int) {
+			var cfg sendConfig
+			s := newSettings("send")
+			cfg.register(s)
+			return s, func(ctx context.Context, c *cli, args []string) int {
+				if err := cfg.validate(s); err != nil {
+					return c.usageFailure("send", err)
+				}
+				var typ string
+				switch len(args) {
+				case 0:
+				case 1:
+					typ = args[0]
+				default:
+					return c.usageFailure("send", fmt.Errorf("want one command type, got %q", args))
+				}
+				if cfg.ID == "" {
+					cfg.ID = randomID()
+				}
+				out, err := cfg.build(s, typ, time.Now())
+				if err != nil {
+					return c.usageFailure("send", err)
+				}
+				return runSend(ctx, c, cfg, out)
+			}
+		},
+	}
+}
+
+func (cfg *sendConfig) register(s *settings) {
+	cfg.Brokers = []string{"127.0.0.1:9092"}
+	s.Var(list{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated host:port")
+	s.String(&cfg.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "topic name prefix")
+	s.Duration(&cfg.Timeout, "timeout", 10*time.Second, "how long to wait for the result (including connecting and sending)")
+	s.Bool(&cfg.Pretty, "pretty", false, "print the result JSON indented")
+	s.String(&cfg.JSON, "json", "", "the whole command as JSON, instead of the field flags")
+	s.String(&cfg.ID, "id", "", "command_id, the idempotency key (default: a random id)")
+	s.ShowDefault("id", "random")
+	s.String(&cfg.SKU, "sku", "", "sku, also the record key")
+	s.String(&cfg.Reservation, "reservation", "", "reservation_id")
+	s.Var(optInt64{&cfg.Qty}, "qty", "quantity (reserve, adjust)")
+	s.Var(optInt64{&cfg.OnHand}, "on-hand", "on_hand (stock.set)")
+	s.Var(optInt64{&cfg.Delta}, "delta", "delta (stock.adjust)")
+	s.Var(optInt64{&cfg.ExpectedOnHand}, "expected-on-hand", "expected_on_hand: compare-and-set (stock.set, stock.adjust)")
+	s.Var(optInt64{&cfg.Threshold}, "threshold", "low_stock_threshold (stock.set)")
+	s.Var(optInt64{&cfg.TTL}, "ttl", "ttl_seconds (reserve, extend; the processor's default is 900)")
+	s.String(&cfg.Cart, "cart", "", "cart_id (reserve)")
+	s.String(&cfg.Store, "store", "", "store_id (reserve)")
+	s.String(&cfg.Order, "order", "", "order_id (commit)")
+	s.String(&cfg.Reason, "reason", "", "reason: audit text")
+}
+
+func (cfg *sendConfig) validate(s *settings) error {
+	var errs []error
+	if len(cfg.Brokers) == 0 {
+		errs = append(errs, s.Invalid("brokers", "want at least one host:port"))
+	}
+	if cfg.Timeout <= 0 {
+		errs = append(errs, s.Invalid("timeout", "%s: must be > 0", cfg.Timeout))
+	}
+	if cfg.TopicPrefix == "" {
+		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// outgoing is one command record ready to produce.
+type outgoing struct {
+	Key       string
+	Value     []byte
+	CommandID string
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "cli-" + hex.EncodeToString(b[:])
+}
+
+// build makes the record to send for type typ.
+func (cfg *sendConfig) build(s *settings, typ string, now time.Time) (outgoing, error) {
+	if cfg.JSON != "" {
+		return cfg.buildJSON(s, typ)
+	}
+	if typ == "" {
+		return outgoing{}, fmt.Errorf("missing command type: want one of %s (or --json)", strings.Join(schemas.CommandTypes, ", "))
+	}
+	allowed, ok := typeFlags[typ]
+	if !ok {
+		return outgoing{}, fmt.Errorf("unknown command type %q: want one of %s", typ, strings.Join(schemas.CommandTypes, ", "))
+	}
+	for _, cf := range commandFlags {
+		f := cf.flag
+		if f == "id" || f == "sku" || f == "reason" || slices.Contains(allowed, f) {
+			continue
+		}
+		// A value from the environment that does not apply is ignored, so that
+		// e.g. RESERVATIONS_SKU and RESERVATIONS_QTY can stay exported.
+		if s.Source(f) == fromFlag {
+			return outgoing{}, fmt.Errorf("--%s does not apply to %s (it takes %s)", f, typ, flagList(allowed))
+		}
+	}
+	has := func(f string) bool { return slices.Contains(allowed, f) }
+	cmd := schemas.Command{
+		CommandID: cfg.ID,
+		Type:      typ,
+		SKU:       cfg.SKU,
+		Reason:    cfg.Reason,
+		IssuedAt:  now.UTC().Format(schemas.TimeLayout),
+	}
+	if has("on-hand") {
+		cmd.OnHand = cfg.OnHand
+	}
+	if has("expected-on-hand") {
+		cmd.ExpectedOnHand = cfg.ExpectedOnHand
+	}
+	if has("threshold") {
+		cmd.LowStockThreshold = cfg.Threshold
+	}
+	if has("delta") {
+		cmd.Delta = cfg.Delta
+	}
+	if has("reservation") {
+		cmd.ReservationID = cfg.Reservation
+	}
+	if has("qty") {
+		cmd.Quantity = cfg.Qty
+	}
+	if has("ttl") {
+		cmd.TTLSeconds = cfg.TTL
+	}
+	if has("cart") {
+		cmd.CartID = cfg.Cart
+	}
+	if has("store") {
+		cmd.StoreID = cfg.Store
+	}
+	if has("order") {
+		cmd.OrderID = cfg.Order
+	}
+	if ferr := cmd.Validate(); ferr != nil {
+		if f := flagOf(ferr.Field); f != "" {
+			return outgoing{}, fmt.Errorf("invalid command: %s (%s)", ferr, s.Name(f))
+		}
+		return outgoing{}, fmt.Errorf("invalid command: %s", ferr)
+	}
+	v, err := json.Marshal(cmd)
+	if err != nil {
+		return outgoing{}, fmt.Errorf("encode command: %w", err)
+	}
+	return outgoing{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID}, nil
+}
+
+func flagList(fs []string) string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = "--" + f
+	}
+	return strings.Join(out, ", ")
+}
+
+// buildJSON takes the command from --json: sent as given, except that a
+// missing command_id (or type) is filled in.
+func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
+	for _, cf := range commandFlags {
+		if f := cf.flag; f != "id" && f != "sku" && s.Source(f) == fromFlag {
+			return outgoing{}, fmt.Errorf("--%s cannot be combined with --json: put the field in the JSON", f)
+		}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(cfg.JSON), &obj); err != nil || obj == nil {
+		return outgoing{}, s.Invalid("json", "want a JSON object")
+	}
+	str := func(field string) (string, error) {
+		raw, ok := obj[field]
+		if !ok {
+			return "", nil
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", s.Invalid("json", "%q is not a string", field)
+		}
+		return v, nil
+	}
+	value := []byte(cfg.JSON)
+	changed := false
+	id, err := str("command_id")
+	if err != nil {
+		return outgoing{}, err
+	}
+	switch {
+	case id == "":
+		id = cfg.ID
+		obj["command_id"], _ = json.Marshal(id)
+		changed = true
+	case s.Source("id") == fromFlag && cfg.ID != id:
+		return outgoing{}, fmt.Errorf("--id %q differs from the command_id %q of --json", cfg.ID, id)
+	}
+	jtyp, err := str("type")
+	if err != nil {
+		return outgoing{}, err
+	}
+	switch {
+	case jtyp == "" && typ != "":
+		obj["type"], _ = json.Marshal(typ)
+		changed = true
+	case typ != "" && jtyp != typ:
+		return outgoing{}, fmt.Errorf("command type %q differs from the type %q of --json", typ, jtyp)
+	}
+	key, err := str("sku")
+	if err != nil {
+		return outgoing{}, err
+	}
+	if s.Source("sku") == fromFlag {
+		key = cfg.SKU // a record key other than the command's sku: sku_mismatch
+	}
+	if key == "" {
+		return outgoing{}, s.Invalid("json", `no "sku" to key the record by: add it, or --sku`)
+	}
+	if changed {
+		if value, err = json.Marshal(obj); err != nil {
+			return outgoing{}, fmt.Errorf("encode command: %w", err)
+		}
+	}
+	return outgoing{Key: key, Value: value, CommandID: id}, nil
+}
+
+// errNoResult marks a send that ended without a result.
+var errNoResult = errors.New("no result")
+
+func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
+	raw, res, err := sendAndWait(ctx, cfg.Brokers, topics.NewNames(cfg.TopicPrefix), out, cfg.Timeout)
+	if err != nil {
+		return c.fail("send", exitNoResult, err)
+	}
+	if cfg.Pretty {
+		var buf bytes.Buffer
+		if json.Indent(&buf, raw, "", "  ") == nil {
+			raw = buf.Bytes()
+		}
+	}
+	fmt.Fprintf(c.stdout, "%s\n", raw)
+	if res.Outcome == schemas.OutcomeAccepted {
+		return exitOK
+	}
+	return exitFailure
+}
+
+// sendAndWait produces out and returns the result with its command_id.
+func sendAndWait(parent context.Context, brokers []string, names topics.Names, out outgoing, timeout time.Duration) ([]byte, schemas.Result, error) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	step := "connect"
+	wrap := func(err error) error {
+		if parent.Err() != nil {
+			return fmt.Errorf("%w for command_id %q: interrupted: %s", errNoResult, out.CommandID, step)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w for command_id %q within %s: %s: %w (is a broker at %s and is the processor running?)",
+				errNoResult, out.CommandID, timeout, step, err, strings.Join(brokers, ","))
+		}
+		return fmt.Errorf("%s: %w (brokers %s)", step, err, strings.Join(brokers, ","))
+	}
+	// The default partitioner hashes keyed records with murmur2, as the
+	// contract asks of producers.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return nil, schemas.Result{}, wrap(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+
+	step = "list topics"
+	td, err := adm.ListTopics(ctx, names.Commands, names.Results)
+	if err != nil {
+		return nil, schemas.Result{}, wrap(err)
+	}
+	for _, t := range []string{names.Commands, names.Results} {
+		if d, ok := td[t]; !ok || d.Err != nil {
+			return nil, schemas.Result{}, fmt.Errorf("topic %s does not exist (is the processor running? 'reservations dev' creates the topics)", t)
+		}
+	}
+	n := int32(len(td[names.Commands].Partitions))
+	if nr := int32(len(td[names.Results].Partitions)); nr != n {
+		return nil, schemas.Result{}, fmt.Errorf("%w: %s has %d partitions, %s has %d", topics.ErrLayout, names.Results, nr, names.Commands, n)
+	}
+	p := topics.Partition([]byte(out.Key), n)
+
+	// The end offset is taken before producing: the result comes after it.
+	step = "list end offsets"
+	ends, err := adm.ListEndOffsets(ctx, names.Results)
+	if err != nil {
+		return nil, schemas.Result{}, wrap(err)
+	}
+	end, ok := ends.Lookup(names.Results, p)
+	if !ok {
+		return nil, schemas.Result{}, fmt.Errorf("%s: no end offset of %s partition %d", step, names.Results, p)
+	}
+	if end.Err != nil {
+		return nil, schemas.Result{}, wrap(fmt.Errorf("%s partition %d: %w", names.Results, p, end.Err))
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{names.Results: {p: kgo.NewOffset().At(end.Offset)}})
+
+	step = "produce to " + names.Commands
+	rec := &kgo.Record{Topic: names.Commands, Key: []byte(out.Key), Value: out.Value}
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return nil, schemas.Result{}, wrap(err)
+	}
+
+	step = fmt.Sprintf("wait for the result on %s partition %d from offset %d", names.Results, p, end.Offset)
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, schemas.Result{}, wrap(ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(t string, part int32, err error) {
+			var loss *kgo.ErrDataLoss
+			if ferr == nil && !errors.As(err, &loss) { // data loss is informational: reading goes on
+				ferr = fmt.Errorf("fetch %s partition %d: %w", t, part, err)
+			}
+		})
+		if ferr != nil {
+			return nil, schemas.Result{}, wrap(ferr)
+		}
+		var (
+			found []byte
+			res   schemas.Result
+			derr  error
+		)
+		fs.EachRecord(func(r *kgo.Record) {
+			if found != nil || derr != nil {
+				return
+			}
+			var head struct {
+				CommandID string `json:"command_id"`
+			}
+			if json.Unmarshal(r.Value, &head) != nil || head.CommandID != out.CommandID {
+				return
+			}
+			if err := json.Unmarshal(r.Value, &res); err != nil {
+				derr = fmt.Errorf("decode result at %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+				return
+			}
+			found = r.Value
+		})
+		if derr != nil {
+			return nil, schemas.Result{}, derr
+		}
+		if found != nil {
+			return found, res, nil
+		}
+	}
+}

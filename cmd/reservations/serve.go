@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+type serveConfig struct {
+	pipelineConfig
+	Brokers      []string
+	CreateTopics bool
+	Partitions   int
+	Replication  int
+	StateDir     string
+}
+
+func serveCommand() *command {
+	return &command{
+		name:    "serve",
+		summary: "run the processor and admin HTTP against a Kafka cluster",
+		help: `
+Runs the processor against a real Kafka cluster (--brokers), with the admin
+HTTP listener (/healthz, /readyz, /metrics). Start one instance per machine or
+pod, all with the same --group; partitions are spread over them and move on
+failure. Each instance keeps its partitions' state in --state-dir (a local
+disk; it is rebuilt from the changelog when missing).
+
+The topics must exist with the contract's layout (commands, results and
+changelog with one partition count, changelog compacted): the processor
+verifies it at startup and refuses to run otherwise. --create-topics creates
+missing topics first (with --partitions and --replication); in production,
+create them with your usual tooling instead.
+
+Stop it with Ctrl-C or SIGTERM: partitions stop at a transaction boundary and
+the instance leaves the group.`,
+		setup: func() (*settings, func(context.Context, *cli, []string) int) {
+			var cfg serveConfig
+			s := newSettings("serve")
+			cfg.register(s)
+			return s, func(ctx context.Context, c *cli, args []string) int {
+				if len(args) > 0 {
+					return c.usageFailure("serve", fmt.Errorf("unexpected argument %q", args[0]))
+				}
+				if err := cfg.validate(s); err != nil {
+					return c.usageFailure("serve", err)
+				}
+				return runServe(ctx, c, s, cfg)
+			}
+		},
+	}
+}
+
+func (cfg *serveConfig) register(s *settings) {
+	s.Var(list{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated host:port (required)")
+	s.ShowDefault("brokers", "required")
+	s.Bool(&cfg.CreateTopics, "create-topics", false, "create missing topics at startup (default: only verify them)")
+	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created by --create-topics")
+	s.Int(&cfg.Replication, "replication", -1, "replication factor of topics created by --create-topics (-1: the broker default)")
+	s.String(&cfg.StateDir, "state-dir", "./data/state", "folder of the processor's local state (one Badger store per partition)")
+	cfg.pipelineConfig.register(s)
+}
+
+func (cfg *serveConfig) validate(s *settings) error {
+	var errs []error
+	if len(cfg.Brokers) == 0 {
+		errs = append(errs, fmt.Errorf("%s is required", s.Name("brokers")))
+	}
+	if cfg.Partitions < 1 || cfg.Partitions > 10000 {
+		errs = append(errs, s.Invalid("partitions", "%d: want 1..10000", cfg.Partitions))
+	}
+	if cfg.Replication == 0 || cfg.Replication < -1 || cfg.Replication > 32767 {
+		errs = append(errs, s.Invalid("replication", "%d: want -1 or 1..32767", cfg.Replication))
+	}
+	if cfg.StateDir == "" {
+		errs = append(errs, s.Invalid("state-dir", "must not be empty"))
+	}
+	errs = append(errs, cfg.pipelineConfig.validate(s))
+	return errors.Join(errs...)
+}
+
+func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
+	log := newLogger(c.stderr, cfg.LogLevel)
+	fail := func(err error) int { return c.fail("serve", exitFailure, err) }
+
+	pcfg := cfg.processorConfig(cfg.Brokers, cfg.StateDir)
+	ln, err := listenHTTP(s, cfg.HTTPAddr)
+	if err != nil {
+		return fail(err)
+	}
+	defer ln.Close()
+
+	if cfg.CreateTopics {
+		n, err := createTopics(ctx, cfg.Brokers, pcfg.Topics, int32(cfg.Partitions), int16(cfg.Replication))
+		if err != nil {
+			return fail(err)
+		}
+		log.Info("topics ready", "commands", pcfg.Topics.Commands, "partitions", n)
+	}
+
+	reg := newRegistry()
+	proc, err := processor.New(pcfg, processor.WithLogger(log.With("component", "processor")), processor.WithRegisterer(reg))
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("reservations serve running", "brokers", cfg.Brokers, "state_dir", cfg.StateDir,
+		"http", "http://"+ln.Addr().String(), "group", pcfg.Group, "transactional_id", proc.TransactionalID())
+	if err := runPipeline(ctx, log, proc, proc, ln, reg); err != nil {
+		if errors.Is(err, topics.ErrMissing) && !cfg.CreateTopics {
+			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))
+		}
+		return fail(err)
+	}
+	log.Info("processor stopped")
+	return exitOK
+}

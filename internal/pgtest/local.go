@@ -1,0 +1,385 @@
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// dirPrefix names the temporary directories of throwaway clusters; the sweep
+// of stale directories only ever touches directories with this prefix.
+const dirPrefix = "reservations-pgtest-"
+
+// Time limits of the throwaway cluster.
+const (
+	readyTimeout = 60 * time.Second // initdb done to first accepted connection
+	stopTimeout  = 30 * time.Second // fast shutdown before escalating to immediate
+)
+
+// cluster is a throwaway PostgreSQL cluster run by this process.
+type cluster struct {
+	bin  string              // directory of initdb and postgres
+	dir  string              // root: data/, the unix socket, postgres.log, owner.pid
+	cred *syscall.Credential // nil: run as the current user
+	port int
+
+	mu     sync.Mutex
+	proc   *os.Process
+	exited chan struct{} // closed when proc has exited
+	closed bool
+}
+
+// startLocal creates and starts a throwaway cluster.
+func startLocal() (*Server, error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	base := tempBase()
+	sweepStale(base)
+
+	dir, err := os.MkdirTemp(base, dirPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("create cluster directory: %w", err)
+	}
+	c := &cluster{bin: bin, dir: dir, cred: cred}
+	if err := c.init(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	// A port that was free a moment ago may be taken by a parallel test
+	// process before postgres binds it: try a few.
+	for attempt := 0; ; attempt++ {
+		c.port, err = freePort()
+		if err != nil {
+			break
+		}
+		err = c.start()
+		if err == nil || !errors.Is(err, errPortInUse) || attempt == 4 {
+			break
+		}
+	}
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+	return &Server{dsn: dsn, local: c}, nil
+}
+
+// init writes the owner file and runs initdb.
+func (c *cluster) init() error {
+	if err := os.WriteFile(filepath.Join(c.dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("write owner file: %w", err)
+	}
+	if c.cred != nil {
+		if err := os.Chown(c.dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return fmt.Errorf("chown cluster directory: %w", err)
+		}
+	}
+	if err := os.Chmod(c.dir, 0o700); err != nil {
+		return fmt.Errorf("chmod cluster directory: %w", err)
+	}
+	cmd := exec.Command(filepath.Join(c.bin, "initdb"),
+		"-D", filepath.Join(c.dir, "data"),
+		"--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C",
+		"--no-sync", "--no-instructions")
+	cmd.Dir = c.dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	return nil
+}
+
+var errPortInUse = errors.New("port in use")
+
+// start launches postgres and waits until it accepts connections.
+func (c *cluster) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("cluster closed")
+	}
+	if c.proc != nil {
+		return nil // already running
+	}
+	logPath := filepath.Join(c.dir, "postgres.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("open server log: %w", err)
+	}
+	defer logFile.Close() // the child keeps its own descriptor
+
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"),
+		"-D", filepath.Join(c.dir, "data"),
+		"-p", strconv.Itoa(c.port),
+		"-k", c.dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=200",
+		"-c", "shared_buffers=128MB",
+		"-c", "log_min_messages=warning",
+		"-c", "logging_collector=off",
+	)
+	cmd.Dir = c.dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = procAttr(c.cred)
+
+	// The parent-death signal fires when the thread that forked the child
+	// exits, not the process: fork from a goroutine locked to its thread, which
+	// stays alive (waiting for postgres) as long as postgres runs.
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(exited)
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+
+	if err := c.waitReady(exited); err != nil {
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(stopTimeout):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logText, _ := os.ReadFile(logPath)
+		if bytes.Contains(logText, []byte("could not bind")) || bytes.Contains(logText, []byte("already in use")) {
+			return fmt.Errorf("postgres on port %d: %w", c.port, errPortInUse)
+		}
+		return fmt.Errorf("postgres on port %d: %w\nserver log:\n%s", c.port, err, tail(logText, 4000))
+	}
+	c.proc, c.exited = cmd.Process, exited
+	return nil
+}
+
+// waitReady polls until the server accepts a connection, exits or times out.
+func (c *cluster) waitReady(exited <-chan struct{}) error {
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", c.port)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := pgx.Connect(ctx, dsn)
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %s: %w", readyTimeout, err)
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before accepting connections")
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// running reports whether postgres is up.
+func (c *cluster) running() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.proc != nil
+}
+
+// stop shuts postgres down: fast shutdown, then immediate, then SIGKILL.
+func (c *cluster) stop() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	proc, exited := c.proc, c.exited
+	c.proc, c.exited = nil, nil
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT, syscall.SIGKILL} {
+		if err := proc.Signal(sig); err != nil {
+			break // already gone
+		}
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(stopTimeout):
+		}
+	}
+	<-exited
+	return nil
+}
+
+// close stops postgres and removes the cluster directory.
+func (c *cluster) close() {
+	_ = c.stop()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	_ = os.RemoveAll(c.dir)
+}
+
+// findBinaries returns the directory holding initdb and postgres: the newest
+// /usr/lib/postgresql/<version>/bin, else the directory of initdb on PATH.
+func findBinaries() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	type cand struct {
+		dir string
+		ver float64
+	}
+	var cands []cand
+	for _, d := range dirs {
+		v, err := strconv.ParseFloat(filepath.Base(filepath.Dir(d)), 64)
+		if err != nil || !executable(filepath.Join(d, "initdb")) || !executable(filepath.Join(d, "postgres")) {
+			continue
+		}
+		cands = append(cands, cand{d, v})
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].ver > cands[j].ver })
+	if len(cands) > 0 {
+		return cands[0].dir, nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		d := filepath.Dir(p)
+		if executable(filepath.Join(d, "postgres")) {
+			return d, nil
+		}
+	}
+	return "", errors.New("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin or on PATH")
+}
+
+func executable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// serverCredential returns the user to run the server as: initdb and postgres
+// refuse to run as root, so root runs them as the `postgres` OS user.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a `postgres` OS user to run the server as: %w", err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("postgres user has non-numeric uid %q or gid %q", u.Uid, u.Gid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+// tempBase returns the directory for cluster directories: os.TempDir when the
+// server user can reach it and the unix socket path fits, else /tmp.
+func tempBase() string {
+	base := os.TempDir()
+	// sun_path holds 107 bytes: base + /reservations-pgtest-NNNNNNNNNN/.s.PGSQL.NNNNN
+	if len(base)+len(dirPrefix)+32 > 100 || !worldTraversable(base) {
+		return "/tmp"
+	}
+	return base
+}
+
+// worldTraversable reports whether every directory on the path of dir can be
+// entered by any user.
+func worldTraversable(dir string) bool {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return true
+		}
+		dir = parent
+	}
+}
+
+// sweepStale removes cluster directories whose owning test process is gone
+// (killed before it could clean up), stopping a postgres still running there.
+func sweepStale(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
+	for _, dir := range dirs {
+		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			// Being created right now, or not ours: leave young ones alone.
+			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
+				continue
+			}
+		} else if pid, err := strconv.Atoi(strings.TrimSpace(string(owner))); err == nil && alive(pid) {
+			continue
+		}
+		if pm, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
+			line, _, _ := strings.Cut(string(pm), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && alive(pid) {
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				if slices.Contains(strings.Split(string(cmdline), "\x00"), filepath.Join(dir, "data")) {
+					_ = syscall.Kill(pid, syscall.SIGQUIT)
+				}
+			}
+		}
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// alive reports whether a process with the given pid exists.
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

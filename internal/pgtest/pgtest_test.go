@@ -1,0 +1,243 @@
+package pgtest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		// Subprocess of a test below: run only the helper, no cleanup of
+		// the shared server (the point is to see what happens without it).
+		os.Exit(m.Run())
+	}
+	Main(m)
+}
+
+const helperEnv = "PGTEST_HELPER"
+
+func TestNewGivesEachTestItsOwnDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b := NewDatabase(t), NewDatabase(t)
+	require.NotEqual(t, a.Name, b.Name)
+
+	_, err := a.Pool.Exec(ctx, `CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (1)`)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, a.Pool.QueryRow(ctx, `SELECT count(*) FROM only_in_a`).Scan(&n))
+	assert.Equal(t, 1, n)
+	_, err = b.Pool.Exec(ctx, `SELECT * FROM only_in_a`)
+	assert.Error(t, err, "table of database a is visible in database b")
+
+	// The DSN reaches the same database as the pool.
+	conn, err := pgx.Connect(ctx, a.DSN)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var db string
+	require.NoError(t, conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db))
+	assert.Equal(t, a.Name, db)
+}
+
+func TestDatabaseDroppedAtCleanup(t *testing.T) {
+	t.Parallel()
+	var name string
+	t.Run("inner", func(t *testing.T) { name = NewDatabase(t).Name })
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, Shared(t).DSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE datname = $1`, name).Scan(&n))
+	assert.Zero(t, n, "database %s still exists after its test ended", name)
+}
+
+func TestSharedServerSettings(t *testing.T) {
+	t.Parallel()
+	srv := Shared(t)
+	if !srv.CanRestart() {
+		t.Logf("shared server from %s: settings are the server owner's", EnvDSN)
+		return
+	}
+	pool := New(t)
+	for name, want := range map[string]string{
+		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+		"max_connections": "200", "listen_addresses": "127.0.0.1",
+	} {
+		var got string
+		require.NoError(t, pool.QueryRow(context.Background(), `SELECT current_setting($1)`, name).Scan(&got))
+		assert.Equal(t, want, got, name)
+	}
+}
+
+func TestServerStopStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := NewServer(t)
+	require.True(t, srv.CanRestart())
+	db := srv.NewDatabase(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`)
+	require.NoError(t, err)
+
+	srv.Stop(t)
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = db.Pool.Exec(qctx, `SELECT 1`)
+	cancel()
+	require.Error(t, err, "query succeeded on a stopped server")
+	srv.Stop(t) // idempotent
+
+	srv.Start(t)
+	srv.Start(t) // idempotent
+	var x int
+	require.Eventually(t, func() bool {
+		return db.Pool.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x) == nil
+	}, 10*time.Second, 20*time.Millisecond, "pool does not reconnect after restart")
+	assert.Equal(t, 42, x)
+}
+
+func TestDSNSource(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	private := NewServer(t)
+	// The keyword/value form, as a developer might set RESERVATIONS_TEST_PG_DSN.
+	kv := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", private.local.port)
+	srv, err := openDSN(kv)
+	require.NoError(t, err)
+	assert.False(t, srv.CanRestart())
+	db := srv.NewDatabase(t)
+	var name string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT current_database()`).Scan(&name))
+	assert.Equal(t, db.Name, name)
+
+	_, err = openDSN(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", closedPort(t)))
+	assert.Error(t, err)
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://u:p@h:5432/postgres?sslmode=disable", "postgres://u:p@h:5432/t_x?sslmode=disable"},
+		{"postgresql://h/", "postgresql://h/t_x"},
+		{"host=h user=u dbname=postgres", "host=h user=u dbname=postgres dbname=t_x"},
+	} {
+		got, err := withDatabase(tc.in, "t_x")
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	assert.Equal(t, "postgres://u:xxxxx@h/db", redact("postgres://u:secret@h/db"))
+	assert.Equal(t, "host=h password=xxxxx user=u", redact("host=h password=secret user=u"))
+	assert.Equal(t, "postgres://h/db", redact("postgres://h/db"))
+}
+
+func TestDatabaseName(t *testing.T) {
+	n := databaseName("TestX/sub test#1-" + strings.Repeat("y", 100))
+	assert.LessOrEqual(t, len(n), 63)
+	assert.Regexp(t, `^t_[a-z0-9_]+$`, n)
+	assert.NotEqual(t, n, databaseName("TestX/sub test#1-"+strings.Repeat("y", 100)))
+}
+
+// TestNoServerFails runs a test in a subprocess with an unreachable server and
+// checks that it fails (not skips) and says how to get PostgreSQL.
+func TestNoServerFails(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNoServer$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"=noserver",
+		EnvDSN+fmt.Sprintf("=postgres://postgres@127.0.0.1:%d/postgres?connect_timeout=2", closedPort(t)))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.True(t, errors.As(err, &exit), "helper test passed: %v\n%s", err, out)
+	assert.Contains(t, string(out), "--- FAIL: TestHelperNoServer")
+	assert.NotContains(t, string(out), "SKIP")
+	assert.Contains(t, string(out), "apt-get install -y postgresql")
+	assert.Contains(t, string(out), EnvDSN)
+}
+
+func TestHelperNoServer(t *testing.T) {
+	if os.Getenv(helperEnv) != "noserver" {
+		return // subprocess helper of TestNoServerFails
+	}
+	New(t)
+}
+
+// TestKilledProcessTakesServerDown starts a shared server in a subprocess,
+// kills the subprocess with SIGKILL (no cleanup can run) and checks that the
+// server goes down and its directory is swept by the next start.
+func TestKilledProcessTakesServerDown(t *testing.T) {
+	t.Parallel()
+	if _, err := findBinaries(); err != nil {
+		t.Fatalf("pgtest: %v\n%s", err, howToGet())
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldServer$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"=hold", EnvDSN+"=")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	var dsn, dir string
+	sc := bufio.NewScanner(stdout)
+	for (dsn == "" || dir == "") && sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "DSN "); ok {
+			dsn = v
+		}
+		if v, ok := strings.CutPrefix(line, "DIR "); ok {
+			dir = v
+		}
+	}
+	require.NotEmpty(t, dsn, "helper printed no DSN")
+	require.NotEmpty(t, dir, "helper printed no directory")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err, "helper's server is not up")
+	conn.Close(ctx)
+
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	require.Eventually(t, func() bool {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(cctx, dsn+"&connect_timeout=1")
+		if err == nil {
+			conn.Close(ctx)
+			return false
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "server of a killed test process still accepts connections")
+
+	sweepStale(filepath.Dir(dir))
+	_, err = os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "directory %s of a dead test process not swept: %v", dir, err)
+}
+
+func TestHelperHoldServer(t *testing.T) {
+	if os.Getenv(helperEnv) != "hold" {
+		return // subprocess helper of TestKilledProcessTakesServerDown
+	}
+	srv := Shared(t)
+	fmt.Printf("DSN %s\nDIR %s\n", srv.DSN(), srv.local.dir)
+	time.Sleep(time.Hour) // until killed
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	p, err := freePort()
+	require.NoError(t, err)
+	return p
+}

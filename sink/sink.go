@@ -1,0 +1,462 @@
+// Package sink keeps a PostgreSQL snapshot of the reservations changelog:
+// table stock (one row per SKU) and table reservations (one row per
+// reservation, keyed by its changelog key), exactly once.
+//
+// Invariants:
+//   - Postgres holds, per entity, the newest version the changelog committed
+//     since the entity's last tombstone; a row is never moved backwards to an
+//     older version (every upsert is guarded by version), and a tombstone
+//     deletes the row.
+//   - The rows and the next changelog offset of every partition they reflect
+//     (table sink_offsets) are written in one transaction, and consumption
+//     always resumes from the stored offsets: after a crash, a Postgres outage
+//     or a commit whose outcome was not seen, nothing is lost or applied twice.
+//   - Only committed changelog records are read (isolation read_committed);
+//     records of aborted transactions never reach Postgres.
+//   - A batch continues from the offsets it read: the stored offsets are
+//     checked in the batch's transaction under a per-topic advisory lock, so a
+//     second sink on the same database cannot interleave its writes.
+//   - A record whose value cannot be decoded is logged, counted, recorded in
+//     sink_errors and skipped; it never stops the sink. command/ records and
+//     unknown key prefixes are skipped silently.
+//
+// The Writer is not a consumer group member: it assigns itself every partition
+// of the topic, starting where sink_offsets says (partitions without a row
+// from the beginning), and lists the partitions again every MetadataInterval.
+// The schema is created by embedded migrations (migrations/*.sql, recorded in
+// schema_migrations) at start.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Time limits of Postgres operations, so that a server that stops answering
+// (rather than refusing connections) is detected as an outage too.
+const (
+	pgTimeout   = time.Minute     // migrations, reading offsets, one batch
+	pingTimeout = 5 * time.Second // the idle health check
+)
+
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("sink closed")
+
+// Writer applies the changelog to Postgres. Create it with New, run it with
+// Run, release it with Close.
+type Writer struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	store   *store
+	pool    *pgxpool.Pool
+	ownPool bool
+	kopts   []kgo.Opt
+
+	ready    atomic.Bool
+	migrated bool // touched by Run only
+
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	// afterCommit, if set by a test, runs after each committed batch; an error
+	// is handled like a failed commit (a commit whose outcome was not seen).
+	afterCommit func() error
+}
+
+// New returns a Writer for cfg. It connects to nothing: Run does.
+func New(cfg Config, opts ...Option) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.reg == nil {
+		o.reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(o.reg)
+	if err != nil {
+		return nil, fmt.Errorf("register sink metrics: %w", err)
+	}
+	w := &Writer{
+		cfg:     cfg,
+		log:     o.logger.With("component", "sink", "topic", cfg.Topic),
+		metrics: m,
+		pool:    cfg.Pool,
+		kopts:   o.kafkaOpt,
+	}
+	if w.pool == nil {
+		pcfg, err := pgxpool.ParseConfig(cfg.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("parse postgres DSN: %w", err)
+		}
+		pcfg.MaxConns = 4
+		if w.pool, err = pgxpool.NewWithConfig(context.Background(), pcfg); err != nil {
+			return nil, fmt.Errorf("create postgres pool: %w", err)
+		}
+		w.ownPool = true
+	}
+	w.store = &store{pool: w.pool, topic: cfg.Topic, apply: copyApply}
+	return w, nil
+}
+
+// Ready reports whether the sink is running and reaches Postgres: false
+// before the schema is migrated and while Postgres fails.
+func (w *Writer) Ready() bool { return w.ready.Load() }
+
+func (w *Writer) setReady(ok bool) {
+	w.ready.Store(ok)
+	if ok {
+		w.metrics.ready.Set(1)
+	} else {
+		w.metrics.ready.Set(0)
+	}
+}
+
+// Close stops Run, if running, waits for it to return, and closes the pool if
+// the Writer created it.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	w.closed = true
+	cancel, done := w.cancel, w.done
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	if w.ownPool {
+		w.pool.Close()
+	}
+}
+
+// Run applies the changelog until ctx ends (then it returns nil) or a fatal
+// error: a migration Postgres rejects, an unusable Kafka configuration.
+// Postgres outages are retried with exponential backoff.
+func (w *Writer) Run(ctx context.Context) error {
+	w.mu.Lock()
+	switch {
+	case w.closed:
+		w.mu.Unlock()
+		return ErrClosed
+	case w.running:
+		w.mu.Unlock()
+		return errors.New("sink already running")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w.running, w.cancel, w.done = true, cancel, make(chan struct{})
+	done := w.done
+	w.mu.Unlock()
+	defer func() {
+		cancel()
+		w.setReady(false)
+		w.mu.Lock()
+		w.running = false
+		w.mu.Unlock()
+		close(done)
+	}()
+
+	w.log.Info("sink starting", "batch_size", w.cfg.BatchSize, "batch_wait", w.cfg.BatchWait)
+	bo := backoff{min: w.cfg.RetryMin, max: w.cfg.RetryMax}
+	for {
+		err := w.session(ctx, &bo)
+		if ctx.Err() != nil {
+			w.log.Info("sink stopped")
+			return nil
+		}
+		var fatal *fatalError
+		var fenced *fencedError
+		switch {
+		case errors.As(err, &fatal):
+			w.log.Error("sink failed", "err", fatal.err)
+			return fatal.err
+		case errors.As(err, &fenced):
+			w.log.Warn("stored offsets moved under the sink, resuming from them", "err", err)
+		default:
+			w.setReady(false)
+			w.metrics.pgErrors.Inc()
+		}
+		wait := bo.next()
+		if fenced == nil {
+			w.log.Warn("postgres unavailable, retrying", "err", err, "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			w.log.Info("sink stopped")
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// fatalError ends Run.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// session migrates (once), reads the stored offsets, and consumes from them
+// with a new Kafka client until Postgres fails or ctx ends. Every error
+// discards the client and what it buffered; the next session starts again
+// from what Postgres committed.
+func (w *Writer) session(ctx context.Context, bo *backoff) error {
+	if !w.migrated {
+		mctx, cancel := context.WithTimeout(ctx, pgTimeout)
+		applied, err := w.store.migrate(mctx)
+		cancel()
+		if err != nil {
+			if permanent(err) {
+				return &fatalError{fmt.Errorf("migrate sink schema: %w", err)}
+			}
+			return err
+		}
+		w.migrated = true
+		w.log.Info("sink schema ready", "applied_migrations", applied)
+	}
+	octx, cancel := context.WithTimeout(ctx, pgTimeout)
+	pos, err := w.store.offsets(octx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	w.setReady(true)
+
+	kopts := append([]kgo.Opt{
+		kgo.SeedBrokers(w.cfg.Brokers...),
+		kgo.ClientID("reservations-sink"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers are returned so that the stored offsets move
+		// past them: a caught-up sink is at the partition's end offset.
+		kgo.KeepControlRecords(),
+		kgo.WithLogger(kafkaLogger{w.log}),
+	}, w.kopts...)
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return &fatalError{fmt.Errorf("create kafka client: %w", err)}
+	}
+	defer cl.Close()
+	c := consumer{w: w, cl: cl, adm: kadm.NewClient(cl), pos: pos,
+		assigned: make(map[int32]bool), lso: make(map[int32]int64)}
+	return c.run(ctx, bo)
+}
+
+// consumer is one session's consumption state.
+type consumer struct {
+	w        *Writer
+	cl       *kgo.Client
+	adm      *kadm.Client
+	pos      map[int32]int64 // next offset per partition, as stored in Postgres
+	assigned map[int32]bool
+	lso      map[int32]int64 // last stable offset per partition, last seen
+}
+
+func (c *consumer) run(ctx context.Context, bo *backoff) error {
+	w := c.w
+	b := newBatch()
+	var batchStart time.Time
+	var nextMeta time.Time
+	lastPG := time.Now()
+	for {
+		now := time.Now()
+		if !now.Before(nextMeta) {
+			c.discover(ctx)
+			interval := w.cfg.MetadataInterval
+			if len(c.assigned) == 0 {
+				interval = min(interval, time.Second) // topic not there yet
+			}
+			nextMeta = now.Add(interval)
+		}
+
+		// Poll until the batch is due, or, while idle, until the next
+		// metadata listing or Postgres ping.
+		var until time.Time
+		if b.records > 0 {
+			until = batchStart.Add(w.cfg.BatchWait)
+		} else {
+			until = nextMeta
+			if ping := lastPG.Add(w.cfg.PingInterval); ping.Before(until) {
+				until = ping
+			}
+		}
+		if wait := time.Until(until); wait > 0 || b.records == 0 {
+			pctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
+			fs := c.cl.PollRecords(pctx, w.cfg.BatchSize-b.records)
+			cancel()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			had := b.records
+			c.take(fs, b)
+			if had == 0 && b.records > 0 {
+				batchStart = time.Now()
+			}
+		}
+
+		switch {
+		case b.records > 0 && (b.records >= w.cfg.BatchSize || !time.Now().Before(batchStart.Add(w.cfg.BatchWait))):
+			if err := c.flush(ctx, b); err != nil {
+				return err
+			}
+			bo.reset()
+			b.reset()
+			lastPG = time.Now()
+		case b.records == 0 && time.Since(lastPG) >= w.cfg.PingInterval:
+			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			err := w.store.ping(pctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			w.setReady(true)
+			lastPG = time.Now()
+		}
+	}
+}
+
+// take folds polled records into b and notes errors and stable offsets.
+func (c *consumer) take(fs kgo.Fetches, b *batch) {
+	fs.EachError(func(topic string, p int32, err error) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return
+		}
+		c.w.metrics.kafkaErrors.Inc()
+		c.w.log.Warn("fetch error", "partition", p, "err", err)
+	})
+	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if fp.Topic != c.w.cfg.Topic {
+			return
+		}
+		if fp.LastStableOffset > 0 {
+			c.lso[fp.Partition] = fp.LastStableOffset
+			c.w.metrics.setLag(fp.Partition, fp.LastStableOffset-c.pos[fp.Partition])
+		}
+		for _, r := range fp.Records {
+			if r.Attrs.IsControl() {
+				b.skip(r.Partition, r.Offset)
+				continue
+			}
+			b.add(r.Partition, r.Offset, r.Key, r.Value)
+		}
+	})
+}
+
+// flush writes b in one transaction and advances the positions.
+func (c *consumer) flush(ctx context.Context, b *batch) error {
+	w := c.w
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, pgTimeout)
+	n, err := w.store.write(wctx, b, c.pos)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if w.afterCommit != nil {
+		if err := w.afterCommit(); err != nil {
+			return err
+		}
+	}
+	took := time.Since(start)
+	w.metrics.batchDuration.Observe(took.Seconds())
+	w.metrics.committed(b, n)
+	w.setReady(true)
+	for p, o := range b.next {
+		c.pos[p] = o
+		if lso, ok := c.lso[p]; ok {
+			w.metrics.setLag(p, lso-o)
+		}
+	}
+	for _, r := range b.bad {
+		w.log.Warn("skipped undecodable changelog record", "partition", r.partition, "offset", r.offset, "err", r.err)
+	}
+	w.log.Debug("batch written", "records", b.records, "stock_rows", n.stockUpserted+n.stockDeleted,
+		"reservation_rows", n.reservationsUpserted+n.reservationsDeleted, "took", took)
+	return nil
+}
+
+// discover lists the topic's partitions and starts consuming new ones from
+// their stored offsets (or the beginning).
+func (c *consumer) discover(ctx context.Context) {
+	w := c.w
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tds, err := c.adm.ListTopics(lctx, w.cfg.Topic)
+	if err == nil {
+		err = tds[w.cfg.Topic].Err
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			w.metrics.kafkaErrors.Inc()
+			w.log.Warn("list changelog partitions", "err", err)
+		}
+		return
+	}
+	add := make(map[int32]kgo.Offset)
+	for p := range tds[w.cfg.Topic].Partitions {
+		if c.assigned[p] {
+			continue
+		}
+		c.assigned[p] = true
+		if o, ok := c.pos[p]; ok {
+			add[p] = kgo.NewOffset().At(o)
+		} else {
+			add[p] = kgo.NewOffset().AtStart()
+		}
+	}
+	if len(add) > 0 {
+		c.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{w.cfg.Topic: add})
+		w.log.Info("consuming changelog partitions", "added", len(add), "total", len(c.assigned))
+	}
+}
+
+// backoff is capped exponential backoff with jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	// +-20% so that sinks restarted together do not retry in lockstep.
+	return time.Duration(float64(b.cur) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// kafkaLogger passes the Kafka client's warnings and errors to slog.
+type kafkaLogger struct{ l *slog.Logger }
+
+func (k kafkaLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kafkaLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lvl = slog.LevelError
+	case kgo.LogLevelWarn:
+		lvl = slog.LevelWarn
+	case kgo.LogLevelInfo:
+		lvl = slog.LevelInfo
+	}
+	k.l.Log(context.Background(), lvl, "kafka: "+msg, keyvals...)
+}

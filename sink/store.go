@@ -1,0 +1,340 @@
+package sink
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migrateLockKey is the advisory lock that serialises schema migrations of
+// every sink on a database ("rsvsink" in ASCII).
+const migrateLockKey int64 = 0x72737673696e6b
+
+// migration is one embedded migrations/NNNN_name.sql file.
+type migration struct {
+	version int64
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.ParseInt(num, 10, 64)
+		if !ok || err != nil || v < 1 {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", e.Name())
+		}
+		b, err := migrationFS.ReadFile(path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		if len(ms) > 0 && ms[len(ms)-1].version == v {
+			return nil, fmt.Errorf("migration %s: version %d used twice", e.Name(), v)
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	slices.SortFunc(ms, func(a, b migration) int { return int(a.version - b.version) })
+	return ms, nil
+}
+
+// store is the sink's Postgres side.
+type store struct {
+	pool  *pgxpool.Pool
+	topic string
+	// apply writes the entity rows of a batch inside tx. copyApply, unless a
+	// benchmark swaps in another strategy.
+	apply func(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error)
+}
+
+// rowCounts are the rows a batch changed.
+type rowCounts struct {
+	stockUpserted, stockDeleted               int64
+	reservationsUpserted, reservationsDeleted int64
+}
+
+// migrate applies the embedded migrations not yet recorded in
+// schema_migrations, in one transaction under an advisory lock so that sinks
+// starting together do not race. It returns the versions it applied.
+func (s *store) migrate(ctx context.Context) ([]int64, error) {
+	ms, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin migration: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit; a canceled ctx closes the conn, which rolls back
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+		return nil, fmt.Errorf("lock migrations: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    bigint      PRIMARY KEY,
+		name       text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return nil, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	rows, _ := tx.Query(ctx, `SELECT version FROM schema_migrations`)
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	var applied []int64
+	for _, m := range ms {
+		if slices.Contains(done, m.version) {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return nil, fmt.Errorf("apply migration %s: %w", m.name, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			return nil, fmt.Errorf("record migration %s: %w", m.name, err)
+		}
+		applied = append(applied, m.version)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit migrations: %w", err)
+	}
+	return applied, nil
+}
+
+// offsets returns the next offset to apply per partition of the topic.
+func (s *store) offsets(ctx context.Context) (map[int32]int64, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1`, s.topic)
+	offs := make(map[int32]int64)
+	var p int32
+	var o int64
+	_, err := pgx.ForEachRow(rows, []any{&p, &o}, func() error {
+		offs[p] = o
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read offsets of %s: %w", s.topic, err)
+	}
+	return offs, nil
+}
+
+// fencedError means the offsets stored for a partition are not those the
+// batch continues from: another sink wrote the topic, or a commit whose
+// outcome this sink did not learn went through. The sink re-reads the offsets.
+type fencedError struct {
+	Partition      int32
+	Stored, Expect int64
+}
+
+func (e *fencedError) Error() string {
+	return fmt.Sprintf("partition %d: stored next offset %d, batch continues from %d", e.Partition, e.Stored, e.Expect)
+}
+
+// write applies b in one transaction: entity rows, sink_errors and the next
+// offsets, after checking that the stored offsets are pos (absent = 0).
+func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64) (rowCounts, error) {
+	var n rowCounts
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return n, fmt.Errorf("begin batch: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit; a canceled ctx closes the conn, which rolls back
+
+	parts := make([]int32, 0, len(b.next))
+	nexts := make([]int64, 0, len(b.next))
+	for p, o := range b.next {
+		parts = append(parts, p)
+		nexts = append(nexts, o)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('reservations.sink/' || $1, 0))`, s.topic); err != nil {
+		return n, fmt.Errorf("lock topic %s: %w", s.topic, err)
+	}
+	rows, _ := tx.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1 AND partition = ANY($2)`, s.topic, parts)
+	stored := make(map[int32]int64, len(parts))
+	var p int32
+	var o int64
+	if _, err := pgx.ForEachRow(rows, []any{&p, &o}, func() error {
+		stored[p] = o
+		return nil
+	}); err != nil {
+		return n, fmt.Errorf("read offsets of %s: %w", s.topic, err)
+	}
+	for _, p := range parts {
+		if stored[p] != pos[p] {
+			return n, &fencedError{Partition: p, Stored: stored[p], Expect: pos[p]}
+		}
+	}
+
+	if n, err = s.apply(ctx, tx, b); err != nil {
+		return n, err
+	}
+
+	if _, err := tx.Exec(ctx, `INSERT INTO sink_offsets (topic, partition, next_offset)
+		SELECT $1, p, o FROM unnest($2::integer[], $3::bigint[]) AS t(p, o)
+		ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
+		s.topic, parts, nexts); err != nil {
+		return n, fmt.Errorf("store offsets of %s: %w", s.topic, err)
+	}
+	for _, r := range b.bad {
+		if _, err := tx.Exec(ctx, `INSERT INTO sink_errors (topic, partition, "offset", key, value, error)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+			s.topic, r.partition, r.offset, r.key, r.value, r.err.Error()); err != nil {
+			return n, fmt.Errorf("record undecodable record at partition %d offset %d: %w", r.partition, r.offset, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return n, fmt.Errorf("commit batch: %w", err)
+	}
+	return n, nil
+}
+
+var (
+	stockColumns = []string{"sku", "on_hand", "reserved", "available", "low_stock_threshold",
+		"version", "event", "command_id", "updated_at"}
+	reservationColumns = []string{"changelog_key", "sku", "reservation_id", "quantity", "status",
+		"expires_at", "extensions", "cart_id", "order_id", "store_id", "version", "event",
+		"command_id", "updated_at"}
+)
+
+// upsertSQL moves staged rows into table unless the stored row has the same or
+// a newer version: a row never moves backwards.
+func upsertSQL(table, stage, key string, cols []string) string {
+	var set strings.Builder
+	for _, c := range cols {
+		if c == key {
+			continue
+		}
+		if set.Len() > 0 {
+			set.WriteString(", ")
+		}
+		fmt.Fprintf(&set, "%s = excluded.%s", c, c)
+	}
+	list := strings.Join(cols, ", ")
+	return fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s
+		ON CONFLICT (%s) DO UPDATE SET %s WHERE %s.version < excluded.version`,
+		table, list, list, stage, key, set.String(), table)
+}
+
+var (
+	upsertStock        = upsertSQL("stock", "sink_stage_stock", "sku", stockColumns)
+	upsertReservations = upsertSQL("reservations", "sink_stage_reservations", "changelog_key", reservationColumns)
+)
+
+// copyApply deletes the tombstoned rows, then COPYs the puts into temporary
+// tables and moves them into place with one version-guarded upsert per table.
+func copyApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
+	var n rowCounts
+	var delStock, delRes []string
+	var putStock []*stockRow
+	var putRes []*reservationRow
+	for sku, op := range b.stock {
+		if op.del {
+			delStock = append(delStock, sku)
+		}
+		if op.put != nil {
+			putStock = append(putStock, op.put)
+		}
+	}
+	for key, op := range b.reservations {
+		if op.del {
+			delRes = append(delRes, key)
+		}
+		if op.put != nil {
+			putRes = append(putRes, op.put)
+		}
+	}
+
+	var err error
+	if n.stockDeleted, err = deleteKeys(ctx, tx, "stock", "sku", delStock); err != nil {
+		return n, err
+	}
+	if n.reservationsDeleted, err = deleteKeys(ctx, tx, "reservations", "changelog_key", delRes); err != nil {
+		return n, err
+	}
+	if len(putStock) > 0 {
+		src := pgx.CopyFromSlice(len(putStock), func(i int) ([]any, error) {
+			r := putStock[i]
+			return []any{r.sku, r.onHand, r.reserved, r.available, r.lowStockThreshold,
+				r.version, r.event, r.commandID, timeOrNil(r.updatedAt)}, nil
+		})
+		if n.stockUpserted, err = copyUpsert(ctx, tx, "stock", "sink_stage_stock", stockColumns, src, upsertStock); err != nil {
+			return n, err
+		}
+	}
+	if len(putRes) > 0 {
+		src := pgx.CopyFromSlice(len(putRes), func(i int) ([]any, error) {
+			r := putRes[i]
+			return []any{r.key, r.sku, r.reservationID, r.quantity, r.status, timeOrNil(r.expiresAt),
+				r.extensions, r.cartID, r.orderID, r.storeID, r.version, r.event, r.commandID,
+				timeOrNil(r.updatedAt)}, nil
+		})
+		if n.reservationsUpserted, err = copyUpsert(ctx, tx, "reservations", "sink_stage_reservations", reservationColumns, src, upsertReservations); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func deleteKeys(ctx context.Context, tx pgx.Tx, table, key string, keys []string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	tag, err := tx.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, table, key), keys)
+	if err != nil {
+		return 0, fmt.Errorf("delete tombstoned %s rows: %w", table, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func copyUpsert(ctx context.Context, tx pgx.Tx, table, stage string, cols []string, src pgx.CopyFromSource, upsert string) (int64, error) {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP`, stage, table)); err != nil {
+		return 0, fmt.Errorf("create %s: %w", stage, err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{stage}, cols, src); err != nil {
+		return 0, fmt.Errorf("copy into %s: %w", stage, err)
+	}
+	tag, err := tx.Exec(ctx, upsert)
+	if err != nil {
+		return 0, fmt.Errorf("upsert %s: %w", table, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// ping checks that Postgres answers.
+func (s *store) ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
+// permanent reports whether err is a Postgres error that retrying cannot fix
+// (a broken migration, a missing privilege), as opposed to an outage.
+func permanent(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false // network, timeout, closed pool: an outage
+	}
+	switch pgErr.Code[:2] {
+	case "08", "53", "57", "58", "40":
+		// connection exception, insufficient resources, operator intervention
+		// (shutdown, cannot connect now), system error, transaction rollback
+		return false
+	}
+	return true
+}

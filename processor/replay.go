@@ -1,0 +1,65 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/statestore"
+)
+
+// Rebuild brings the local stores of partitions (every partition when empty)
+// under cfg.StateDir up to the end of the changelog, exactly as an assignment
+// would: a valid store only replays the tail (so an interrupted rebuild resumes
+// where it stopped, and a second run is a no-op), an unreadable or foreign one
+// is rebuilt in full. With full set, every store is wiped first. It needs no
+// consumer group and produces nothing: it is the operator's recovery tool for a
+// processor's state folder (e.g. onto a new disk), run while that processor is
+// stopped. It returns the partitions it rebuilt, in order.
+func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) ([]int32, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.ctx = ctx
+	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.KafkaOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("admin client: %w", err)
+	}
+	defer admCl.Close()
+	p.adm = kadm.NewClient(admCl)
+	if err := p.loadLayout(ctx); err != nil {
+		return nil, err
+	}
+	if len(partitions) == 0 {
+		for n := range p.partitions {
+			partitions = append(partitions, n)
+		}
+	}
+	sort.Slice(partitions, func(i, j int) bool { return partitions[i] < partitions[j] })
+	for _, n := range partitions {
+		if n < 0 || n >= p.partitions {
+			return nil, fmt.Errorf("partition %d: the changelog has partitions 0..%d", n, p.partitions-1)
+		}
+	}
+	for _, n := range partitions {
+		dir := StateDir(p.cfg.StateDir, p.cfg.Topics.Changelog, n)
+		if full {
+			if err := statestore.Remove(dir); err != nil {
+				return nil, err
+			}
+		}
+		w := newPartition(p, n)
+		err := w.restore(ctx)
+		if w.store != nil {
+			if cerr := w.store.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rebuild partition %d: %w", n, err)
+		}
+	}
+	return partitions, nil
+}

@@ -77,6 +77,20 @@ type instance struct {
 	reg    *prometheus.Registry
 }
 
+// gaugeSum sums a gauge metric over its label values.
+func (in *instance) gaugeSum(name string) float64 {
+	mfs, _ := in.reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // histogram returns count and sum of a histogram metric of the instance.
 func (in *instance) histogram(name string) (uint64, float64) {
 	mfs, _ := in.reg.Gather()

@@ -27,6 +27,13 @@ type metrics struct {
 	restored         *prometheus.CounterVec
 	storeWipes       prometheus.Counter
 	restarts         prometheus.Counter
+	processLatency   prometheus.Histogram
+	e2eLatency       prometheus.Histogram
+	lag              *prometheus.GaugeVec
+	active           *prometheus.GaugeVec
+	backlog          *prometheus.GaugeVec
+	expiryLag        prometheus.Histogram
+	oversold         *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -62,7 +69,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Local stores wiped and rebuilt in full (corrupt, ahead of the log, or of another topic)."}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "session_restarts_total",
 			Help: "Kafka sessions replaced after a failure (Kafka Streams: replaced stream threads)."}),
+		processLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "process_latency_seconds",
+			Help: "Command record timestamp to its decision (Kafka Streams: process-latency, measured from the record time).",
+			Buckets: latencyBuckets}),
+		e2eLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "end_to_end_latency_seconds",
+			Help: "Command record timestamp to the commit of the transaction holding its result (Kafka Streams: record-e2e-latency).",
+			Buckets: latencyBuckets}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "consumer_lag_records",
+			Help: "Command records behind the last stable offset, per partition (Kafka Streams: records-lag)."}, []string{"partition"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "active_reservations",
+			Help: "Active reservations in committed state, per partition."}, []string{"partition"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "expiry_backlog",
+			Help: "Holds found past expires_at and not yet expired when the partition last ran its timers."}, []string{"partition"}),
+		expiryLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "expiry_lag_seconds",
+			Help: "Delay between a hold's expires_at and its expiry decision.", Buckets: latencyBuckets}),
+		oversold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oversold_skus",
+			Help: "SKUs with available < 0 (stock set below reserved), per partition."}, []string{"partition"}),
 	}
+	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	return m
@@ -80,6 +104,17 @@ func (m *metrics) result(r *schemas.Result) {
 			t = "other"
 		}
 		m.processed.WithLabelValues(t, r.Outcome, r.Reason).Inc()
+	}
+}
+
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10}
+
+// forget removes the per-partition series of a partition this instance no
+// longer owns, so that sums over instances stay right.
+func (m *metrics) forget(p int32) {
+	l := partLabel(p)
+	for _, g := range []*prometheus.GaugeVec{m.lag, m.active, m.backlog, m.oversold, m.restoreRemaining} {
+		g.DeleteLabelValues(l)
 	}
 }
 

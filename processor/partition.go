@@ -71,6 +71,11 @@ type partition struct {
 	raw     map[string][]byte // their changelog values (nil: tombstone)
 	timers  timers
 	sweep   sweeper
+	// Gauges of committed state, and their pending deltas.
+	active      int64
+	activeDelta int64
+	oversold    map[string]bool
+	overPending map[string]bool
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -89,9 +94,11 @@ func newPartition(proc *Processor, p int32) *partition {
 		stop:    cancel,
 		ctx:     ctx,
 		exit:    make(chan struct{}),
-		cache:   make(map[string]Change),
-		pending: make(Entities),
-		raw:     make(map[string][]byte),
+		cache:       make(map[string]Change),
+		pending:     make(Entities),
+		raw:         make(map[string][]byte),
+		oversold:    make(map[string]bool),
+		overPending: make(map[string]bool),
 	}
 	w.maxOff.Store(-1)
 	return w
@@ -214,14 +221,20 @@ func (w *partition) cacheSet(c Change) {
 // timers at now, producing every output into the open transaction.
 func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 	core := &w.proc.core
+	backlog := 0
 	for {
 		t, ok := w.timers.due(now)
 		if !ok {
 			break
 		}
-		w.emit(core.Expire(w, w.p, t.sku, t.id, now), nil)
+		out := core.Expire(w, w.p, t.sku, t.id, now)
+		if len(out.Results) > 0 {
+			backlog++
+		}
+		w.emit(out, nil)
 		w.proc.metrics.expired.Inc()
 	}
+	w.proc.metrics.backlog.WithLabelValues(partLabel(w.p)).Set(float64(backlog))
 	if now >= w.sweep.next {
 		w.sweepStep(now)
 	}
@@ -259,6 +272,9 @@ func (w *partition) handle(r *kgo.Record, now schemas.Millis) {
 	}
 	var fe *schemas.FieldError
 	errors.As(err, &fe)
+	if !r.Timestamp.IsZero() {
+		proc.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
+	}
 	out := proc.core.Apply(w, Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
 	w.emit(out, r)
 }
@@ -287,6 +303,9 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 		}
 		proc.produce(rec, w.promise)
 		proc.metrics.result(res)
+		if res.Type == schemas.TypeExpired && res.Reservation != nil {
+			proc.metrics.expiryLag.Observe(max(0, res.DecidedAt.Time().Sub(res.Reservation.ExpiresAt.Time()).Seconds()))
+		}
 	}
 	for i := range out.Changes {
 		c := &out.Changes[i]
@@ -297,8 +316,19 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 		}
 		w.pending[c.Key] = *c
 		w.raw[c.Key] = v
-		if c.Reservation != nil && c.Reservation.Reservation.Status == schemas.StatusActive {
-			w.timers.add(c.Reservation.Reservation.ExpiresAt, c.Reservation.Reservation.SKU, c.Reservation.Reservation.ReservationID)
+		if r := c.Reservation; r != nil {
+			switch {
+			case r.Reservation.Status == schemas.StatusActive:
+				w.timers.add(r.Reservation.ExpiresAt, r.Reservation.SKU, r.Reservation.ReservationID)
+				if r.Event == schemas.EventReserved {
+					w.activeDelta++
+				}
+			case r.Event == schemas.EventReleased || r.Event == schemas.EventExpired || r.Event == schemas.EventCommitted:
+				w.activeDelta--
+			}
+		}
+		if s := c.Stock; s != nil {
+			w.overPending[s.SKU] = s.Available < 0
 		}
 		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
 	}
@@ -394,8 +424,23 @@ func (w *partition) commit() error {
 		delete(w.pending, k)
 	}
 	clear(w.raw)
+	w.active += w.activeDelta
+	for sku, over := range w.overPending {
+		if over {
+			w.oversold[sku] = true
+		} else {
+			delete(w.oversold, sku)
+		}
+	}
+	w.publishGauges()
 	w.reset()
 	return nil
+}
+
+func (w *partition) publishGauges() {
+	l := partLabel(w.p)
+	w.proc.metrics.active.WithLabelValues(l).Set(float64(w.active))
+	w.proc.metrics.oversold.WithLabelValues(l).Set(float64(len(w.oversold)))
 }
 
 // abort drops the aborted transaction's writes; its records will be fetched and
@@ -409,6 +454,8 @@ func (w *partition) abort() {
 }
 
 func (w *partition) reset() {
+	w.activeDelta = 0
+	clear(w.overPending)
 	w.maxOff.Store(-1)
 	w.prodMu.Lock()
 	w.prodErr = nil

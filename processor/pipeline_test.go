@@ -30,6 +30,23 @@ func TestPipelineSmoke(t *testing.T) {
 	r2 := h.decisive("r2")
 	assert.Equal(t, schemas.OutcomeRejected, r2.Outcome)
 	assert.Equal(t, schemas.ReasonInsufficientStock, r2.Reason)
+
+	// Gauges of committed state, and latency histograms.
+	require.Eventually(t, func() bool { return in.gaugeSum("reservations_active_reservations") == 1 }, 5*time.Second, 10*time.Millisecond)
+	assert.Zero(t, in.gaugeSum("reservations_oversold_skus"))
+	h.send(stockSet("s2", "SKU-1", 1))
+	h.waitDecided(20*time.Second, "s2")
+	require.Eventually(t, func() bool { return in.gaugeSum("reservations_oversold_skus") == 1 }, 5*time.Second, 10*time.Millisecond,
+		"on_hand 1 below reserved 3: oversold")
+	h.send(cmdFor(schemas.TypeRelease, "rel", "SKU-1", "res-1"))
+	h.waitDecided(20*time.Second, "rel")
+	require.Eventually(t, func() bool {
+		return in.gaugeSum("reservations_active_reservations") == 0 && in.gaugeSum("reservations_oversold_skus") == 0
+	}, 5*time.Second, 10*time.Millisecond, "the release fixed the oversell")
+	n, _ := in.histogram("reservations_process_latency_seconds")
+	assert.EqualValues(t, 5, n, "one observation per decided command")
+	n, _ = in.histogram("reservations_end_to_end_latency_seconds")
+	assert.EqualValues(t, 5, n)
 }
 
 // End to end on the broker: thousands of commands from several producers,

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/statestore"
@@ -253,6 +254,9 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(p.onAssigned),
 		kgo.OnPartitionsRevoked(p.onRevoked),
 		kgo.OnPartitionsLost(p.onRevoked),
+		// franz-go's client metrics (reservations_kafka_*), unregistered when
+		// the session's client closes.
+		kgo.WithHooks(kprom.NewMetrics("reservations", kprom.Subsystem("kafka"), kprom.Registerer(p.reg))),
 	}, p.cfg.KafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
@@ -354,6 +358,7 @@ func (p *Processor) stopPartition(w *partition) {
 	if p.parts[w.p] == w {
 		delete(p.parts, w.p)
 		p.setStatus(w.p, "")
+		p.metrics.forget(w.p)
 	}
 }
 
@@ -419,7 +424,7 @@ func (p *Processor) loop(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		recs, err := records(fs)
+		recs, err := p.records(fs)
 		if err != nil {
 			return err
 		}
@@ -432,8 +437,18 @@ func (p *Processor) loop(ctx context.Context) error {
 	}
 }
 
-// records flattens fetches, failing on errors that are not a poll timeout.
-func records(fs kgo.Fetches) ([]*kgo.Record, error) {
+// records flattens fetches, failing on errors that are not a poll timeout, and
+// updates the consumer lag of each fetched partition.
+func (p *Processor) records(fs kgo.Fetches) ([]*kgo.Record, error) {
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if n := len(ftp.Records); n > 0 {
+			end := ftp.LastStableOffset
+			if end < 0 {
+				end = ftp.HighWatermark
+			}
+			p.metrics.lag.WithLabelValues(partLabel(ftp.Partition)).Set(float64(max(0, end-ftp.Records[n-1].Offset-1)))
+		}
+	})
 	var ferr error
 	fs.EachError(func(t string, part int32, err error) {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -473,7 +488,11 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	start := time.Now()
 	n := 0
 	ok := true
+	var stamps []time.Time
 	for {
+		for _, r := range recs {
+			stamps = append(stamps, r.Timestamp)
+		}
 		if err := p.dispatch(recs); err != nil {
 			p.log.Warn("batch failed: aborting the transaction", "err", err)
 			ok = false
@@ -483,11 +502,11 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		if n >= p.cfg.MaxBatch || time.Since(start) >= p.cfg.CommitInterval {
 			break
 		}
-		recs, _ = records(p.sess.PollRecords(nil, p.cfg.MaxBatch-n))
+		recs, _ = p.records(p.sess.PollRecords(nil, p.cfg.MaxBatch-n))
 		if len(recs) == 0 && p.cfg.Linger > 0 {
 			// Nothing buffered: give an in-flight fetch a moment to land.
 			lctx, lcancel := context.WithTimeout(ctx, min(p.cfg.Linger, p.cfg.CommitInterval-time.Since(start)))
-			recs, _ = records(p.sess.PollRecords(lctx, p.cfg.MaxBatch-n))
+			recs, _ = p.records(p.sess.PollRecords(lctx, p.cfg.MaxBatch-n))
 			lcancel()
 		}
 		if len(recs) == 0 {
@@ -527,6 +546,12 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	if committed && err == nil {
 		kind = jobCommit
 		p.metrics.batchRecords.Observe(float64(n))
+		done := time.Now()
+		for _, ts := range stamps {
+			if !ts.IsZero() {
+				p.metrics.e2eLatency.Observe(max(0, done.Sub(ts).Seconds()))
+			}
+		}
 	} else {
 		p.metrics.aborts.Inc()
 		if err == nil {

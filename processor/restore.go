@@ -155,10 +155,23 @@ func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, er
 	return n, w.store.Commit(nil, end)
 }
 
-// loadTimers schedules the expiry of every active reservation in the store.
+// loadTimers schedules the expiry of every active reservation in the store and
+// counts the gauges of the restored state.
 func (w *partition) loadTimers() error {
 	w.timers = timers{}
-	err := w.store.Scan(schemas.ReservationPrefix, func(key string, val []byte) error {
+	w.active = 0
+	clear(w.oversold)
+	err := w.store.Scan(schemas.StockPrefix, func(key string, val []byte) error {
+		c, err := DecodeChange(key, val)
+		if err == nil && c.Stock.Available < 0 {
+			w.oversold[c.Stock.SKU] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = w.store.Scan(schemas.ReservationPrefix, func(key string, val []byte) error {
 		c, err := DecodeChange(key, val)
 		if err != nil {
 			w.log.Warn("undecodable reservation in state", "key", key, "err", err)
@@ -166,10 +179,12 @@ func (w *partition) loadTimers() error {
 		}
 		if r := c.Reservation.Reservation; r.Status == schemas.StatusActive {
 			w.timers.add(r.ExpiresAt, r.SKU, r.ReservationID)
+			w.active++
 		}
 		return nil
 	})
 	w.updateDue()
+	w.publishGauges()
 	return err
 }
 

@@ -87,13 +87,13 @@ type partition struct {
 func newPartition(proc *Processor, p int32) *partition {
 	ctx, cancel := context.WithCancel(proc.ctx)
 	w := &partition{
-		p:       p,
-		proc:    proc,
-		log:     proc.log.With("partition", p),
-		jobs:    make(chan job, 4),
-		stop:    cancel,
-		ctx:     ctx,
-		exit:    make(chan struct{}),
+		p:           p,
+		proc:        proc,
+		log:         proc.log.With("partition", p),
+		jobs:        make(chan job, 4),
+		stop:        cancel,
+		ctx:         ctx,
+		exit:        make(chan struct{}),
 		cache:       make(map[string]Change),
 		pending:     make(Entities),
 		raw:         make(map[string][]byte),

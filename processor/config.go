@@ -23,6 +23,11 @@ type Config struct {
 	// so a restarted instance fences its predecessor and aborts its open
 	// transaction at once. Default: read from (or created in) StateDir/instance-id.
 	InstanceID string
+	// AdvertisedAddr is this instance's HTTP address as other instances and
+	// clients reach it (host:port). It is published in the group (as the client
+	// id) so that an instance asked about a SKU it does not own can name the
+	// owner, like Kafka Streams' application.server. Optional.
+	AdvertisedAddr string
 	// StateDir holds one Badger folder per partition. Required.
 	StateDir string
 	// CommitInterval bounds how long one transaction collects records

@@ -50,14 +50,16 @@ type job struct {
 // store, the pending writes of the open transaction, and its expiry timers.
 // Only its own goroutine touches its fields, except the atomics.
 type partition struct {
-	p     int32
-	proc  *Processor
-	log   *slog.Logger
-	jobs  chan job
-	stop  context.CancelFunc
-	ctx   context.Context
-	exit  chan struct{}
-	ready atomic.Bool
+	p    int32
+	proc *Processor
+	log  *slog.Logger
+	jobs chan job
+	// queries are interactive queries, answered between jobs from committed state.
+	queries chan func(*partition)
+	stop    context.CancelFunc
+	ctx     context.Context
+	exit    chan struct{}
+	ready   atomic.Bool
 	// nextDue is the earliest expiry or sweep (Unix ms); read by the main loop.
 	nextDue atomic.Int64
 	// broken is set when a committed transaction could not be written to the
@@ -91,6 +93,7 @@ func newPartition(proc *Processor, p int32) *partition {
 		proc:        proc,
 		log:         proc.log.With("partition", p),
 		jobs:        make(chan job, 4),
+		queries:     make(chan func(*partition)),
 		stop:        cancel,
 		ctx:         ctx,
 		exit:        make(chan struct{}),
@@ -128,6 +131,8 @@ func (w *partition) run(restored chan<- restoreDone) {
 		select {
 		case <-w.ctx.Done():
 			return
+		case q := <-w.queries:
+			q(w)
 		case j := <-w.jobs:
 			switch j.kind {
 			case jobApply:

@@ -62,6 +62,10 @@ type Processor struct {
 	restored chan restoreDone
 	status   map[int32]string // guarded by mu; for readiness
 	joined   bool             // guarded by mu: the group assigned us (possibly nothing)
+	// Interactive queries (guarded by mu).
+	queryable map[int32]*partition // running partitions
+	owners    map[int32]string     // partition -> advertised address, from DescribeGroups
+	ownersAt  time.Time
 }
 
 type groupEvent struct {
@@ -75,7 +79,8 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), status: make(map[int32]string)}
+	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), status: make(map[int32]string),
+		queryable: make(map[int32]*partition)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -241,6 +246,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	t := p.cfg.Topics
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(p.cfg.Brokers...),
+		kgo.ClientID(p.clientID()),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(t.Commands),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -349,6 +355,11 @@ func (p *Processor) setStatus(n int32, s string) {
 		delete(p.status, n)
 	} else {
 		p.status[n] = s
+	}
+	if s == "running" {
+		p.queryable[n] = p.parts[n]
+	} else {
+		delete(p.queryable, n)
 	}
 }
 

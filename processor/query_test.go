@@ -2,7 +2,10 @@ package processor_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/schemas"
 )
 
 // Interactive queries are answered from the local state of the owner; another
@@ -63,4 +67,50 @@ func TestInteractiveQueries(t *testing.T) {
 	if !errors.As(err, &no) {
 		assert.ErrorIs(t, err, processor.ErrNotFound)
 	}
+}
+
+func TestQueryHandler(t *testing.T) {
+	h := newHarness(t, 4)
+	a := h.start("", func(c *processor.Config) { c.AdvertisedAddr = "a.example:8080" })
+	b := h.start("", func(c *processor.Config) { c.AdvertisedAddr = "b.example:8080" })
+	h.waitReady(a, b)
+	sku := "cat/SKU-9" // a SKU with a slash travels percent-encoded
+	h.send(stockSet("s", sku, 4), reserve("r", sku, "h-1", 1))
+	h.waitDecided(20*time.Second, "s", "r")
+	get := func(p *processor.Processor, path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		p.QueryHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec
+	}
+	path := "/v1/stock/" + url.PathEscape(sku)
+	var owner, other *processor.Processor
+	require.Eventually(t, func() bool {
+		ra, rb := get(a.p, path), get(b.p, path)
+		switch {
+		case ra.Code == 200:
+			owner, other = a.p, b.p
+		case rb.Code == 200:
+			owner, other = b.p, a.p
+		default:
+			return false
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	rec := get(owner, path)
+	var st schemas.StockEntity
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &st))
+	assert.Equal(t, sku, st.SKU)
+	assert.Equal(t, int64(3), st.Available)
+
+	rec = get(owner, path+"/reservations/h-1")
+	require.Equal(t, 200, rec.Code, rec.Body.String())
+	var res schemas.ReservationEntity
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &res))
+	assert.Equal(t, schemas.StatusActive, res.Reservation.Status)
+
+	assert.Equal(t, 404, get(owner, path+"/reservations/nope").Code)
+	rec = get(other, path)
+	require.Equal(t, 307, rec.Code, rec.Body.String())
+	assert.Contains(t, rec.Header().Get("Location"), "/v1/stock/cat%2FSKU-9")
+	assert.Contains(t, []string{"http://a.example:8080/v1/stock/cat%2FSKU-9", "http://b.example:8080/v1/stock/cat%2FSKU-9"}, rec.Header().Get("Location"))
 }

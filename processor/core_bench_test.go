@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -74,9 +73,7 @@ func BenchmarkCodec(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			for i := range out.Results {
-				if _, err := json.Marshal(&out.Results[i]); err != nil {
-					b.Fatal(err)
-				}
+				_ = schemas.AppendResult(make([]byte, 0, 512), &out.Results[i])
 			}
 			for i := range out.Changes {
 				if _, err := EncodeChange(&out.Changes[i]); err != nil {

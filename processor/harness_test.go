@@ -106,6 +106,17 @@ func (in *instance) histogram(name string) (uint64, float64) {
 // start runs a processor with state in dir (a new temp dir when empty).
 func (h *harness) start(dir string, mod ...func(*processor.Config)) *instance {
 	h.t.Helper()
+	return h.startOpts(dir, nil, mod...)
+}
+
+// startWith runs a processor with extra options in a new temp dir.
+func (h *harness) startWith(opt processor.Option, mod ...func(*processor.Config)) *instance {
+	h.t.Helper()
+	return h.startOpts("", []processor.Option{opt}, mod...)
+}
+
+func (h *harness) startOpts(dir string, opts []processor.Option, mod ...func(*processor.Config)) *instance {
+	h.t.Helper()
 	if dir == "" {
 		dir = h.t.TempDir()
 	}
@@ -115,7 +126,7 @@ func (h *harness) start(dir string, mod ...func(*processor.Config)) *instance {
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := processor.New(cfg, processor.WithLogger(testLogger(h.t)), processor.WithRegisterer(reg))
+	p, err := processor.New(cfg, append([]processor.Option{processor.WithLogger(testLogger(h.t)), processor.WithRegisterer(reg)}, opts...)...)
 	require.NoError(h.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{p: p, cancel: cancel, done: make(chan error, 1), dir: dir, reg: reg}

@@ -2,7 +2,6 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -290,11 +289,7 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 	proc := w.proc
 	for i := range out.Results {
 		res := &out.Results[i]
-		v, err := json.Marshal(res)
-		if err != nil { // cannot happen for these types
-			w.err = fmt.Errorf("encode result: %w", err)
-			return
-		}
+		v := schemas.AppendResult(make([]byte, 0, 512), res)
 		rec := &kgo.Record{Topic: proc.cfg.Topics.Results, Partition: w.p, Key: []byte(res.SKU), Value: v}
 		if res.CommandID != "" {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(res.CommandID)})
@@ -425,7 +420,13 @@ func (w *partition) commit() error {
 		w.offset = next
 	}
 	for k, c := range w.pending {
-		w.cacheSet(c)
+		// Decided commands are read again only by a duplicate: leave them to
+		// the store so they do not push stock and reservations out of the cache.
+		if c.Command == nil {
+			w.cacheSet(c)
+		} else {
+			delete(w.cache, k)
+		}
 		delete(w.pending, k)
 	}
 	clear(w.raw)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -265,4 +267,42 @@ func TestTimersSurviveRestartAndMove(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, n, "exactly one expiry notice")
+}
+
+// Past the dedupe window the sweep tombstones decided commands and terminal
+// reservations in the changelog (so it stays bounded); active ones stay.
+func TestSweepTombstonesPastDedupeWindow(t *testing.T) {
+	h := newHarness(t, 2)
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	in := h.startWith(processor.WithClock(clock), func(c *processor.Config) {
+		c.Rules = processor.Rules{DedupeWindow: time.Hour, MaxExtensions: 1}
+		c.SweepInterval = 50 * time.Millisecond
+	})
+	h.waitReady(in)
+	long := int64(86400)
+	keep := reserve("keep", "W-1", "active-hold", 1)
+	keep.TTLSeconds = &long
+	h.send(stockSet("s", "W-1", 5), reserve("r", "W-1", "done-hold", 1), keep,
+		cmdFor(schemas.TypeRelease, "rel", "W-1", "done-hold"))
+	h.waitDecided(20*time.Second, "s", "r", "keep", "rel")
+	state := h.changelogState()
+	require.Contains(t, state, "command/r")
+	require.Contains(t, state, "reservation/W-1/done-hold")
+
+	skew.Store(int64(2 * time.Hour))
+	require.Eventually(t, func() bool {
+		st := h.changelogState()
+		_, cmd := st["command/r"]
+		_, done := st["reservation/W-1/done-hold"]
+		return !cmd && !done
+	}, 20*time.Second, 100*time.Millisecond, "tombstoned after the window")
+	st := h.changelogState()
+	assert.Contains(t, st, "reservation/W-1/active-hold", "active holds are never forgotten")
+	assert.Contains(t, st, "stock/W-1")
+	// A command id past the window is decided afresh.
+	h.send(reserve("r", "W-1", "done-hold", 1))
+	h.read(20*time.Second, func() bool { return len(h.byCmd["r"]) == 2 })
+	assert.False(t, h.byCmd["r"][1].Duplicate)
+	assert.Equal(t, schemas.OutcomeAccepted, h.byCmd["r"][1].Outcome)
 }

@@ -44,22 +44,15 @@ func (e Entities) Decision(id string) (schemas.CommandEntity, bool) {
 
 // EncodeChange returns the changelog value of c (nil for a tombstone).
 func EncodeChange(c *Change) ([]byte, error) {
-	var v any
 	switch {
 	case c.Stock != nil:
-		v = c.Stock
+		return schemas.AppendStockEntity(make([]byte, 0, 256), c.Stock), nil
 	case c.Reservation != nil:
-		v = c.Reservation
+		return schemas.AppendReservationEntity(make([]byte, 0, 320), c.Reservation), nil
 	case c.Command != nil:
-		v = c.Command
-	default:
-		return nil, nil
+		return schemas.AppendCommandEntity(make([]byte, 0, 640), c.Command), nil
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode changelog %s: %w", c.Key, err)
-	}
-	return b, nil
+	return nil, nil
 }
 
 // DecodeChange reads changelog record (key, value); a nil value is a tombstone.

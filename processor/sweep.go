@@ -1,6 +1,8 @@
 package processor
 
 import (
+	"encoding/json"
+
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -12,26 +14,42 @@ type sweeper struct {
 	next   schemas.Millis
 }
 
+// sweepEntry is the little of an entity the sweep needs to pre-select
+// candidates; the decision itself is the core's (ForgetCommand/Reservation).
+type sweepEntry struct {
+	CommandID   string `json:"command_id"`
+	Reservation *struct {
+		ReservationID string `json:"reservation_id"`
+		SKU           string `json:"sku"`
+		Status        string `json:"status"`
+	} `json:"reservation"`
+	UpdatedAt schemas.Millis `json:"updated_at"`
+}
+
 func (w *partition) sweepStep(now schemas.Millis) {
 	cfg := &w.proc.cfg
 	core := &w.proc.core
+	horizon := now - schemas.Millis(core.Rules.DedupeWindow.Milliseconds())
 	var tombs []Change
 	next, err := w.store.ScanFrom(w.sweep.cursor, cfg.SweepBatch, func(key string, val []byte) error {
 		kind := schemas.KeyKind(key)
 		if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
 			return nil
 		}
-		c, err := DecodeChange(key, val)
-		if err != nil {
+		var e sweepEntry
+		if err := json.Unmarshal(val, &e); err != nil {
 			w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 			return nil
 		}
+		if e.UpdatedAt > horizon {
+			return nil // still within the window
+		}
 		var t Change
 		var ok bool
-		if c.Command != nil {
-			t, ok = core.ForgetCommand(w, c.Command.CommandID, now)
-		} else if r := c.Reservation; r != nil && r.Reservation.Status != schemas.StatusActive {
-			t, ok = core.ForgetReservation(w, r.Reservation.SKU, r.Reservation.ReservationID, now)
+		if kind == schemas.CommandPrefix {
+			t, ok = core.ForgetCommand(w, e.CommandID, now)
+		} else if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
+			t, ok = core.ForgetReservation(w, r.SKU, r.ReservationID, now)
 		}
 		if ok {
 			tombs = append(tombs, t)

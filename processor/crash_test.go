@@ -109,17 +109,6 @@ func (c *child) stop(t *testing.T) {
 	require.NoError(t, c.cmd.Wait())
 }
 
-func (h *harness) decidedCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for id := range h.byCmd {
-		if h.decisive(id) != nil {
-			n++
-		}
-	}
-	return n
-}
 
 // Crash and restart: processors are killed with SIGKILL in the middle of a
 // stream (and so, under load, in the middle of transactions), restarted on the

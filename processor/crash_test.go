@@ -109,7 +109,6 @@ func (c *child) stop(t *testing.T) {
 	require.NoError(t, c.cmd.Wait())
 }
 
-
 // Crash and restart: processors are killed with SIGKILL in the middle of a
 // stream (and so, under load, in the middle of transactions), restarted on the
 // same state folder (tail restore) and on an empty one (full restore). No

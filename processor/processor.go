@@ -238,7 +238,9 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		return fmt.Errorf("admin client: %w", err)
 	}
 	defer admCl.Close()
+	p.mu.Lock()
 	p.adm = kadm.NewClient(admCl)
+	p.mu.Unlock()
 	if err := p.loadLayout(ctx); err != nil {
 		return err
 	}
@@ -296,11 +298,13 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.partitions = n
 	details, err := p.adm.ListTopics(ctx, p.cfg.Topics.DLQ, p.cfg.Topics.Changelog)
 	if err != nil {
 		return fmt.Errorf("list topics: %w", err)
 	}
+	p.mu.Lock()
+	p.partitions = n
+	p.mu.Unlock()
 	p.dlqPartitions = int32(len(details[p.cfg.Topics.DLQ].Partitions))
 	id := details[p.cfg.Topics.Changelog].ID
 	p.changelogID = append([]byte(nil), id[:]...)

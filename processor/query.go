@@ -149,11 +149,12 @@ func (p *Processor) owner(ctx context.Context, part int32) string {
 		p.mu.Unlock()
 		return o
 	}
+	adm := p.adm
 	p.mu.Unlock()
 	owners := map[int32]string{}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	groups, err := p.adm.DescribeGroups(ctx, p.cfg.Group)
+	groups, err := adm.DescribeGroups(ctx, p.cfg.Group)
 	if err != nil {
 		p.log.Debug("describe group for an interactive query", "err", err)
 		return ""

@@ -28,7 +28,9 @@ func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) 
 		return nil, fmt.Errorf("admin client: %w", err)
 	}
 	defer admCl.Close()
+	p.mu.Lock()
 	p.adm = kadm.NewClient(admCl)
+	p.mu.Unlock()
 	if err := p.loadLayout(ctx); err != nil {
 		return nil, err
 	}

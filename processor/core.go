@@ -14,6 +14,11 @@ type State interface {
 	Stock(sku string) (schemas.StockEntity, bool)
 	Reservation(sku, reservationID string) (schemas.ReservationEntity, bool)
 	Decision(commandID string) (schemas.CommandEntity, bool)
+	// DueReservations lists the ids of sku's active reservations whose
+	// expires_at is <= now, earliest first: Apply expires them before deciding,
+	// so that a hold past expires_at never counts against availability even
+	// when its timer has not fired yet.
+	DueReservations(sku string, now schemas.Millis) []string
 }
 
 // Change is the new value of one changelog entity. Exactly one of Stock,
@@ -117,6 +122,24 @@ func (c *Core) validate(in *Input) *schemas.FieldError {
 
 func (c *Core) decide(st State, dc *decision) schemas.Result {
 	cmd := &dc.in.Command
+	if dc.stock != nil {
+		// Lazy expiry at decision time: this SKU's holds past expires_at never
+		// count against availability, even when their timers have not fired.
+		var expired map[string]schemas.ReservationEntity
+		for _, id := range st.DueReservations(cmd.SKU, dc.now) {
+			if res, ok := st.Reservation(cmd.SKU, id); ok && res.Reservation.Status == schemas.StatusActive && res.Reservation.ExpiresAt <= dc.now {
+				dc.expire(&res, dc.in.Offset)
+				if expired == nil {
+					expired = make(map[string]schemas.ReservationEntity)
+				}
+				expired[id] = res
+			}
+		}
+		dc.pre = len(dc.out.Results)
+		if expired != nil {
+			st = expiredView{State: st, sku: cmd.SKU, expired: expired}
+		}
+	}
 	switch cmd.Type {
 	case schemas.TypeStockSet:
 		return dc.stockSet()
@@ -131,7 +154,7 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 		return dc.reject(schemas.ReasonUnknownReservation, "no reservation "+cmd.ReservationID+" for sku "+cmd.SKU, nil)
 	}
 	if res.Reservation.Status == schemas.StatusActive && res.Reservation.ExpiresAt <= dc.now {
-		dc.expire(&res, dc.in.Offset) // lazy expiry at decision time
+		dc.expire(&res, dc.in.Offset) // lazy expiry at decision time (when the state listed none due)
 		dc.pre = len(dc.out.Results)
 	}
 	if res.Reservation.Status != schemas.StatusActive {
@@ -290,6 +313,22 @@ func (dc *decision) expire(res *schemas.ReservationEntity, offset int64) {
 		dc.putStock(&next, schemas.EventExpired, "")
 	}
 	dc.out.Results = append(dc.out.Results, dc.notice(schemas.TypeExpired, res.Reservation.SKU, &res.Reservation, offset))
+}
+
+// expiredView shows reservations expired earlier in the same decision.
+type expiredView struct {
+	State
+	sku     string
+	expired map[string]schemas.ReservationEntity
+}
+
+func (v expiredView) Reservation(sku, id string) (schemas.ReservationEntity, bool) {
+	if sku == v.sku {
+		if r, ok := v.expired[id]; ok {
+			return r, true
+		}
+	}
+	return v.State.Reservation(sku, id)
 }
 
 // Expire expires reservation (sku, id) if it is active and due at now. A timer

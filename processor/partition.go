@@ -185,6 +185,11 @@ func (w *partition) Decision(id string) (schemas.CommandEntity, bool) {
 	return *c.Command, true
 }
 
+// DueReservations implements State. The partition fires every timer due at now
+// before it decides the records of a dispatch (see apply), so no hold is ever
+// due at decision time here.
+func (w *partition) DueReservations(string, schemas.Millis) []string { return nil }
+
 // get reads key through the pending writes, the cache and the store. A store
 // failure is kept in w.err and fails the transaction.
 func (w *partition) get(key string, cacheMiss bool) (Change, bool) {

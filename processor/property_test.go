@@ -53,25 +53,16 @@ func TestPropertyCoreMatchesModel(t *testing.T) {
 // TestPropertyLazyExpiry lets timers fall behind (they fire before only half of
 // the commands), so that holds past expires_at meet commands at decision time.
 // The contract: "A reservation past its expires_at never counts against
-// availability (expired lazily at decision time)". Core.Apply expires lazily
-// only the reservation a command names: a reserve, adjust, stock.set or
-// stock.adjust still counts the SKU's other holds that are past expires_at. The
-// partition loop hides this (it fires every due timer at the same now before
-// deciding a batch), so only the pure core's own contract is broken.
+// availability (expired lazily at decision time)": Core.Apply expires every
+// due hold of the SKU (State.DueReservations) before deciding.
 func TestPropertyLazyExpiry(t *testing.T) {
-	t.Skip("core bug (latent): Core.Apply counts other holds past expires_at against availability " +
-		"(lazy expiry covers only the reservation the command names); the partition loop masks it by " +
-		"firing due timers first. Remove this skip once Core.Apply expires every due hold of the SKU.")
 	runProperty(t, propOptions{timers: 0.5})
 }
 
-// TestPropertyLazyExpiryOfOtherHolds is the smallest case of the bug above:
-// one unit, held with a 1 s TTL; one second later (its timer has not fired) a
-// reserve of that unit must be accepted, the hold past expires_at not counting.
-// Core.Apply rejects it with insufficient_stock.
+// TestPropertyLazyExpiryOfOtherHolds is the smallest case: one unit, held with
+// a 1 s TTL; one second later (its timer has not fired) a reserve of that unit
+// must be accepted, the hold past expires_at not counting.
 func TestPropertyLazyExpiryOfOtherHolds(t *testing.T) {
-	t.Skip("core bug (latent), see TestPropertyLazyExpiry: Core.Apply rejects a reserve with insufficient_stock " +
-		"while the only hold of the SKU is past expires_at and its timer has not fired yet")
 	p := &propRun{core: Core{Rules: DefaultRules()}, st: make(Entities), m: newRefModel(refRules{window: 24 * time.Hour, maxExt: 1}),
 		now: propT0, stats: map[string]int{}}
 	for _, s := range []propStep{
@@ -131,7 +122,7 @@ func propRunSeed(seed uint64, steps int, opt propOptions, stats map[string]int) 
 		now:   propT0,
 		stats: stats,
 	}
-	g := &propGen{r: r, m: rules, model: p.m, now: &p.now}
+	g := &propGen{r: r, model: p.m, now: &p.now}
 	fire := func() bool { return opt.timers >= 1 || r.Float64() < opt.timers }
 	for i := range steps {
 		s := g.step()
@@ -522,7 +513,6 @@ func checkInvariants(before, after Entities, stockCmd bool) error {
 // compare-and-set guard match, or to move the clock exactly to an expiry.
 type propGen struct {
 	r     *rand.Rand
-	m     refRules
 	model *refModel
 	now   *schemas.Millis
 	sent  []propStep

@@ -17,6 +17,7 @@ package processor
 import (
 	"cmp"
 	"encoding/json"
+	"maps"
 	"math/big"
 	"regexp"
 	"slices"
@@ -93,6 +94,25 @@ type refModel struct {
 
 func newRefModel(r refRules) *refModel {
 	return &refModel{rules: r, skus: map[string]*refSKU{}, holds: map[refKey]*refHold{}, decided: map[string]refDecided{}}
+}
+
+// clone returns a deep copy of m.
+func (m *refModel) clone() *refModel {
+	c := newRefModel(m.rules)
+	for k, s := range m.skus {
+		cp := *s
+		if s.threshold != nil {
+			t := *s.threshold
+			cp.threshold = &t
+		}
+		c.skus[k] = &cp
+	}
+	for k, h := range m.holds {
+		cp := *h
+		c.holds[k] = &cp
+	}
+	maps.Copy(c.decided, m.decided)
+	return c
 }
 
 // reserved is the sum of the quantities of the SKU's active holds.

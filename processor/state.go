@@ -3,6 +3,7 @@ package processor
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 
 	"github.com/reservations/reservations/schemas"
 )
@@ -42,6 +43,27 @@ func (e Entities) Decision(id string) (schemas.CommandEntity, bool) {
 	return schemas.CommandEntity{}, false
 }
 
+// DueReservations implements State by scanning (tests and tools).
+func (e Entities) DueReservations(sku string, now schemas.Millis) []string {
+	var due []schemas.Reservation
+	for _, c := range e {
+		if r := c.Reservation; r != nil && r.Reservation.SKU == sku && r.Reservation.Status == schemas.StatusActive && r.Reservation.ExpiresAt <= now {
+			due = append(due, r.Reservation)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool {
+		if due[i].ExpiresAt != due[j].ExpiresAt {
+			return due[i].ExpiresAt < due[j].ExpiresAt
+		}
+		return due[i].ReservationID < due[j].ReservationID
+	})
+	ids := make([]string, len(due))
+	for i, r := range due {
+		ids[i] = r.ReservationID
+	}
+	return ids
+}
+
 // EncodeChange returns the changelog value of c (nil for a tombstone).
 func EncodeChange(c *Change) ([]byte, error) {
 	switch {
@@ -56,28 +78,40 @@ func EncodeChange(c *Change) ([]byte, error) {
 }
 
 // DecodeChange reads changelog record (key, value); a nil value is a tombstone.
-// Keys of unknown kinds are an error (the caller decides whether to skip them).
+// A value that cannot be what the processor wrote is an error: keys of unknown
+// kinds, invalid JSON, anything but an object (JSON null is not a tombstone),
+// and an entity whose own identity disagrees with its key.
 func DecodeChange(key string, val []byte) (Change, error) {
 	c := Change{Key: key}
 	if val == nil {
 		return c, nil
 	}
 	var err error
+	var id string // the key the entity says it has
 	switch schemas.KeyKind(key) {
 	case schemas.StockPrefix:
 		c.Stock = new(schemas.StockEntity)
-		err = json.Unmarshal(val, c.Stock)
+		if err = json.Unmarshal(val, c.Stock); err == nil {
+			id = schemas.StockKey(c.Stock.SKU)
+		}
 	case schemas.ReservationPrefix:
 		c.Reservation = new(schemas.ReservationEntity)
-		err = json.Unmarshal(val, c.Reservation)
+		if err = json.Unmarshal(val, c.Reservation); err == nil {
+			id = schemas.ReservationKey(c.Reservation.Reservation.SKU, c.Reservation.Reservation.ReservationID)
+		}
 	case schemas.CommandPrefix:
 		c.Command = new(schemas.CommandEntity)
-		err = json.Unmarshal(val, c.Command)
+		if err = json.Unmarshal(val, c.Command); err == nil {
+			id = schemas.CommandKey(c.Command.CommandID)
+		}
 	default:
 		return c, fmt.Errorf("decode changelog key %q: unknown key kind", key)
 	}
 	if err != nil {
 		return c, fmt.Errorf("decode changelog key %q: %w", key, err)
+	}
+	if id != key {
+		return c, fmt.Errorf("decode changelog key %q: the value is the entity of %q", key, id)
 	}
 	return c, nil
 }

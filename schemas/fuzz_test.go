@@ -1,0 +1,110 @@
+package schemas
+
+// The command decoder's fuzz target. The seed corpus is in
+// testdata/fuzz/FuzzDecodeCommand/ (plus the golden and invalid examples, added
+// below), and plain `go test` runs it. To fuzz:
+//
+//	go test -run '^$' -fuzz '^FuzzDecodeCommand$' -fuzztime 60s ./schemas/
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fuzzFields are the JSON names of Command: the fields an error may name.
+var fuzzFields = []string{"command_id", "type", "sku", "reason", "issued_at", "on_hand", "expected_on_hand",
+	"low_stock_threshold", "delta", "reservation_id", "quantity", "ttl_seconds", "cart_id", "store_id", "order_id"}
+
+// fuzzLimit is a record size limit small enough for the fuzzer to cross.
+const fuzzLimit = 256
+
+// FuzzDecodeCommand: DecodeCommand and Validate never panic; every error is an
+// *UndecodableError with a message, or a *FieldError naming a field of the
+// contract with a message; the size limit sends exactly the records over it to
+// the DLQ and changes nothing else; a command that passes both re-encodes and
+// decodes to the same command, which passes again.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, dir := range []string{"testdata/golden", "testdata/invalid"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "command*.json"))
+		if dir == "testdata/invalid" {
+			files, _ = filepath.Glob(filepath.Join(dir, "*"))
+		}
+		for _, name := range files {
+			if b, err := os.ReadFile(name); err == nil {
+				f.Add(b)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCommand(b, 0)
+		checkDecodeError(t, err)
+
+		limited, lerr := DecodeCommand(b, fuzzLimit)
+		var ue *UndecodableError
+		if len(b) > fuzzLimit {
+			if !errors.As(lerr, &ue) || !strings.Contains(ue.Msg, "exceeds the limit") {
+				t.Fatalf("a record of %d bytes over the limit of %d: %v", len(b), fuzzLimit, lerr)
+			}
+		} else if !reflect.DeepEqual(limited, c) || !reflect.DeepEqual(lerr, err) {
+			t.Fatalf("the size limit changed the decoding of a record under it:\n%+v %v\n%+v %v", c, err, limited, lerr)
+		}
+
+		if errors.As(err, &ue) {
+			return
+		}
+		fe := c.Validate()
+		if fe != nil {
+			checkFieldError(t, fe)
+		}
+		if err != nil || fe != nil {
+			return
+		}
+		enc, merr := json.Marshal(c)
+		if merr != nil {
+			t.Fatalf("encode %+v: %v", c, merr)
+		}
+		back, err := DecodeCommand(enc, 0)
+		if err != nil {
+			t.Fatalf("decode the encoding %s: %v", enc, err)
+		}
+		if !reflect.DeepEqual(c, back) {
+			t.Fatalf("round trip:\n%+v\n%+v\n(encoding %s)", c, back, enc)
+		}
+		if fe := back.Validate(); fe != nil {
+			t.Fatalf("the round trip of a valid command is invalid: %v", fe)
+		}
+	})
+}
+
+func checkDecodeError(t *testing.T, err error) {
+	t.Helper()
+	var ue *UndecodableError
+	var fe *FieldError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		if ue.Msg == "" {
+			t.Fatalf("undecodable without a message: %+v", ue)
+		}
+	case errors.As(err, &fe):
+		checkFieldError(t, fe)
+	default:
+		t.Fatalf("decoder error of neither class: %T %v", err, err)
+	}
+}
+
+func checkFieldError(t *testing.T, fe *FieldError) {
+	t.Helper()
+	if fe.Field == "" || fe.Msg == "" || !slices.Contains(fuzzFields, fe.Field) {
+		t.Fatalf("field error must name a contract field and say why: %+v", fe)
+	}
+	if !strings.HasPrefix(fe.Error(), fe.Field+": ") {
+		t.Fatalf("field error message %q does not start with the field", fe.Error())
+	}
+}

@@ -25,6 +25,17 @@
 // from the beginning), and lists the partitions again every MetadataInterval.
 // The schema is created by embedded migrations (migrations/*.sql, recorded in
 // schema_migrations) at start.
+//
+// Two operator tools build on the Writer and the schema:
+//   - Verify reads the changelog to its end, checks the contract's invariants
+//     on it (reserved == sum of the active holds, available == on_hand -
+//     reserved, oversold only through stock changes, increasing versions,
+//     frozen terminal reservations) and compares the tables with the latest
+//     entities at the offsets the sink stored (check.go, verify.go).
+//   - Replay rebuilds the tables from scratch: it empties them in the
+//     transaction that records a replay_runs row, runs a Writer up to the
+//     changelog end, and marks the run finished; an unfinished run is resumed,
+//     not emptied again (replay.go).
 package sink
 
 import (

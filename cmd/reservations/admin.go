@@ -25,10 +25,33 @@ type allPartitions struct {
 
 func (a allPartitions) Ready() bool { return a.readiness.Ready() && len(a.Status()) == a.n }
 
+// withSink is ready while both the processor and the sink are (see
+// sinkRunner.ok), and reports the sink's status in /readyz.
+type withSink struct {
+	readiness
+	sink *sinkRunner
+}
+
+func (w withSink) Ready() bool        { return w.readiness.Ready() && w.sink.ok() }
+func (w withSink) SinkStatus() string { return w.sink.status() }
+
+// sinkOnly is the readiness of `reservations sink`: no processor partitions.
+type sinkOnly struct{ sink *sinkRunner }
+
+func (s sinkOnly) Ready() bool              { return s.sink.w.Ready() }
+func (s sinkOnly) Status() map[int32]string { return map[int32]string{} }
+func (s sinkOnly) SinkStatus() string       { return s.sink.status() }
+
+// sinkStatus is implemented by readiness values that include a sink.
+type sinkStatus interface{ SinkStatus() string }
+
 // readyBody is the JSON body of /readyz.
 type readyBody struct {
 	Ready      bool              `json:"ready"`
 	Partitions []partitionStatus `json:"partitions"`
+	// Sink is the Postgres sink's status (ready, not_ready, failed); absent
+	// when the process runs no sink.
+	Sink string `json:"sink,omitempty"`
 }
 
 type partitionStatus struct {
@@ -39,8 +62,9 @@ type partitionStatus struct {
 // adminHandler serves:
 //
 //	/healthz  200 while the process runs
-//	/readyz   200 when the processor is ready, else 503; JSON body with the
-//	          status of every assigned partition either way
+//	/readyz   200 when the processor (and the sink, when one runs) is ready,
+//	          else 503; JSON body with the status of every assigned partition
+//	          and of the sink either way
 //	/metrics  Prometheus exposition of reg
 func adminHandler(proc readiness, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
@@ -52,6 +76,9 @@ func adminHandler(proc readiness, reg *prometheus.Registry) http.Handler {
 		body := readyBody{Ready: proc.Ready(), Partitions: []partitionStatus{}}
 		for p, s := range proc.Status() {
 			body.Partitions = append(body.Partitions, partitionStatus{p, s})
+		}
+		if s, ok := proc.(sinkStatus); ok {
+			body.Sink = s.SinkStatus()
 		}
 		sort.Slice(body.Partitions, func(i, j int) bool { return body.Partitions[i].Partition < body.Partitions[j].Partition })
 		w.Header().Set("Content-Type", "application/json")

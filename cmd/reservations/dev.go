@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/sink"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -25,6 +26,7 @@ type devConfig struct {
 	KafkaPort  int
 	DataDir    string
 	Partitions int
+	PGDSN      string
 }
 
 func devCommand() *command {
@@ -39,7 +41,13 @@ Runs the whole pipeline in one process, with nothing to install:
   - the pipeline topics (<topic-prefix>.commands, .results, .changelog, .dlq,
     <partitions> partitions each), created when missing,
   - the processor, with its state in <data-dir>/state,
-  - the admin HTTP listener: /healthz, /readyz, /metrics.
+  - the Postgres snapshot sink (tables stock and reservations), when
+    --pg-dsn is set, or else when a local server answers at
+    host=/var/run/postgresql user=postgres or postgres@127.0.0.1:5432
+    (--pg-dsn off: never); the processor keeps running when Postgres goes
+    away, the sink catches up when it is back,
+  - the admin HTTP listener: /healthz, /readyz (processor and sink),
+    /metrics.
 
 Stop it with Ctrl-C (or SIGTERM): the processor stops first at a transaction
 boundary, then the broker writes its log. Started again on the same
@@ -67,6 +75,9 @@ func (cfg *devConfig) register(s *settings) {
 	s.Int(&cfg.KafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker on 127.0.0.1 (0: any free port)")
 	s.String(&cfg.DataDir, "data-dir", "./data", "folder of the broker log (<data-dir>/kafka) and the processor state (<data-dir>/state)")
 	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic when the topics are created")
+	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage+
+		"; empty: a local server if one answers (host=/var/run/postgresql user=postgres, or postgres@127.0.0.1:5432), off: no sink")
+	s.ShowDefault("pg-dsn", "a local server if one answers")
 	cfg.pipelineConfig.register(s)
 }
 
@@ -80,6 +91,9 @@ func (cfg *devConfig) validate(s *settings) error {
 	}
 	if cfg.Partitions < 1 || cfg.Partitions > 10000 {
 		errs = append(errs, s.Invalid("partitions", "%d: want 1..10000", cfg.Partitions))
+	}
+	if cfg.PGDSN != "" && cfg.PGDSN != dsnOff {
+		errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 	}
 	errs = append(errs, cfg.pipelineConfig.validate(s))
 	return errors.Join(errs...)
@@ -141,12 +155,25 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	if err != nil {
 		return fail(err)
 	}
+	var ready readiness = allPartitions{proc, int(n)}
+	dsn, required := devSinkDSN(ctx, log, s, cfg.PGDSN)
+	var snk *sinkRunner
+	if dsn != "" {
+		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn},
+			sink.WithLogger(log), sink.WithRegisterer(reg))
+		if err != nil {
+			return fail(fmt.Errorf("postgres sink: %w", err))
+		}
+		defer w.Close()
+		snk = &sinkRunner{w: w, required: required}
+		ready = withSink{ready, snk}
+	}
 	httpAddr := ln.Addr().String()
 	log.Info("reservations dev running", "kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
 		"http", "http://"+httpAddr, "topics", pcfg.Topics.Commands+" .results .changelog .dlq", "partitions", n)
-	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix)
+	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn)
 
-	if err := runPipeline(ctx, log, proc, allPartitions{proc, int(n)}, ln, reg); err != nil {
+	if err := runPipeline(ctx, log, proc, ready, ln, reg, snk); err != nil {
 		return fail(err)
 	}
 	log.Info("processor stopped")
@@ -183,8 +210,9 @@ func createTopics(ctx context.Context, brokers []string, names topics.Names, par
 	return n, nil
 }
 
-// printDevExample prints how to reach the running pipeline.
-func printDevExample(w io.Writer, broker, httpAddr, prefix string) {
+// printDevExample prints how to reach the running pipeline (dsn: the sink's
+// database, empty when the sink is off).
+func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string) {
 	names := topics.NewNames(prefix)
 	var extra []string
 	if broker != "127.0.0.1:9092" {
@@ -207,6 +235,19 @@ With kcat (the record key is the SKU; murmur2 is the partitioner of the contract
   kcat -C -b %[1]s -t %[5]s -X isolation.level=read_committed -o beginning -e
 
 `, broker, httpAddr, flags, names.Commands, names.Results)
+	if dsn == "" {
+		fmt.Fprint(w, `Postgres sink: off. Start dev with --pg-dsn (RESERVATIONS_PG_DSN) to keep the tables stock and
+reservations in PostgreSQL; 'reservations verify' checks the changelog either way.
+
+`)
+		return
+	}
+	fmt.Fprintf(w, `Postgres sink: tables stock and reservations in %[1]s
+Check them against the changelog, and rebuild them from it:
+  reservations verify %[2]s--pg-dsn '%[1]s'
+  reservations replay --to postgres %[2]s--pg-dsn '%[1]s'
+
+`, redactDSN(dsn), flags)
 }
 
 // kfakeLogger sends kfake's log to slog. kfake's info level logs every

@@ -148,7 +148,8 @@ func TestDevEndToEnd(t *testing.T) {
 	broker := "127.0.0.1:" + strconv.Itoa(kafkaPort)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kafka-port", strconv.Itoa(kafkaPort), "--data-dir", dir, "--http-addr", httpAddr,
-		"--partitions", strconv.Itoa(partitions), "--log-level", "warn", "--commit-interval", "20ms"}
+		"--partitions", strconv.Itoa(partitions), "--log-level", "warn", "--commit-interval", "20ms",
+		"--pg-dsn", "off"} // hermetic: no sink even if a local Postgres answers
 
 	dev := startDev(t, args...)
 	waitReady(t, dev, httpAddr, partitions)

@@ -6,14 +6,5 @@ package main
 // components), or nil while the subcommand does not exist: a nil command is
 // not listed, and its name is an unknown subcommand (usage, exit 2).
 
-// sinkCommand will run the Postgres projection of the changelog (package sink).
-func sinkCommand() *command { return nil }
-
-// verifyCommand will check the invariants: changelog vs. Postgres vs. results.
-func verifyCommand() *command { return nil }
-
-// replayCommand will rebuild state (local stores or Postgres) from the changelog.
-func replayCommand() *command { return nil }
-
 // benchCommand will run the load and latency harness against a pipeline.
 func benchCommand() *command { return nil }

@@ -3,6 +3,9 @@
 //	reservations dev            embedded Kafka (kfake) + processor + admin HTTP, for a laptop
 //	reservations serve          processor + admin HTTP against a real Kafka cluster
 //	reservations send <type>    send one command and wait for its result
+//	reservations sink           the Postgres snapshot of the changelog, alone
+//	reservations verify         check the changelog's invariants and Postgres against it
+//	reservations replay         rebuild a processor's Badger folder or the Postgres snapshot
 //
 // This package is wiring only: flags and environment -> Config structs, slog,
 // a Prometheus registry, signal.NotifyContext, an errgroup of components, and
@@ -10,8 +13,8 @@
 // from RESERVATIONS_SOME_FLAG; `reservations config-table` prints all of them.
 //
 // Exit codes: 0 success; 1 runtime failure (for send: the command was
-// rejected); 2 invalid usage or configuration; 3 send got no result (timeout
-// or error).
+// rejected; for verify: a mismatch); 2 invalid usage or configuration; 3 send
+// got no result (timeout or error), verify reached no verdict.
 package main
 
 import (
@@ -33,6 +36,9 @@ const (
 	exitFailure  = 1 // runtime failure; send: rejected
 	exitUsage    = 2 // invalid usage or configuration
 	exitNoResult = 3 // send: timeout or error before a result arrived
+	// exitIncomplete: verify could not reach a verdict (Kafka or Postgres
+	// unreachable, the sink behind the changelog after --wait).
+	exitIncomplete = 3
 )
 
 func main() {

@@ -151,29 +151,31 @@ func listenHTTP(s *settings, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// runPipeline runs the processor and the admin HTTP server in one errgroup
-// until ctx ends (nil) or one of them fails (its error). The processor's
-// context ends first; Run returns only once every partition stopped at a
-// transaction boundary.
-// ready is what /readyz reports: proc itself, or a stricter view of it.
-func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processor, ready readiness,
-	ln net.Listener, reg *prometheus.Registry) error {
+// component is one long-running part of a process: run blocks until ctx
+// ends (nil) or the component fails.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// runComponents runs comps and the admin HTTP server (handler on ln) in one
+// errgroup until ctx ends (nil) or one of them fails (its error); then the
+// others are stopped. stopping is logged when ctx ends.
+func runComponents(ctx context.Context, log *slog.Logger, handler http.Handler, ln net.Listener,
+	stopping string, comps ...component) error {
 	srv := &http.Server{
-		Handler:           adminHandler(ready, reg),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		err := proc.Run(gctx)
-		if err != nil {
-			return fmt.Errorf("processor: %w", err)
-		}
-		if gctx.Err() == nil {
-			return errors.New("processor: stopped without being asked to")
-		}
-		return nil
-	})
+	for _, c := range comps {
+		g.Go(func() error {
+			err := c.run(gctx)
+			log.Debug("component stopped", "component", c.name, "err", err)
+			return err
+		})
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin http server: %w", err)
@@ -183,7 +185,7 @@ func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processo
 	g.Go(func() error {
 		<-gctx.Done()
 		if ctx.Err() != nil {
-			log.Info("shutting down: stopping the processor at a transaction boundary")
+			log.Info(stopping)
 		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -192,11 +194,39 @@ func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processo
 		}
 		return nil
 	})
-	g.Go(func() error {
-		logWhenReady(gctx, log, ready)
-		return nil
-	})
 	return g.Wait()
+}
+
+// runPipeline runs the processor, the sink (when snk is not nil) and the
+// admin HTTP server in one errgroup until ctx ends (nil) or one of them fails
+// (its error). The processor's context ends first; Run returns only once
+// every partition stopped at a transaction boundary. ready is what /readyz
+// reports: proc itself, or a stricter view of it.
+func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processor, ready readiness,
+	ln net.Listener, reg *prometheus.Registry, snk *sinkRunner) error {
+	comps := []component{
+		{"processor", func(gctx context.Context) error {
+			err := proc.Run(gctx)
+			if err != nil {
+				return fmt.Errorf("processor: %w", err)
+			}
+			if gctx.Err() == nil {
+				return errors.New("processor: stopped without being asked to")
+			}
+			return nil
+		}},
+		{"ready-log", func(gctx context.Context) error {
+			logWhenReady(gctx, log, ready)
+			return nil
+		}},
+	}
+	stopping := "shutting down: stopping the processor at a transaction boundary"
+	if snk != nil {
+		sinkLog := log.With("component", "sink")
+		comps = append(comps, component{"sink", func(gctx context.Context) error { return snk.run(gctx, sinkLog) }})
+		stopping += ", and the sink"
+	}
+	return runComponents(ctx, log, adminHandler(ready, reg), ln, stopping, comps...)
 }
 
 // logWhenReady logs once when the processor first becomes ready with at

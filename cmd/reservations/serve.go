@@ -108,7 +108,7 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 	}
 	log.Info("reservations serve running", "brokers", cfg.Brokers, "state_dir", cfg.StateDir,
 		"http", "http://"+ln.Addr().String(), "group", pcfg.Group, "transactional_id", proc.TransactionalID())
-	if err := runPipeline(ctx, log, proc, proc, ln, reg); err != nil {
+	if err := runPipeline(ctx, log, proc, proc, ln, reg, nil); err != nil {
 		if errors.Is(err, topics.ErrMissing) && !cfg.CreateTopics {
 			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))
 		}

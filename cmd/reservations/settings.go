@@ -322,3 +322,34 @@ func (v optInt64) Set(s string) error {
 	*v.p = &n
 	return nil
 }
+
+// int32List is a comma-separated list of non-negative integers, e.g.
+// partitions "0,3" (empty: none).
+type int32List struct{ p *[]int32 }
+
+func (v int32List) String() string {
+	if v.p == nil {
+		return ""
+	}
+	out := make([]string, len(*v.p))
+	for i, n := range *v.p {
+		out[i] = strconv.Itoa(int(n))
+	}
+	return strings.Join(out, ",")
+}
+
+func (v int32List) Set(s string) error {
+	var out []int32
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(item, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want comma-separated non-negative integers such as 0,3")
+		}
+		out = append(out, int32(n))
+	}
+	*v.p = out
+	return nil
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reservations/reservations/sink"
+)
+
+// pgDSNUsage is the description of --pg-dsn where the sink is optional.
+const pgDSNUsage = "PostgreSQL connection string (URL or key=value) of the snapshot sink: tables stock and reservations"
+
+// dsnOff disables the sink of dev without probing for a local server.
+const dsnOff = "off"
+
+// localDSNs are the local servers dev tries when no DSN is given: Debian's
+// default socket, then the usual TCP port, both as the postgres superuser.
+var localDSNs = []string{
+	"host=/var/run/postgresql user=postgres dbname=postgres",
+	"postgres://postgres@127.0.0.1:5432/postgres",
+}
+
+// probeTimeout is how long dev waits for each local server.
+const probeTimeout = time.Second
+
+// checkDSN reports a DSN pgx cannot parse as a usage error naming the setting.
+func checkDSN(s *settings, name, dsn string) error {
+	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		return s.Invalid(name, "not a PostgreSQL connection string (postgres://user:password@host:5432/db or host=... dbname=...)")
+	}
+	return nil
+}
+
+// redactDSN hides the password of a DSN for logs and messages.
+func redactDSN(dsn string) string {
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "(unparsable DSN)"
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	fields := strings.Fields(dsn)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// probePostgres reports whether a server answers at dsn within probeTimeout.
+func probePostgres(ctx context.Context, dsn string) error {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	cfg.ConnectTimeout = probeTimeout
+	ctx, cancel := context.WithTimeout(ctx, 2*probeTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.Ping(ctx)
+}
+
+// devSinkDSN decides the DSN of dev's sink: the one given, none when it is
+// "off", else the first local default server that answers. It logs the
+// decision in one line. required is true when the DSN was given: then a
+// fatal sink error ends dev.
+func devSinkDSN(ctx context.Context, log *slog.Logger, s *settings, dsn string) (use string, required bool) {
+	switch dsn {
+	case dsnOff:
+		log.Info("postgres sink off (" + s.Name("pg-dsn") + " is off)")
+		return "", false
+	case "":
+	default:
+		log.Info("postgres sink on", "dsn", redactDSN(dsn))
+		return dsn, true
+	}
+	for _, d := range localDSNs {
+		err := probePostgres(ctx, d)
+		if err == nil {
+			log.Info("postgres sink on: found a local server ("+s.Name("pg-dsn")+" not set)", "dsn", d)
+			return d, false
+		}
+		log.Debug("no local postgres", "dsn", d, "err", err)
+	}
+	log.Info(fmt.Sprintf("postgres sink off: %s not set and no local server at %q or %q; "+
+		"set it to a PostgreSQL DSN to keep tables stock and reservations", s.Name("pg-dsn"), localDSNs[0], localDSNs[1]))
+	return "", false
+}
+
+// sinkRunner runs a sink.Writer as a component of the process.
+type sinkRunner struct {
+	w *sink.Writer
+	// required: a fatal sink error ends the process. Otherwise it is logged
+	// and the process continues without the sink.
+	required bool
+	failed   atomic.Bool
+}
+
+func (r *sinkRunner) run(ctx context.Context, log *slog.Logger) error {
+	err := r.w.Run(ctx)
+	if err == nil {
+		return nil
+	}
+	if r.required {
+		return fmt.Errorf("postgres sink: %w", err)
+	}
+	r.failed.Store(true)
+	log.Error("postgres sink stopped for good; the processor keeps running without it", "err", err)
+	return nil
+}
+
+// status is the sink's part of /readyz: ready, not_ready (Postgres
+// unreachable, or not yet migrated), or failed (stopped for good).
+func (r *sinkRunner) status() string {
+	switch {
+	case r.failed.Load():
+		return "failed"
+	case r.w.Ready():
+		return "ready"
+	default:
+		return "not_ready"
+	}
+}
+
+// ok is the sink's vote for readiness: an optional sink that failed for good
+// no longer holds readiness back.
+func (r *sinkRunner) ok() bool { return r.w.Ready() || (!r.required && r.failed.Load()) }

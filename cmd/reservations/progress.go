@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// progress prints how far a long operation got, at most once per interval:
+// "replay: 42.0% (1234 of 2938 records), 1500 records/s".
+type progress struct {
+	w        io.Writer
+	what     string
+	interval time.Duration
+	now      func() time.Time
+
+	mu       sync.Mutex
+	started  time.Time
+	last     time.Time // of the last line
+	lastDone int64
+}
+
+func newProgress(w io.Writer, what string) *progress {
+	now := time.Now
+	t := now()
+	return &progress{w: w, what: what, interval: time.Second, now: now, started: t, last: t}
+}
+
+// update notes that done of total records are processed and prints a line if
+// the last one is at least interval old.
+func (p *progress) update(done, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.now()
+	since := t.Sub(p.last)
+	if since < p.interval {
+		return
+	}
+	rate := float64(done-p.lastDone) / since.Seconds()
+	p.last, p.lastDone = t, done
+	pct := 100.0
+	if total > 0 {
+		pct = 100 * float64(done) / float64(total)
+	}
+	fmt.Fprintf(p.w, "%s: %5.1f%% (%d of %d records), %.0f records/s\n", p.what, pct, done, total, max(rate, 0))
+}
+
+// rate is the average records/s of n records since the start.
+func (p *progress) rate(n int64) float64 {
+	return float64(n) / max(p.now().Sub(p.started).Seconds(), 1e-3)
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/reservations/reservations/sink"
+	"github.com/reservations/reservations/topics"
+)
+
+// defaultBrokers is where the tools look for Kafka by default: the broker of
+// `reservations dev`.
+const defaultBrokers = "127.0.0.1:9092"
+
+// kafkaFlags are the Kafka settings of the tools (sink, verify, replay).
+type kafkaFlags struct {
+	Brokers     []string
+	TopicPrefix string
+}
+
+func (k *kafkaFlags) register(s *settings) {
+	k.Brokers = []string{defaultBrokers}
+	s.Var(list{&k.Brokers}, "brokers", "Kafka seed brokers, comma-separated host:port (default: the broker of reservations dev)")
+	s.String(&k.TopicPrefix, "topic-prefix", topics.DefaultPrefix,
+		"topic name prefix: the changelog is <prefix>.changelog")
+}
+
+func (k *kafkaFlags) validate(s *settings) error {
+	var errs []error
+	if len(k.Brokers) == 0 {
+		errs = append(errs, fmt.Errorf("%s is required", s.Name("brokers")))
+	}
+	if k.TopicPrefix == "" {
+		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+func (k *kafkaFlags) changelog() string { return topics.NewNames(k.TopicPrefix).Changelog }
+
+type sinkFlags struct {
+	kafkaFlags
+	PGDSN     string
+	HTTPAddr  string
+	LogLevel  slog.Level
+	BatchSize int
+	BatchWait time.Duration
+}
+
+func sinkCommand() *command {
+	return &command{
+		name:    "sink",
+		summary: "keep the Postgres snapshot (tables stock, reservations) equal to the changelog",
+		help: `
+Runs the Postgres snapshot sink alone: it reads <topic-prefix>.changelog
+(read_committed) and keeps the tables stock (one row per SKU) and
+reservations (one row per reservation) equal to the latest changelog entity,
+exactly once: the offsets it applied are stored in table sink_offsets in the
+same transaction as the rows, and it resumes from them, not from a consumer
+group. Rows never move back to an older version; tombstones delete rows. The
+schema is created and migrated at start.
+
+When Postgres is down the sink pauses, retries with backoff (logs, metric
+reservations_sink_postgres_errors_total, /readyz 503) and catches up when it
+is back. 'reservations dev' runs the same sink in-process; run this one next
+to 'reservations serve' instances (one is enough; a second on the same
+database is harmless). Admin HTTP: /healthz, /readyz (the sink reaches
+Postgres), /metrics.`,
+		setup: func() (*settings, func(context.Context, *cli, []string) int) {
+			var cfg sinkFlags
+			s := newSettings("sink")
+			cfg.register(s)
+			return s, func(ctx context.Context, c *cli, args []string) int {
+				if len(args) > 0 {
+					return c.usageFailure("sink", fmt.Errorf("unexpected argument %q", args[0]))
+				}
+				if err := cfg.validate(s); err != nil {
+					return c.usageFailure("sink", err)
+				}
+				return runSink(ctx, c, s, cfg)
+			}
+		},
+	}
+}
+
+func (cfg *sinkFlags) register(s *settings) {
+	cfg.kafkaFlags.register(s)
+	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage)
+	s.ShowDefault("pg-dsn", "required")
+	s.String(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8081", "admin HTTP listener (host:port) serving /healthz, /readyz and /metrics")
+	cfg.LogLevel = slog.LevelInfo
+	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	s.Int(&cfg.BatchSize, "batch-size", sink.DefaultBatchSize, "most changelog records written to Postgres in one transaction")
+	s.Duration(&cfg.BatchWait, "batch-wait", sink.DefaultBatchWait, "longest a record waits for its batch to fill before the batch is written")
+}
+
+func (cfg *sinkFlags) validate(s *settings) error {
+	errs := []error{cfg.kafkaFlags.validate(s)}
+	if cfg.PGDSN == "" {
+		errs = append(errs, fmt.Errorf("%s is required", s.Name("pg-dsn")))
+	} else {
+		errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
+	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		errs = append(errs, s.Invalid("http-addr", "%q is not host:port", cfg.HTTPAddr))
+	}
+	if cfg.BatchSize < 1 {
+		errs = append(errs, s.Invalid("batch-size", "%d: must be >= 1", cfg.BatchSize))
+	}
+	if cfg.BatchWait < 0 {
+		errs = append(errs, s.Invalid("batch-wait", "%s: must be >= 0", cfg.BatchWait))
+	}
+	return errors.Join(errs...)
+}
+
+func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
+	log := newLogger(c.stderr, cfg.LogLevel)
+	fail := func(err error) int { return c.fail("sink", exitFailure, err) }
+	ln, err := listenHTTP(s, cfg.HTTPAddr)
+	if err != nil {
+		return fail(err)
+	}
+	defer ln.Close()
+	reg := newRegistry()
+	w, err := sink.New(sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN,
+		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, sink.WithLogger(log), sink.WithRegisterer(reg))
+	if err != nil {
+		return fail(err)
+	}
+	defer w.Close()
+	snk := &sinkRunner{w: w, required: true}
+	log.Info("reservations sink running", "brokers", cfg.Brokers, "topic", cfg.changelog(),
+		"dsn", redactDSN(cfg.PGDSN), "http", "http://"+ln.Addr().String())
+	err = runComponents(ctx, log, adminHandler(sinkOnly{snk}, reg), ln, "shutting down the sink",
+		component{"sink", func(gctx context.Context) error { return snk.run(gctx, log) }})
+	if err != nil {
+		return fail(err)
+	}
+	return exitOK
+}

@@ -1,0 +1,456 @@
+package deploycheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/internal/pgtest"
+)
+
+const (
+	rulesFile     = "prometheus/rules.yml"
+	dashboardFile = "grafana/dashboards/reservations.json"
+)
+
+// ruleFile is a Prometheus rule file.
+type ruleFile struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []rule `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+type rule struct {
+	Alert       string            `yaml:"alert"`
+	Record      string            `yaml:"record"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func loadRules(t testing.TB) ruleFile {
+	t.Helper()
+	var rf ruleFile
+	decodeYAML(t, rulesFile, &rf)
+	require.NotEmpty(t, rf.Groups, rulesFile)
+	return rf
+}
+
+// dashboard is the part of a Grafana dashboard the tests read.
+type dashboard struct {
+	UID        string  `json:"uid"`
+	Title      string  `json:"title"`
+	Panels     []panel `json:"panels"`
+	Templating struct {
+		List []variable `json:"list"`
+	} `json:"templating"`
+}
+
+type panel struct {
+	ID         int         `json:"id"`
+	Type       string      `json:"type"`
+	Title      string      `json:"title"`
+	Datasource *datasource `json:"datasource"`
+	GridPos    struct {
+		H, W, X, Y int
+	} `json:"gridPos"`
+	Targets []struct {
+		Expr       string      `json:"expr"`
+		RefID      string      `json:"refId"`
+		Datasource *datasource `json:"datasource"`
+	} `json:"targets"`
+	Panels []panel `json:"panels"` // of a collapsed row
+}
+
+type datasource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type variable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Query      json.RawMessage `json:"query"`
+	Datasource *datasource     `json:"datasource"`
+}
+
+// queryText is the query of a template variable (a string, or an object
+// with a "query" field).
+func (v variable) queryText() string {
+	var s string
+	if json.Unmarshal(v.Query, &s) == nil {
+		return s
+	}
+	var o struct {
+		Query string `json:"query"`
+	}
+	_ = json.Unmarshal(v.Query, &o)
+	return o.Query
+}
+
+func loadDashboard(t testing.TB) dashboard {
+	t.Helper()
+	var d dashboard
+	require.NoError(t, json.Unmarshal(readDeploy(t, dashboardFile), &d), dashboardFile)
+	return d
+}
+
+// allPanels flattens rows: the panels of collapsed rows included.
+func (d dashboard) allPanels() []panel {
+	var out []panel
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			out = append(out, p)
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	return out
+}
+
+// metricUse is one use of a metric name in a rule or a panel.
+type metricUse struct {
+	name  string
+	where string
+	expr  string
+}
+
+// usedMetrics extracts every metric name the alert rules and the dashboard
+// (panel queries and template variables) use.
+func usedMetrics(t testing.TB) []metricUse {
+	t.Helper()
+	var uses []metricUse
+	add := func(where, expr string, names []string, err error) {
+		require.NoError(t, err, "%s: %s", where, expr)
+		for _, n := range names {
+			uses = append(uses, metricUse{n, where, expr})
+		}
+	}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			names, err := metricNames(r.Expr)
+			add(fmt.Sprintf("%s alert %s", rulesFile, r.Alert+r.Record), r.Expr, names, err)
+		}
+	}
+	d := loadDashboard(t)
+	for _, p := range d.allPanels() {
+		for _, tg := range p.Targets {
+			names, err := metricNames(tg.Expr)
+			add(fmt.Sprintf("%s panel %q", dashboardFile, p.Title), tg.Expr, names, err)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Type == "query" {
+			q := v.queryText()
+			names, err := templateMetricNames(q)
+			add(fmt.Sprintf("%s variable %s", dashboardFile, v.Name), q, names, err)
+		}
+	}
+	return uses
+}
+
+// generatedSeries are series Prometheus makes itself, not the binary.
+var generatedSeries = setOf("up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE")
+
+// TestRulesAndDashboardUseRealMetrics extracts every metric name of the
+// alert rules and the dashboard and checks each against what the real
+// binary exposes on /metrics: the processor (`dev`, after commands, a
+// low-stock notice and a restore from the changelog, so that per-partition
+// and labelled families exist) and the sink (`sink` against a real Postgres).
+func TestRulesAndDashboardUseRealMetrics(t *testing.T) {
+	uses := usedMetrics(t)
+	require.NotEmpty(t, uses)
+	var want []string
+	for _, u := range uses {
+		if !generatedSeries[u.name] && !slices.Contains(want, u.name) {
+			want = append(want, u.name)
+		}
+	}
+	exp := binaryMetrics(t, want)
+
+	missing := map[string][]string{}
+	for _, u := range uses {
+		if !generatedSeries[u.name] && !exp.has(u.name) {
+			missing[u.name] = append(missing[u.name], u.where)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	names := make([]string, 0, len(missing))
+	for n := range missing {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %s\n      used by: %s\n", n, strings.Join(slices.Compact(missing[n]), "; "))
+	}
+	t.Errorf("%d of %d metric names used by deploy/ are not exposed by the binary:\n%s", len(names), len(want), b.String())
+}
+
+// binaryMetrics runs the binary and returns the union of the families that
+// the processor and the sink expose, once every name of want is exposed or
+// 20 seconds passed.
+func binaryMetrics(t *testing.T, want []string) exposition {
+	t.Helper()
+	table := configTable(t)
+	data := t.TempDir()
+
+	// Run 1: decisions whose changelog run 2 restores.
+	kafka := freePort(t)
+	dev, _ := startDev(t, data, kafka)
+	send(t, kafka, "stock.set", "--sku", "SKU-1", "--on-hand", "10", "--threshold", "5")
+	send(t, kafka, "reserve", "--sku", "SKU-1", "--reservation", "r-1", "--qty", "6")
+	dev.stop(t)
+	require.NoError(t, dev.err, "dev run 1 exit. Output:\n%s", dev.output())
+
+	// Run 2: the state folder is gone, so every partition restores from the
+	// changelog; then more decisions (a low_stock notice among them).
+	require.NoError(t, os.RemoveAll(filepath.Join(data, "state")))
+	kafka = freePort(t)
+	_, admin := startDev(t, data, kafka)
+	send(t, kafka, "stock.set", "--sku", "SKU-2", "--on-hand", "10", "--threshold", "5")
+	send(t, kafka, "reserve", "--sku", "SKU-2", "--reservation", "r-2", "--qty", "6")
+
+	urls := []string{"http://" + admin + "/metrics"}
+	if table["sink"] == nil {
+		t.Errorf("the binary has no `sink` subcommand (not in `reservations config-table`): " +
+			"the sink metrics of the rules and the dashboard cannot be checked against it")
+	} else {
+		db := pgtestDatabase(t)
+		sinkAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		sink := start(t, "sink", []string{
+			"RESERVATIONS_BROKERS=" + fmt.Sprintf("127.0.0.1:%d", kafka),
+			"RESERVATIONS_PG_DSN=" + db,
+			"RESERVATIONS_HTTP_ADDR=" + sinkAddr,
+		}, "sink")
+		sink.waitHTTP(t, "http://"+sinkAddr+"/healthz", 30*time.Second)
+		urls = append(urls, "http://"+sinkAddr+"/metrics")
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		exp := exposition{}
+		var counts []string
+		for _, u := range urls {
+			one := scrape(t, u)
+			counts = append(counts, fmt.Sprintf("%s: %d families", u, len(one)))
+			exp.merge(one)
+		}
+		complete := true
+		for _, n := range want {
+			complete = complete && exp.has(n)
+		}
+		if complete || time.Now().After(deadline) {
+			t.Logf("scraped %s", strings.Join(counts, ", "))
+			return exp
+		}
+		time.Sleep(250 * time.Millisecond) // polling external processes
+	}
+}
+
+// pgtestDatabase returns the DSN of a fresh database on a real PostgreSQL
+// server (internal/pgtest), dropped when t ends.
+func pgtestDatabase(t *testing.T) string { return pgtest.NewDatabase(t).DSN }
+
+// startDev runs `reservations dev` on data with the embedded broker on
+// 127.0.0.1:kafka and waits until /readyz answers 200. It returns the
+// process and the admin address.
+func startDev(t *testing.T, data string, kafka int) (*process, string) {
+	t.Helper()
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := start(t, "dev", nil, "dev",
+		"--kafka-port", fmt.Sprint(kafka),
+		"--http-addr", admin,
+		"--data-dir", data,
+		"--partitions", "2",
+		"--log-level", "info")
+	p.waitHTTP(t, "http://"+admin+"/readyz", 90*time.Second)
+	return p, admin
+}
+
+// send runs `reservations send` against the dev broker and requires an
+// accepted result.
+func send(t *testing.T, kafka int, typ string, args ...string) {
+	t.Helper()
+	p := start(t, "send-"+typ, nil, append([]string{"send", typ,
+		"--brokers", fmt.Sprintf("127.0.0.1:%d", kafka), "--timeout", "30s"}, args...)...)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("send %s did not finish. Output:\n%s", typ, p.output())
+	}
+	require.NoError(t, p.err, "send %s %v: want accepted (exit 0). Output:\n%s", typ, args, p.output())
+}
+
+// TestRules checks the structure of the alert rules: every rule is an alert
+// with a parsable expression and duration, a severity, summary, description
+// and a runbook hint whose section exists in deploy/README.md; the alerts the
+// issue asks for exist with the thresholds it names.
+func TestRules(t *testing.T) {
+	anchors := headingAnchors(string(readDeploy(t, "README.md")))
+	duration := regexp.MustCompile(`^([0-9]+(ms|s|m|h|d|w|y))+$`)
+	runbookRef := regexp.MustCompile(`deploy/README\.md#([a-z0-9_-]+)`)
+	alerts := map[string]rule{}
+	metricsOf := map[string][]string{} // metric -> alerts using it
+	for _, g := range loadRules(t).Groups {
+		assert.NotEmpty(t, g.Name)
+		for _, r := range g.Rules {
+			require.NotEmpty(t, r.Alert, "group %s: only alerting rules here (record: %q)", g.Name, r.Record)
+			assert.NotContains(t, alerts, r.Alert, "duplicate alert")
+			alerts[r.Alert] = r
+			names, err := metricNames(r.Expr)
+			assert.NoError(t, err, r.Alert)
+			assert.NotEmpty(t, names, "%s: expression selects no metric", r.Alert)
+			for _, n := range names {
+				metricsOf[n] = append(metricsOf[n], r.Alert)
+			}
+			if r.For != "" {
+				assert.Regexp(t, duration, r.For, "%s: for", r.Alert)
+			}
+			assert.Contains(t, []string{"critical", "warning", "info"}, r.Labels["severity"], "%s: severity", r.Alert)
+			for _, a := range []string{"summary", "description", "runbook"} {
+				assert.NotEmpty(t, strings.TrimSpace(r.Annotations[a]), "%s: annotation %s", r.Alert, a)
+			}
+			m := runbookRef.FindStringSubmatch(r.Annotations["runbook"])
+			if assert.NotNil(t, m, "%s: the runbook hint links deploy/README.md#<section>", r.Alert) {
+				assert.True(t, anchors[m[1]], "%s: deploy/README.md has no section #%s", r.Alert, m[1])
+			}
+		}
+	}
+	for _, m := range []string{
+		"reservations_expiry_backlog",
+		"reservations_consumer_lag_records",
+		"reservations_oversold_skus",
+		"reservations_sink_records_lag",
+		"reservations_restore_remaining_records",
+		"reservations_transaction_aborts_total",
+		"reservations_dlq_records_total",
+		"reservations_sink_ready",
+	} {
+		assert.NotEmpty(t, metricsOf[m], "no alert uses %s", m)
+	}
+	// The seed's threshold: expiry backlog above 100 for 5 minutes.
+	backlog := alerts["ReservationsExpiryBacklog"]
+	assert.Contains(t, backlog.Expr, "> 100")
+	assert.Equal(t, "5m", backlog.For)
+	// Restore stuck: remaining > 0 and not below its value of 10 minutes ago.
+	stuck := alerts["ReservationsRestoreStuck"].Expr
+	assert.Contains(t, stuck, "> 0")
+	assert.Contains(t, stuck, "offset 10m")
+	assert.Contains(t, alerts["ReservationsDeadLetters"].Expr, "increase(")
+	assert.Contains(t, alerts["ReservationsTransactionAborts"].Expr, "rate(")
+	assert.Contains(t, alerts["ReservationsConsumerLagGrowing"].Expr, "deriv(")
+}
+
+// TestDashboard checks the dashboard's structure (unique panel ids, a grid
+// that fits, every query on the ${datasource} variable) and that it has the
+// panels the issue asks for: each required metric appears in some query,
+// and each latency histogram has p50 and p99 panels.
+func TestDashboard(t *testing.T) {
+	d := loadDashboard(t)
+	assert.NotEmpty(t, d.UID)
+	assert.NotEmpty(t, d.Title)
+
+	var dsVar bool
+	for _, v := range d.Templating.List {
+		if v.Name == "datasource" {
+			dsVar = v.Type == "datasource" && v.queryText() == "prometheus"
+		}
+		if v.Type == "query" && assert.NotNil(t, v.Datasource, "variable %s datasource", v.Name) {
+			assert.Equal(t, "${datasource}", v.Datasource.UID, "variable %s datasource", v.Name)
+		}
+	}
+	assert.True(t, dsVar, "a datasource variable of type prometheus, so the dashboard imports anywhere")
+
+	ids := map[int]string{}
+	var exprs []string
+	for _, p := range d.allPanels() {
+		assert.NotContains(t, ids, p.ID, "panel %q reuses id %d of %q", p.Title, p.ID, ids[p.ID])
+		ids[p.ID] = p.Title
+		assert.NotEmpty(t, p.Title, "panel %d has no title", p.ID)
+		g := p.GridPos
+		assert.True(t, g.W > 0 && g.H > 0 && g.X >= 0 && g.X+g.W <= 24, "panel %q gridPos %+v", p.Title, g)
+		if p.Type == "row" {
+			continue
+		}
+		if assert.NotNil(t, p.Datasource, "panel %q datasource", p.Title) {
+			assert.Equal(t, "${datasource}", p.Datasource.UID, "panel %q datasource", p.Title)
+		}
+		assert.NotEmpty(t, p.Targets, "panel %q has no query", p.Title)
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			assert.NotEmpty(t, tg.Expr, "panel %q", p.Title)
+			if tg.Datasource != nil {
+				assert.Equal(t, "${datasource}", tg.Datasource.UID, "panel %q query %s datasource", p.Title, tg.RefID)
+			}
+			assert.False(t, refs[tg.RefID], "panel %q: duplicate refId %s", p.Title, tg.RefID)
+			refs[tg.RefID] = true
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	used := map[string]bool{}
+	for _, e := range exprs {
+		names, err := metricNames(e)
+		require.NoError(t, err, e)
+		for _, n := range names {
+			used[n] = true
+		}
+	}
+	for _, m := range []string{
+		"reservations_commands_processed_total",
+		"reservations_process_latency_seconds_bucket",
+		"reservations_end_to_end_latency_seconds_bucket",
+		"reservations_transaction_commit_seconds_bucket",
+		"reservations_consumer_lag_records",
+		"reservations_restore_remaining_records",
+		"reservations_restore_duration_seconds",
+		"reservations_restored_records_total",
+		"reservations_expiry_backlog",
+		"reservations_expiry_lag_seconds_bucket",
+		"reservations_notices_total",
+		"reservations_oversold_skus",
+		"reservations_active_reservations",
+		"reservations_sink_records_lag",
+		"reservations_sink_rows_written_total",
+		"reservations_sink_batch_duration_seconds_bucket",
+		"reservations_sink_postgres_errors_total",
+		"reservations_transaction_aborts_total",
+		"reservations_dlq_records_total",
+		"reservations_duplicates_total",
+		"reservations_kafka_produce_bytes_total",
+		"reservations_kafka_fetch_bytes_total",
+		"go_goroutines",
+		"go_memstats_heap_inuse_bytes",
+	} {
+		assert.True(t, used[m], "no dashboard panel queries %s", m)
+	}
+	for _, h := range []string{
+		"reservations_process_latency_seconds",
+		"reservations_end_to_end_latency_seconds",
+		"reservations_transaction_commit_seconds",
+		"reservations_expiry_lag_seconds",
+		"reservations_sink_batch_duration_seconds",
+	} {
+		for q, name := range map[string]string{"0.5": "p50", "0.99": "p99"} {
+			found := slices.ContainsFunc(exprs, func(e string) bool {
+				return strings.Contains(e, "histogram_quantile("+q+",") && strings.Contains(e, h+"_bucket")
+			})
+			assert.True(t, found, "no %s panel of %s", name, h)
+		}
+	}
+}

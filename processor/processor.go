@@ -270,6 +270,14 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("transactional group client: %w", err)
 	}
+	// Initialise the transactional producer now: with a stable transactional id
+	// this fences a predecessor (a crashed or restarted instance) and aborts its
+	// open transaction at once, instead of leaving it to block restores until
+	// the transaction timeout.
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		sess.Close()
+		return fmt.Errorf("init transactional producer %s: %w", p.TransactionalID(), err)
+	}
 	p.mu.Lock()
 	p.sess = sess
 	p.mu.Unlock()
@@ -306,6 +314,9 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 	p.partitions = n
 	p.mu.Unlock()
 	p.dlqPartitions = int32(len(details[p.cfg.Topics.DLQ].Partitions))
+	if p.dlqPartitions < 1 {
+		return fmt.Errorf("%w: %s has no partitions", topics.ErrLayout, p.cfg.Topics.DLQ)
+	}
 	id := details[p.cfg.Topics.Changelog].ID
 	p.changelogID = append([]byte(nil), id[:]...)
 	return nil

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -17,7 +16,7 @@ import (
 // matches the reference model, exactly once.
 func TestBrokerFaultsNeverHalfApply(t *testing.T) {
 	h := newHarness(t, 4)
-	require.NotNil(t, h.c.Fake, "fault injection needs the in-process kfake broker")
+	fake := h.c.RequireFake(t) // fault injection needs the in-process kfake broker
 	in := h.start("")
 	h.waitReady(in)
 	w := genWorkload(4, 25, 2400)
@@ -37,7 +36,7 @@ func TestBrokerFaultsNeverHalfApply(t *testing.T) {
 	chunk := len(w.cmds) / len(faults)
 	var handles []*kfake.FaultHandle
 	for i, f := range faults {
-		handles = append(handles, h.c.Fake.Fault(f))
+		handles = append(handles, fake.Fault(f))
 		part := w.cmds[i*chunk : min((i+1)*chunk, len(w.cmds))]
 		if i == len(faults)-1 {
 			part = w.cmds[i*chunk:]

@@ -84,7 +84,7 @@ func startLocal() (*Server, error) {
 		return nil, err
 	}
 	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-	return &Server{dsn: dsn, local: c}, nil
+	return &Server{dsn: dsn, source: "throwaway cluster from " + bin + " in " + dir, ctl: c, local: c}, nil
 }
 
 // init writes the owner file and runs initdb.
@@ -191,7 +191,12 @@ func (c *cluster) start() error {
 
 // waitReady polls until the server accepts a connection, exits or times out.
 func (c *cluster) waitReady(exited <-chan struct{}) error {
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", c.port)
+	return waitAccepting(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port), exited)
+}
+
+// waitAccepting polls dsn until the server accepts a connection, exited is
+// closed (nil: never) or readyTimeout passes.
+func waitAccepting(dsn string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -6,31 +6,34 @@
 // order:
 //
 //  1. the server named by the DSN in RESERVATIONS_TEST_PG_DSN (its user needs
-//     CREATEDB; a containerised server works: `docker run -p 5432:5432
-//     -e POSTGRES_PASSWORD=pw postgres:15` and
-//     RESERVATIONS_TEST_PG_DSN=postgres://postgres:pw@127.0.0.1:5432/postgres);
-//  2. otherwise a throwaway cluster started from the newest
-//     /usr/lib/postgresql/*/bin (or initdb/postgres on PATH): initdb into a
-//     temporary directory, postgres on a free loopback port with fsync,
-//     synchronous_commit and full_page_writes off. When the test process runs
-//     as root, the cluster runs as the `postgres` OS user.
+//     CREATEDB);
+//  2. otherwise, when a Docker engine answers (internal/dockerprobe: a
+//     DOCKER_HOST or Docker socket and a ping within two seconds, asked once
+//     per process; RESERVATIONS_TEST_DOCKER=0 turns it off), a postgres:15
+//     container run with testcontainers-go;
+//  3. otherwise, or when the container cannot be started, a throwaway cluster
+//     started from the newest /usr/lib/postgresql/*/bin (or initdb/postgres on
+//     PATH): initdb into a temporary directory, postgres on a free loopback
+//     port. When the test process runs as root, the cluster runs as the
+//     `postgres` OS user.
 //
-// If neither is possible the test fails (it never skips) with a message saying
-// how to get PostgreSQL. A Docker engine is not driven from here (testcontainers-go
-// would bring some forty modules into the build for a path no CI machine of
-// the project has); run a container and name it in RESERVATIONS_TEST_PG_DSN.
+// Servers the harness starts run with fsync, synchronous_commit and
+// full_page_writes off. If no server can be had the test fails (it never
+// skips) with a message saying how to get PostgreSQL.
 //
 // Invariants: a server the harness starts is stopped when the test process
-// ends, whatever way it ends. Call Main from TestMain to stop it and remove its
-// directory as soon as the tests are done; without that, or when the process
-// is killed, the kernel stops the server (parent-death signal) and the next
-// run removes the directory. Every test process starts its own cluster on its
-// own port in its own directory, so `go test ./...` may run packages in
+// ends, whatever way it ends. Call Main from TestMain to stop it (and remove
+// the cluster's directory, or the container) as soon as the tests are done.
+// Without that, or when the process is killed, the kernel stops a throwaway
+// cluster (parent-death signal) and the next run removes its directory, and
+// testcontainers' reaper (Ryuk) removes a container. Every test process starts
+// its own server on its own port, so `go test ./...` may run packages in
 // parallel.
 //
 // Tests that stop and start PostgreSQL under a running component use NewServer,
-// a private throwaway cluster with Stop and Start, so other tests of the
-// package keep their server.
+// a private server with Stop and Start (a container's host port is pinned so
+// that it survives the restart), so other tests of the package keep their
+// server.
 package pgtest
 
 import (
@@ -46,6 +49,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reservations/reservations/internal/dockerprobe"
 )
 
 // EnvDSN names the environment variable holding the DSN of an existing server.
@@ -53,20 +58,29 @@ const EnvDSN = "RESERVATIONS_TEST_PG_DSN"
 
 // howToGet is appended to every "no server" failure.
 func howToGet() string {
-	msg := "install PostgreSQL server binaries (`apt-get install -y postgresql`) " +
-		"or set " + EnvDSN + " to the DSN of a server whose user may CREATE DATABASE"
-	if _, err := os.Stat("/var/run/docker.sock"); err == nil {
-		msg += "; with the Docker engine here: `docker run -d -p 127.0.0.1:5432:5432 " +
-			"-e POSTGRES_HOST_AUTH_METHOD=trust postgres:15` and " + EnvDSN +
-			"=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	return msg
+	return "install PostgreSQL server binaries (`apt-get install -y postgresql`), " +
+		"start a Docker engine (the harness then runs " + containerImage + " with testcontainers), " +
+		"or set " + EnvDSN + " to the DSN of a server whose user may CREATE DATABASE " +
+		"(e.g. `docker run -d -p 127.0.0.1:5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15` and " +
+		EnvDSN + "=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)"
 }
 
 // Server is a PostgreSQL server on which tests create databases.
 type Server struct {
-	dsn   string   // DSN of the maintenance database
-	local *cluster // nil for a server named by EnvDSN
+	dsn    string   // DSN of the maintenance database
+	source string   // where the server comes from, for logs and messages
+	ctl    control  // nil for a server named by EnvDSN
+	local  *cluster // the throwaway cluster, when ctl is one
+	notes  []string // why earlier sources were passed over
+}
+
+// control runs a server this process started: a throwaway cluster or a
+// container. start and stop are idempotent; close stops and removes it.
+type control interface {
+	start() error
+	stop() error
+	running() bool
+	close()
 }
 
 // Database is a database created for one test.
@@ -105,7 +119,9 @@ func NewDatabase(t testing.TB) *Database {
 // first use.
 func Shared(t testing.TB) *Server {
 	t.Helper()
+	first := false
 	shared.once.Do(func() {
+		first = true
 		if dsn := os.Getenv(EnvDSN); dsn != "" {
 			shared.srv, shared.err = openDSN(dsn)
 			if shared.err != nil {
@@ -113,26 +129,61 @@ func Shared(t testing.TB) *Server {
 			}
 			return
 		}
-		shared.srv, shared.err = startLocal()
+		shared.srv, shared.err = start()
 	})
 	if shared.err != nil {
 		t.Fatalf("pgtest: no PostgreSQL server: %v\n%s", shared.err, howToGet())
 	}
+	if first {
+		shared.srv.log(t)
+	}
 	return shared.srv
 }
 
-// NewServer starts a private throwaway cluster for t, stopped and removed when
-// t ends. Use it for tests that Stop and Start the server. It needs the server
-// binaries even when RESERVATIONS_TEST_PG_DSN is set, because a server named by
-// a DSN cannot be restarted from here.
+// NewServer starts a private server for t, stopped and removed when t ends:
+// a container when a Docker engine answers, else a throwaway cluster. Use it
+// for tests that Stop and Start the server. It ignores RESERVATIONS_TEST_PG_DSN,
+// because a server named by a DSN cannot be restarted from here.
 func NewServer(t testing.TB) *Server {
 	t.Helper()
-	srv, err := startLocal()
+	srv, err := start()
 	if err != nil {
 		t.Fatalf("pgtest: start a private PostgreSQL server: %v\n%s", err, howToGet())
 	}
-	t.Cleanup(func() { srv.local.close() })
+	t.Cleanup(srv.ctl.close)
+	srv.log(t)
 	return srv
+}
+
+// start starts a server this process runs: a container when a Docker engine
+// answers and the container comes up, else a throwaway cluster.
+func start() (*Server, error) {
+	var notes []string
+	if err := dockerprobe.Engine(); err != nil {
+		notes = append(notes, "no Docker engine: "+err.Error())
+	} else {
+		srv, err := startContainer()
+		if err == nil {
+			return srv, nil
+		}
+		notes = append(notes, "container "+containerImage+": "+err.Error())
+	}
+	srv, err := startLocal()
+	if err != nil {
+		return nil, fmt.Errorf("%s; throwaway cluster: %w", strings.Join(notes, "; "), err)
+	}
+	srv.notes = notes
+	return srv, nil
+}
+
+// log says in t's log which server t got and why earlier sources were passed
+// over.
+func (s *Server) log(t testing.TB) {
+	t.Helper()
+	t.Logf("pgtest: PostgreSQL server: %s", s.source)
+	for _, n := range s.notes {
+		t.Logf("pgtest: passed over: %s", n)
+	}
 }
 
 // Main runs the tests and then stops the shared server, if one was started.
@@ -146,25 +197,26 @@ func Main(m *testing.M) {
 // StopShared stops the shared server and removes its directory if this process
 // started it. It is for TestMain functions that cannot use Main.
 func StopShared() {
-	if shared.srv != nil && shared.srv.local != nil {
-		shared.srv.local.close()
+	if shared.srv != nil && shared.srv.ctl != nil {
+		shared.srv.ctl.close()
 	}
 }
 
 // DSN returns the DSN of the server's maintenance database.
 func (s *Server) DSN() string { return s.dsn }
 
-// CanRestart reports whether Stop and Start work on s (a throwaway cluster).
-func (s *Server) CanRestart() bool { return s.local != nil }
+// CanRestart reports whether Stop and Start work on s (a server this process
+// started: a throwaway cluster or a container).
+func (s *Server) CanRestart() bool { return s.ctl != nil }
 
 // Stop shuts the server down (fast shutdown: sessions are terminated). The
 // databases survive; Start brings the server back on the same port.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	if s.local == nil {
+	if s.ctl == nil {
 		t.Fatalf("pgtest: the server named by %s cannot be stopped from a test; use pgtest.NewServer", EnvDSN)
 	}
-	if err := s.local.stop(); err != nil {
+	if err := s.ctl.stop(); err != nil {
 		t.Fatalf("pgtest: stop server: %v", err)
 	}
 }
@@ -172,10 +224,10 @@ func (s *Server) Stop(t testing.TB) {
 // Start starts a server stopped by Stop and waits until it accepts connections.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	if s.local == nil {
+	if s.ctl == nil {
 		t.Fatalf("pgtest: the server named by %s cannot be started from a test; use pgtest.NewServer", EnvDSN)
 	}
-	if err := s.local.start(); err != nil {
+	if err := s.ctl.start(); err != nil {
 		t.Fatalf("pgtest: start server: %v", err)
 	}
 }
@@ -201,8 +253,8 @@ func (s *Server) NewDatabase(t testing.TB) *Database {
 	}
 	t.Cleanup(func() {
 		pool.Close()
-		if s.local != nil && !s.local.running() {
-			return // a stopped throwaway server: its directory goes away with it
+		if s.ctl != nil && !s.ctl.running() {
+			return // a stopped server of ours: its data goes away with it
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -241,7 +293,7 @@ func openDSN(dsn string) (*Server, error) {
 	if !ok {
 		return nil, fmt.Errorf("user may not create databases (needs CREATEDB)")
 	}
-	return &Server{dsn: dsn}, nil
+	return &Server{dsn: dsn, source: EnvDSN + "=" + redact(dsn)}, nil
 }
 
 // databaseName makes a unique, valid, unquoted identifier from a test name.

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/internal/dockerprobe"
 )
 
 func TestMain(m *testing.M) {
@@ -73,20 +77,50 @@ func TestSharedServerSettings(t *testing.T) {
 		return
 	}
 	pool := New(t)
-	for name, want := range map[string]string{
-		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-		"max_connections": "200", "listen_addresses": "127.0.0.1",
-	} {
+	want := map[string]string{
+		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
+	}
+	if srv.local != nil {
+		want["listen_addresses"] = "127.0.0.1" // a container listens on its own interfaces
+	}
+	for name, want := range want {
 		var got string
 		require.NoError(t, pool.QueryRow(context.Background(), `SELECT current_setting($1)`, name).Scan(&got))
 		assert.Equal(t, want, got, name)
 	}
 }
 
+// TestServerStopStart stops and starts a server of each kind this process can
+// run: the throwaway cluster always, a container where a Docker engine answers.
 func TestServerStopStart(t *testing.T) {
 	t.Parallel()
+	t.Run("local", func(t *testing.T) {
+		t.Parallel()
+		srv, err := startLocal()
+		require.NoError(t, err, howToGet())
+		t.Cleanup(srv.ctl.close)
+		checkStopStart(t, srv)
+	})
+	t.Run("container", func(t *testing.T) {
+		t.Parallel()
+		if err := dockerprobe.Engine(); err != nil {
+			t.Skipf("no Docker engine: %v", err)
+		}
+		srv, err := startContainer()
+		require.NoError(t, err)
+		t.Cleanup(srv.ctl.close)
+		checkStopStart(t, srv)
+	})
+}
+
+// TestNewServerStopStart checks the server NewServer picks.
+func TestNewServerStopStart(t *testing.T) {
+	t.Parallel()
+	checkStopStart(t, NewServer(t))
+}
+
+func checkStopStart(t *testing.T, srv *Server) {
 	ctx := context.Background()
-	srv := NewServer(t)
 	require.True(t, srv.CanRestart())
 	db := srv.NewDatabase(t)
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`)
@@ -113,7 +147,11 @@ func TestDSNSource(t *testing.T) {
 	ctx := context.Background()
 	private := NewServer(t)
 	// The keyword/value form, as a developer might set RESERVATIONS_TEST_PG_DSN.
-	kv := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", private.local.port)
+	u, err := url.Parse(private.DSN())
+	require.NoError(t, err)
+	pw, _ := u.User.Password()
+	kv := fmt.Sprintf("host=%s port=%s user=%s password='%s' dbname=postgres sslmode=disable",
+		u.Hostname(), u.Port(), u.User.Username(), pw)
 	srv, err := openDSN(kv)
 	require.NoError(t, err)
 	assert.False(t, srv.CanRestart())
@@ -183,7 +221,7 @@ func TestKilledProcessTakesServerDown(t *testing.T) {
 		t.Fatalf("pgtest: %v\n%s", err, howToGet())
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldServer$", "-test.v")
-	cmd.Env = append(os.Environ(), helperEnv+"=hold", EnvDSN+"=")
+	cmd.Env = append(os.Environ(), helperEnv+"=hold", EnvDSN+"=", dockerprobe.EnvDocker+"=0")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -231,8 +269,76 @@ func TestHelperHoldServer(t *testing.T) {
 		return // subprocess helper of TestKilledProcessTakesServerDown
 	}
 	srv := Shared(t)
+	require.NotNil(t, srv.local, "not a throwaway cluster: %s", srv.source)
 	fmt.Printf("DSN %s\nDIR %s\n", srv.DSN(), srv.local.dir)
 	time.Sleep(time.Hour) // until killed
+}
+
+// TestFallbackToLocal runs the source selection in a subprocess whose
+// DOCKER_HOST names a socket that does not exist: the Docker probe answers at
+// once, and the shared server is the throwaway cluster (unless a Docker socket
+// that testcontainers also tries exists on this machine).
+func TestFallbackToLocal(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSource$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"=source", EnvDSN+"=", dockerprobe.EnvDocker+"=",
+		"DOCKER_HOST=unix://"+filepath.Join(home, "missing", "docker.sock"), "HOME="+home, "XDG_RUNTIME_DIR="+home)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "helper failed:\n%s", out)
+
+	var probeMS int
+	var probeErr, source string
+	for line := range strings.Lines(string(out)) {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "PROBE "); ok {
+			ms, msg, _ := strings.Cut(v, " ")
+			probeMS, err = strconv.Atoi(ms)
+			require.NoError(t, err, line)
+			probeErr = msg
+		}
+		if v, ok := strings.CutPrefix(line, "SOURCE "); ok {
+			source = v
+		}
+	}
+	require.NotEmpty(t, source, "helper printed no source:\n%s", out)
+	t.Logf("probe: %q after %d ms; source: %s", probeErr, probeMS, source)
+	assert.Less(t, probeMS, 3000, "Docker probe of a missing socket took %d ms", probeMS)
+	if dockerSocketHere() {
+		t.Logf("a Docker socket exists here: testcontainers may have used it")
+		return
+	}
+	assert.Contains(t, probeErr, "ping Docker engine")
+	assert.Contains(t, source, "throwaway cluster")
+	assert.Contains(t, string(out), "passed over: no Docker engine")
+}
+
+func TestHelperSource(t *testing.T) {
+	if os.Getenv(helperEnv) != "source" {
+		return // subprocess helper of TestFallbackToLocal
+	}
+	start := time.Now()
+	err := dockerprobe.Engine()
+	msg := ""
+	if err != nil {
+		msg = strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	fmt.Printf("PROBE %d %s\n", time.Since(start).Milliseconds(), msg)
+	pool := New(t)
+	var one int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT 1`).Scan(&one))
+	fmt.Printf("SOURCE %s\n", Shared(t).source)
+}
+
+// dockerSocketHere reports whether a Docker socket exists that testcontainers
+// tries after DOCKER_HOST.
+func dockerSocketHere() bool {
+	for _, p := range []string{"/var/run/docker.sock", fmt.Sprintf("/run/user/%d/docker.sock", os.Getuid())} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // closedPort returns a loopback port nothing listens on.

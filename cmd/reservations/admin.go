@@ -66,7 +66,9 @@ type partitionStatus struct {
 //	          else 503; JSON body with the status of every assigned partition
 //	          and of the sink either way
 //	/metrics  Prometheus exposition of reg
-func adminHandler(proc readiness, reg *prometheus.Registry) http.Handler {
+//	/v1/...   queries, when not nil: the processor's interactive queries
+//	          (processor.QueryHandler, which answers 404 for other paths)
+func adminHandler(proc readiness, reg *prometheus.Registry, queries http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -88,5 +90,8 @@ func adminHandler(proc readiness, reg *prometheus.Registry) http.Handler {
 		_ = json.NewEncoder(w).Encode(body)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if queries != nil {
+		mux.Handle("/v1/", queries)
+	}
 	return mux
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -47,7 +48,11 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 
 func TestAdminEndpoints(t *testing.T) {
 	p := &fakeProcessor{status: map[int32]string{10: "running", 2: "restoring", 1: "running"}}
-	h := adminHandler(p, newRegistry())
+	queries := http.NewServeMux()
+	queries.HandleFunc("GET /v1/stock/{sku}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("stock " + r.PathValue("sku")))
+	})
+	h := adminHandler(p, newRegistry(), queries)
 
 	code, body := get(t, h, "/healthz")
 	assert.Equal(t, http.StatusOK, code)
@@ -73,6 +78,35 @@ func TestAdminEndpoints(t *testing.T) {
 	if runtime.GOOS == "linux" {
 		assert.Contains(t, body, "process_cpu_seconds_total")
 	}
+
+	// The queries are mounted under /v1/ with their full path.
+	code, body = get(t, h, "/v1/stock/SKU-1")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "stock SKU-1", body)
+	code, _ = get(t, h, "/v1/nothing")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, adminHandler(p, newRegistry(), nil), "/v1/stock/SKU-1")
+	assert.Equal(t, http.StatusNotFound, code, "no queries without a processor (the sink)")
+}
+
+func TestAdvertisedAddr(t *testing.T) {
+	listening := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41234}
+	for _, tc := range []struct {
+		httpAddr, advertised, want string
+	}{
+		{"127.0.0.1:8080", "", "127.0.0.1:41234"},            // the port the listener got
+		{"localhost:0", "", "localhost:41234"},               // the host as configured
+		{"10.1.2.3:8080", "", "10.1.2.3:41234"},              //
+		{"0.0.0.0:8080", "", ""},                             // no address others can reach
+		{"[::]:8080", "", ""},                                //
+		{":8080", "", ""},                                    //
+		{"0.0.0.0:8080", "pod-1.svc:8080", "pod-1.svc:8080"}, // the flag wins
+		{"127.0.0.1:8080", "host-a:9090", "host-a:9090"},
+	} {
+		p := pipelineConfig{HTTPAddr: tc.httpAddr, AdvertisedAddr: tc.advertised}
+		assert.Equal(t, tc.want, p.advertisedAddr(listening), "%+v", tc)
+	}
+	assert.Equal(t, "127.0.0.1:8080", (&pipelineConfig{HTTPAddr: "127.0.0.1:8080"}).advertisedAddr(nil))
 }
 
 func TestAllPartitionsReadiness(t *testing.T) {

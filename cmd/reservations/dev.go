@@ -47,7 +47,8 @@ Runs the whole pipeline in one process, with nothing to install:
     (--pg-dsn off: never); the processor keeps running when Postgres goes
     away, the sink catches up when it is back,
   - the admin HTTP listener: /healthz, /readyz (processor and sink),
-    /metrics.
+    /metrics, and the interactive queries GET /v1/stock/{sku} and
+    /v1/stock/{sku}/reservations/{id} (the processor's committed state).
 
 Stop it with Ctrl-C (or SIGTERM): the processor stops first at a transaction
 boundary, then the broker writes its log. Started again on the same
@@ -124,6 +125,7 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		return fail(err)
 	}
 	defer ln.Close()
+	pcfg.AdvertisedAddr = cfg.advertisedAddr(ln.Addr())
 
 	cluster, err := startBroker(cfg.KafkaPort, kafkaDir, log.With("component", "kafka"))
 	if err != nil {
@@ -192,11 +194,13 @@ func startBroker(port int, dir string, log *slog.Logger) (*kfake.Cluster, error)
 }
 
 // createTopics creates the missing pipeline topics and verifies the layout.
-func createTopics(ctx context.Context, brokers []string, names topics.Names, partitions int32, replication int16) (int32, error) {
+// opts are extra client options (TLS, SASL).
+func createTopics(ctx context.Context, brokers []string, names topics.Names, partitions int32, replication int16,
+	opts ...kgo.Opt) (int32, error) {
 	// topics.Ensure reads the metadata of the topics it just created; kadm
 	// serves metadata from the client's cache for MetadataMinAge (default 5s,
 	// longer than Ensure waits), so keep that cache short.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250*time.Millisecond))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		return 0, fmt.Errorf("kafka admin client: %w", err)
 	}
@@ -223,7 +227,7 @@ func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string) {
 	}
 	flags := strings.Join(append(extra, ""), " ")
 	fmt.Fprintf(w, `
-reservations dev: Kafka broker on %[1]s, admin on http://%[2]s (/healthz /readyz /metrics)
+reservations dev: Kafka broker on %[1]s, admin on http://%[2]s (/healthz /readyz /metrics /v1/stock/{sku})
 
 Send a command and wait for its result (from a checkout: go run ./cmd/reservations send ...):
   reservations send stock.set %[3]s--sku SKU-1 --on-hand 10
@@ -233,6 +237,10 @@ With kcat (the record key is the SKU; murmur2 is the partitioner of the contract
   echo '{"command_id":"c-1","type":"stock.set","sku":"SKU-1","on_hand":10}' | \
     kcat -P -b %[1]s -t %[4]s -k SKU-1 -X partitioner=murmur2_random
   kcat -C -b %[1]s -t %[5]s -X isolation.level=read_committed -o beginning -e
+
+Query the processor's state:
+  curl -s http://%[2]s/v1/stock/SKU-1
+  curl -s http://%[2]s/v1/stock/SKU-1/reservations/r-1
 
 `, broker, httpAddr, flags, names.Commands, names.Results)
 	if dsn == "" {

@@ -180,6 +180,28 @@ func TestDevEndToEnd(t *testing.T) {
 	assert.Equal(t, schemas.OutcomeAccepted, res.Outcome)
 	assert.Equal(t, &schemas.StockView{OnHand: 10, Reserved: 0, Available: 10}, res.Stock)
 
+	// Interactive queries on the admin listener: the stock entity as the
+	// changelog has it (the store is written right after the commit that
+	// made the result visible, so poll), 404 for an unknown SKU.
+	var stock schemas.StockEntity
+	eventually(t, 10*time.Second, "stock SKU-1 queryable", func() bool {
+		code, body, err := httpGet("http://" + httpAddr + "/v1/stock/SKU-1")
+		if err != nil || code != http.StatusOK {
+			return false
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &stock), body)
+		return true
+	})
+	assert.Equal(t, "SKU-1", stock.SKU)
+	assert.Equal(t, int64(10), stock.OnHand)
+	assert.Equal(t, int64(0), stock.Reserved)
+	assert.Equal(t, int64(10), stock.Available)
+	assert.Equal(t, "e2e-set-1", stock.CommandID)
+	code, body, err := httpGet("http://" + httpAddr + "/v1/stock/SKU-404")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.JSONEq(t, `{"error":"not found"}`, body)
+
 	code, res, stderr = send(t, broker, "reserve", "--sku", "SKU-1", "--reservation", "r-1", "--qty", "6",
 		"--cart", "cart-9", "--id", "e2e-reserve-1", "--pretty")
 	require.Equal(t, exitOK, code, stderr)
@@ -190,6 +212,20 @@ func TestDevEndToEnd(t *testing.T) {
 	require.NotNil(t, res.Reservation)
 	assert.Equal(t, schemas.StatusActive, res.Reservation.Status)
 	assert.Equal(t, "cart-9", res.Reservation.CartID)
+	var held schemas.ReservationEntity
+	eventually(t, 10*time.Second, "reservation r-1 queryable", func() bool {
+		code, body, err := httpGet("http://" + httpAddr + "/v1/stock/SKU-1/reservations/r-1")
+		if err != nil || code != http.StatusOK {
+			return false
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &held), body)
+		return true
+	})
+	assert.Equal(t, schemas.StatusActive, held.Reservation.Status)
+	assert.Equal(t, int64(6), held.Reservation.Quantity)
+	code, _, err = httpGet("http://" + httpAddr + "/v1/stock/SKU-1/reservations/r-404")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusNotFound, code)
 
 	// A rejection exits 1 with the result.
 	code, res, stderr = send(t, broker, "release", "--sku", "SKU-1", "--reservation", "r-unknown")
@@ -205,7 +241,7 @@ func TestDevEndToEnd(t *testing.T) {
 	assert.Contains(t, stderr, "topic nothing-here.commands does not exist")
 
 	// Topics without a processor: exit 3 after --timeout.
-	_, err := createTopics(context.Background(), []string{broker}, topics.NewNames("idle"), 1, 1)
+	_, err = createTopics(context.Background(), []string{broker}, topics.NewNames("idle"), 1, 1)
 	require.NoError(t, err)
 	var out4, err4 bytes.Buffer
 	code = run(context.Background(), []string{"send", "stock.set", "--brokers", broker, "--topic-prefix", "idle",
@@ -215,7 +251,7 @@ func TestDevEndToEnd(t *testing.T) {
 	assert.Contains(t, err4.String(), `no result for command_id "idle-1" within 1s: wait for the result on idle.results partition 0`)
 
 	// Admin endpoints.
-	code, body, err := httpGet("http://" + httpAddr + "/healthz")
+	code, body, err = httpGet("http://" + httpAddr + "/healthz")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "ok\n", body)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 type pipelineConfig struct {
 	LogLevel           slog.Level
 	HTTPAddr           string
+	AdvertisedAddr     string
 	TopicPrefix        string
 	Group              string
 	InstanceID         string
@@ -39,7 +41,11 @@ func (p *pipelineConfig) register(s *settings) {
 	p.LogLevel = slog.LevelInfo
 	s.Var(logLevel{&p.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	s.String(&p.HTTPAddr, "http-addr", "127.0.0.1:8080",
-		"admin HTTP listener (host:port) serving /healthz, /readyz and /metrics")
+		"admin HTTP listener (host:port) serving /healthz, /readyz, /metrics and the interactive queries under /v1/")
+	s.String(&p.AdvertisedAddr, "advertised-addr", "",
+		"host:port at which other instances and clients reach this admin listener (Kafka Streams' application.server): "+
+			"queries for a SKU that another instance owns are redirected to the owner's")
+	s.ShowDefault("advertised-addr", "--http-addr unless its host is 0.0.0.0, :: or empty")
 	s.String(&p.TopicPrefix, "topic-prefix", topics.DefaultPrefix,
 		"topic name prefix: <prefix>.commands, .results, .changelog, .dlq")
 	s.String(&p.Group, "group", "reservations-processor",
@@ -64,6 +70,17 @@ func (p *pipelineConfig) validate(s *settings) error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(p.HTTPAddr); err != nil {
 		errs = append(errs, s.Invalid("http-addr", "%q is not host:port", p.HTTPAddr))
+	}
+	if p.AdvertisedAddr != "" {
+		host, port, err := net.SplitHostPort(p.AdvertisedAddr)
+		switch {
+		case err != nil:
+			errs = append(errs, s.Invalid("advertised-addr", "%q is not host:port", p.AdvertisedAddr))
+		case unspecifiedHost(host):
+			errs = append(errs, s.Invalid("advertised-addr", "%q: want a host name or address that others can reach, not %q", p.AdvertisedAddr, host))
+		case port == "" || port == "0":
+			errs = append(errs, s.Invalid("advertised-addr", "%q: want the port others reach", p.AdvertisedAddr))
+		}
 	}
 	if p.TopicPrefix == "" {
 		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
@@ -102,6 +119,34 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 		TransactionTimeout: p.TransactionTimeout,
 		Rules:              processor.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
 	}
+}
+
+// unspecifiedHost reports whether host is no address others can reach: empty
+// or a wildcard listen address.
+func unspecifiedHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// advertisedAddr is the address this instance advertises for interactive
+// queries: --advertised-addr, else --http-addr with the port the listener
+// got (for port 0) when its host is one others can reach, else "" (a query
+// for a SKU another instance owns then answers 503 instead of redirecting).
+func (p *pipelineConfig) advertisedAddr(listening net.Addr) string {
+	if p.AdvertisedAddr != "" {
+		return p.AdvertisedAddr
+	}
+	host, port, err := net.SplitHostPort(p.HTTPAddr)
+	if err != nil || unspecifiedHost(host) {
+		return ""
+	}
+	if tcp, ok := listening.(*net.TCPAddr); ok && tcp.Port != 0 {
+		port = strconv.Itoa(tcp.Port)
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
@@ -198,10 +243,11 @@ func runComponents(ctx context.Context, log *slog.Logger, handler http.Handler, 
 }
 
 // runPipeline runs the processor, the sink (when snk is not nil) and the
-// admin HTTP server in one errgroup until ctx ends (nil) or one of them fails
-// (its error). The processor's context ends first; Run returns only once
-// every partition stopped at a transaction boundary. ready is what /readyz
-// reports: proc itself, or a stricter view of it.
+// admin HTTP server (with the processor's interactive queries under /v1/) in
+// one errgroup until ctx ends (nil) or one of them fails (its error). The
+// processor's context ends first; Run returns only once every partition
+// stopped at a transaction boundary. ready is what /readyz reports: proc
+// itself, or a stricter view of it.
 func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processor, ready readiness,
 	ln net.Listener, reg *prometheus.Registry, snk *sinkRunner) error {
 	comps := []component{
@@ -226,7 +272,7 @@ func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processo
 		comps = append(comps, component{"sink", func(gctx context.Context) error { return snk.run(gctx, sinkLog) }})
 		stopping += ", and the sink"
 	}
-	return runComponents(ctx, log, adminHandler(ready, reg), ln, stopping, comps...)
+	return runComponents(ctx, log, adminHandler(ready, reg, proc.QueryHandler()), ln, stopping, comps...)
 }
 
 // logWhenReady logs once when the processor first becomes ready with at

@@ -28,12 +28,12 @@ const (
 
 type replayFlags struct {
 	kafkaFlags
-	To         string
-	StateDir   string
-	Partitions []int32
-	Full       bool
-	PGDSN      string
-	LogLevel   slog.Level
+	To             string
+	StateDir       string
+	OnlyPartitions []int32
+	Full           bool
+	PGDSN          string
+	LogLevel       slog.Level
 }
 
 func replayCommand() *command {
@@ -44,7 +44,7 @@ func replayCommand() *command {
 Rebuilds state from <topic-prefix>.changelog, with progress (percentage and
 records/s, on stderr, at most once a second) and a summary on stdout.
 
---to badger --state-dir DIR [--partitions 0,3] [--full]
+--to badger --state-dir DIR [--only-partitions 0,3] [--full]
     Brings the processor's local stores under DIR (one Badger folder per
     partition, as 'serve --state-dir' and 'dev' keep them) up to the end of
     the changelog, exactly as a processor restores an assigned partition: a
@@ -63,6 +63,8 @@ records/s, on stderr, at most once a second) and a summary on stdout.
     run rebuilds again, with the same result. A sink running on the same
     database meanwhile notices and follows from the replayed offsets.
 
+Kafka TLS and SASL: the --kafka-* flags, as for serve.
+
 Exit codes: 0 done; 1 failed or interrupted (run it again to resume); 2 usage
 error.`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
@@ -79,7 +81,7 @@ error.`,
 				if cfg.To == replayBadger {
 					return runReplayBadger(ctx, c, s, cfg)
 				}
-				return runReplayPostgres(ctx, c, cfg)
+				return runReplayPostgres(ctx, c, s, cfg)
 			}
 		},
 	}
@@ -90,12 +92,13 @@ func (cfg *replayFlags) register(s *settings) {
 	s.ShowDefault("to", "required")
 	cfg.kafkaFlags.register(s)
 	s.String(&cfg.StateDir, "state-dir", "./data/state", "--to badger: the processor's state folder (one Badger store per partition)")
-	s.Var(int32List{&cfg.Partitions}, "partitions", "--to badger: the partitions to rebuild, comma-separated (empty: all)")
-	s.ShowDefault("partitions", "all")
+	s.Var(int32List{&cfg.OnlyPartitions}, "only-partitions", "--to badger: the partitions to rebuild, comma-separated (empty: all)")
+	s.ShowDefault("only-partitions", "all")
 	s.Bool(&cfg.Full, "full", false, "--to badger: wipe the stores and rebuild them in full, instead of replaying only the tail")
 	s.String(&cfg.PGDSN, "pg-dsn", "", "--to postgres: "+pgDSNUsage+" (required with --to postgres)")
 	cfg.LogLevel = slog.LevelWarn
 	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	cfg.Security.register(s)
 }
 
 func (cfg *replayFlags) validate(s *settings) error {
@@ -120,7 +123,7 @@ func (cfg *replayFlags) validate(s *settings) error {
 		} else {
 			errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 		}
-		other("partitions", len(cfg.Partitions) > 0)
+		other("only-partitions", len(cfg.OnlyPartitions) > 0)
 		other("full", cfg.Full)
 		other("state-dir", true)
 	case "":
@@ -131,13 +134,16 @@ func (cfg *replayFlags) validate(s *settings) error {
 	return errors.Join(errs...)
 }
 
-func runReplayPostgres(ctx context.Context, c *cli, cfg replayFlags) int {
+func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags) int {
 	log := newLogger(c.stderr, cfg.LogLevel)
+	if err := cfg.connect(ctx, log, s); err != nil {
+		return c.fail("replay", exitFailure, err)
+	}
 	prog := newProgress(c.stderr, "replay --to postgres")
 	sum, err := sink.Replay(ctx, sink.ReplayConfig{
 		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN},
 		Progress: prog.update,
-	}, sink.WithLogger(log))
+	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted (%w): run it again to resume", err)
@@ -164,25 +170,29 @@ func runReplayBadger(ctx context.Context, c *cli, s *settings, cfg replayFlags) 
 		}
 		return c.fail("replay", exitFailure, err)
 	}
+	if err := cfg.connect(ctx, log, s); err != nil {
+		return fail(err)
+	}
 	names := topics.NewNames(cfg.TopicPrefix)
 	reg := prometheus.NewRegistry()
-	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Topics: names, StateDir: cfg.StateDir},
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Topics: names, StateDir: cfg.StateDir,
+		KafkaOpts: cfg.Security.Opts()},
 		processor.WithLogger(log.With("component", "replay")), processor.WithRegisterer(reg))
 	if err != nil {
 		return fail(err)
 	}
-	parts, start, end, err := changelogOffsets(ctx, cfg.Brokers, names.Changelog)
+	parts, start, end, err := changelogOffsets(ctx, cfg.Brokers, cfg.Security.Opts(), names.Changelog)
 	if err != nil {
 		return fail(err)
 	}
-	if len(cfg.Partitions) > 0 {
-		for _, p := range cfg.Partitions {
+	if len(cfg.OnlyPartitions) > 0 {
+		for _, p := range cfg.OnlyPartitions {
 			if !slices.Contains(parts, p) {
-				return c.usageFailure("replay", s.Invalid("partitions", "partition %d: %s has partitions 0..%d",
+				return c.usageFailure("replay", s.Invalid("only-partitions", "partition %d: %s has partitions 0..%d",
 					p, names.Changelog, len(parts)-1))
 			}
 		}
-		parts = slices.Compact(slices.Sorted(slices.Values(cfg.Partitions)))
+		parts = slices.Compact(slices.Sorted(slices.Values(cfg.OnlyPartitions)))
 	}
 
 	// Where each store starts: its offset when it is valid and not wiped,
@@ -223,9 +233,9 @@ func runReplayBadger(ctx context.Context, c *cli, s *settings, cfg replayFlags) 
 }
 
 // changelogOffsets lists the partitions of topic with their start and end
-// offsets.
-func changelogOffsets(ctx context.Context, brokers []string, topic string) ([]int32, map[int32]int64, map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+// offsets. opts are extra client options (TLS, SASL).
+func changelogOffsets(ctx context.Context, brokers []string, opts []kgo.Opt, topic string) ([]int32, map[int32]int64, map[int32]int64, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kafka client: %w", err)
 	}

@@ -28,6 +28,8 @@ type sendConfig struct {
 
 	ID, SKU, Reservation, Cart, Store, Order, Reason   string
 	Qty, OnHand, Delta, ExpectedOnHand, Threshold, TTL *int64
+
+	Security kafkaSecurity
 }
 
 // commandFlags are the flags that set fields of the command, in help order,
@@ -97,6 +99,9 @@ must match its "type"); the record key is its "sku" unless --sku is given
 (to try sku_mismatch), and a missing command_id is filled from --id or a
 random id.
 
+Kafka TLS and SASL: the --kafka-* flags, as for serve; send first checks that
+it can connect and authenticate.
+
 Exit status: 0 accepted, 1 rejected, 2 invalid usage, 3 no result within
 --timeout or another error (the message says which).
 
@@ -154,6 +159,7 @@ func (cfg *sendConfig) register(s *settings) {
 	s.String(&cfg.Store, "store", "", "store_id (reserve)")
 	s.String(&cfg.Order, "order", "", "order_id (commit)")
 	s.String(&cfg.Reason, "reason", "", "reason: audit text")
+	cfg.Security.register(s)
 }
 
 func (cfg *sendConfig) validate(s *settings) error {
@@ -167,6 +173,7 @@ func (cfg *sendConfig) validate(s *settings) error {
 	if cfg.TopicPrefix == "" {
 		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
 	}
+	errs = append(errs, cfg.Security.validate(s))
 	return errors.Join(errs...)
 }
 
@@ -335,7 +342,7 @@ func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
 var errNoResult = errors.New("no result")
 
 func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
-	raw, res, err := sendAndWait(ctx, cfg.Brokers, topics.NewNames(cfg.TopicPrefix), out, cfg.Timeout)
+	raw, res, err := sendAndWait(ctx, cfg.Brokers, &cfg.Security, topics.NewNames(cfg.TopicPrefix), out, cfg.Timeout)
 	if err != nil {
 		return c.fail("send", exitNoResult, err)
 	}
@@ -352,8 +359,10 @@ func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
 	return exitFailure
 }
 
-// sendAndWait produces out and returns the result with its command_id.
-func sendAndWait(parent context.Context, brokers []string, names topics.Names, out outgoing, timeout time.Duration) ([]byte, schemas.Result, error) {
+// sendAndWait produces out and returns the result with its command_id,
+// connecting to brokers as sec says.
+func sendAndWait(parent context.Context, brokers []string, sec *kafkaSecurity, names topics.Names, out outgoing,
+	timeout time.Duration) ([]byte, schemas.Result, error) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	step := "connect"
@@ -367,9 +376,18 @@ func sendAndWait(parent context.Context, brokers []string, names topics.Names, o
 		}
 		return fmt.Errorf("%s: %w (brokers %s)", step, err, strings.Join(brokers, ","))
 	}
+	// A wrong password or certificate never heals: fail at once, saying so,
+	// rather than retrying until the timeout.
+	if err := sec.check(ctx, brokers); err != nil {
+		if parent.Err() != nil {
+			return nil, schemas.Result{}, wrap(err)
+		}
+		return nil, schemas.Result{}, err
+	}
 	// The default partitioner hashes keyed records with murmur2, as the
 	// contract asks of producers.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())},
+		sec.Opts()...)...)
 	if err != nil {
 		return nil, schemas.Result{}, wrap(err)
 	}

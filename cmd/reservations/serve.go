@@ -16,6 +16,7 @@ type serveConfig struct {
 	Partitions   int
 	Replication  int
 	StateDir     string
+	Security     kafkaSecurity
 }
 
 func serveCommand() *command {
@@ -24,10 +25,18 @@ func serveCommand() *command {
 		summary: "run the processor and admin HTTP against a Kafka cluster",
 		help: `
 Runs the processor against a real Kafka cluster (--brokers), with the admin
-HTTP listener (/healthz, /readyz, /metrics). Start one instance per machine or
-pod, all with the same --group; partitions are spread over them and move on
-failure. Each instance keeps its partitions' state in --state-dir (a local
-disk; it is rebuilt from the changelog when missing).
+HTTP listener (/healthz, /readyz, /metrics, and the interactive queries
+GET /v1/stock/{sku} and /v1/stock/{sku}/reservations/{id}). Start one instance
+per machine or pod, all with the same --group; partitions are spread over them
+and move on failure. Each instance keeps its partitions' state in --state-dir
+(a local disk; it is rebuilt from the changelog when missing). A query for a
+SKU another instance owns is redirected (307) to that instance's
+--advertised-addr.
+
+TLS and SASL: --kafka-tls, --kafka-ca-file, --kafka-cert-file and
+--kafka-key-file, --kafka-sasl-mechanism with --kafka-user and the password
+in RESERVATIONS_KAFKA_PASSWORD. The instance checks at startup that it can
+connect and authenticate, and exits 1 saying why when it cannot.
 
 The topics must exist with the contract's layout (commands, results and
 changelog with one partition count, changelog compacted): the processor
@@ -55,12 +64,13 @@ the instance leaves the group.`,
 }
 
 func (cfg *serveConfig) register(s *settings) {
-	s.Var(list{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated host:port (required)")
+	s.Var(list{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated host:port")
 	s.ShowDefault("brokers", "required")
 	s.Bool(&cfg.CreateTopics, "create-topics", false, "create missing topics at startup (default: only verify them)")
 	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created by --create-topics")
 	s.Int(&cfg.Replication, "replication", -1, "replication factor of topics created by --create-topics (-1: the broker default)")
 	s.String(&cfg.StateDir, "state-dir", "./data/state", "folder of the processor's local state (one Badger store per partition)")
+	cfg.Security.register(s)
 	cfg.pipelineConfig.register(s)
 }
 
@@ -78,7 +88,7 @@ func (cfg *serveConfig) validate(s *settings) error {
 	if cfg.StateDir == "" {
 		errs = append(errs, s.Invalid("state-dir", "must not be empty"))
 	}
-	errs = append(errs, cfg.pipelineConfig.validate(s))
+	errs = append(errs, cfg.Security.validate(s), cfg.pipelineConfig.validate(s))
 	return errors.Join(errs...)
 }
 
@@ -87,14 +97,20 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 	fail := func(err error) int { return c.fail("serve", exitFailure, err) }
 
 	pcfg := cfg.processorConfig(cfg.Brokers, cfg.StateDir)
+	pcfg.KafkaOpts = cfg.Security.Opts()
 	ln, err := listenHTTP(s, cfg.HTTPAddr)
 	if err != nil {
 		return fail(err)
 	}
 	defer ln.Close()
+	pcfg.AdvertisedAddr = cfg.advertisedAddr(ln.Addr())
 
+	cfg.Security.log(log, s, cfg.Brokers)
+	if err := cfg.Security.check(ctx, cfg.Brokers); err != nil {
+		return fail(err)
+	}
 	if cfg.CreateTopics {
-		n, err := createTopics(ctx, cfg.Brokers, pcfg.Topics, int32(cfg.Partitions), int16(cfg.Replication))
+		n, err := createTopics(ctx, cfg.Brokers, pcfg.Topics, int32(cfg.Partitions), int16(cfg.Replication), pcfg.KafkaOpts...)
 		if err != nil {
 			return fail(err)
 		}
@@ -107,7 +123,12 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 		return fail(err)
 	}
 	log.Info("reservations serve running", "brokers", cfg.Brokers, "state_dir", cfg.StateDir,
-		"http", "http://"+ln.Addr().String(), "group", pcfg.Group, "transactional_id", proc.TransactionalID())
+		"http", "http://"+ln.Addr().String(), "advertised_addr", pcfg.AdvertisedAddr,
+		"group", pcfg.Group, "transactional_id", proc.TransactionalID())
+	if pcfg.AdvertisedAddr == "" {
+		log.Info("no advertised address: a query for a SKU another instance owns answers 503 instead of redirecting to the owner; set " +
+			s.Name("advertised-addr") + " to redirect")
+	}
 	if err := runPipeline(ctx, log, proc, proc, ln, reg, nil); err != nil {
 		if errors.Is(err, topics.ErrMissing) && !cfg.CreateTopics {
 			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +121,10 @@ func TestInvalidSettingsExit2NamingTheSetting(t *testing.T) {
 		{"dedupe window too short", nil, []string{"dev", "--dedupe-window", "30s"}, `invalid --dedupe-window (RESERVATIONS_DEDUPE_WINDOW): 30s: must be >= 1m`},
 		{"negative extensions", nil, []string{"dev", "--max-extensions", "-1"}, `--max-extensions (RESERVATIONS_MAX_EXTENSIONS): -1: must be >= 0`},
 		{"bad http addr", nil, []string{"dev", "--http-addr", "8080"}, `invalid --http-addr (RESERVATIONS_HTTP_ADDR)`},
+		{"advertised addr not host:port", nil, []string{"dev", "--advertised-addr", "pod-1"}, `invalid --advertised-addr (RESERVATIONS_ADVERTISED_ADDR): "pod-1" is not host:port`},
+		{"advertised addr a wildcard", []string{"RESERVATIONS_ADVERTISED_ADDR", "0.0.0.0:8080"}, []string{"serve", "--brokers", "b:1"},
+			`invalid RESERVATIONS_ADVERTISED_ADDR (--advertised-addr): "0.0.0.0:8080": want a host name or address that others can reach, not "0.0.0.0"`},
+		{"advertised addr without port", nil, []string{"serve", "--brokers", "b:1", "--advertised-addr", "pod-1:0"}, `invalid --advertised-addr (RESERVATIONS_ADVERTISED_ADDR): "pod-1:0": want the port others reach`},
 		{"serve needs brokers", nil, []string{"serve"}, `--brokers (RESERVATIONS_BROKERS) is required`},
 		{"unknown flag", nil, []string{"dev", "--nope"}, `flag provided but not defined: -nope`},
 		{"stray argument", nil, []string{"dev", "extra"}, `unexpected argument "extra"`},
@@ -190,6 +197,9 @@ func TestConfigTable(t *testing.T) {
 		"| `--brokers` | `RESERVATIONS_BROKERS` | required |",
 		"| `--create-topics` | `RESERVATIONS_CREATE_TOPICS` | `false` |",
 		"| `--state-dir` | `RESERVATIONS_STATE_DIR` | `./data/state` |",
+		"| `--advertised-addr` | `RESERVATIONS_ADVERTISED_ADDR` | --http-addr unless its host is 0.0.0.0, :: or empty |",
+		"| `--kafka-password` | `RESERVATIONS_KAFKA_PASSWORD` | none |",
+		"| `--only-partitions` | `RESERVATIONS_ONLY_PARTITIONS` | all |",
 		"| `--brokers` | `RESERVATIONS_BROKERS` | `127.0.0.1:9092` |",
 		"| `--timeout` | `RESERVATIONS_TIMEOUT` | `10s` |",
 		"| `--threshold` | `RESERVATIONS_THRESHOLD` | none |",
@@ -215,4 +225,45 @@ func TestConfigTable(t *testing.T) {
 
 	code, _, _ = runCLI(envMap(), "config-table", "nope")
 	assert.Equal(t, exitUsage, code)
+}
+
+// TestReadmeMatchesConfigTable: every flag row of the README's tables is a
+// row `reservations config-table` prints, every setting is documented, and
+// the README's links to its own headings resolve.
+func TestReadmeMatchesConfigTable(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	readme := string(b)
+	code, table, _ := runCLI(envMap(), "config-table")
+	require.Equal(t, exitOK, code)
+	generated := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		generated[line] = true
+	}
+	rows := 0
+	for _, line := range strings.Split(readme, "\n") {
+		if strings.HasPrefix(line, "| `--") {
+			rows++
+			assert.True(t, generated[line], "README row differs from `reservations config-table`:\n%s", line)
+		}
+	}
+	assert.Greater(t, rows, 40)
+	for _, cmd := range commands() {
+		s, _ := cmd.setup()
+		for _, st := range s.Settings() {
+			documented := regexp.MustCompile("`--" + regexp.QuoteMeta(st.Flag) + "[` ]").MatchString(readme)
+			assert.True(t, documented, "reservations %s --%s is not in the README", cmd.name, st.Flag)
+		}
+	}
+	anchors := map[string]bool{}
+	drop := regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+	for _, line := range strings.Split(readme, "\n") {
+		if strings.HasPrefix(line, "#") {
+			h := strings.ToLower(drop.ReplaceAllString(strings.TrimSpace(strings.TrimLeft(line, "#")), ""))
+			anchors[strings.ReplaceAll(h, " ", "-")] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(readme, -1) {
+		assert.True(t, anchors[m[1]], "README links to #%s, which is no heading", m[1])
+	}
 }

@@ -17,9 +17,12 @@ import (
 const defaultBrokers = "127.0.0.1:9092"
 
 // kafkaFlags are the Kafka settings of the tools (sink, verify, replay).
+// register adds brokers and topic prefix; each tool adds Security last (its
+// flags are the same everywhere and rarely set, so they close the help).
 type kafkaFlags struct {
 	Brokers     []string
 	TopicPrefix string
+	Security    kafkaSecurity
 }
 
 func (k *kafkaFlags) register(s *settings) {
@@ -37,10 +40,17 @@ func (k *kafkaFlags) validate(s *settings) error {
 	if k.TopicPrefix == "" {
 		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
 	}
+	errs = append(errs, k.Security.validate(s))
 	return errors.Join(errs...)
 }
 
 func (k *kafkaFlags) changelog() string { return topics.NewNames(k.TopicPrefix).Changelog }
+
+// connect logs the Kafka settings and checks that the brokers accept them.
+func (k *kafkaFlags) connect(ctx context.Context, log *slog.Logger, s *settings) error {
+	k.Security.log(log, s, k.Brokers)
+	return k.Security.check(ctx, k.Brokers)
+}
 
 type sinkFlags struct {
 	kafkaFlags
@@ -69,7 +79,9 @@ reservations_sink_postgres_errors_total, /readyz 503) and catches up when it
 is back. 'reservations dev' runs the same sink in-process; run this one next
 to 'reservations serve' instances (one is enough; a second on the same
 database is harmless). Admin HTTP: /healthz, /readyz (the sink reaches
-Postgres), /metrics.`,
+Postgres), /metrics. It checks at startup that it can connect and
+authenticate to Kafka (--kafka-* settings for TLS and SASL), and exits 1
+saying why when it cannot.`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
 			var cfg sinkFlags
 			s := newSettings("sink")
@@ -96,6 +108,7 @@ func (cfg *sinkFlags) register(s *settings) {
 	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	s.Int(&cfg.BatchSize, "batch-size", sink.DefaultBatchSize, "most changelog records written to Postgres in one transaction")
 	s.Duration(&cfg.BatchWait, "batch-wait", sink.DefaultBatchWait, "longest a record waits for its batch to fill before the batch is written")
+	cfg.Security.register(s)
 }
 
 func (cfg *sinkFlags) validate(s *settings) error {
@@ -125,9 +138,13 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 		return fail(err)
 	}
 	defer ln.Close()
+	if err := cfg.connect(ctx, log, s); err != nil {
+		return fail(err)
+	}
 	reg := newRegistry()
 	w, err := sink.New(sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN,
-		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, sink.WithLogger(log), sink.WithRegisterer(reg))
+		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, sink.WithLogger(log), sink.WithRegisterer(reg),
+		sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
 		return fail(err)
 	}
@@ -135,7 +152,7 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 	snk := &sinkRunner{w: w, required: true}
 	log.Info("reservations sink running", "brokers", cfg.Brokers, "topic", cfg.changelog(),
 		"dsn", redactDSN(cfg.PGDSN), "http", "http://"+ln.Addr().String())
-	err = runComponents(ctx, log, adminHandler(sinkOnly{snk}, reg), ln, "shutting down the sink",
+	err = runComponents(ctx, log, adminHandler(sinkOnly{snk}, reg, nil), ln, "shutting down the sink",
 		component{"sink", func(gctx context.Context) error { return snk.run(gctx, log) }})
 	if err != nil {
 		return fail(err)

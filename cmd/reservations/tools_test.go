@@ -281,11 +281,11 @@ func TestToolsOnProcessorRun(t *testing.T) {
 	}
 	// One partition, in full.
 	one := t.TempDir()
-	code, out, _ = tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--partitions", "1", "--full"}, kafka...)...)
+	code, out, _ = tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "1", "--full"}, kafka...)...)
 	require.Equal(t, exitOK, code)
 	assert.Contains(t, out, "partitions 1 of")
 	assert.Equal(t, map[int32]map[string]string{1: wantStores[1]}, dumpStores(t, one, p.names.Changelog, parts))
-	code, _, stderr := tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--partitions", "7"}, kafka...)...)
+	code, _, stderr := tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "7"}, kafka...)...)
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, stderr, "partition 7")
 
@@ -346,7 +346,9 @@ func TestToolsUsage(t *testing.T) {
 		{[]string{"replay", "--to", "postgres"}, "--pg-dsn (RESERVATIONS_PG_DSN) is required with --to postgres"},
 		{[]string{"replay", "--to", "postgres", "--pg-dsn", "postgres://x@h/db", "--full"}, "applies to --to badger only"},
 		{[]string{"replay", "--to", "badger", "--pg-dsn", "postgres://x@h/db"}, "applies to --to postgres only"},
-		{[]string{"replay", "--to", "badger", "--partitions", "a,b"}, "--partitions"},
+		{[]string{"replay", "--to", "badger", "--only-partitions", "a,b"}, "--only-partitions (RESERVATIONS_ONLY_PARTITIONS)"},
+		{[]string{"replay", "--to", "postgres", "--pg-dsn", "postgres://x@h/db", "--only-partitions", "1"}, "applies to --to badger only"},
+		{[]string{"replay", "--to", "badger", "--partitions", "1"}, "flag provided but not defined: -partitions"},
 		{[]string{"sink"}, "--pg-dsn (RESERVATIONS_PG_DSN) is required"},
 		{[]string{"sink", "--pg-dsn", "postgres://x@h/db", "--batch-size", "0"}, "--batch-size"},
 		{[]string{"dev", "--pg-dsn", "::bad"}, "--pg-dsn"},
@@ -359,10 +361,29 @@ func TestToolsUsage(t *testing.T) {
 	// given in the environment are ignored.
 	var stdout, stderr bytes.Buffer
 	code := (&cli{stdout: &stdout, stderr: &stderr, lookupEnv: envMap("RESERVATIONS_TO", "postgres",
-		"RESERVATIONS_PARTITIONS", "12")}).run(context.Background(), []string{"replay"})
+		"RESERVATIONS_ONLY_PARTITIONS", "1,2")}).run(context.Background(), []string{"replay"})
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, stderr.String(), "--pg-dsn (RESERVATIONS_PG_DSN) is required")
 	assert.NotContains(t, stderr.String(), "partitions")
+
+	// RESERVATIONS_PARTITIONS is the partition count of dev and serve; replay
+	// reads its partition list from RESERVATIONS_ONLY_PARTITIONS only, so
+	// one environment can hold both.
+	env := envMap("RESERVATIONS_PARTITIONS", "12", "RESERVATIONS_ONLY_PARTITIONS", "0,3")
+	var rcfg replayFlags
+	rs := newSettings("replay")
+	rcfg.register(rs)
+	_, err := rs.Parse([]string{"--to", "badger"}, env)
+	require.NoError(t, err)
+	require.NoError(t, rcfg.validate(rs))
+	assert.Equal(t, []int32{0, 3}, rcfg.OnlyPartitions)
+	var scfg serveConfig
+	ss := newSettings("serve")
+	scfg.register(ss)
+	_, err = ss.Parse([]string{"--brokers", "b:1"}, env)
+	require.NoError(t, err)
+	require.NoError(t, scfg.validate(ss))
+	assert.Equal(t, 12, scfg.Partitions)
 
 	for _, name := range []string{"sink", "verify", "replay"} {
 		code, out, _ := tool(t, name, "-h")

@@ -45,9 +45,11 @@ state and checks:
 Prints a report (records read, SKUs, reservations by status, the first
 --max-report mismatches with key and field) on stdout.
 
+Kafka TLS and SASL: the --kafka-* flags, as for serve.
+
 Exit codes: 0 clean; 1 a mismatch or violation; 2 usage error; 3 no verdict
-(Kafka or Postgres unreachable, no changelog topic, the sink still behind the
-changelog end after --wait).`,
+(Kafka or Postgres unreachable or refusing the credentials, no changelog
+topic, the sink still behind the changelog end after --wait).`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
 			var cfg verifyFlags
 			s := newSettings("verify")
@@ -59,7 +61,7 @@ changelog end after --wait).`,
 				if err := cfg.validate(s); err != nil {
 					return c.usageFailure("verify", err)
 				}
-				return runVerify(ctx, c, cfg)
+				return runVerify(ctx, c, s, cfg)
 			}
 		},
 	}
@@ -72,6 +74,7 @@ func (cfg *verifyFlags) register(s *settings) {
 	s.Int(&cfg.MaxReport, "max-report", sink.DefaultMaxReport, "how many mismatches the report lists (all are counted)")
 	cfg.LogLevel = slog.LevelWarn
 	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	cfg.Security.register(s)
 }
 
 func (cfg *verifyFlags) validate(s *settings) error {
@@ -88,13 +91,16 @@ func (cfg *verifyFlags) validate(s *settings) error {
 	return errors.Join(errs...)
 }
 
-func runVerify(ctx context.Context, c *cli, cfg verifyFlags) int {
+func runVerify(ctx context.Context, c *cli, s *settings, cfg verifyFlags) int {
 	log := newLogger(c.stderr, cfg.LogLevel)
+	if err := cfg.connect(ctx, log, s); err != nil {
+		return c.fail("verify", exitIncomplete, fmt.Errorf("no verdict: %w", err))
+	}
 	prog := newProgress(c.stderr, "verify: reading the changelog")
 	rep, err := sink.Verify(ctx, sink.VerifyConfig{
 		Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Wait: cfg.Wait, MaxReport: cfg.MaxReport,
 		Progress: prog.update,
-	}, sink.WithLogger(log))
+	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
 		return c.fail("verify", exitIncomplete, fmt.Errorf("no verdict: %w", err))
 	}

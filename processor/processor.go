@@ -565,7 +565,20 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	endStart := time.Now()
 	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
-	committed, err := p.sess.End(endCtx, try)
+	var committed bool
+	var err error
+	if n > 0 {
+		committed, err = p.sess.End(endCtx, try)
+	} else {
+		// A transaction of timers and sweeps only consumed nothing, so it commits
+		// no offsets: the session's rebalance guard has nothing to protect, and
+		// its End would hold the session for 500 ms afterwards (its pre-KIP-447
+		// path, taken when no offset commit answered). End it on the client.
+		// Committing its expiries after a revoke is safe: the next owner restores
+		// only once this transaction has ended.
+		err = p.sess.Client().EndTransaction(endCtx, try)
+		committed = err == nil && bool(try)
+	}
 	endCancel()
 	p.metrics.commitSeconds.Observe(time.Since(endStart).Seconds())
 	kind := jobAbort

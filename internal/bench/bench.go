@@ -1,0 +1,386 @@
+// Package bench is the benchmark harness of the reservation pipeline (issue 5):
+// it measures, in one run on one machine, this pipeline end to end through an
+// in-process kfake broker, the Postgres row-lock designs it replaces (the
+// seed's Serializable SELECT ... FOR UPDATE, and the best careful SQL), the
+// broker's own exactly-once pass-through limit, restore and sink rates, expiry
+// lag, the pure core, Badger commits and memory per active reservation, and
+// reports every comparison as a ratio.
+//
+// Run is the entry point (cmd/benchharness and a future `reservations bench`
+// subcommand are thin wiring around it). It writes docs/BENCHMARKS.md,
+// docs/bench/latest.json (flat keys, numbers only) and docs/bench/chart.svg
+// under Config.OutDir.
+//
+// Invariants: every loop is bounded in count and in time; everything runs on
+// loopback; a Postgres server the harness starts is stopped when Run returns
+// (and by the kernel if the process dies); the systems compared see the same
+// generated commands (same seeds) and the same client concurrencies.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/reservations/reservations/topics"
+)
+
+// Modes of Config.Mode.
+const (
+	ModeShort = "short" // make bench-short: under 3 minutes on 2 cores
+	ModeFull  = "full"  // make bench
+	ModeTiny  = "tiny"  // the package's own test: seconds
+)
+
+// Latency budget of the reservation story: a system's throughput counts only
+// while its p99 stays at or below it.
+const LatencyBudget = 150 * time.Millisecond
+
+// Config configures one harness run. Zero fields take the preset of Mode
+// (see Preset); Mode "" means short.
+type Config struct {
+	// Mode selects the preset: short, full or tiny.
+	Mode string
+	// OutDir is the repository's docs folder: BENCHMARKS.md is written there and
+	// latest.json, chart.svg under OutDir/bench. Empty: nothing is written.
+	OutDir string
+	// PGDSN names an existing PostgreSQL server (its database is used; schemas
+	// bench_* in it are dropped and recreated). Empty: the harness starts a
+	// throwaway cluster from /usr/lib/postgresql/*/bin (as the postgres OS user
+	// when running as root) and removes it afterwards.
+	PGDSN string
+	// CoreBenchFile is the output of `go test -run '^$' -bench 'Apply|Codec'
+	// -benchmem ./processor/`, parsed into the report (optional: Core.Apply is
+	// also measured in process).
+	CoreBenchFile string
+	// CPUProfile, when set, is where the CPU profile of the pipeline phase is
+	// written (pprof format, with labels component=broker|processor|load).
+	CPUProfile string
+	// Command is the command line that produced the run, quoted in the report.
+	Command string
+	// Logger receives the processors' and sinks' warnings (default: discarded).
+	Logger *slog.Logger
+
+	// Partitions of every topic (default 12).
+	Partitions int32
+	// SKUs of the uniform part of every workload (default 10,000).
+	SKUs int
+	// CommitIntervals of the pipeline runs (short: 20ms, 50ms).
+	CommitIntervals []time.Duration
+	// MaxBatch is the processor's and pass-through's records per transaction
+	// (default 5000, the processor default).
+	MaxBatch int
+	// Concurrencies are the closed-loop client counts swept per system.
+	Concurrencies []int
+	// PoolCap caps the pgxpool size of the SQL baselines (pool = min(clients,
+	// cap); default max(16, 4 x CPUs): more backends than that only thrash).
+	PoolCap int
+	// Rounds, MinOps and MaxOps size a closed-loop step: clients*Rounds
+	// commands, clamped to [MinOps, MaxOps].
+	Rounds, MinOps, MaxOps int
+	// StepTimeout bounds one closed-loop step; a step that hits it reports what
+	// completed (and says so).
+	StepTimeout time.Duration
+	// OpenLoopOps is the command count of an open-loop (and pass-through) run.
+	OpenLoopOps int
+	// PacedDuration is the length of the paced run at half the maximum throughput.
+	PacedDuration time.Duration
+	// RestoreReservations is the active reservations in the restore changelog.
+	RestoreReservations int
+	// ExpiryHolds is the holds of the expiry run, with TTLs spread over
+	// [ExpiryMinTTL, ExpiryMinTTL+ExpiryWindow).
+	ExpiryHolds                int
+	ExpiryMinTTL, ExpiryWindow time.Duration
+	// MemoryReservations is the reservations of the memory model (full: 1M,
+	// short: 200k; the figure is per reservation).
+	MemoryReservations int
+	// CoreDuration bounds each in-process micro-measurement (Badger commit,
+	// the Apply fallback).
+	CoreDuration time.Duration
+	// Timeout bounds the whole run.
+	Timeout time.Duration
+}
+
+// Preset returns the configuration of a mode.
+func Preset(mode string) (Config, error) {
+	c := Config{
+		Mode:               mode,
+		Partitions:         topics.DefaultPartitions,
+		SKUs:               10_000,
+		MaxBatch:           5000,
+		PoolCap:            max(16, 4*runtime.NumCPU()),
+		MemoryReservations: 1_000_000,
+	}
+	switch mode {
+	case ModeShort, "":
+		c.Mode = ModeShort
+		c.CommitIntervals = []time.Duration{20 * time.Millisecond, 50 * time.Millisecond}
+		c.Concurrencies = []int{16, 64, 256, 1024}
+		c.Rounds, c.MinOps, c.MaxOps = 20, 3000, 20_000
+		c.StepTimeout = 3 * time.Second
+		c.OpenLoopOps = 60_000
+		c.PacedDuration = 2 * time.Second
+		c.RestoreReservations = 100_000
+		c.ExpiryHolds = 10_000
+		c.ExpiryMinTTL, c.ExpiryWindow = 3*time.Second, 4*time.Second
+		c.MemoryReservations = 200_000
+		c.CoreDuration = 500 * time.Millisecond
+		c.Timeout = 150 * time.Second
+	case ModeFull:
+		c.CommitIntervals = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
+		c.Concurrencies = []int{16, 64, 256, 1024, 4096}
+		c.Rounds, c.MinOps, c.MaxOps = 40, 20_000, 200_000
+		c.StepTimeout = 15 * time.Second
+		c.OpenLoopOps = 300_000
+		c.PacedDuration = 10 * time.Second
+		c.RestoreReservations = 1_000_000
+		c.ExpiryHolds = 100_000
+		c.ExpiryMinTTL, c.ExpiryWindow = 10*time.Second, 30*time.Second
+		c.CoreDuration = 2 * time.Second
+		c.Timeout = 45 * time.Minute
+	case ModeTiny:
+		c.SKUs = 200
+		c.CommitIntervals = []time.Duration{20 * time.Millisecond}
+		c.Concurrencies = []int{4, 16}
+		c.PoolCap = 8
+		c.Rounds, c.MinOps, c.MaxOps = 4, 40, 200
+		c.StepTimeout = 3 * time.Second
+		c.OpenLoopOps = 300
+		c.PacedDuration = 500 * time.Millisecond
+		c.RestoreReservations = 2000
+		c.ExpiryHolds = 100
+		c.ExpiryMinTTL, c.ExpiryWindow = time.Second, time.Second
+		c.MemoryReservations = 20_000
+		c.CoreDuration = 100 * time.Millisecond
+		c.Timeout = 90 * time.Second
+	default:
+		return Config{}, fmt.Errorf("mode %q: want short, full or tiny", mode)
+	}
+	return c, nil
+}
+
+// withDefaults fills zero fields from the preset of c.Mode.
+func (c Config) withDefaults() (Config, error) {
+	p, err := Preset(c.Mode)
+	if err != nil {
+		return c, err
+	}
+	c.Mode = p.Mode
+	if c.Partitions == 0 {
+		c.Partitions = p.Partitions
+	}
+	if c.SKUs == 0 {
+		c.SKUs = p.SKUs
+	}
+	if len(c.CommitIntervals) == 0 {
+		c.CommitIntervals = p.CommitIntervals
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = p.MaxBatch
+	}
+	if len(c.Concurrencies) == 0 {
+		c.Concurrencies = p.Concurrencies
+	}
+	if c.PoolCap == 0 {
+		c.PoolCap = p.PoolCap
+	}
+	if c.Rounds == 0 {
+		c.Rounds = p.Rounds
+	}
+	if c.MinOps == 0 {
+		c.MinOps = p.MinOps
+	}
+	if c.MaxOps == 0 {
+		c.MaxOps = p.MaxOps
+	}
+	if c.StepTimeout == 0 {
+		c.StepTimeout = p.StepTimeout
+	}
+	if c.OpenLoopOps == 0 {
+		c.OpenLoopOps = p.OpenLoopOps
+	}
+	if c.PacedDuration == 0 {
+		c.PacedDuration = p.PacedDuration
+	}
+	if c.RestoreReservations == 0 {
+		c.RestoreReservations = p.RestoreReservations
+	}
+	if c.ExpiryHolds == 0 {
+		c.ExpiryHolds = p.ExpiryHolds
+	}
+	if c.ExpiryMinTTL == 0 {
+		c.ExpiryMinTTL = p.ExpiryMinTTL
+	}
+	if c.ExpiryWindow == 0 {
+		c.ExpiryWindow = p.ExpiryWindow
+	}
+	if c.MemoryReservations == 0 {
+		c.MemoryReservations = p.MemoryReservations
+	}
+	if c.CoreDuration == 0 {
+		c.CoreDuration = p.CoreDuration
+	}
+	if c.Timeout == 0 {
+		c.Timeout = p.Timeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions: %d must be >= 1", c.Partitions))
+	}
+	if c.SKUs < 1 {
+		errs = append(errs, fmt.Errorf("skus: %d must be >= 1", c.SKUs))
+	}
+	for _, ci := range c.CommitIntervals {
+		if ci <= 0 {
+			errs = append(errs, fmt.Errorf("commit-interval: %s must be > 0", ci))
+		}
+	}
+	for _, n := range c.Concurrencies {
+		if n < 1 || n > 100_000 {
+			errs = append(errs, fmt.Errorf("concurrency: %d must be in 1..100000", n))
+		}
+	}
+	if c.MinOps < 1 || c.MaxOps < c.MinOps {
+		errs = append(errs, fmt.Errorf("ops: want 1 <= min-ops (%d) <= max-ops (%d)", c.MinOps, c.MaxOps))
+	}
+	if c.ExpiryMinTTL < time.Second || c.ExpiryWindow < time.Second {
+		errs = append(errs, errors.New("expiry: min TTL and window must be >= 1s (TTLs are whole seconds)"))
+	}
+	if c.ExpiryHolds < 1 || c.RestoreReservations < 1 || c.MemoryReservations < 1 || c.OpenLoopOps < 1 {
+		errs = append(errs, errors.New("expiry holds, restore reservations, memory reservations and open-loop ops must be >= 1"))
+	}
+	if len(c.CommitIntervals) == 0 || len(c.Concurrencies) == 0 {
+		errs = append(errs, errors.New("at least one commit interval and one concurrency are required"))
+	}
+	if c.PoolCap < 1 {
+		errs = append(errs, fmt.Errorf("pool-cap: %d must be >= 1", c.PoolCap))
+	}
+	return errors.Join(errs...)
+}
+
+// stepOps is the command count of a closed-loop step with n clients.
+func (c *Config) stepOps(n int) int { return min(max(n*c.Rounds, c.MinOps), c.MaxOps) }
+
+// Run runs every measurement, writes the report files under cfg.OutDir (when
+// set) and returns the report. Progress lines go to out.
+func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("bench config: %w", err)
+	}
+	if out == nil {
+		out = io.Discard
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	r := &run{cfg: cfg, out: out, rep: newReport(cfg)}
+	started := time.Now()
+	r.rep.Machine = machineFacts()
+	r.logf("bench %s: %d cpus, %s, %s", cfg.Mode, r.rep.Machine.CPUs, r.rep.Machine.CPUModel, r.rep.Machine.GoVersion)
+
+	pg, err := openPostgres(ctx, cfg.PGDSN, out)
+	if err != nil {
+		return nil, err
+	}
+	defer pg.close()
+	r.pg = pg
+	r.rep.Machine.PostgresVersion = pg.version
+	r.rep.Machine.PostgresSettings = pg.settings
+
+	phases := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"core", r.core},
+		{"pipeline", r.pipelinePhase},
+		{"sql", r.sqlPhase},
+		{"restore", r.restorePhase},
+	}
+	for _, ph := range phases {
+		t0 := time.Now()
+		r.logf("== %s", ph.name)
+		if err := ph.fn(ctx); err != nil {
+			return r.rep, fmt.Errorf("%s phase: %w", ph.name, err)
+		}
+		r.rep.PhaseSeconds[ph.name] = time.Since(t0).Seconds()
+	}
+	r.rep.Machine.LoadAvgEnd = loadAvg()
+	r.rep.TotalSeconds = time.Since(started).Seconds()
+	r.rep.finish()
+	if cfg.OutDir != "" {
+		if err := r.rep.write(cfg.OutDir); err != nil {
+			return r.rep, err
+		}
+		r.logf("wrote %s, %s, %s", filepath.Join(cfg.OutDir, "BENCHMARKS.md"),
+			filepath.Join(cfg.OutDir, "bench", "latest.json"), filepath.Join(cfg.OutDir, "bench", "chart.svg"))
+	}
+	r.logf("done in %.0fs: %d of %d targets met", r.rep.TotalSeconds, r.rep.targetsMet(), len(r.rep.Targets))
+	return r.rep, nil
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg  Config
+	out  io.Writer
+	rep  *Report
+	pg   *postgres
+	tags int // command id tags handed out
+}
+
+func (r *run) logf(format string, args ...any) {
+	fmt.Fprintf(r.out, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// profiled runs fn with the CPU profile on (when configured), writing it to
+// CPUProfile with suffix inserted before the extension, and summarises it into *sum.
+func (r *run) profiled(suffix string, sum **ProfileSummary, fn func() error) error {
+	if r.cfg.CPUProfile == "" {
+		return fn()
+	}
+	path := r.cfg.CPUProfile
+	if suffix != "" {
+		ext := filepath.Ext(path)
+		path = strings.TrimSuffix(path, ext) + suffix + ext
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create profile folder: %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("start cpu profile: %w", err)
+	}
+	ferr := fn()
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil && ferr == nil {
+		ferr = fmt.Errorf("write cpu profile: %w", err)
+	}
+	if ferr == nil {
+		*sum = summarizeProfile(path)
+	}
+	return ferr
+}
+
+// labeled runs fn with pprof labels component=name, which goroutines started
+// inside inherit: the profile then splits CPU time by component.
+func labeled(ctx context.Context, name string, fn func(context.Context)) {
+	pprof.Do(ctx, pprof.Labels("component", name), fn)
+}

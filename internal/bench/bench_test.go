@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// logWriter sends the harness's progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestRunTiny runs every phase of the harness in a tiny configuration end to
+// end and checks the report's structure and the files it writes.
+func TestRunTiny(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	out := t.TempDir()
+	coreFile := filepath.Join(out, "core.txt")
+	require.NoError(t, os.WriteFile(coreFile, []byte(sampleGoBench), 0o644))
+	cfg := Config{Mode: ModeTiny, OutDir: out, PGDSN: db.DSN, CoreBenchFile: coreFile, Command: "test"}
+	rep, err := Run(context.Background(), cfg, logWriter{t})
+	require.NoError(t, err)
+
+	// Every system, workload and concurrency was measured.
+	for _, system := range []string{SystemPipeline, SystemSerializable, SystemBestSQL} {
+		for _, w := range Workloads {
+			n := len(rep.find(func(s *Step) bool { return s.System == system && s.Workload == w && s.Kind == KindClosed }))
+			assert.Equal(t, 2, n, "%s %s closed-loop steps", system, w)
+		}
+	}
+	for _, s := range rep.Steps {
+		assert.Positive(t, s.Completed, "%s %s %s clients=%d completed nothing", s.Series(), s.Workload, s.Kind, s.Clients)
+		assert.Zero(t, s.Errors, "%s %s %s clients=%d", s.Series(), s.Workload, s.Kind, s.Clients)
+		if s.Kind != KindClosed || s.System != SystemPipeline || s.Workload != WorkloadHot {
+			continue
+		}
+		assert.Positive(t, s.Rejected, "the hot SKU's stock covers 60%% of the asks: some reserves are rejected")
+		assert.LessOrEqual(t, s.HotAccepted, s.HotStock)
+	}
+	assert.Len(t, rep.find(func(s *Step) bool { return s.Kind == KindPaced }), 1)
+	assert.Len(t, rep.find(func(s *Step) bool { return s.System == SystemPassthrough }), 1)
+
+	// The headline has every key of the issue, as finite numbers.
+	for _, k := range []string{"hot_vs_serializable_throughput_ratio", "hot_vs_best_sql_throughput_ratio",
+		"uniform_vs_best_sql_throughput_ratio", "e2e_vs_passthrough_ratio", "hot_p99_ms_at_half_max",
+		"restore_records_per_s", "expiry_lag_p99_ms", "core_commands_per_s"} {
+		v, ok := rep.Headline[k]
+		if assert.True(t, ok, "headline key %s", k) {
+			assert.False(t, math.IsNaN(v) || math.IsInf(v, 0), "%s = %v", k, v)
+			if k == "expiry_lag_p99_ms" {
+				assert.GreaterOrEqual(t, v, 0.0, k) // timers often fire in the millisecond they are due
+			} else {
+				assert.Positive(t, v, k)
+			}
+		}
+	}
+	assert.InDelta(t, 1e9/1367.0, rep.Headline["core_go_bench_commands_per_s"], 1, "taken from the go test output")
+	assert.Len(t, rep.Targets, 9)
+
+	// Restore, sink and expiry produced figures; nothing was oversold.
+	assert.Equal(t, int64(rep.Settings.SKUs+2000), rep.Restore.Records)
+	assert.Empty(t, rep.Restore.SinkError)
+	assert.Equal(t, int64(2000), rep.Restore.SinkReservationsRows)
+	assert.Equal(t, rep.Expiry.Holds, rep.Expiry.Received)
+	assert.Less(t, rep.Expiry.LagP99, 5000.0)
+	require.NotEmpty(t, rep.Oversell)
+	for _, c := range rep.Oversell {
+		assert.True(t, c.OK(), "oversell check %+v", c)
+	}
+	assert.Positive(t, rep.Core.Memory.TimersBytes)
+	assert.Greater(t, rep.Core.Memory.CachedBytes, rep.Core.Memory.TimersBytes)
+	assert.Positive(t, rep.Core.Badger.KeysPerS)
+
+	// The files.
+	b, err := os.ReadFile(filepath.Join(out, "bench", "latest.json"))
+	require.NoError(t, err)
+	var flat map[string]float64
+	require.NoError(t, json.Unmarshal(b, &flat), "latest.json must be flat keys with numbers only")
+	assert.Equal(t, rep.Headline["restore_records_per_s"], flat["restore_records_per_s"])
+	svg, err := os.ReadFile(filepath.Join(out, "bench", "chart.svg"))
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(svg, []byte("<svg")))
+	assert.Contains(t, string(svg), "polyline")
+	md, err := os.ReadFile(filepath.Join(out, "BENCHMARKS.md"))
+	require.NoError(t, err)
+	for _, s := range []string{"## Targets of issue 5", "## Machine", "## Latency curves", "## Restore and sink",
+		"## Expiry", "## No oversell", "BenchmarkApply/reserve", "bench/chart.svg"} {
+		assert.Contains(t, string(md), s)
+	}
+}
+
+// TestOversellCheckDetects makes sure the SQL check fails on an oversold and
+// on an inconsistent table, and passes on a consistent one.
+func TestOversellCheckDetects(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pg, err := openPostgres(ctx, db.DSN, logWriter{t})
+	require.NoError(t, err)
+	cfg, err := Config{Mode: ModeTiny}.withDefaults()
+	require.NoError(t, err)
+	r := &run{cfg: cfg, out: logWriter{t}, pg: pg}
+	require.NoError(t, r.createSQLSchema(ctx, "bench_ser"))
+	pool, err := pg.pool(ctx, "bench_ser", 2)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	// Consistent: reserves through the baseline.
+	p := genPlan(WorkloadHot, "c1", 50, cfg.SKUs, 1)
+	require.NoError(t, pg.exec(ctx, `INSERT INTO bench_ser.stock (sku, on_hand) VALUES ('`+p.hotSKU+`', 10)`))
+	var st Step
+	closedLoop(ctx, sqlExec{pool: pool, system: SystemSerializable}, p, 4, 10*time.Second, &st)
+	require.Zero(t, st.Errors)
+	require.LessOrEqual(t, st.HotAccepted, int64(10))
+	c := checkSQL(ctx, pool, SystemSerializable)
+	assert.True(t, c.OK(), "%+v", c)
+	assert.Equal(t, cfg.SKUs+1, c.SKUsChecked)
+
+	// Oversold: more reserved than on hand (with matching reservations).
+	_, err = pool.Exec(ctx, `INSERT INTO stock (sku, on_hand, reserved) VALUES ('OVER', 1, 2)`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO reservations (reservation_id, sku, quantity, status, expires_at)
+		VALUES ('o1', 'OVER', 1, 'active', now()), ('o2', 'OVER', 1, 'active', now())`)
+	require.NoError(t, err)
+	c = checkSQL(ctx, pool, SystemSerializable)
+	assert.False(t, c.OK())
+	assert.Equal(t, 1, c.OversoldSKUs)
+	assert.Zero(t, c.MismatchedSKUs)
+
+	// Inconsistent: reserved differs from the sum of active reservations.
+	_, err = pool.Exec(ctx, `UPDATE stock SET reserved = reserved + 1 WHERE sku = $1`, uniformSKU(0))
+	require.NoError(t, err)
+	c = checkSQL(ctx, pool, SystemSerializable)
+	assert.Equal(t, 1, c.MismatchedSKUs)
+
+	// And the report turns a violation into a missed target.
+	rep := newReport(cfg)
+	rep.Oversell = []OversellCheck{c}
+	rep.finish()
+	last := rep.Targets[len(rep.Targets)-1]
+	assert.Equal(t, "oversell_violations", last.Key)
+	assert.False(t, last.Met)
+}
+
+const sampleGoBench = `goos: linux
+goarch: amd64
+pkg: github.com/reservations/reservations/processor
+cpu: Intel(R) Xeon(R) Processor
+BenchmarkApply/reserve-2         	  239280	      1367 ns/op	    731497 commands/s	    1506 B/op	      15 allocs/op
+BenchmarkApply/duplicate-2       	 1103571	       316.4 ns/op	   3161010 commands/s	     400 B/op	       2 allocs/op
+BenchmarkCodec/decode-command-2  	  220417	      1510 ns/op	     464 B/op	      12 allocs/op
+BenchmarkCodec/encode-outputs-2  	  215088	      1724 ns/op	    1216 B/op	       3 allocs/op
+PASS
+ok  	github.com/reservations/reservations/processor	2.522s
+`
+
+func TestParseGoBench(t *testing.T) {
+	bs, err := parseGoBench(strings.NewReader(sampleGoBench))
+	require.NoError(t, err)
+	require.Len(t, bs, 4)
+	assert.Equal(t, GoBench{Name: "BenchmarkApply/reserve", N: 239280, NsPerOp: 1367, BytesPerOp: 1506, AllocsPerOp: 15,
+		Metrics: map[string]float64{"commands/s": 731497}}, bs[0])
+	assert.Equal(t, "BenchmarkCodec/decode-command", bs[2].Name)
+	assert.Empty(t, bs[2].Metrics)
+}
+
+func TestPercentiles(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 1000; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	p50, p95, p99, p999, mx := percentiles(d)
+	assert.Equal(t, []float64{500, 950, 990, 999, 1000}, []float64{p50, p95, p99, p999, mx})
+	_, _, p99, _, _ = percentiles(nil)
+	assert.Zero(t, p99)
+}
+
+func TestBestOfPrefersBudget(t *testing.T) {
+	steps := []Step{
+		{System: SystemBestSQL, Workload: WorkloadHot, Kind: KindClosed, Clients: 16, Completed: 1, Throughput: 100, P99: 20},
+		{System: SystemBestSQL, Workload: WorkloadHot, Kind: KindClosed, Clients: 64, Completed: 1, Throughput: 300, P99: 140},
+		{System: SystemBestSQL, Workload: WorkloadHot, Kind: KindClosed, Clients: 256, Completed: 1, Throughput: 400, P99: 600},
+	}
+	b, ok := bestOf(steps, SystemBestSQL, WorkloadHot)
+	require.True(t, ok)
+	assert.Equal(t, Best{Series: SystemBestSQL, System: SystemBestSQL, Workload: WorkloadHot, Clients: 64, Throughput: 300,
+		P99: 140, WithinBudget: true, MaxThroughput: 400}, b)
+	// No step within the budget: the lowest p99 stands in, flagged.
+	steps[0].P99, steps[1].P99 = 500, 400
+	b, _ = bestOf(steps, SystemBestSQL, WorkloadHot)
+	assert.False(t, b.WithinBudget)
+	assert.Equal(t, 64, b.Clients)
+}
+
+func TestPprofSeconds(t *testing.T) {
+	for in, want := range map[string]float64{"0": 0, "270ms": 0.27, "1.50s": 1.5, "2.10mins": 126, "10us": 1e-5, "x": -1} {
+		assert.InDelta(t, want, pprofSeconds(in), 1e-9, in)
+	}
+	assert.Equal(t, "github.com/twmb/franz-go/pkg/kfake", pkgOf("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"))
+	assert.Equal(t, "runtime", pkgOf("runtime.mallocgc (inline)"))
+	assert.Equal(t, "encoding/json", pkgOf("encoding/json.(*decodeState).object"))
+}

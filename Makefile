@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := ./bin
 PKGS    := ./...
 
-.PHONY: run test vet fmt build bench clean
+.PHONY: run test test-containers vet fmt build bench clean
 
 ## run: the whole pipeline on this machine (embedded Kafka, processor, admin HTTP)
 run:
@@ -14,6 +14,29 @@ run:
 ## test: every test, with the race detector
 test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## soak-short: the chaos soak of issue 6 in short mode (about a minute; `make test` runs it too):
+## broker and 3 processors as processes, SIGKILLs, broker faults, a Postgres restart, a corrupted
+## store, then every invariant checked. The last line of the output is the summary.
+.PHONY: soak-short soak
+soak-short:
+	$(GO) test -race -count=1 -timeout 10m -run '^TestSoak$$' -v ./internal/soak/
+
+## soak: the full chaos soak (SOAK=full: >= 1,000,000 commands, >= 20 SIGKILLs; no race detector,
+## about 7 minutes). SOAK_COMMANDS, SOAK_KILLS, SOAK_SECONDS, SOAK_SEED, SOAK_DIR: see internal/soak.
+soak:
+	SOAK=full $(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/soak/
+
+## test-containers: the pipeline, sink and command tests against a Redpanda container
+## (testcontainers-go, RESERVATIONS_TEST_CONTAINERS=1) instead of kfake; Postgres tests use a
+## postgres:15 container whenever a Docker engine answers (see internal/pgtest). It first runs
+## kafkatest's TestNew verbosely: one transaction on the broker, or, without a Docker engine, the
+## skip message "RESERVATIONS_TEST_CONTAINERS=1 but no Docker engine: ..." (the Kafka tests below
+## are then skipped with it). Tests that need kfake itself get it from kafkatest's RequireFake,
+## which skips them here.
+test-containers:
+	RESERVATIONS_TEST_CONTAINERS=1 $(GO) test -count=1 -run '^TestNew$$' -v ./internal/kafkatest/
+	RESERVATIONS_TEST_CONTAINERS=1 $(GO) test -race -count=1 -timeout 30m ./processor/... ./sink/... ./cmd/...
 
 ## vet: go vet, and fail on files gofmt would change
 vet:
@@ -30,10 +53,22 @@ build:
 	mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## bench: the Go benchmarks (placeholder: the full load harness comes later)
+## bench: the benchmark harness of issue 5, full mode: this pipeline end to end vs the Postgres
+## row-lock designs vs the broker's exactly-once pass-through, restore, sink, expiry, pure core.
+## Writes docs/BENCHMARKS.md, docs/bench/latest.json, docs/bench/chart.svg (and the git-ignored
+## CPU profile docs/bench/cpu.prof). RESERVATIONS_BENCH_PG_DSN names a Postgres to use instead of
+## a throwaway cluster.
 bench:
-	@echo "Running the Go benchmarks only; the full benchmark harness (reservations bench) comes later."
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	mkdir -p docs/bench
+	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem ./processor/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
+	$(GO) run ./internal/bench/cmd/benchharness -mode full -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
+
+## bench-short: the same harness in short mode (under 3 minutes on 2 cores)
+.PHONY: bench-short
+bench-short:
+	mkdir -p docs/bench
+	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem -benchtime 300ms ./processor/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
+	$(GO) run ./internal/bench/cmd/benchharness -mode short -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
 
 ## clean: remove build output (the dev data folder ./data is kept: rm -rf ./data to start over)
 clean:

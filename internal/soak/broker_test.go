@@ -1,0 +1,148 @@
+package soak
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/reservations/reservations/topics"
+)
+
+// runBroker is the broker child: a single-node kfake cluster on a fixed
+// loopback port with its log in DataDir. Signals: SIGUSR1 starts the fault
+// injector, SIGUSR2 stops it and prints "faults <json faultReport>", SIGTERM
+// closes the cluster.
+func runBroker(c childConfig) int {
+	cl, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(c.Port),
+		kfake.DataDir(c.DataDir),
+		kfake.GroupMinSessionTimeout(time.Second),
+		kfake.WithLogger(kfake.BasicLogger(os.Stderr, kfake.LogLevelWarn)),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfake:", err)
+		return 2
+	}
+	defer cl.Close()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM)
+	fmt.Println("ready", cl.ListenAddrs()[0])
+
+	inj := &injector{cl: cl, names: topics.NewNames(c.Prefix), rng: rand.New(rand.NewPCG(c.Seed, 1))}
+	var stop chan struct{}
+	var done chan faultReport
+	for s := range sigs {
+		switch s {
+		case syscall.SIGUSR1:
+			if stop == nil {
+				stop, done = make(chan struct{}), make(chan faultReport, 1)
+				go func() { done <- inj.run(stop) }()
+			}
+		case syscall.SIGUSR2, syscall.SIGTERM:
+			rep := faultReport{}
+			if stop != nil {
+				close(stop)
+				rep = <-done
+				stop = nil
+			}
+			js, _ := json.Marshal(rep)
+			fmt.Println("faults", string(js))
+			if s == syscall.SIGTERM {
+				return 0
+			}
+		}
+	}
+	return 0
+}
+
+// faultReport counts the faults the injector installed and the requests they
+// failed, per fault kind.
+type faultReport struct {
+	Installed int
+	Injected  int
+	Kinds     map[string][2]int // kind -> {installed, injected}
+}
+
+// String lists the kinds, e.g. "EndTxn/COORDINATOR_NOT_AVAILABLE 2/3".
+func (r faultReport) String() string {
+	var kinds []string
+	for k, v := range r.Kinds {
+		kinds = append(kinds, fmt.Sprintf("%s %d/%d", k, v[1], v[0]))
+	}
+	sort.Strings(kinds)
+	return strings.Join(kinds, ", ")
+}
+
+// injector installs a random kfake fault every 1-3 s: errors on Produce (the
+// processor's outputs and forwards), Fetch, TxnOffsetCommit, AddOffsetsToTxn
+// and EndTxn, each failing 1-3 requests.
+type injector struct {
+	cl    *kfake.Cluster
+	names topics.Names
+	rng   *rand.Rand
+}
+
+type faultKind struct {
+	name  string
+	fault kfake.Fault
+}
+
+func (in *injector) kinds() []faultKind {
+	n := in.names
+	k := func(name string, f kfake.Fault) faultKind { return faultKind{name, f} }
+	return []faultKind{
+		k("Produce/results/NOT_LEADER", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: n.Results, Err: kerr.NotLeaderForPartition}),
+		k("Produce/changelog/UNKNOWN_SERVER_ERROR", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: n.Changelog, Err: kerr.UnknownServerError}),
+		k("Produce/changelog/NOT_ENOUGH_REPLICAS", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: n.Changelog, Err: kerr.NotEnoughReplicas}),
+		k("Produce/commands/NOT_LEADER", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: n.Commands, Err: kerr.NotLeaderForPartition}),
+		k("Fetch/commands/NOT_LEADER", kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: n.Commands, Err: kerr.NotLeaderForPartition}),
+		k("Fetch/changelog/NOT_LEADER", kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: n.Changelog, Err: kerr.NotLeaderForPartition}),
+		k("TxnOffsetCommit/COORDINATOR_LOAD_IN_PROGRESS", kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.CoordinatorLoadInProgress}),
+		k("AddOffsetsToTxn/COORDINATOR_NOT_AVAILABLE", kfake.Fault{Keys: []kmsg.Key{kmsg.AddOffsetsToTxn}, Err: kerr.CoordinatorNotAvailable, TopLevel: true}),
+		k("EndTxn/COORDINATOR_NOT_AVAILABLE", kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.CoordinatorNotAvailable, TopLevel: true}),
+		k("EndTxn/UNKNOWN_SERVER_ERROR", kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.UnknownServerError, TopLevel: true}),
+	}
+}
+
+// run injects faults until stop is closed, then removes those still
+// installed and reports.
+func (in *injector) run(stop chan struct{}) faultReport {
+	type installed struct {
+		kind string
+		h    *kfake.FaultHandle
+	}
+	var all []installed
+	kinds := in.kinds()
+	for {
+		select {
+		case <-stop:
+			rep := faultReport{Kinds: map[string][2]int{}}
+			for _, f := range all {
+				f.h.Remove()
+				v := rep.Kinds[f.kind]
+				v[0]++
+				v[1] += f.h.Hits()
+				rep.Kinds[f.kind] = v
+				rep.Installed++
+				rep.Injected += f.h.Hits()
+			}
+			return rep
+		case <-time.After(time.Second + time.Duration(in.rng.Int64N(int64(2*time.Second)))):
+		}
+		k := kinds[in.rng.IntN(len(kinds))]
+		f := k.fault
+		f.Count = 1 + in.rng.IntN(3)
+		all = append(all, installed{k.name, in.cl.Fault(f)})
+	}
+}

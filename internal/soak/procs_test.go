@@ -1,0 +1,287 @@
+package soak
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/internal/kafkatest"
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+// envChild makes the test binary run a child (see TestMain) instead of the
+// tests: the broker or one processor instance, configured by the JSON value.
+const envChild = "RESERVATIONS_SOAK_CHILD"
+
+// childConfig configures a child process.
+type childConfig struct {
+	Role   string // "broker" or "processor"
+	Prefix string // topic prefix
+	Seed   uint64 // of the broker's fault injector
+
+	// Broker.
+	Port    int
+	DataDir string
+
+	// Processor.
+	Brokers  []string
+	Group    string
+	StateDir string
+	Name     string // advertised as the group member's client id
+}
+
+// Timeouts of the processors: short, so that a killed instance's partitions
+// move on quickly (the broker allows sessions down to 1 s).
+const (
+	sessionTimeout     = 4 * time.Second
+	heartbeatInterval  = 400 * time.Millisecond
+	transactionTimeout = 5 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	if js := os.Getenv(envChild); js != "" {
+		os.Exit(runChild(js))
+	}
+	os.Exit(m.Run())
+}
+
+func runChild(js string) int {
+	var c childConfig
+	if err := json.Unmarshal([]byte(js), &c); err != nil {
+		fmt.Fprintln(os.Stderr, "child config:", err)
+		return 2
+	}
+	switch c.Role {
+	case "broker":
+		return runBroker(c)
+	case "processor":
+		return runProcessor(c)
+	}
+	fmt.Fprintln(os.Stderr, "unknown child role", c.Role)
+	return 2
+}
+
+// runProcessor is the processor child: processor.Run until SIGTERM.
+func runProcessor(c childConfig) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", c.Name)
+	p, err := processor.New(processor.Config{
+		Brokers:            c.Brokers,
+		Topics:             topics.NewNames(c.Prefix),
+		Group:              c.Group,
+		StateDir:           c.StateDir,
+		AdvertisedAddr:     c.Name + ":1",
+		TransactionTimeout: transactionTimeout,
+		SessionTimeout:     sessionTimeout,
+		KafkaOpts:          append(kafkatest.ClientOpts(), kgo.HeartbeatInterval(heartbeatInterval)),
+	}, processor.WithLogger(log))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := p.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "processor:", err)
+		return 1
+	}
+	return 0
+}
+
+// child is a child process of the test, with its output in a log file.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	log  string        // file holding the child's stderr (and stdout, unless piped)
+	done chan struct{} // closed when the process exited
+	err  error         // Wait's result, set before done is closed
+	// expected is set before we end the process, so that an exit is not
+	// reported as unexpected.
+	expected atomic.Bool
+}
+
+// startChild runs the test binary as a child with cfg. Its stderr (and stdout
+// when stdout is nil) is appended to logFile. onExit is called when the
+// process exits without expected set.
+func startChild(t *testing.T, cfg childConfig, logFile string, stdout io.Writer, onExit func(*child)) *child {
+	t.Helper()
+	js, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	defer f.Close() // the child has its own descriptor
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"="+string(js))
+	cmd.Stderr = f
+	cmd.Stdout = f
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	cmd.SysProcAttr = sysProcAttr()
+	require.NoError(t, cmd.Start())
+	c := &child{name: cfg.Name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+		if !c.expected.Load() && onExit != nil {
+			onExit(c)
+		}
+	}()
+	t.Cleanup(c.kill)
+	return c
+}
+
+// kill ends the child with SIGKILL (no clean close: an open transaction stays
+// open, the Badger store is not closed) and waits for it.
+func (c *child) kill() {
+	c.expected.Store(true)
+	_ = c.cmd.Process.Kill()
+	<-c.done
+}
+
+// stop ends the child with SIGTERM and returns its exit error (nil: exit 0);
+// after timeout it is killed.
+func (c *child) stop(timeout time.Duration) error {
+	c.expected.Store(true)
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(timeout):
+		c.kill()
+		return fmt.Errorf("%s did not stop within %s after SIGTERM", c.name, timeout)
+	}
+}
+
+func (c *child) running() bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// logSize is the current size of the child's log file.
+func (c *child) logSize() int64 {
+	fi, err := os.Stat(c.log)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// countInLog counts the occurrences of s in a log file from byte offset from on.
+func countInLog(file string, from int64, s string) int {
+	b, err := os.ReadFile(file)
+	if err != nil || from > int64(len(b)) {
+		return 0
+	}
+	return bytes.Count(b[from:], []byte(s))
+}
+
+// warnings returns the last n lines of a log file at level WARN or ERROR.
+func warnings(file string, n int) string {
+	b, _ := os.ReadFile(file)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-n):], "\n")
+}
+
+// tailLog returns the last n lines of a log file.
+func tailLog(file string, n int) string {
+	b, _ := os.ReadFile(file)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// instance is one processor instance: a state folder and the process
+// currently running on it (restarted after every kill).
+type instance struct {
+	name  string
+	dir   string
+	log   string
+	proc  *child
+	start func() *child
+	// protectUntil: not chosen for a kill before this time (the restart on a
+	// corrupted store must get to restore first).
+	protectUntil time.Time
+}
+
+// brokerProc is the broker child with its control channel: it prints
+// "ready <addr>" once listening and "faults <json>" when told to stop
+// injecting faults (SIGUSR2).
+type brokerProc struct {
+	*child
+	addr  string
+	lines chan string
+}
+
+func startBrokerProc(t *testing.T, root, prefix string, seed uint64, onExit func(*child)) *brokerProc {
+	t.Helper()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	b := &brokerProc{lines: make(chan string, 16)}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			b.lines <- sc.Text()
+		}
+		close(b.lines)
+	}()
+	port := freePort(t)
+	b.child = startChild(t, childConfig{Role: "broker", Name: "broker", Prefix: prefix, Seed: seed, Port: port,
+		DataDir: filepath.Join(root, "broker")}, filepath.Join(root, "broker.log"), pw, onExit)
+	line, err := b.expect("ready ", 30*time.Second)
+	require.NoError(t, err, "broker start (log: %s)", tailLog(b.log, 20))
+	b.addr = line
+	return b
+}
+
+// expect waits for the next control line starting with prefix.
+func (b *brokerProc) expect(prefix string, timeout time.Duration) (string, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-b.lines:
+			if !ok {
+				return "", errors.New("broker output closed")
+			}
+			if rest, found := strings.CutPrefix(l, prefix); found {
+				return rest, nil
+			}
+		case <-deadline:
+			return "", fmt.Errorf("no %q line from the broker within %s", prefix, timeout)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

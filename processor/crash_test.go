@@ -211,3 +211,52 @@ func assertSameState(t *testing.T, want, got map[string]string) {
 		}
 	}
 }
+
+// A zombie cannot commit: a processor frozen (SIGSTOP) longer than its session
+// timeout loses its partitions to a new instance; when it wakes up with a
+// transaction in flight, that transaction is fenced (KIP-447: its offset commit
+// carries a stale generation) and aborted. Every decision stays exactly once
+// and equal to the reference model.
+func TestZombieCannotCommit(t *testing.T) {
+	h := newHarness(t, 4)
+	w := genWorkload(9, 20, 1500)
+	a := h.startChild(t.TempDir())
+	h.sendConcurrently(w.sets, 1, 0)
+	h.waitDecided(60*time.Second, idsOf(w.sets)...)
+	half := len(w.cmds) / 2
+	h.sendConcurrently(w.cmds[:half], 2, 8)
+	h.waitDecided(60*time.Second, idsOf(w.cmds[:half])...)
+
+	// Freeze A in the middle of a stream (so, most likely, with a transaction
+	// open), let B take over and decide the rest.
+	mid := w.cmds[half : half+half/2]
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 0; i < len(mid); i += 25 {
+			h.sendConcurrently(mid[i:min(i+25, len(mid))], 1, 8)
+		}
+	}()
+	h.read(60*time.Second, func() bool {
+		n := 0
+		for _, c := range mid {
+			if h.decisive(c.CommandID) != nil {
+				n++
+			}
+		}
+		return n >= len(mid)/5
+	})
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGSTOP))
+	<-sent
+	b := h.startChild(t.TempDir())
+	h.waitDecided(90*time.Second, idsOf(mid)...)
+	// Wake the zombie: whatever it was doing must not reach the topics.
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGCONT))
+	h.sendConcurrently(w.cmds[half+half/2:], 2, 8)
+	h.sendConcurrently(w.dupes, 1, 0)
+	h.waitDecided(90*time.Second, w.ids()...)
+	h.read(30*time.Second, func() bool { return h.duplicates() >= len(w.dupes) })
+	a.stop(t)
+	b.stop(t)
+	h.checkAgainstModel(w)
+}

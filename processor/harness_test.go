@@ -42,7 +42,12 @@ type result struct {
 
 func newHarness(t testing.TB, parts int32) *harness {
 	t.Helper()
-	c := kafkatest.New(t)
+	return newHarnessOn(t, kafkatest.New(t), parts)
+}
+
+// newHarnessOn is newHarness on a given cluster.
+func newHarnessOn(t testing.TB, c *kafkatest.Cluster, parts int32) *harness {
+	t.Helper()
 	h := &harness{t: t, c: c, parts: parts, byCmd: make(map[string][]result)}
 	h.names = c.Topics(t, parts)
 	h.prod = c.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()))

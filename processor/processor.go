@@ -62,6 +62,7 @@ type Processor struct {
 	restored chan restoreDone
 	status   map[int32]string // guarded by mu; for readiness
 	joined   bool             // guarded by mu: the group assigned us (possibly nothing)
+	brokerOK bool             // guarded by mu: the last broker ping answered
 	// Interactive queries (guarded by mu).
 	queryable map[int32]*partition // running partitions
 	owners    map[int32]string     // partition -> advertised address, from DescribeGroups
@@ -136,7 +137,7 @@ func (p *Processor) Status() map[int32]string {
 func (p *Processor) Ready() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sess == nil || p.failErr != nil || !p.joined {
+	if p.sess == nil || p.failErr != nil || !p.joined || !p.brokerOK {
 		return false
 	}
 	for _, s := range p.status {
@@ -280,7 +281,9 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	p.sess = sess
+	p.brokerOK = true
 	p.mu.Unlock()
+	go p.pingBrokers(ctx, sess.Client())
 	p.log.Info("processor started", "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
 		"commands", t.Commands, "partitions", p.partitions, "state_dir", p.cfg.StateDir)
 
@@ -298,6 +301,33 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		return runErr
 	}
 	return nil
+}
+
+// pingBrokers keeps brokerOK current (once a second), so that readiness goes
+// false while the cluster is unreachable and true again when it answers.
+func (p *Processor) pingBrokers(ctx context.Context, cl *kgo.Client) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := cl.Ping(pctx)
+		cancel()
+		p.mu.Lock()
+		if ok := err == nil; ok != p.brokerOK {
+			p.brokerOK = ok
+			if ok {
+				p.log.Info("brokers reachable again")
+			} else {
+				p.log.Warn("brokers unreachable: not ready", "err", err)
+			}
+		}
+		p.mu.Unlock()
+	}
 }
 
 // loadLayout verifies the topics and reads partition counts and the changelog id.

@@ -168,3 +168,10 @@ func (c *Cluster) Topics(t testing.TB, partitions int32) topics.Names {
 	require.NoError(t, err)
 	return n
 }
+
+// External reports whether tests run against brokers outside this process
+// (RESERVATIONS_TEST_BROKERS or containers), where kfake-only controls such
+// as stopping the broker are not available.
+func External() bool {
+	return os.Getenv(EnvBrokers) != "" || os.Getenv(EnvContainers) == "1"
+}

@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "active_reservations",
 			Help: "Active reservations in committed state, per partition."}, []string{"partition"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "expiry_backlog",
-			Help: "Holds found past expires_at and not yet expired when the partition last ran its timers."}, []string{"partition"}),
+			Help: "Holds the partition's last timer run found more than 1 s past expires_at and not yet expired (0 when expiry keeps up)."}, []string{"partition"}),
 		expiryLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "expiry_lag_seconds",
 			Help: "Delay between a hold's expires_at and its expiry decision.", Buckets: latencyBuckets}),
 		oversold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oversold_skus",

@@ -237,8 +237,8 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 			break
 		}
 		out := core.Expire(w, w.p, t.sku, t.id, now)
-		if len(out.Results) > 0 {
-			backlog++
+		if len(out.Results) > 0 && t.at < now-1000 {
+			backlog++ // a hold that stayed active more than 1 s past expires_at
 		}
 		w.emit(out, nil)
 		w.proc.metrics.expired.Inc()

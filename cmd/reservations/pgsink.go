@@ -22,9 +22,11 @@ const pgDSNUsage = "PostgreSQL connection string (URL or key=value) of the snaps
 const dsnOff = "off"
 
 // localDSNs are the local servers dev tries when no DSN is given: Debian's
-// default socket, then the usual TCP port, both as the postgres superuser.
+// default socket as the postgres superuser, then as the OS user (peer
+// authentication: works once that user has a role), then the usual TCP port.
 var localDSNs = []string{
 	"host=/var/run/postgresql user=postgres dbname=postgres",
+	"host=/var/run/postgresql dbname=postgres",
 	"postgres://postgres@127.0.0.1:5432/postgres",
 }
 

@@ -543,6 +543,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	start := time.Now()
 	n := 0
+	polled := len(recs) // records consumed from the session, decided or not
 	ok := true
 	var stamps []time.Time
 	for {
@@ -568,6 +569,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		if len(recs) == 0 {
 			break
 		}
+		polled += len(recs)
 	}
 	// Wait for every produce of the transaction to be acknowledged BEFORE
 	// choosing to commit: a record that failed must abort the transaction, or
@@ -597,15 +599,19 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
 	var committed bool
 	var err error
-	if n > 0 {
+	if polled > 0 {
+		// Records were consumed (even if none was decided because the batch
+		// failed): only the session's End rewinds the consumer to the committed
+		// offsets on abort, so that they are fetched and decided again.
 		committed, err = p.sess.End(endCtx, try)
 	} else {
 		// A transaction of timers and sweeps only consumed nothing, so it commits
-		// no offsets: the session's rebalance guard has nothing to protect, and
-		// its End would hold the session for 500 ms afterwards (its pre-KIP-447
-		// path, taken when no offset commit answered). End it on the client.
-		// Committing its expiries after a revoke is safe: the next owner restores
-		// only once this transaction has ended.
+		// no offsets and has nothing to rewind: the session's rebalance guard has
+		// nothing to protect, and its End would hold the session for 500 ms
+		// afterwards (its pre-KIP-447 path, taken when no offset commit
+		// answered). End it on the client. Committing its expiries after a
+		// revoke is safe: the next owner restores only once this transaction
+		// has ended.
 		err = p.sess.Client().EndTransaction(endCtx, try)
 		committed = err == nil && bool(try)
 	}

@@ -13,6 +13,9 @@ const (
 	EventCommitted     = "committed"
 	EventExpired       = "expired"
 	EventLowStock      = "low_stock"
+	// EventPrepared and EventUnprepared are extensions (cart commit phases).
+	EventPrepared   = "prepared"
+	EventUnprepared = "unprepared"
 	// EventDecided marks a command/<command_id> entry (extension, see schemas/README.md).
 	EventDecided = "decided"
 )

@@ -17,7 +17,16 @@ const (
 	TypeRelease     = "release"
 	TypeExtend      = "extend"
 	TypeCommit      = "commit"
+	// TypePrepare and TypeUnprepare are extensions (see schemas/README.md): the
+	// first phase of the cart coordinator's all-or-nothing cart.commit.
+	TypePrepare   = "prepare"
+	TypeUnprepare = "unprepare"
 )
+
+// ReplyToCart is the only value of Command.ReplyTo (extension): the decision on
+// the command is also written to the cart-commands topic, keyed by cart_id, so
+// that the cart coordinator partition that owns the cart receives it.
+const ReplyToCart = "cart"
 
 // Notice types: results the processor emits on its own, with an empty command_id.
 const (
@@ -26,7 +35,8 @@ const (
 )
 
 // CommandTypes lists every command type in the contract's order.
-var CommandTypes = []string{TypeStockSet, TypeStockAdjust, TypeReserve, TypeAdjust, TypeRelease, TypeExtend, TypeCommit}
+var CommandTypes = []string{TypeStockSet, TypeStockAdjust, TypeReserve, TypeAdjust, TypeRelease, TypeExtend, TypeCommit,
+	TypePrepare, TypeUnprepare}
 
 // Limits of the contract.
 const (
@@ -58,6 +68,10 @@ type Command struct {
 	CartID        string `json:"cart_id,omitempty"`
 	StoreID       string `json:"store_id,omitempty"`
 	OrderID       string `json:"order_id,omitempty"`
+
+	// ReplyTo (extension) routes a copy of the decision to the cart coordinator:
+	// "cart" or empty. With "cart", cart_id is required (any command type).
+	ReplyTo string `json:"reply_to,omitempty"`
 }
 
 // UndecodableError means a record cannot be read as a command at all (not a JSON
@@ -120,6 +134,10 @@ func jsonKind(goKind string) string {
 		return "an integer"
 	case goKind == "string":
 		return "a string"
+	case goKind == "slice":
+		return "an array"
+	case goKind == "struct":
+		return "an object"
 	}
 	return goKind
 }
@@ -164,6 +182,18 @@ func (c *Command) Validate() *FieldError {
 		}
 		return nil
 	}
+	switch c.ReplyTo {
+	case "":
+	case ReplyToCart:
+		if len(c.CartID) == 0 {
+			return &FieldError{"cart_id", "required with reply_to"}
+		}
+	default:
+		return &FieldError{"reply_to", `want "cart" or absent`}
+	}
+	if runeLen(c.CartID) > MaxIDLen {
+		return &FieldError{"cart_id", fmt.Sprintf("longer than %d characters", MaxIDLen)}
+	}
 	switch c.Type {
 	case TypeStockSet:
 		if c.OnHand == nil {
@@ -191,9 +221,6 @@ func (c *Command) Validate() *FieldError {
 		if e := c.validTTL(); e != nil {
 			return e
 		}
-		if runeLen(c.CartID) > MaxIDLen {
-			return &FieldError{"cart_id", fmt.Sprintf("longer than %d characters", MaxIDLen)}
-		}
 		if runeLen(c.StoreID) > MaxIDLen {
 			return &FieldError{"store_id", fmt.Sprintf("longer than %d characters", MaxIDLen)}
 		}
@@ -210,7 +237,7 @@ func (c *Command) Validate() *FieldError {
 			return e
 		}
 		return c.validTTL()
-	case TypeCommit:
+	case TypeCommit, TypePrepare:
 		if e := c.validReservationID(); e != nil {
 			return e
 		}
@@ -218,6 +245,8 @@ func (c *Command) Validate() *FieldError {
 			return &FieldError{"order_id", fmt.Sprintf("want 1..%d characters", MaxIDLen)}
 		}
 		return nil
+	case TypeUnprepare:
+		return c.validReservationID()
 	case "":
 		return &FieldError{"type", "required"}
 	default:

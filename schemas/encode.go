@@ -77,6 +77,9 @@ func appendReservation(b []byte, r *Reservation) []byte {
 		b = append(b, `,"store_id":`...)
 		b = appendString(b, r.StoreID)
 	}
+	if r.Prepared {
+		b = append(b, `,"prepared":true`...)
+	}
 	return append(b, '}')
 }
 

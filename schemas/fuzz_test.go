@@ -1,10 +1,11 @@
 package schemas
 
-// The command decoder's fuzz target. The seed corpus is in
+// The command decoders' fuzz targets. The seed corpus is in
 // testdata/fuzz/FuzzDecodeCommand/ (plus the golden and invalid examples, added
 // below), and plain `go test` runs it. To fuzz:
 //
 //	go test -run '^$' -fuzz '^FuzzDecodeCommand$' -fuzztime 60s ./schemas/
+//	go test -run '^$' -fuzz '^FuzzDecodeCartCommand$' -fuzztime 60s ./schemas/
 
 import (
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +21,12 @@ import (
 
 // fuzzFields are the JSON names of Command: the fields an error may name.
 var fuzzFields = []string{"command_id", "type", "sku", "reason", "issued_at", "on_hand", "expected_on_hand",
-	"low_stock_threshold", "delta", "reservation_id", "quantity", "ttl_seconds", "cart_id", "store_id", "order_id"}
+	"low_stock_threshold", "delta", "reservation_id", "quantity", "ttl_seconds", "cart_id", "store_id", "order_id",
+	"reply_to"}
+
+// cartFuzzField matches the fields a cart command error may name: a field of
+// CartCommand, or a line (items[3]) or a field of one (items[3].quantity).
+var cartFuzzField = regexp.MustCompile(`^(command_id|type|cart_id|reason|issued_at|ttl_seconds|order_id|items|items\[(0|[1-9][0-9]*)\](\.(sku|quantity|reservation_id))?)$`)
 
 // fuzzLimit is a record size limit small enough for the fuzzer to cross.
 const fuzzLimit = 256
@@ -107,4 +114,74 @@ func checkFieldError(t *testing.T, fe *FieldError) {
 	if !strings.HasPrefix(fe.Error(), fe.Field+": ") {
 		t.Fatalf("field error message %q does not start with the field", fe.Error())
 	}
+}
+
+// FuzzDecodeCartCommand is FuzzDecodeCommand for DecodeCartCommand and
+// CartCommand.Validate; a field error names a CartCommand field or a line.
+func FuzzDecodeCartCommand(f *testing.F) {
+	golden, _ := filepath.Glob(filepath.Join("testdata/golden", "cart-command.*.json"))
+	invalid, _ := filepath.Glob(filepath.Join("testdata/invalid-cart", "*"))
+	for _, name := range append(golden, invalid...) {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"command_id":"c","type":"cart.reserve","cart_id":"k","items":[{"sku":"a","quantity":1},{"sku":"b","quantity":1}],"items":[{"sku":"a","quantity":"1"}]}`))
+	f.Add([]byte(`{"command_id":"c","type":"cart.reserve","cart_id":"k","Items":[null,{"SKU":"a","Quantity":1}]}`))
+	check := func(t *testing.T, fe *FieldError) {
+		t.Helper()
+		if fe.Msg == "" || !cartFuzzField.MatchString(fe.Field) || !strings.HasPrefix(fe.Error(), fe.Field+": ") {
+			t.Fatalf("field error must name a cart command field or line and say why: %+v", fe)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCartCommand(b, 0)
+		var ue *UndecodableError
+		var fe *FieldError
+		switch {
+		case err == nil:
+		case errors.As(err, &ue):
+			if ue.Msg == "" {
+				t.Fatalf("undecodable without a message: %+v", ue)
+			}
+		case errors.As(err, &fe):
+			check(t, fe)
+		default:
+			t.Fatalf("decoder error of neither class: %T %v", err, err)
+		}
+
+		limited, lerr := DecodeCartCommand(b, fuzzLimit)
+		if len(b) > fuzzLimit {
+			if !errors.As(lerr, &ue) || !strings.Contains(ue.Msg, "exceeds the limit") {
+				t.Fatalf("a record of %d bytes over the limit of %d: %v", len(b), fuzzLimit, lerr)
+			}
+		} else if !reflect.DeepEqual(limited, c) || !reflect.DeepEqual(lerr, err) {
+			t.Fatalf("the size limit changed the decoding of a record under it:\n%+v %v\n%+v %v", c, err, limited, lerr)
+		}
+
+		if errors.As(err, &ue) {
+			return
+		}
+		vfe := c.Validate()
+		if vfe != nil {
+			check(t, vfe)
+		}
+		if err != nil || vfe != nil {
+			return
+		}
+		enc, merr := json.Marshal(c)
+		if merr != nil {
+			t.Fatalf("encode %+v: %v", c, merr)
+		}
+		back, err := DecodeCartCommand(enc, 0)
+		if err != nil {
+			t.Fatalf("decode the encoding %s: %v", enc, err)
+		}
+		if !reflect.DeepEqual(c, back) {
+			t.Fatalf("round trip:\n%+v\n%+v\n(encoding %s)", c, back, enc)
+		}
+		if fe := back.Validate(); fe != nil {
+			t.Fatalf("the round trip of a valid cart command is invalid: %v", fe)
+		}
+	})
 }

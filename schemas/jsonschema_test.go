@@ -34,6 +34,7 @@ var schemaKeywords = map[string]bool{
 	"$ref": true, "type": true, "const": true, "enum": true, "pattern": true, "minLength": true, "maxLength": true,
 	"minimum": true, "maximum": true, "required": true, "properties": true, "additionalProperties": true,
 	"anyOf": true, "allOf": true, "not": true, "if": true, "then": true, "else": true,
+	"items": true, "minItems": true, "maxItems": true,
 }
 
 // schemaSet is the schema files of one directory, by file name. $ref values are
@@ -122,6 +123,7 @@ func (s schemaSet) validate(file string, node, v any, at string) []string {
 	obj, isObj := v.(map[string]any)
 	str, isStr := v.(string)
 	num, isNum := v.(json.Number)
+	arr, isArr := v.([]any)
 	for kw, arg := range n {
 		switch kw {
 		case "$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples", "format", "then", "else":
@@ -170,6 +172,18 @@ func (s schemaSet) validate(file string, node, v any, at string) []string {
 		case "maximum":
 			if isNum && rat(num).Cmp(rat(arg.(json.Number))) > 0 {
 				fail("%s is above the maximum %s", num, arg)
+			}
+		case "items":
+			for i, el := range arr {
+				errs = append(errs, s.validate(file, arg, el, fmt.Sprintf("%s[%d]", at, i))...)
+			}
+		case "minItems":
+			if isArr && len(arr) < toInt(arg) {
+				fail("fewer than %v items", arg)
+			}
+		case "maxItems":
+			if isArr && len(arr) > toInt(arg) {
+				fail("more than %v items", arg)
 			}
 		case "required":
 			for _, k := range arg.([]any) {
@@ -241,7 +255,7 @@ func walkSchema(node any, at string, fn func(at string, n map[string]any)) {
 			walkSchema(sub, fmt.Sprintf("%s/%s/%d", at, kw, i), fn)
 		}
 	}
-	for _, kw := range []string{"not", "if", "then", "else", "additionalProperties"} {
+	for _, kw := range []string{"not", "if", "then", "else", "additionalProperties", "items"} {
 		walkSchema(n[kw], at+"/"+kw, fn)
 	}
 }

@@ -18,13 +18,16 @@ const (
 	ReasonNegativeStock        = "negative_stock"
 	ReasonInvalidCommand       = "invalid_command"
 	ReasonSKUMismatch          = "sku_mismatch"
+	// ReasonReservationPrepared (extension): the reservation is prepared for a
+	// cart commit; only commit and unprepare are accepted until then.
+	ReasonReservationPrepared = "reservation_prepared"
 )
 
 // Reasons lists every reason code (bounded: safe as a metric label).
 var Reasons = []string{
 	ReasonInsufficientStock, ReasonUnknownSKU, ReasonUnknownReservation, ReasonReservationExists,
 	ReasonReservationNotActive, ReasonExtensionLimit, ReasonStaleExpectedOnHand, ReasonNegativeStock,
-	ReasonInvalidCommand, ReasonSKUMismatch,
+	ReasonInvalidCommand, ReasonSKUMismatch, ReasonReservationPrepared,
 }
 
 // Reservation statuses.
@@ -54,6 +57,9 @@ type Reservation struct {
 	OrderID       string `json:"order_id"`
 	// StoreID is an extension of contract v1 (see schemas/README.md).
 	StoreID string `json:"store_id,omitempty"`
+	// Prepared (extension) marks an active reservation prepared for a cart
+	// commit: it does not expire, and only commit and unprepare change it.
+	Prepared bool `json:"prepared,omitempty"`
 }
 
 // Result is one record of the results topic: the decision on one command, or a

@@ -7,11 +7,13 @@ package schemas
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -27,19 +29,33 @@ const (
 	draft202012 = "https://json-schema.org/draft/2020-12/schema"
 )
 
-// commonCommandFields are the properties of every command schema.
-var commonCommandFields = []string{"command_id", "type", "sku", "reason", "issued_at"}
+// commonCommandFields are the properties of every command schema (cart_id
+// and reply_to: extension (i)).
+var commonCommandFields = []string{"command_id", "type", "sku", "reason", "issued_at", "cart_id", "reply_to"}
 
 // commandFields are the type-specific properties of each command schema.
 // Together with commonCommandFields they must cover every JSON field of Command.
 var commandFields = map[string][]string{
 	TypeStockSet:    {"on_hand", "expected_on_hand", "low_stock_threshold"},
 	TypeStockAdjust: {"delta", "expected_on_hand"},
-	TypeReserve:     {"reservation_id", "quantity", "ttl_seconds", "cart_id", "store_id"},
+	TypeReserve:     {"reservation_id", "quantity", "ttl_seconds", "store_id"},
 	TypeAdjust:      {"reservation_id", "quantity"},
 	TypeRelease:     {"reservation_id"},
 	TypeExtend:      {"reservation_id", "ttl_seconds"},
 	TypeCommit:      {"reservation_id", "order_id"},
+	TypePrepare:     {"reservation_id", "order_id"},
+	TypeUnprepare:   {"reservation_id"},
+}
+
+// commonCartCommandFields are the properties of every cart command schema.
+var commonCartCommandFields = []string{"command_id", "type", "cart_id", "reason", "issued_at"}
+
+// cartCommandFields are the type-specific properties of each cart command
+// schema. Together with commonCartCommandFields they must cover CartCommand.
+var cartCommandFields = map[string][]string{
+	TypeCartReserve: {"ttl_seconds", "items"},
+	TypeCartRelease: {},
+	TypeCartCommit:  {"order_id"},
 }
 
 // valueKinds are the processor's output values: golden file prefix, schema
@@ -53,6 +69,7 @@ var valueKinds = []struct {
 	{"changelog.stock.", "changelog.stock.schema.json", reflect.TypeFor[StockEntity]()},
 	{"changelog.reservation.", "changelog.reservation.schema.json", reflect.TypeFor[ReservationEntity]()},
 	{"changelog.command.", "changelog.command.schema.json", reflect.TypeFor[CommandEntity]()},
+	{"cart-result.", "cart-result.schema.json", reflect.TypeFor[CartResult]()},
 }
 
 // dlqHeaders are the headers of a dead-letter record. They have no Go type yet,
@@ -65,6 +82,13 @@ const (
 )
 
 func commandSchema(typ string) string { return "command." + typ + ".schema.json" }
+
+func cartCommandSchema(typ string) string { return "cart-command." + typ + ".schema.json" }
+
+const (
+	cartCommandPrefix = "cart-command."
+	invalidCartDir    = "testdata/invalid-cart"
+)
 
 func TestGoldenCommands(t *testing.T) {
 	set := loadSchemas(t, schemaDir)
@@ -107,6 +131,87 @@ func TestGoldenCommands(t *testing.T) {
 	for _, typ := range CommandTypes {
 		assert.Positive(t, seen[typ], "no golden example of command type %s", typ)
 	}
+}
+
+// TestGoldenCartCommands is TestGoldenCommands for the cart commands
+// (extension (k)): decode, validate, schema, round trip.
+func TestGoldenCartCommands(t *testing.T) {
+	set := loadSchemas(t, schemaDir)
+	seen := map[string]int{}
+	names := goldenFiles(t, cartCommandPrefix)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			b := readFile(t, goldenDir, name)
+			c, err := DecodeCartCommand(b, 0)
+			require.NoError(t, err)
+			require.Nil(t, c.Validate())
+			require.True(t, strings.HasPrefix(name, cartCommandPrefix+c.Type+"."),
+				"file %s holds a %q cart command; name it %s%s.<case>.json", name, c.Type, cartCommandPrefix, c.Type)
+			seen[c.Type]++
+
+			want := decodeMap(t, b)
+			unknown := dropUnknownFields(t, want, reflect.TypeFor[CartCommand](), "")
+			if strings.Contains(name, ".extra-fields.") {
+				assert.NotEmpty(t, unknown, "an extra-fields example must carry fields CartCommand does not know")
+			} else {
+				assert.Empty(t, unknown, "fields CartCommand does not know (a typo, or a field missing from the Go type)")
+			}
+
+			out, err := json.Marshal(c)
+			require.NoError(t, err)
+			assert.Equal(t, want, decodeMap(t, out), "re-encoded cart command differs from the golden file")
+
+			schema := cartCommandSchema(c.Type)
+			v := decodeAny(t, b)
+			assert.Empty(t, set.validate(schema, set[schema], v, "$"), "rejected by %s", schema)
+			for _, typ := range CommandTypes {
+				assert.NotEmpty(t, set.validate(commandSchema(typ), set[commandSchema(typ)], v, "$"),
+					"a cart command must not pass for a per-SKU command (%s)", typ)
+			}
+		})
+	}
+	for _, typ := range CartCommandTypes {
+		assert.Positive(t, seen[typ], "no golden example of cart command type %s", typ)
+	}
+	assert.True(t, slices.ContainsFunc(names, func(n string) bool {
+		c, err := DecodeCartCommand(readFile(t, goldenDir, n), 0)
+		return err == nil && len(c.Items) == MaxCartItems
+	}), "no golden cart.reserve with %d lines", MaxCartItems)
+}
+
+// dropUnknownFields deletes from m, and from the objects it holds in fields of
+// struct or slice-of-struct type, the keys that typ has no json field for, and
+// returns their paths.
+func dropUnknownFields(t *testing.T, m map[string]any, typ reflect.Type, at string) []string {
+	t.Helper()
+	fields := map[string]jsonField{}
+	for _, f := range jsonFields(t, typ) {
+		fields[f.name] = f
+	}
+	var unknown []string
+	for k, v := range m {
+		f, ok := fields[k]
+		if !ok {
+			unknown = append(unknown, at+k)
+			delete(m, k)
+			continue
+		}
+		st := f.structType()
+		if st == nil {
+			continue
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			unknown = append(unknown, dropUnknownFields(t, v, st, at+k+".")...)
+		case []any:
+			for i, el := range v {
+				if obj, ok := el.(map[string]any); ok {
+					unknown = append(unknown, dropUnknownFields(t, obj, st, fmt.Sprintf("%s%s[%d].", at, k, i))...)
+				}
+			}
+		}
+	}
+	return unknown
 }
 
 func TestGoldenValues(t *testing.T) {
@@ -163,6 +268,75 @@ func TestGoldenResults(t *testing.T) {
 	}
 }
 
+// TestGoldenCartResults checks that the cart result examples cover the cases
+// of extension (k), and that they are all or nothing.
+func TestGoldenCartResults(t *testing.T) {
+	covered := map[string]bool{}
+	for _, name := range goldenFiles(t, "cart-result.") {
+		var r CartResult
+		require.NoError(t, json.Unmarshal(readFile(t, goldenDir, name), &r), name)
+		switch {
+		case r.Duplicate:
+			covered["duplicate"] = true
+		case r.Outcome == OutcomeRejected && !slices.Contains(Reasons, r.Reason) || r.Reason == ReasonInvalidCommand:
+			covered[r.Reason] = true
+		default:
+			covered[r.Type+" "+r.Outcome] = true
+		}
+		// The reason of a rejection that ran lines is the first failing
+		// line's; for cart.release, the first line still held.
+		failing := func(l CartLine) bool { return l.Outcome == OutcomeRejected }
+		if r.Type == TypeCartRelease {
+			failing = func(l CartLine) bool { return l.Outcome == OutcomeRejected && l.Status == StatusActive }
+		}
+		if i := slices.IndexFunc(r.Lines, failing); i >= 0 {
+			assert.Equal(t, OutcomeRejected, r.Outcome, "%s: a line failed", name)
+			assert.Equal(t, r.Lines[i].Reason, r.Reason, "%s: reason of the first failing line", name)
+		} else if len(r.Lines) > 0 {
+			assert.Equal(t, OutcomeAccepted, r.Outcome, "%s: no line failed", name)
+		}
+		if r.Outcome == OutcomeRejected && slices.Contains([]string{ReasonInvalidCommand, ReasonCartBusy, ReasonCartEmpty}, r.Reason) {
+			assert.Empty(t, r.Lines, "%s: a cart command rejected without a saga has no lines", name)
+		}
+		// All or nothing.
+		for _, l := range r.Lines {
+			switch {
+			case r.Type == TypeCartReserve && r.Outcome == OutcomeAccepted:
+				assert.Equal(t, StatusActive, l.Status, "%s: %s", name, l.SKU)
+			case r.Type == TypeCartReserve:
+				assert.NotEqual(t, StatusActive, l.Status, "%s: a rejected cart.reserve holds nothing (%s)", name, l.SKU)
+			case r.Type == TypeCartCommit && r.Outcome == OutcomeAccepted:
+				assert.Equal(t, StatusConsumed, l.Status, "%s: %s", name, l.SKU)
+			case r.Type == TypeCartCommit:
+				assert.NotEqual(t, StatusConsumed, l.Status, "%s: a rejected cart.commit consumes nothing (%s)", name, l.SKU)
+			}
+		}
+		if r.Type == TypeCartCommit {
+			assert.NotEmpty(t, r.OrderID, name)
+		} else {
+			assert.Empty(t, r.OrderID, name)
+		}
+	}
+	for _, want := range []string{"cart.reserve accepted", "cart.reserve rejected", "cart.commit accepted", "cart.commit rejected",
+		"cart.release accepted", "cart.release rejected", "duplicate", ReasonInvalidCommand, ReasonCartEmpty, ReasonCartBusy} {
+		assert.True(t, covered[want], "no golden cart result example of %s", want)
+	}
+}
+
+// TestReadmeWorkedExample keeps the worked example of extension (k) in
+// README.md equal to the golden files it names.
+func TestReadmeWorkedExample(t *testing.T) {
+	readme := string(readFile(t, ".", "README.md"))
+	_, example, ok := strings.Cut(readme, "**Worked example: a rejected `cart.reserve`.**")
+	require.True(t, ok, "README.md has no worked example")
+	blocks := strings.Split(example, "```json")
+	require.Len(t, blocks, 3, "want two JSON blocks: the cart command and its result")
+	for i, golden := range []string{"cart-command.cart.reserve.json", "cart-result.reserve.rejected.json"} {
+		block, _, _ := strings.Cut(blocks[i+1], "```")
+		assert.Equal(t, decodeMap(t, readFile(t, goldenDir, golden)), decodeMap(t, []byte(block)), "README block %d vs %s", i+1, golden)
+	}
+}
+
 func TestGoldenDLQHeaders(t *testing.T) {
 	set := loadSchemas(t, schemaDir)
 	names := goldenFiles(t, dlqPrefix)
@@ -175,7 +349,7 @@ func TestGoldenDLQHeaders(t *testing.T) {
 // TestGoldenFilesAreKnown keeps stray examples out: every golden file is
 // checked by one of the tests above.
 func TestGoldenFilesAreKnown(t *testing.T) {
-	prefixes := []string{"command.", dlqPrefix}
+	prefixes := []string{"command.", cartCommandPrefix, dlqPrefix}
 	for _, kind := range valueKinds {
 		prefixes = append(prefixes, kind.prefix)
 	}
@@ -241,6 +415,12 @@ func TestInvalidCommands(t *testing.T) {
 		{"extend-ttl-too-long.json", validateField, "ttl_seconds"},
 		{"commit-missing-order-id.json", validateField, "order_id"},
 		{"commit-order-id-too-long.json", validateField, "order_id"},
+		{"prepare-missing-order-id.json", validateField, "order_id"},
+		{"unprepare-missing-reservation-id.json", validateField, "reservation_id"},
+		{"release-cart-id-too-long.json", validateField, "cart_id"},
+		{"reply-to-unknown.json", validateField, "reply_to"},
+		{"reply-to-without-cart-id.json", validateField, "cart_id"},
+		{"reply-to-number.json", decodeField, "reply_to"},
 	}
 	var files []string
 	for _, tt := range tests {
@@ -284,6 +464,100 @@ func TestInvalidCommands(t *testing.T) {
 	}
 }
 
+// TestInvalidCartCommands is TestInvalidCommands for the cart commands in
+// testdata/invalid-cart.
+func TestInvalidCartCommands(t *testing.T) {
+	tests := []struct {
+		file  string
+		stage stage
+		field string // the field the FieldError names
+		// schemaAccepts marks a rule JSON Schema cannot state (uniqueness of
+		// a property across the lines): the schema accepts the example.
+		schemaAccepts bool
+	}{
+		{"not-json.txt", undecodable, "", false},
+		{"truncated-json.txt", undecodable, "", false},
+		{"json-array.json", undecodable, "", false},
+		{"missing-command-id.json", undecodable, "", false},
+		{"command-id-empty.json", undecodable, "", false},
+		{"command-id-number.json", undecodable, "", false},
+		{"command-id-too-long.json", undecodable, "", false},
+		{"missing-type.json", validateField, "type", false},
+		{"unknown-type-reserve.json", validateField, "type", false},
+		{"type-number.json", decodeField, "type", false},
+		{"missing-cart-id.json", validateField, "cart_id", false},
+		{"cart-id-empty.json", validateField, "cart_id", false},
+		{"cart-id-too-long.json", validateField, "cart_id", false},
+		{"cart-id-number.json", decodeField, "cart_id", false},
+		{"reason-too-long.json", validateField, "reason", false},
+		{"issued-at-number.json", decodeField, "issued_at", false},
+		{"reserve-missing-items.json", validateField, "items", false},
+		{"reserve-items-empty.json", validateField, "items", false},
+		{"reserve-101-items.json", validateField, "items", false},
+		{"reserve-items-object.json", decodeField, "items", false},
+		{"reserve-item-1-not-object.json", decodeField, "items[1]", false},
+		{"reserve-duplicate-sku.json", validateField, "items[2].sku", true},
+		{"reserve-duplicate-reservation-id.json", validateField, "items[2].reservation_id", true},
+		{"reserve-item-0-missing-sku.json", validateField, "items[0].sku", false},
+		{"reserve-item-0-sku-space.json", validateField, "items[0].sku", false},
+		{"reserve-item-1-sku-number.json", decodeField, "items[1].sku", false},
+		{"reserve-item-0-quantity-zero.json", validateField, "items[0].quantity", false},
+		{"reserve-item-1-missing-quantity.json", validateField, "items[1].quantity", false},
+		{"reserve-item-2-quantity-string.json", decodeField, "items[2].quantity", false},
+		{"reserve-item-0-quantity-fraction.json", decodeField, "items[0].quantity", false},
+		{"reserve-item-0-reservation-id-too-long.json", validateField, "items[0].reservation_id", false},
+		{"reserve-ttl-zero.json", validateField, "ttl_seconds", false},
+		{"reserve-ttl-too-long.json", validateField, "ttl_seconds", false},
+		{"reserve-ttl-string.json", decodeField, "ttl_seconds", false},
+		{"commit-missing-order-id.json", validateField, "order_id", false},
+		{"commit-order-id-too-long.json", validateField, "order_id", false},
+	}
+	var files []string
+	for _, tt := range tests {
+		files = append(files, tt.file)
+	}
+	require.ElementsMatch(t, dirNames(t, invalidCartDir), files, "every file in %s needs a row in this table", invalidCartDir)
+
+	set := loadSchemas(t, schemaDir)
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b := readFile(t, invalidCartDir, tt.file)
+
+			if json.Valid(b) {
+				v := decodeAny(t, b)
+				for _, typ := range CartCommandTypes {
+					schema := cartCommandSchema(typ)
+					errs := set.validate(schema, set[schema], v, "$")
+					if tt.schemaAccepts && strings.HasPrefix(tt.file, "reserve-") && typ == TypeCartReserve {
+						assert.Empty(t, errs, "%s: only the uniqueness rule should be broken", schema)
+						continue
+					}
+					assert.NotEmpty(t, errs, "%s accepts it", schema)
+				}
+			} else {
+				assert.Equal(t, undecodable, tt.stage, "a record that is not JSON must be undecodable")
+			}
+
+			c, err := DecodeCartCommand(b, 0)
+			var fe *FieldError
+			switch tt.stage {
+			case undecodable:
+				var ue *UndecodableError
+				require.ErrorAs(t, err, &ue)
+				return
+			case decodeField:
+				require.ErrorAs(t, err, &fe)
+			case validateField:
+				require.NoError(t, err)
+				fe = c.Validate()
+				require.NotNil(t, fe, "Validate accepted the cart command")
+			}
+			assert.Equal(t, tt.field, fe.Field, "FieldError %q names the wrong field", fe)
+			assert.Equal(t, "bad-1", c.CommandID, "the command_id must be usable for the rejected result")
+		})
+	}
+}
+
 func TestDecodeCommandSizeLimit(t *testing.T) {
 	b := readFile(t, goldenDir, "command.reserve.json")
 	_, err := DecodeCommand(b, len(b))
@@ -298,6 +572,9 @@ func TestSchemaFiles(t *testing.T) {
 	want := []string{dlqSchema}
 	for _, typ := range CommandTypes {
 		want = append(want, commandSchema(typ))
+	}
+	for _, typ := range CartCommandTypes {
+		want = append(want, cartCommandSchema(typ))
 	}
 	for _, kind := range valueKinds {
 		want = append(want, kind.schema)
@@ -377,6 +654,85 @@ func TestCommandSchemasMatchCommand(t *testing.T) {
 	assert.ElementsMatch(t, mapKeys(fields), mapKeys(covered), "every Command field belongs to some command schema")
 }
 
+// TestCartCommandSchemasMatchCartCommand is TestCommandSchemasMatchCommand
+// for the cart commands. The lines' properties are CartItem's, and a property
+// that a per-SKU command schema has too keeps its rules (cart_id excepted:
+// required on a cart command, optional on a per-SKU one).
+func TestCartCommandSchemasMatchCartCommand(t *testing.T) {
+	set := loadSchemas(t, schemaDir)
+	fields := map[string]jsonField{}
+	for _, f := range jsonFields(t, reflect.TypeFor[CartCommand]()) {
+		fields[f.name] = f
+	}
+	require.ElementsMatch(t, CartCommandTypes, mapKeys(cartCommandFields))
+	skuProps := map[string]any{} // property -> its rules in some per-SKU command schema
+	for _, typ := range CommandTypes {
+		props, _ := set[commandSchema(typ)]["properties"].(map[string]any)
+		maps.Copy(skuProps, props)
+	}
+
+	covered := map[string]bool{}
+	first := map[string]string{}
+	for _, typ := range CartCommandTypes {
+		t.Run(typ, func(t *testing.T) {
+			name := cartCommandSchema(typ)
+			doc := set[name]
+			require.NotNil(t, doc, "missing %s", name)
+			props, _ := doc["properties"].(map[string]any)
+			want := append(slices.Clone(commonCartCommandFields), cartCommandFields[typ]...)
+			assert.ElementsMatch(t, want, mapKeys(props), "properties of %s", name)
+			assert.Equal(t, true, doc["additionalProperties"], "cart commands must allow additional properties")
+			assert.Subset(t, stringsOf(doc["required"]), []string{"command_id", "type", "cart_id"})
+			typeProp, _ := props["type"].(map[string]any)
+			assert.Equal(t, typ, typeProp["const"])
+
+			for _, p := range want {
+				f, ok := fields[p]
+				if !assert.True(t, ok, "%s: property %q is not a json field of CartCommand", name, p) {
+					continue
+				}
+				covered[p] = true
+				assert.Equal(t, f.wantTypes(), set.schemaTypes(t, name, props[p]), "%s: JSON type of %q", name, p)
+				if p == "type" {
+					continue
+				}
+				if other, ok := first[p]; ok {
+					assert.Equal(t, withoutDescription(set[other]["properties"].(map[string]any)[p]), withoutDescription(props[p]),
+						"property %q differs between %s and %s", p, other, name)
+				} else {
+					first[p] = name
+				}
+				if sku, ok := skuProps[p]; ok && p != "cart_id" {
+					assert.Equal(t, withoutDescription(sku), withoutDescription(props[p]),
+						"property %q of %s differs from the per-SKU command schemas", p, name)
+				}
+			}
+		})
+	}
+	assert.ElementsMatch(t, mapKeys(fields), mapKeys(covered), "every CartCommand field belongs to some cart command schema")
+
+	// The lines: exactly CartItem's fields, with the per-SKU rules.
+	items, _ := set[cartCommandSchema(TypeCartReserve)]["properties"].(map[string]any)["items"].(map[string]any)
+	require.NotNil(t, items)
+	assert.Equal(t, json.Number(strconv.Itoa(MaxCartItems)), items["maxItems"])
+	assert.Equal(t, json.Number("1"), items["minItems"])
+	line, _ := items["items"].(map[string]any)
+	lineProps, _ := line["properties"].(map[string]any)
+	var itemFields []string
+	for _, f := range jsonFields(t, reflect.TypeFor[CartItem]()) {
+		itemFields = append(itemFields, f.name)
+		assert.Equal(t, f.wantTypes(), set.schemaTypes(t, cartCommandSchema(TypeCartReserve), lineProps[f.name]), "items[].%s: JSON type", f.name)
+	}
+	assert.ElementsMatch(t, itemFields, mapKeys(lineProps), "properties of a line vs json fields of CartItem")
+	assert.ElementsMatch(t, []string{"sku", "quantity"}, stringsOf(line["required"]))
+	assert.Equal(t, true, line["additionalProperties"], "lines must allow additional properties")
+	reserve, _ := set[commandSchema(TypeReserve)]["properties"].(map[string]any)
+	for _, p := range []string{"quantity", "reservation_id"} {
+		assert.Equal(t, withoutDescription(reserve[p]), withoutDescription(lineProps[p]), "items[].%s differs from reserve's %s", p, p)
+	}
+	assert.Equal(t, withoutDescription(reserve["sku"])["pattern"], withoutDescription(lineProps["sku"])["pattern"], "items[].sku")
+}
+
 // TestValueSchemasMatchTypes: the result and changelog schemas have exactly
 // the JSON fields of their Go types, nested objects included; fields the Go
 // type always writes are required, and JSON types agree.
@@ -410,8 +766,22 @@ func TestSchemaEnumsMatchConstants(t *testing.T) {
 		{"result.schema.json", "#/$defs/reservation/properties/status/enum", anys(StatusActive, StatusReleased, StatusExpired, StatusConsumed)},
 		{"changelog.stock.schema.json", "#/properties/event/enum", anys(events...)},
 		{"changelog.reservation.schema.json", "#/properties/event/enum",
-			anys(EventReserved, EventAdjusted, EventReleased, EventExtended, EventCommitted, EventExpired)},
+			anys(EventReserved, EventAdjusted, EventReleased, EventExtended, EventCommitted, EventExpired,
+				EventPrepared, EventUnprepared)},
 		{"changelog.command.schema.json", "#/properties/event/const", []any{EventDecided}},
+		{"cart-result.schema.json", "#/properties/outcome/enum", anys(OutcomeAccepted, OutcomeRejected)},
+		{"cart-result.schema.json", "#/allOf/0/then/properties/reason/enum", anys(append(slices.Clone(Reasons), ReasonCartEmpty, ReasonCartBusy)...)},
+		{"cart-result.schema.json", "#/allOf/1/else/properties/type/enum", anys(CartCommandTypes...)},
+		{"cart-result.schema.json", "#/$defs/cart_line/properties/outcome/enum", anys(OutcomeAccepted, OutcomeRejected, "")},
+		{"cart-result.schema.json", "#/$defs/cart_line/allOf/0/then/properties/reason/enum", anys(Reasons...)},
+		{"cart-result.schema.json", "#/$defs/cart_line/properties/status/enum",
+			anys(StatusActive, StatusReleased, StatusExpired, StatusConsumed, "")},
+	}
+	for _, typ := range CommandTypes {
+		tests = append(tests, struct {
+			file, pointer string
+			want          []any
+		}{commandSchema(typ), "#/properties/reply_to/const", []any{ReplyToCart}})
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+tt.pointer, func(t *testing.T) {
@@ -499,6 +869,101 @@ func TestSchemaRules(t *testing.T) {
 			func(v map[string]any) { v["gift_wrap"] = true }, true},
 		{"command of another type", "command.reserve.json", commandSchema(TypeRelease),
 			func(map[string]any) {}, false},
+
+		// (i) reply_to, (j) prepare
+		{"reply_to with cart_id", "command.release.json", commandSchema(TypeRelease),
+			func(v map[string]any) { v["reply_to"], v["cart_id"] = ReplyToCart, "cart-9" }, true},
+		{"reply_to without cart_id", "command.release.json", commandSchema(TypeRelease),
+			func(v map[string]any) { v["reply_to"] = ReplyToCart }, false},
+		{"reply_to with an empty cart_id", "command.stock.set.json", commandSchema(TypeStockSet),
+			func(v map[string]any) { v["reply_to"], v["cart_id"] = ReplyToCart, "" }, false},
+		{"reply_to of another value", "command.reserve.reply-to-cart.json", commandSchema(TypeReserve),
+			func(v map[string]any) { v["reply_to"] = "results" }, false},
+		{"cart_id without reply_to", "command.commit.json", commandSchema(TypeCommit),
+			func(v map[string]any) { v["cart_id"] = "cart-9" }, true},
+		{"prepare without order_id", "command.prepare.json", commandSchema(TypePrepare),
+			func(v map[string]any) { delete(v, "order_id") }, false},
+		{"unprepare without reservation_id", "command.unprepare.json", commandSchema(TypeUnprepare),
+			func(v map[string]any) { delete(v, "reservation_id") }, false},
+		{"prepared reservation", "result.reserve.accepted.json", "result.schema.json",
+			func(v map[string]any) {
+				v["reservation"].(map[string]any)["prepared"], v["reservation"].(map[string]any)["order_id"] = true, "order-1"
+			}, true},
+		{"prepared reservation without an order", "result.prepare.accepted.json", "result.schema.json",
+			func(v map[string]any) { v["reservation"].(map[string]any)["order_id"] = "" }, false},
+		{"prepared reservation that is consumed", "result.prepare.accepted.json", "result.schema.json",
+			func(v map[string]any) { v["reservation"].(map[string]any)["status"] = StatusConsumed }, false},
+		{"prepared as a string", "result.prepare.accepted.json", "result.schema.json",
+			func(v map[string]any) { v["reservation"].(map[string]any)["prepared"] = "true" }, false},
+		{"changelog prepared that is released", "changelog.reservation.prepared.json", "changelog.reservation.schema.json",
+			func(v map[string]any) { v["reservation"].(map[string]any)["status"] = StatusReleased }, false},
+		{"result of a prepare", "result.prepare.accepted.json", "result.schema.json",
+			func(map[string]any) {}, true},
+
+		// (k) cart commands
+		{"cart.reserve with 100 lines", "cart-command.cart.reserve.minimal.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"] = cartLines(MaxCartItems) }, true},
+		{"cart.reserve with 101 lines", "cart-command.cart.reserve.minimal.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"] = cartLines(MaxCartItems + 1) }, false},
+		{"cart.reserve without lines", "cart-command.cart.reserve.minimal.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"] = []any{} }, false},
+		{"cart line quantity 0", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"].([]any)[2].(map[string]any)["quantity"] = num("0") }, false},
+		{"cart line without sku", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { delete(v["items"].([]any)[1].(map[string]any), "sku") }, false},
+		{"cart line of a bad sku", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"].([]any)[0].(map[string]any)["sku"] = "SKU 1" }, false},
+		{"cart line that is not an object", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"].([]any)[0] = "SKU-1" }, false},
+		{"cart line with an unknown field", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["items"].([]any)[0].(map[string]any)["gift_wrap"] = true }, true},
+		{"cart.reserve ttl 0", "cart-command.cart.reserve.json", cartCommandSchema(TypeCartReserve),
+			func(v map[string]any) { v["ttl_seconds"] = num("0") }, false},
+		{"cart command without cart_id", "cart-command.cart.release.json", cartCommandSchema(TypeCartRelease),
+			func(v map[string]any) { delete(v, "cart_id") }, false},
+		{"cart.commit without order_id", "cart-command.cart.commit.json", cartCommandSchema(TypeCartCommit),
+			func(v map[string]any) { delete(v, "order_id") }, false},
+		{"cart command of another type", "cart-command.cart.commit.json", cartCommandSchema(TypeCartRelease),
+			func(map[string]any) {}, false},
+
+		// (k) cart results
+		{"cart result accepted with a reason", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["reason"] = ReasonCartBusy }, false},
+		{"cart result rejected without reason", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["outcome"] = OutcomeRejected }, false},
+		{"cart result with an unknown reason", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) { v["reason"] = "out_of_luck" }, false},
+		{"cart result of a per-SKU type", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["type"] = TypeReserve }, false},
+		{"cart result without cart_id", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["cart_id"] = "" }, false},
+		{"cart invalid_command echoes what it could read", "cart-result.reserve.rejected.invalid-command.json", "cart-result.schema.json",
+			func(v map[string]any) { v["type"], v["cart_id"] = "cart.refill", "" }, true},
+		{"cart invalid_command of an over-long command_id", "cart-result.rejected.command-id-too-long.json", "cart-result.schema.json",
+			func(map[string]any) {}, true},
+		{"cart command_id too long otherwise", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["command_id"] = strings.Repeat("c", MaxIDLen+1) }, false},
+		{"cart result with lines null", "cart-result.reserve.rejected.cart-busy.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"] = nil }, true},
+		{"cart result without lines", "cart-result.reserve.rejected.cart-busy.json", "cart-result.schema.json",
+			func(v map[string]any) { delete(v, "lines") }, false},
+		{"cart line rejected without reason", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[1].(map[string]any)["reason"] = "" }, false},
+		{"cart line rejected for a cart reason", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[1].(map[string]any)["reason"] = ReasonCartBusy }, false},
+		{"cart line accepted with a reason", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[0].(map[string]any)["reason"] = ReasonInsufficientStock }, false},
+		{"cart line not tried", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) {
+				l := v["lines"].([]any)[2].(map[string]any)
+				l["outcome"], l["status"], l["expires_at"] = "", "", ""
+			}, true},
+		{"cart line of an unknown status", "cart-result.reserve.rejected.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[0].(map[string]any)["status"] = "prepared" }, false},
+		{"cart line expires_at without milliseconds", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[0].(map[string]any)["expires_at"] = "2026-01-01T00:16:00Z" }, false},
+		{"cart line quantity 0", "cart-result.reserve.accepted.json", "cart-result.schema.json",
+			func(v map[string]any) { v["lines"].([]any)[0].(map[string]any)["quantity"] = num("0") }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -512,6 +977,15 @@ func TestSchemaRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cartLines returns n distinct cart lines as decoded JSON.
+func cartLines(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = map[string]any{"sku": fmt.Sprintf("SKU-%d", i), "quantity": json.Number("1")}
+	}
+	return out
 }
 
 // checkObject compares the object schema node (in file) with the Go struct typ.
@@ -540,8 +1014,8 @@ func checkObject(t *testing.T, set schemaSet, file string, node any, typ reflect
 	}
 }
 
-// objectSchema follows $ref and the non-null branch of anyOf to the schema
-// object that has the properties.
+// objectSchema follows $ref, items and the non-null branch of anyOf to the
+// schema object that has the properties.
 func (s schemaSet) objectSchema(t *testing.T, file string, node any) (string, map[string]any) {
 	t.Helper()
 	for range 10 {
@@ -549,6 +1023,10 @@ func (s schemaSet) objectSchema(t *testing.T, file string, node any) (string, ma
 		require.True(t, ok, "schema is a %T", node)
 		if _, ok := n["properties"]; ok {
 			return file, n
+		}
+		if items, ok := n["items"]; ok { // an array of objects
+			node = items
+			continue
 		}
 		if ref, ok := n["$ref"].(string); ok {
 			var err error
@@ -635,12 +1113,15 @@ type jsonField struct {
 
 var millisType = reflect.TypeFor[Millis]()
 
-// wantTypes returns the JSON types the field encodes to, sorted: a pointer
-// without omitempty may be null.
+// wantTypes returns the JSON types the field encodes to, sorted: a pointer or
+// a slice without omitempty may be null.
 func (f jsonField) wantTypes() []string {
 	typ, nullable := f.typ, false
 	if typ.Kind() == reflect.Pointer {
 		typ, nullable = typ.Elem(), !f.omitempty
+	}
+	if typ.Kind() == reflect.Slice {
+		nullable = !f.omitempty
 	}
 	var want string
 	switch {
@@ -652,6 +1133,8 @@ func (f jsonField) wantTypes() []string {
 		want = "integer"
 	case typ.Kind() == reflect.Struct:
 		want = "object"
+	case typ.Kind() == reflect.Slice:
+		want = "array"
 	default:
 		want = "unsupported Go type " + typ.String()
 	}
@@ -661,10 +1144,11 @@ func (f jsonField) wantTypes() []string {
 	return []string{want}
 }
 
-// structType returns the struct the field holds (directly or by pointer), or nil.
+// structType returns the struct the field holds (directly, by pointer or as
+// the elements of a slice), or nil.
 func (f jsonField) structType() reflect.Type {
 	typ := f.typ
-	if typ.Kind() == reflect.Pointer {
+	if typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
 		typ = typ.Elem()
 	}
 	if typ.Kind() == reflect.Struct {

@@ -1,0 +1,160 @@
+// Package cart is the pure core of the cart coordinator: all-or-nothing holds
+// of several SKUs (which live on different partitions of the commands topic)
+// as a saga, without a distributed lock.
+//
+// The coordinator is a partition-serial processor keyed by cart_id (the
+// processor package runs it exactly like the SKU processor: Badger state,
+// a compacted changelog, one Kafka transaction per batch). This package only
+// decides: Core.Apply(state, input, now) -> Outputs, no I/O, no clock.
+//
+// A cart command starts a saga: the core emits per-SKU commands (reserve,
+// release, prepare, unprepare, commit) with deterministic command ids
+// (LineCommandID) and reply_to "cart"; the SKU processor decides them and
+// routes each decision back to the coordinator partition that owns the cart
+// (the cart-commands topic, key cart_id, header reservations-kind: line-result).
+// Each line result advances the saga; the cart result is emitted only when the
+// saga is done, after any compensation. One saga runs per cart at a time;
+// later cart commands of the same cart wait in the cart's queue.
+package cart
+
+import (
+	"time"
+
+	"github.com/reservations/reservations/schemas"
+)
+
+// Changelog key prefixes of the coordinator's state (cart-changelog topic).
+const (
+	CartPrefix    = "cart/"
+	DecidedPrefix = "cart-command/"
+)
+
+// CartKey is the changelog key of a cart's entity.
+func CartKey(cartID string) string { return CartPrefix + cartID }
+
+// DecidedKey is the changelog key of a decided cart command (idempotency).
+func DecidedKey(commandID string) string { return DecidedPrefix + commandID }
+
+// Saga phases.
+const (
+	PhaseReserve    = "reserve"    // cart.reserve: one reserve per line
+	PhaseCompensate = "compensate" // cart.reserve rejected: release the lines that were held
+	PhasePrepare    = "prepare"    // cart.commit: prepare every hold
+	PhaseUnprepare  = "unprepare"  // cart.commit rejected: unprepare the prepared holds
+	PhaseCommit     = "commit"     // cart.commit: commit every (prepared) hold
+	PhaseRelease    = "release"    // cart.release: release every hold
+)
+
+// Hold is an active reservation of the cart, as the coordinator knows it.
+type Hold struct {
+	SKU           string         `json:"sku"`
+	ReservationID string         `json:"reservation_id"`
+	Quantity      int64          `json:"quantity"`
+	ExpiresAt     schemas.Millis `json:"expires_at"`
+}
+
+// Line is one line of the saga in progress.
+type Line struct {
+	schemas.CartLine
+	// Pending: the per-SKU command of the current phase awaits its result.
+	Pending bool `json:"pending"`
+	// Held: the reservation is held by this saga (accepted reserve, or a hold
+	// of the cart for commit/release).
+	Held bool `json:"held"`
+	// Prepared: the hold was prepared by this saga's commit.
+	Prepared bool `json:"prepared"`
+}
+
+// Saga is the cart command in progress.
+type Saga struct {
+	Command   schemas.CartCommand `json:"command"`
+	Partition int32               `json:"partition"`
+	Offset    int64               `json:"offset"`
+	Phase     string              `json:"phase"`
+	Lines     []Line              `json:"lines"`
+	StartedAt schemas.Millis      `json:"started_at"`
+}
+
+// Queued is a cart command waiting for the saga of its cart to end.
+type Queued struct {
+	Command   schemas.CartCommand `json:"command"`
+	Partition int32               `json:"partition"`
+	Offset    int64               `json:"offset"`
+}
+
+// Entity is the changelog value under cart/<cart_id>.
+type Entity struct {
+	CartID    string         `json:"cart_id"`
+	Holds     []Hold         `json:"holds"`
+	Saga      *Saga          `json:"saga"`
+	Queue     []Queued       `json:"queue"`
+	Version   int64          `json:"version"`
+	Event     string         `json:"event"`
+	CommandID string         `json:"command_id"`
+	UpdatedAt schemas.Millis `json:"updated_at"`
+}
+
+// Decided is the changelog value under cart-command/<command_id>: the original
+// result of a decided cart command, kept for the dedupe window.
+type Decided struct {
+	CommandID string             `json:"command_id"`
+	Result    schemas.CartResult `json:"result"`
+	Version   int64              `json:"version"`
+	Event     string             `json:"event"`
+	UpdatedAt schemas.Millis     `json:"updated_at"`
+}
+
+// Change is the new value of one coordinator entity: exactly one of Cart and
+// Decided, or neither for a tombstone of Key.
+type Change struct {
+	Key     string
+	Cart    *Entity
+	Decided *Decided
+}
+
+// Tombstone reports whether c deletes its key.
+func (c *Change) Tombstone() bool { return c.Cart == nil && c.Decided == nil }
+
+// State is what the core reads: the coordinator entities of one partition.
+type State interface {
+	Cart(cartID string) (Entity, bool)
+	Decision(commandID string) (Decided, bool)
+}
+
+// Input is one record of the cart-commands topic as the core sees it: a cart
+// command (Command, with FieldErr for a field of the wrong JSON type) or a
+// per-SKU decision routed back to the cart (LineResult).
+type Input struct {
+	Key        string // the record key: cart_id
+	Command    *schemas.CartCommand
+	FieldErr   *schemas.FieldError
+	LineResult *schemas.Result
+	Partition  int32
+	Offset     int64
+}
+
+// Outputs are what one input produces, in the order they must be written:
+// cart results (cart-results topic, key cart_id), entity changes
+// (cart-changelog) and per-SKU commands (commands topic, key sku).
+type Outputs struct {
+	Results  []schemas.CartResult
+	Changes  []Change
+	Commands []schemas.Command
+}
+
+// Rules are the coordinator's configurable rules.
+type Rules struct {
+	// DedupeWindow is how long a decided cart command id is remembered (24 h).
+	DedupeWindow time.Duration
+	// MaxQueue bounds the cart commands waiting per cart (default 16); more are
+	// rejected with cart_busy.
+	MaxQueue int
+}
+
+// DefaultRules are the defaults.
+func DefaultRules() Rules { return Rules{DedupeWindow: 24 * time.Hour, MaxQueue: 16} }
+
+// Core decides cart inputs. It is pure.
+type Core struct {
+	Rules Rules
+}

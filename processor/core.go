@@ -14,8 +14,8 @@ type State interface {
 	Stock(sku string) (schemas.StockEntity, bool)
 	Reservation(sku, reservationID string) (schemas.ReservationEntity, bool)
 	Decision(commandID string) (schemas.CommandEntity, bool)
-	// DueReservations lists the ids of sku's active reservations whose
-	// expires_at is <= now, earliest first: Apply expires them before deciding,
+	// DueReservations lists the ids of sku's active, not prepared reservations
+	// whose expires_at is <= now, earliest first: Apply expires them before deciding,
 	// so that a hold past expires_at never counts against availability even
 	// when its timer has not fired yet.
 	DueReservations(sku string, now schemas.Millis) []string
@@ -127,7 +127,7 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 		// count against availability, even when their timers have not fired.
 		var expired map[string]schemas.ReservationEntity
 		for _, id := range st.DueReservations(cmd.SKU, dc.now) {
-			if res, ok := st.Reservation(cmd.SKU, id); ok && res.Reservation.Status == schemas.StatusActive && res.Reservation.ExpiresAt <= dc.now {
+			if res, ok := st.Reservation(cmd.SKU, id); ok && overdue(&res.Reservation, dc.now) {
 				dc.expire(&res, dc.in.Offset)
 				if expired == nil {
 					expired = make(map[string]schemas.ReservationEntity)
@@ -153,7 +153,7 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 	if !ok {
 		return dc.reject(schemas.ReasonUnknownReservation, "no reservation "+cmd.ReservationID+" for sku "+cmd.SKU, nil)
 	}
-	if res.Reservation.Status == schemas.StatusActive && res.Reservation.ExpiresAt <= dc.now {
+	if overdue(&res.Reservation, dc.now) {
 		dc.expire(&res, dc.in.Offset) // lazy expiry at decision time (when the state listed none due)
 		dc.pre = len(dc.out.Results)
 	}
@@ -162,6 +162,14 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 	}
 	if dc.stock == nil { // cannot happen for a consistent state: an active hold has its SKU
 		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, &res.Reservation)
+	}
+	if res.Reservation.Prepared {
+		switch cmd.Type {
+		case schemas.TypeAdjust, schemas.TypeRelease, schemas.TypeExtend, schemas.TypePrepare:
+			// Only commit and unprepare end the prepared phase of a cart commit.
+			return dc.reject(schemas.ReasonReservationPrepared,
+				"reservation is prepared for order "+res.Reservation.OrderID, &res.Reservation)
+		}
 	}
 	switch cmd.Type {
 	case schemas.TypeAdjust:
@@ -177,10 +185,48 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 		res.Reservation.Extensions++
 		dc.putReservation(&res, schemas.EventExtended, cmd.CommandID)
 		return dc.accept(&res.Reservation, "")
-	default: // commit
+	case schemas.TypePrepare:
+		res.Reservation.Prepared = true
 		res.Reservation.OrderID = cmd.OrderID
+		dc.putReservation(&res, schemas.EventPrepared, cmd.CommandID)
+		return dc.accept(&res.Reservation, "")
+	case schemas.TypeUnprepare:
+		return dc.unprepare(&res)
+	default: // commit (of a prepared hold too: any order_id, the commit's wins)
+		res.Reservation.OrderID = cmd.OrderID
+		res.Reservation.Prepared = false
 		return dc.finish(&res, schemas.StatusConsumed, schemas.EventCommitted)
 	}
+}
+
+// overdue reports whether an active reservation is past its expires_at and may
+// expire: a prepared hold never does (until it is unprepared).
+func overdue(r *schemas.Reservation, now schemas.Millis) bool {
+	return r.Status == schemas.StatusActive && !r.Prepared && r.ExpiresAt <= now
+}
+
+// unprepare undoes a prepare: the hold is active again with its expires_at and
+// no order. A hold that is not prepared has nothing to undo: accepted, no
+// change.
+//
+// A hold whose expires_at passed while it was prepared expires right after the
+// unprepare, in the same decision (changes unprepared then expired; the
+// expired notice follows the result, which shows the final reservation and
+// stock). Leaving it to the timers would let it count against availability for
+// the rest of the dispatch: the partition fires timers only before deciding a
+// dispatch's records and lists no due hold at decision time.
+func (dc *decision) unprepare(res *schemas.ReservationEntity) schemas.Result {
+	if !res.Reservation.Prepared {
+		return dc.accept(&res.Reservation, "reservation is not prepared: nothing to undo")
+	}
+	res.Reservation.Prepared = false
+	res.Reservation.OrderID = ""
+	dc.putReservation(res, schemas.EventUnprepared, dc.in.Command.CommandID)
+	if !overdue(&res.Reservation, dc.now) {
+		return dc.accept(&res.Reservation, "")
+	}
+	dc.expire(res, dc.in.Offset)
+	return dc.accept(&res.Reservation, "expires_at passed while prepared: the reservation expired")
 }
 
 func (dc *decision) stockSet() schemas.Result {
@@ -331,12 +377,13 @@ func (v expiredView) Reservation(sku, id string) (schemas.ReservationEntity, boo
 	return v.State.Reservation(sku, id)
 }
 
-// Expire expires reservation (sku, id) if it is active and due at now. A timer
-// calls it; it returns no outputs for a reservation that is gone, terminal, or
-// not yet due (a stale timer entry).
+// Expire expires reservation (sku, id) if it is active, not prepared and due
+// at now. A timer calls it; it returns no outputs for a reservation that is
+// gone, terminal, prepared (unprepare schedules it again), or not yet due (a
+// stale timer entry).
 func (c *Core) Expire(st State, partition int32, sku, id string, now schemas.Millis) Outputs {
 	res, ok := st.Reservation(sku, id)
-	if !ok || res.Reservation.Status != schemas.StatusActive || res.Reservation.ExpiresAt > now {
+	if !ok || !overdue(&res.Reservation, now) {
 		return Outputs{}
 	}
 	dc := &decision{in: &Input{Key: sku, Partition: partition, Offset: -1}, now: now}

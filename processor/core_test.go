@@ -138,3 +138,175 @@ func TestCodecRoundTrip(t *testing.T) {
 	_, err = DecodeChange("weird/x", []byte("{}"))
 	assert.Error(t, err)
 }
+
+// prepareSetup: SKU A with 5 on hand and hold h (2 units, 60 s TTL) at t0.
+func prepareSetup(t *testing.T) (*Core, Entities) {
+	c := &Core{Rules: DefaultRules()}
+	st := make(Entities)
+	apply(t, c, st, t0, schemas.Command{CommandID: "s", Type: schemas.TypeStockSet, SKU: "A", OnHand: i64(5)})
+	apply(t, c, st, t0, schemas.Command{CommandID: "r", Type: schemas.TypeReserve, SKU: "A", ReservationID: "h", Quantity: i64(2), TTLSeconds: i64(60), CartID: "cart-1"})
+	return c, st
+}
+
+func prepare(id, order string) schemas.Command {
+	return schemas.Command{CommandID: id, Type: schemas.TypePrepare, SKU: "A", ReservationID: "h", OrderID: order}
+}
+
+// A prepared hold keeps its stock and expires_at, never expires, and only
+// commit and unprepare act on it.
+func TestPrepare(t *testing.T) {
+	c, st := prepareSetup(t)
+	o := apply(t, c, st, t0+1, prepare("p", "o-1"))
+	require.Len(t, o.Results, 1)
+	r := o.Results[0]
+	assert.Equal(t, schemas.OutcomeAccepted, r.Outcome)
+	assert.Equal(t, &schemas.StockView{OnHand: 5, Reserved: 2, Available: 3}, r.Stock, "stock unchanged")
+	require.NotNil(t, r.Reservation)
+	assert.True(t, r.Reservation.Prepared)
+	assert.Equal(t, "o-1", r.Reservation.OrderID)
+	assert.Equal(t, schemas.StatusActive, r.Reservation.Status)
+	assert.Equal(t, t0+60_000, r.Reservation.ExpiresAt, "expires_at unchanged")
+	require.Len(t, o.Changes, 2, "the reservation, then the decided command: no stock change")
+	res := o.Changes[0].Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, schemas.EventPrepared, res.Event)
+	assert.Equal(t, "p", res.CommandID)
+	assert.Equal(t, int64(2), res.Version)
+	s, _ := st.Stock("A")
+	assert.Equal(t, int64(2), s.Version, "stock entity not written")
+
+	for _, tc := range []struct {
+		name string
+		cmd  schemas.Command
+	}{
+		{"prepare", prepare("x", "o-2")},
+		{"release", schemas.Command{Type: schemas.TypeRelease}},
+		{"adjust", schemas.Command{Type: schemas.TypeAdjust, Quantity: i64(1)}},
+		{"extend", schemas.Command{Type: schemas.TypeExtend}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := clone(st)
+			cmd := tc.cmd
+			cmd.CommandID, cmd.SKU, cmd.ReservationID = "x-"+tc.name, "A", "h"
+			o := apply(t, c, st, t0+2, cmd)
+			require.Len(t, o.Results, 1)
+			assert.Equal(t, schemas.OutcomeRejected, o.Results[0].Outcome)
+			assert.Equal(t, schemas.ReasonReservationPrepared, o.Results[0].Reason)
+			assert.Contains(t, o.Results[0].Message, "o-1", "the message names the order")
+			assert.True(t, o.Results[0].Reservation.Prepared)
+			assert.Len(t, o.Changes, 1, "only the decided command")
+		})
+	}
+
+	// Past expires_at: neither the timer nor lazy expiry touches it, and it
+	// still counts in reserved.
+	assert.Empty(t, c.Expire(st, 0, "A", "h", t0+120_000).Results, "a prepared hold never expires")
+	assert.Empty(t, st.DueReservations("A", t0+120_000))
+	o = apply(t, c, st, t0+120_000, schemas.Command{CommandID: "big", Type: schemas.TypeReserve, SKU: "A", ReservationID: "h2", Quantity: i64(4)})
+	require.Len(t, o.Results, 1, "no lazy expiry notice")
+	assert.Equal(t, schemas.ReasonInsufficientStock, o.Results[0].Reason)
+	assert.Equal(t, &schemas.StockView{OnHand: 5, Reserved: 2, Available: 3}, o.Results[0].Stock)
+
+	// Commit is accepted past expires_at, with its own order_id, and clears
+	// prepared.
+	o = apply(t, c, st, t0+120_000, schemas.Command{CommandID: "commit", Type: schemas.TypeCommit, SKU: "A", ReservationID: "h", OrderID: "o-9"})
+	require.Len(t, o.Results, 1)
+	r = o.Results[0]
+	assert.Equal(t, schemas.OutcomeAccepted, r.Outcome)
+	assert.Equal(t, &schemas.StockView{OnHand: 3, Reserved: 0, Available: 3}, r.Stock)
+	assert.Equal(t, schemas.StatusConsumed, r.Reservation.Status)
+	assert.Equal(t, "o-9", r.Reservation.OrderID)
+	assert.False(t, r.Reservation.Prepared)
+	h, _ := st.Reservation("A", "h")
+	assert.Equal(t, schemas.EventCommitted, h.Event)
+	assert.Equal(t, int64(3), h.Version)
+}
+
+// Prepare is decided like commit: unknown SKU or reservation, lazy expiry of a
+// hold past expires_at, terminal holds.
+func TestPrepareRejections(t *testing.T) {
+	c, st := prepareSetup(t)
+	o := c.Apply(st, Input{Key: "Z", Command: schemas.Command{CommandID: "u", Type: schemas.TypePrepare, SKU: "Z", ReservationID: "h", OrderID: "o"}}, t0)
+	assert.Equal(t, schemas.ReasonUnknownReservation, o.Results[0].Reason, "as commit: no reservation of an unknown sku")
+	o = c.Apply(st, Input{Key: "A", Command: schemas.Command{CommandID: "u2", Type: schemas.TypePrepare, SKU: "A", ReservationID: "nope", OrderID: "o"}}, t0)
+	assert.Equal(t, schemas.ReasonUnknownReservation, o.Results[0].Reason)
+	o = c.Apply(st, Input{Key: "A", Command: schemas.Command{CommandID: "u3", Type: schemas.TypePrepare, SKU: "A", ReservationID: "h"}}, t0)
+	assert.Equal(t, schemas.ReasonInvalidCommand, o.Results[0].Reason)
+	assert.Contains(t, o.Results[0].Message, "order_id")
+
+	late := c.Apply(st, Input{Key: "A", Command: prepare("late", "o"), Offset: 7}, t0+60_000)
+	require.Len(t, late.Results, 2, "expired notice, then the decision")
+	assert.Equal(t, schemas.TypeExpired, late.Results[0].Type)
+	assert.Equal(t, schemas.ReasonReservationNotActive, late.Results[1].Reason)
+	assert.Equal(t, schemas.StatusExpired, late.Results[1].Reservation.Status)
+	assert.False(t, late.Results[1].Reservation.Prepared)
+
+	apply(t, c, st, t0+1, schemas.Command{CommandID: "rel", Type: schemas.TypeRelease, SKU: "A", ReservationID: "h"})
+	o = apply(t, c, st, t0+2, prepare("after-release", "o"))
+	assert.Equal(t, schemas.ReasonReservationNotActive, o.Results[0].Reason)
+	assert.Equal(t, schemas.StatusReleased, o.Results[0].Reservation.Status)
+}
+
+func TestUnprepare(t *testing.T) {
+	unprepare := func(id string) schemas.Command {
+		return schemas.Command{CommandID: id, Type: schemas.TypeUnprepare, SKU: "A", ReservationID: "h"}
+	}
+	t.Run("not prepared: nothing to undo", func(t *testing.T) {
+		c, st := prepareSetup(t)
+		before, _ := st.Reservation("A", "h")
+		o := apply(t, c, st, t0+1, unprepare("u"))
+		require.Len(t, o.Results, 1)
+		assert.Equal(t, schemas.OutcomeAccepted, o.Results[0].Outcome)
+		assert.Equal(t, &before.Reservation, o.Results[0].Reservation)
+		require.Len(t, o.Changes, 1, "only the decided command")
+		assert.NotNil(t, o.Changes[0].Command)
+	})
+	t.Run("prepared", func(t *testing.T) {
+		c, st := prepareSetup(t)
+		apply(t, c, st, t0+1, prepare("p", "o-1"))
+		o := apply(t, c, st, t0+2, unprepare("u"))
+		require.Len(t, o.Results, 1)
+		r := o.Results[0]
+		assert.Equal(t, schemas.OutcomeAccepted, r.Outcome)
+		assert.False(t, r.Reservation.Prepared)
+		assert.Empty(t, r.Reservation.OrderID)
+		assert.Equal(t, t0+60_000, r.Reservation.ExpiresAt, "expires_at unchanged")
+		assert.Equal(t, &schemas.StockView{OnHand: 5, Reserved: 2, Available: 3}, r.Stock)
+		require.Len(t, o.Changes, 2)
+		assert.Equal(t, schemas.EventUnprepared, o.Changes[0].Reservation.Event)
+		assert.Equal(t, int64(3), o.Changes[0].Reservation.Version)
+		// Everything acts on it again, and it expires again.
+		apply(t, c, st, t0+3, schemas.Command{CommandID: "x", Type: schemas.TypeExtend, SKU: "A", ReservationID: "h", TTLSeconds: i64(1)})
+		assert.Len(t, c.Expire(st, 0, "A", "h", t0+1003).Results, 1)
+	})
+	t.Run("prepared past expires_at: expires right after", func(t *testing.T) {
+		c, st := prepareSetup(t)
+		apply(t, c, st, t0+1, prepare("p", "o-1"))
+		o := apply(t, c, st, t0+90_000, unprepare("u"))
+		require.Len(t, o.Results, 2, "the decision, then the expired notice it caused")
+		r := o.Results[0]
+		assert.Equal(t, schemas.OutcomeAccepted, r.Outcome)
+		assert.Equal(t, schemas.StatusExpired, r.Reservation.Status)
+		assert.Equal(t, &schemas.StockView{OnHand: 5, Reserved: 0, Available: 5}, r.Stock)
+		assert.Equal(t, schemas.TypeExpired, o.Results[1].Type)
+		var events []string
+		for _, ch := range o.Changes {
+			if ch.Reservation != nil {
+				events = append(events, ch.Reservation.Event)
+			}
+		}
+		assert.Equal(t, []string{schemas.EventUnprepared, schemas.EventExpired}, events)
+		h, _ := st.Reservation("A", "h")
+		assert.Equal(t, int64(4), h.Version, "reserved, prepared, unprepared, expired")
+	})
+	t.Run("terminal and unknown", func(t *testing.T) {
+		c, st := prepareSetup(t)
+		apply(t, c, st, t0+1, prepare("p", "o-1"))
+		apply(t, c, st, t0+2, schemas.Command{CommandID: "commit", Type: schemas.TypeCommit, SKU: "A", ReservationID: "h", OrderID: "o-1"})
+		o := apply(t, c, st, t0+3, unprepare("u"))
+		assert.Equal(t, schemas.ReasonReservationNotActive, o.Results[0].Reason)
+		assert.Equal(t, schemas.StatusConsumed, o.Results[0].Reservation.Status)
+		o = c.Apply(st, Input{Key: "A", Command: schemas.Command{CommandID: "u2", Type: schemas.TypeUnprepare, SKU: "A", ReservationID: "nope"}}, t0)
+		assert.Equal(t, schemas.ReasonUnknownReservation, o.Results[0].Reason)
+	})
+}

@@ -75,8 +75,9 @@ func FuzzDecodeChange(f *testing.F) {
 
 // fuzzSetup is the state FuzzApply starts from, built through the core and the
 // model (and compared on the way): SKU A with a threshold, a due-soon hold, a
-// released, an extended and a consumed one; SKU B oversold by stock.set; SKU
-// sku/2 with no stock and threshold 0.
+// released, an extended and a consumed one, and a hold prepared for a cart
+// commit (due soon, but a prepared hold never expires); SKU B oversold by
+// stock.set; SKU sku/2 with no stock and threshold 0.
 var fuzzSetup = []string{
 	`{"command_id":"setup-1","type":"stock.set","sku":"A","on_hand":10,"low_stock_threshold":3}`,
 	`{"command_id":"setup-2","type":"reserve","sku":"A","reservation_id":"r1","quantity":4,"ttl_seconds":60,"cart_id":"cart-1"}`,
@@ -90,6 +91,8 @@ var fuzzSetup = []string{
 	`{"command_id":"setup-10","type":"reserve","sku":"B","reservation_id":"h1","quantity":5,"ttl_seconds":3600}`,
 	`{"command_id":"setup-11","type":"stock.set","sku":"B","on_hand":2}`,
 	`{"command_id":"setup-12","type":"stock.set","sku":"sku/2","on_hand":0,"low_stock_threshold":0}`,
+	`{"command_id":"setup-13","type":"reserve","sku":"A","reservation_id":"p1","quantity":1,"ttl_seconds":30,"cart_id":"cart-2"}`,
+	`{"command_id":"setup-14","type":"prepare","sku":"A","reservation_id":"p1","order_id":"o-p"}`,
 }
 
 // newFuzzRun returns a copy of the setup state in the core and in the model.
@@ -126,9 +129,11 @@ func buildFuzzRun(t testing.TB) *propRun {
 	return p
 }
 
-// contractReasons are the reason codes of CONTRACT.md.
+// contractReasons are the reason codes of CONTRACT.md, plus the extension
+// reservation_prepared (schemas/README.md).
 var contractReasons = []string{"insufficient_stock", "unknown_sku", "unknown_reservation", "reservation_exists",
-	"reservation_not_active", "extension_limit", "stale_expected_on_hand", "negative_stock", "invalid_command", "sku_mismatch"}
+	"reservation_not_active", "extension_limit", "stale_expected_on_hand", "negative_stock", "invalid_command", "sku_mismatch",
+	"reservation_prepared"}
 
 // contractFields are the command fields of CONTRACT.md: the field an
 // invalid_command message names.
@@ -148,6 +153,10 @@ func FuzzApply(f *testing.F) {
 	f.Add("A", []byte(`{"command_id":"f2","type":"commit","sku":"A","reservation_id":"r1","order_id":"o"}`), uint16(61))
 	f.Add("B", []byte(`{"command_id":"f3","type":"stock.adjust","sku":"B","delta":9223372036854775807}`), uint16(0))
 	f.Add("A", []byte(`{"command_id":"setup-2","type":"reserve","sku":"A","reservation_id":"r1","quantity":4}`), uint16(5))
+	f.Add("A", []byte(`{"command_id":"f4","type":"unprepare","sku":"A","reservation_id":"p1"}`), uint16(61))
+	f.Add("A", []byte(`{"command_id":"f5","type":"commit","sku":"A","reservation_id":"p1","order_id":"o-2"}`), uint16(3600))
+	f.Add("A", []byte(`{"command_id":"f6","type":"release","sku":"A","reservation_id":"p1"}`), uint16(0))
+	f.Add("A", []byte(`{"command_id":"f7","type":"prepare","sku":"A","reservation_id":"r1","order_id":"o-3","reply_to":"cart","cart_id":"cart-1"}`), uint16(0))
 	f.Fuzz(func(t *testing.T, key string, value []byte, advance uint16) {
 		p := newFuzzRun(t)
 		p.now += schemas.Millis(advance) * 1000

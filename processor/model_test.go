@@ -6,7 +6,8 @@ import (
 
 // model is a reference implementation of the contract's stock arithmetic with
 // plain maps, written independently of the core, for long-TTL workloads (no
-// expiry, no low-stock thresholds). It answers outcome and reason per command.
+// expiry, no low-stock thresholds). It answers outcome and reason per command,
+// the extension commands prepare and unprepare included.
 type model struct {
 	onHand   map[string]int64
 	res      map[[2]string]*modelRes // (sku, reservation id)
@@ -15,8 +16,9 @@ type model struct {
 }
 
 type modelRes struct {
-	qty    int64
-	status string
+	qty      int64
+	status   string
+	prepared bool // prepared for a cart commit: only commit and unprepare act on it
 }
 
 func newModel() *model {
@@ -77,6 +79,9 @@ func (m *model) apply(c schemas.Command) (string, string) {
 	if r.status != schemas.StatusActive {
 		return no(schemas.ReasonReservationNotActive)
 	}
+	if r.prepared && c.Type != schemas.TypeCommit && c.Type != schemas.TypeUnprepare {
+		return no(schemas.ReasonReservationPrepared)
+	}
 	switch c.Type {
 	case schemas.TypeAdjust:
 		inc := *c.Quantity - r.qty
@@ -93,7 +98,12 @@ func (m *model) apply(c schemas.Command) (string, string) {
 		m.extended[key]++
 	case schemas.TypeCommit:
 		r.status = schemas.StatusConsumed
+		r.prepared = false
 		m.onHand[c.SKU] = max(0, m.onHand[c.SKU]-r.qty)
+	case schemas.TypePrepare:
+		r.prepared = true
+	case schemas.TypeUnprepare:
+		r.prepared = false // accepted also when not prepared: nothing to undo
 	}
 	return ok()
 }

@@ -230,14 +230,15 @@ func (p *propRun) fireTimers() error {
 	return nil
 }
 
-// coreDue lists the core's active reservations with expires_at <= now, in the
-// model's order.
+// coreDue lists the core's active, not prepared reservations with expires_at
+// <= now, in the model's order.
 func coreDue(st Entities, now schemas.Millis) []refKey {
 	m := newRefModel(refRules{})
 	for _, c := range st {
 		if r := c.Reservation; r != nil {
 			v := r.Reservation
-			m.holds[refKey{v.SKU, v.ReservationID}] = &refHold{sku: v.SKU, id: v.ReservationID, status: v.Status, expiresAt: v.ExpiresAt}
+			m.holds[refKey{v.SKU, v.ReservationID}] = &refHold{sku: v.SKU, id: v.ReservationID, status: v.Status, expiresAt: v.ExpiresAt,
+				prepared: v.Prepared}
 		}
 	}
 	return m.due(now)
@@ -414,8 +415,8 @@ func holdString(r *schemas.Reservation) string {
 	if r == nil {
 		return "none"
 	}
-	return fmt.Sprintf("%s:%d:%s:ext%d:exp=%s:cart=%s:order=%s:store=%s",
-		r.ReservationID, r.Quantity, r.Status, r.Extensions, r.ExpiresAt, r.CartID, r.OrderID, r.StoreID)
+	return fmt.Sprintf("%s:%d:%s:ext%d:exp=%s:cart=%s:order=%s:store=%s:prepared=%t",
+		r.ReservationID, r.Quantity, r.Status, r.Extensions, r.ExpiresAt, r.CartID, r.OrderID, r.StoreID, r.Prepared)
 }
 
 // checkChanges checks the entity changes of one output against the state they
@@ -595,7 +596,7 @@ func (g *propGen) advance() schemas.Millis {
 	case n < 15:
 		var next schemas.Millis
 		for _, h := range g.model.holds {
-			if h.status == schemas.StatusActive && h.expiresAt > *g.now && (next == 0 || h.expiresAt < next) {
+			if h.status == schemas.StatusActive && !h.prepared && h.expiresAt > *g.now && (next == 0 || h.expiresAt < next) {
 				next = h.expiresAt
 			}
 		}
@@ -634,15 +635,22 @@ func (g *propGen) command() (string, []jfield) {
 		add("sku", jstr(sku))
 	}
 	// rid names a reservation: mostly one the model knows (and its SKU), so
-	// that adjust, release, extend and commit meet active holds.
-	rid := func(aim int) {
+	// that adjust, release, extend, commit, prepare and unprepare meet active
+	// holds; with preferPrepared, mostly a prepared one when there is one.
+	rid := func(aim int, preferPrepared bool) {
 		id := pick(r, propResIDs)
 		if r.IntN(100) < aim {
-			var holds []*refHold
+			var holds, prepared []*refHold
 			for _, h := range g.model.holds {
 				if h.status == schemas.StatusActive || r.IntN(4) == 0 {
 					holds = append(holds, h)
 				}
+				if h.prepared {
+					prepared = append(prepared, h)
+				}
+			}
+			if preferPrepared && len(prepared) > 0 && r.IntN(100) < 70 {
+				holds = prepared
 			}
 			slices.SortFunc(holds, func(a, b *refHold) int {
 				return strings.Compare(a.sku+"\x00"+a.id, b.sku+"\x00"+b.id)
@@ -676,7 +684,7 @@ func (g *propGen) command() (string, []jfield) {
 		}
 	}
 	switch n := r.IntN(100); {
-	case n < 12:
+	case n < 11:
 		sku = propSKUs[r.IntN(3)] // never Z
 		typ(schemas.TypeStockSet)
 		switch m := r.IntN(100); {
@@ -691,7 +699,7 @@ func (g *propGen) command() (string, []jfield) {
 			add("low_stock_threshold", jint(int64(r.IntN(7))))
 		}
 		expected()
-	case n < 22:
+	case n < 20:
 		typ(schemas.TypeStockAdjust)
 		d := int64(r.IntN(8) + 1)
 		if r.IntN(2) == 0 {
@@ -710,9 +718,9 @@ func (g *propGen) command() (string, []jfield) {
 		}
 		add("delta", jint(d))
 		expected()
-	case n < 52:
+	case n < 46:
 		typ(schemas.TypeReserve)
-		rid(15)
+		rid(15, false)
 		q := int64(1 + r.IntN(6))
 		if r.IntN(50) == 0 {
 			q = math.MaxInt64
@@ -728,21 +736,28 @@ func (g *propGen) command() (string, []jfield) {
 		if r.IntN(8) == 0 {
 			add("reason", jstr("checkout"))
 		}
-	case n < 65:
+	case n < 56:
 		typ(schemas.TypeAdjust)
-		rid(75)
+		rid(75, false)
 		add("quantity", jint(int64(1+r.IntN(8))))
-	case n < 77:
+	case n < 66:
 		typ(schemas.TypeRelease)
-		rid(75)
-	case n < 88:
+		rid(75, false)
+	case n < 75:
 		typ(schemas.TypeExtend)
-		rid(75)
+		rid(75, false)
 		ttl()
-	default:
+	case n < 85:
 		typ(schemas.TypeCommit)
-		rid(75)
+		rid(75, r.IntN(2) == 0)
 		add("order_id", jstr(fmt.Sprintf("o-%d", g.n)))
+	case n < 93: // extension: the first phase of a cart commit
+		typ(schemas.TypePrepare)
+		rid(80, false)
+		add("order_id", jstr(fmt.Sprintf("o-%d", g.n)))
+	default:
+		typ(schemas.TypeUnprepare)
+		rid(80, true)
 	}
 	return sku, fs
 }
@@ -765,7 +780,9 @@ func (g *propGen) invalid() (string, []byte) {
 		fs = slices.DeleteFunc(fs, func(f jfield) bool { return f.k == k })
 	}
 	field := func() string { return pick(r, fs[1:]).k }
-	switch r.IntN(20) {
+	switch r.IntN(21) {
+	case 20: // extension: reply_to "cart" needs a cart_id
+		set("reply_to", pick(r, []string{`"cart"`, `"cart"`, `"CART"`, `""`, `7`}))
 	case 0: // wrong JSON type of some field
 		set(field(), pick(r, []string{`"3"`, `true`, `[]`, `{}`, `1.5`, `7`}))
 	case 1:

@@ -13,6 +13,11 @@ package processor
 // takes the core's documented choice (named "choice:" below) and compares only
 // what the contract fixes: message texts, offsets, partitions, decided_at and
 // entity versions are not modelled.
+//
+// The extension commands prepare and unprepare (the first phase of the cart
+// coordinator's all-or-nothing commit) are modelled as the brief states them: a
+// prepared hold never expires, only commit and unprepare act on it, and it
+// still counts in reserved.
 
 import (
 	"cmp"
@@ -52,13 +57,14 @@ type refHold struct {
 	cart       string
 	store      string
 	order      string
+	prepared   bool           // prepared for a cart commit: never expires
 	changedAt  schemas.Millis // last change; a terminal hold is forgotten one dedupe window later
 }
 
 func (h *refHold) view() *schemas.Reservation {
 	return &schemas.Reservation{
 		ReservationID: h.id, SKU: h.sku, Quantity: h.qty, Status: h.status, ExpiresAt: h.expiresAt,
-		Extensions: h.extensions, CartID: h.cart, OrderID: h.order, StoreID: h.store,
+		Extensions: h.extensions, CartID: h.cart, OrderID: h.order, StoreID: h.store, Prepared: h.prepared,
 	}
 }
 
@@ -157,12 +163,18 @@ func (m *refModel) change(sku string, step func()) []refResult {
 	return nil
 }
 
-// due lists the active holds with expires_at <= now, earliest first (ties by
-// SKU, then id, so that the caller's timer order is reproducible).
+// overdue reports whether a hold expires at now: active, not prepared (a
+// prepared hold never expires), expires_at <= now.
+func (h *refHold) overdue(now schemas.Millis) bool {
+	return h.status == schemas.StatusActive && !h.prepared && h.expiresAt <= now
+}
+
+// due lists the holds that expire at now, earliest first (ties by SKU, then
+// id, so that the caller's timer order is reproducible).
 func (m *refModel) due(now schemas.Millis) []refKey {
 	var out []*refHold
 	for _, h := range m.holds {
-		if h.status == schemas.StatusActive && h.expiresAt <= now {
+		if h.overdue(now) {
 			out = append(out, h)
 		}
 	}
@@ -182,11 +194,11 @@ func (m *refModel) due(now schemas.Millis) []refKey {
 	return keys
 }
 
-// expire expires one hold if it is active and due: status expired, its stock
-// back to available, one expired notice.
+// expire expires one hold if it is active, not prepared and due: status
+// expired, its stock back to available, one expired notice.
 func (m *refModel) expire(k refKey, now schemas.Millis) []refResult {
 	h, ok := m.holds[k]
-	if !ok || h.status != schemas.StatusActive || h.expiresAt > now {
+	if !ok || !h.overdue(now) {
 		return nil
 	}
 	low := m.change(h.sku, func() {
@@ -222,10 +234,11 @@ type refCmd struct {
 }
 
 var (
-	refStringFields = []string{"command_id", "type", "sku", "reason", "issued_at", "reservation_id", "cart_id", "store_id", "order_id"}
-	refIntFields    = []string{"on_hand", "expected_on_hand", "low_stock_threshold", "delta", "quantity", "ttl_seconds"}
-	refSKUPattern   = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
-	refJSONInteger  = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+	refStringFields = []string{"command_id", "type", "sku", "reason", "issued_at", "reservation_id", "cart_id", "store_id", "order_id",
+		"reply_to"}
+	refIntFields   = []string{"on_hand", "expected_on_hand", "low_stock_threshold", "delta", "quantity", "ttl_seconds"}
+	refSKUPattern  = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
+	refJSONInteger = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
 )
 
 // refParse reads a command record. ok is false for a record that cannot be read
@@ -287,6 +300,16 @@ func (c *refCmd) invalid() []string {
 	atLeast := func(f string, min int64) bool { v, ok := c.num[f]; return ok && v < min }
 	add("sku", !refSKUPattern.MatchString(c.str["sku"]))
 	add("reason", runes("reason") > 256)
+	// Extension: reply_to is "cart" (which needs a cart_id) or absent, on any
+	// type; cart_id is at most 128 characters on any type.
+	switch c.str["reply_to"] {
+	case "":
+	case "cart":
+		add("cart_id", c.str["cart_id"] == "")
+	default:
+		add("reply_to", true)
+	}
+	add("cart_id", runes("cart_id") > 128)
 	ttl := func() {
 		v, ok := c.num["ttl_seconds"]
 		add("ttl_seconds", ok && (v < 1 || v > 86400))
@@ -305,7 +328,6 @@ func (c *refCmd) invalid() []string {
 		resID()
 		add("quantity", !has("quantity") || atLeast("quantity", 1))
 		ttl()
-		add("cart_id", runes("cart_id") > 128)   // extension (d)
 		add("store_id", runes("store_id") > 128) // extension (d)
 	case schemas.TypeAdjust:
 		resID()
@@ -315,9 +337,11 @@ func (c *refCmd) invalid() []string {
 	case schemas.TypeExtend:
 		resID()
 		ttl()
-	case schemas.TypeCommit:
+	case schemas.TypeCommit, schemas.TypePrepare:
 		resID()
 		add("order_id", runes("order_id") < 1 || runes("order_id") > 128)
+	case schemas.TypeUnprepare:
+		resID()
 	default:
 		add("type", true)
 	}
@@ -342,7 +366,7 @@ func (m *refModel) decide(key string, raw []byte, maxBytes int, now schemas.Mill
 	}
 	sku := c.str["sku"]
 	r := refResult{CommandID: id, Type: c.str["type"], SKU: sku, ReservationID: c.str["reservation_id"]}
-	var notices []refResult
+	var pre, post []refResult // notices before the decision (lazy expiry) and after it
 	reject := func(reason string, h *refHold) {
 		r.Outcome, r.Reason = schemas.OutcomeRejected, reason
 		if h != nil {
@@ -362,14 +386,12 @@ func (m *refModel) decide(key string, raw []byte, maxBytes int, now schemas.Mill
 		reject(schemas.ReasonSKUMismatch, nil)
 	} else {
 		// Lazy expiry at decision time: a hold past expires_at never counts.
-		var lazy []refResult
 		for _, k := range m.due(now) {
 			if k.sku == sku {
-				lazy = append(lazy, m.expire(k, now)...)
+				pre = append(pre, m.expire(k, now)...)
 			}
 		}
-		notices = m.apply(&c, now, &r, reject, accept)
-		notices = append(lazy, notices...)
+		post = m.apply(&c, now, &r, reject, accept)
 	}
 	// The stock figures of a result are those of the record key's SKU after the
 	// decision (choice: none when the command names another SKU).
@@ -377,21 +399,14 @@ func (m *refModel) decide(key string, raw []byte, maxBytes int, now schemas.Mill
 		r.Stock = m.view(sku)
 	}
 	m.decided[id] = refDecided{result: r, at: now}
-	// Lazy expiry notices come before the decision, low-stock notices after it.
-	var pre, post []refResult
-	for _, n := range notices {
-		if n.Type == schemas.TypeExpired {
-			pre = append(pre, n)
-		} else {
-			post = append(post, n)
-		}
-	}
+	// Lazy expiry notices come before the decision; the notices it causes
+	// (low_stock, the expiry of an unprepared overdue hold) after it.
 	out = append(pre, r)
 	return append(out, post...), true
 }
 
 // apply decides a valid command whose SKU is the record key and returns the
-// notices the decision caused.
+// notices the decision caused (they follow its result).
 func (m *refModel) apply(c *refCmd, now schemas.Millis, r *refResult, reject func(string, *refHold), accept func(*refHold)) []refResult {
 	sku, typ := c.str["sku"], c.str["type"]
 	s, known := m.skus[sku]
@@ -474,6 +489,11 @@ func (m *refModel) apply(c *refCmd, now schemas.Millis, r *refResult, reject fun
 		reject(schemas.ReasonReservationNotActive, h)
 		return nil
 	}
+	if h.prepared && typ != schemas.TypeCommit && typ != schemas.TypeUnprepare {
+		// Prepared for a cart commit: only commit and unprepare act on it.
+		reject(schemas.ReasonReservationPrepared, h)
+		return nil
+	}
 	var low []refResult
 	switch typ {
 	case schemas.TypeAdjust:
@@ -499,7 +519,25 @@ func (m *refModel) apply(c *refCmd, now schemas.Millis, r *refResult, reject fun
 			// on_hand and reserved both drop by the quantity; choice (core.go,
 			// finish): on_hand is clamped at 0 when the SKU was oversold.
 			s.onHand = max(0, s.onHand-h.qty)
+			h.prepared = false // a commit may carry any order_id: its own wins
 		})
+	case schemas.TypePrepare:
+		h.prepared = true
+		h.order = c.str["order_id"]
+	case schemas.TypeUnprepare:
+		if !h.prepared { // nothing to undo: accepted, no change
+			accept(h)
+			return nil
+		}
+		h.prepared = false
+		h.order = ""
+		h.changedAt = now
+		// choice (core.go, unprepare): a hold whose expires_at passed while it
+		// was prepared expires right after, in the same decision; the result
+		// shows the final (expired) hold and stock, the expired notice follows.
+		expired := m.expire(refKey{sku, h.id}, now)
+		accept(h)
+		return expired
 	}
 	h.changedAt = now
 	accept(h)

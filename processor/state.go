@@ -43,11 +43,13 @@ func (e Entities) Decision(id string) (schemas.CommandEntity, bool) {
 	return schemas.CommandEntity{}, false
 }
 
-// DueReservations implements State by scanning (tests and tools).
+// DueReservations implements State by scanning (tests and tools). Prepared
+// holds never expire: they are not listed.
 func (e Entities) DueReservations(sku string, now schemas.Millis) []string {
 	var due []schemas.Reservation
 	for _, c := range e {
-		if r := c.Reservation; r != nil && r.Reservation.SKU == sku && r.Reservation.Status == schemas.StatusActive && r.Reservation.ExpiresAt <= now {
+		if r := c.Reservation; r != nil && r.Reservation.SKU == sku && r.Reservation.Status == schemas.StatusActive &&
+			!r.Reservation.Prepared && r.Reservation.ExpiresAt <= now {
 			due = append(due, r.Reservation)
 		}
 	}

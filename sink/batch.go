@@ -67,6 +67,7 @@ type reservationRow struct {
 	cartID        string
 	orderID       string
 	storeID       string
+	prepared      bool // extension: prepared for a cart commit
 	version       int64
 	event         string
 	commandID     string
@@ -210,7 +211,7 @@ func decodeReservation(key string, value []byte) (*reservationRow, error) {
 	return &reservationRow{
 		key: key, sku: r.SKU, reservationID: r.ReservationID, quantity: r.Quantity,
 		status: r.Status, expiresAt: r.ExpiresAt, extensions: r.Extensions, cartID: r.CartID,
-		orderID: r.OrderID, storeID: r.StoreID, version: e.Version, event: e.Event,
+		orderID: r.OrderID, storeID: r.StoreID, prepared: r.Prepared, version: e.Version, event: e.Event,
 		commandID: e.CommandID, updatedAt: e.UpdatedAt,
 	}, nil
 }

@@ -137,7 +137,7 @@ func batchApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
 			resPuts++
 			pb.Queue(insRes, r.key, r.sku, r.reservationID, r.quantity, r.status, timeOrNil(r.expiresAt),
 				r.extensions, r.cartID, r.orderID, r.storeID, r.version, r.event, r.commandID,
-				timeOrNil(r.updatedAt))
+				timeOrNil(r.updatedAt), r.prepared)
 		}
 	}
 	var err error
@@ -187,6 +187,7 @@ func unnestApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
 		key, sku, id, status, cart, order, store, event, cmd []string
 		qty, ext, ver                                        []int64
 		expires, updated                                     []*time.Time
+		prepared                                             []bool
 	}
 	tp := func(m any) *time.Time {
 		if t, ok := m.(time.Time); ok {
@@ -215,6 +216,7 @@ func unnestApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
 			r.event, r.cmd = append(r.event, p.event), append(r.cmd, p.commandID)
 			r.qty, r.ext, r.ver = append(r.qty, p.quantity), append(r.ext, p.extensions), append(r.ver, p.version)
 			r.expires, r.updated = append(r.expires, tp(timeOrNil(p.expiresAt))), append(r.updated, tp(timeOrNil(p.updatedAt)))
+			r.prepared = append(r.prepared, p.prepared)
 		}
 	}
 	var err error
@@ -238,11 +240,11 @@ func unnestApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
 	if len(r.key) > 0 {
 		src := `(SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
 			$6::timestamptz[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::bigint[],
-			$12::text[], $13::text[], $14::timestamptz[])
+			$12::text[], $13::text[], $14::timestamptz[], $15::boolean[])
 			AS t(` + strings.Join(reservationColumns, ", ") + `)) AS x`
 		tag, err := tx.Exec(ctx, upsertSQL("reservations", src, "changelog_key", reservationColumns),
 			r.key, r.sku, r.id, r.qty, r.status, r.expires, r.ext, r.cart, r.order, r.store, r.ver,
-			r.event, r.cmd, r.updated)
+			r.event, r.cmd, r.updated, r.prepared)
 		if err != nil {
 			return n, fmt.Errorf("upsert reservations: %w", err)
 		}

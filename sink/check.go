@@ -28,7 +28,8 @@ const (
 	// active reservations (the phantom-reservation reconciliation).
 	CheckReserved = "reserved"
 	// CheckReservation: an unknown status, a quantity below 1, a consumed
-	// reservation without order_id.
+	// reservation without order_id, a prepared reservation (extension) that is
+	// not active or names no order.
 	CheckReservation = "reservation"
 	// CheckTerminal: a released, expired or consumed reservation changed
 	// status, quantity or order_id.
@@ -270,6 +271,14 @@ func (c *checker) addReservation(key string, partition int32, offset int64, valu
 	if row.status == schemas.StatusConsumed && row.orderID == "" {
 		c.violate(at(Mismatch{Check: CheckReservation, Field: "order_id", Want: "an order id", Got: `""`,
 			Detail: "a consumed reservation names its order"}))
+	}
+	if row.prepared && row.status != schemas.StatusActive {
+		c.violate(at(Mismatch{Check: CheckReservation, Field: "prepared", Want: "false", Got: "true",
+			Detail: fmt.Sprintf("a %s reservation is no longer prepared (commit and unprepare clear it)", row.status)}))
+	}
+	if row.prepared && row.orderID == "" {
+		c.violate(at(Mismatch{Check: CheckReservation, Field: "order_id", Want: "an order id", Got: `""`,
+			Detail: "a prepared reservation names its order"}))
 	}
 	if prev != nil && terminal(prev.row.status) {
 		was := fmt.Sprintf("the reservation was %s at offset %d", prev.row.status, prev.offset)

@@ -44,6 +44,21 @@ func rs(sku, id string, v, qty int64, status, event, order string) crec {
 	return crec{key: schemas.ReservationKey(sku, id), value: b}
 }
 
+// prepared is r (a reservation record) prepared for a cart commit (extension).
+func prepared(r crec) crec {
+	var e schemas.ReservationEntity
+	if err := json.Unmarshal(r.value, &e); err != nil {
+		panic(err)
+	}
+	e.Reservation.Prepared = true
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic(err)
+	}
+	r.value = b
+	return r
+}
+
 func tomb(key string) crec { return crec{key: key} }
 
 // want is an expected violation: check and key (and field when not empty).
@@ -106,6 +121,26 @@ func TestChecker(t *testing.T) {
 				st("B", 1, 4, 0, schemas.EventStockSet), st("B", 2, 4, 4, schemas.EventReserved),
 				rs("B", "r", 1, 4, active, schemas.EventReserved, ""), st("B", 3, 2, 4, schemas.EventStockAdjusted),
 			},
+		},
+		{
+			name: "prepared hold (extension): counts in reserved, unprepared, prepared again, committed",
+			recs: []crec{
+				st("A", 1, 10, 0, schemas.EventStockSet),
+				st("A", 2, 10, 3, schemas.EventReserved), rs("A", "r1", 1, 3, active, schemas.EventReserved, ""),
+				prepared(rs("A", "r1", 2, 3, active, schemas.EventPrepared, "o-1")),
+				rs("A", "r1", 3, 3, active, schemas.EventUnprepared, ""),
+				prepared(rs("A", "r1", 4, 3, active, schemas.EventPrepared, "o-2")),
+				st("A", 3, 7, 0, schemas.EventCommitted), rs("A", "r1", 5, 3, consumed, schemas.EventCommitted, "o-3"),
+			},
+		},
+		{
+			name: "prepared but terminal, prepared without order",
+			recs: []crec{
+				st("A", 1, 10, 3, schemas.EventStockSet),
+				prepared(rs("A", "r1", 1, 2, released, schemas.EventReleased, "o-1")),
+				prepared(rs("A", "r2", 1, 3, active, schemas.EventPrepared, "")),
+			},
+			want: []want{{CheckReservation, "reservation/A/r1", "prepared"}, {CheckReservation, "reservation/A/r2", "order_id"}},
 		},
 		{
 			name: "phantom reservation: reserved above the active holds",

@@ -272,15 +272,20 @@ func (g *gen) next() rec {
 		r.UpdatedAt = now
 		r.CommandID = fmt.Sprintf("cmd-%d", g.n)
 		r.Reservation.Quantity = int64(1 + g.rng.IntN(9))
-		switch g.rng.IntN(5) {
+		switch g.rng.IntN(7) {
 		case 0:
 			r.Reservation.Status, r.Event, r.Reservation.OrderID = schemas.StatusConsumed, schemas.EventCommitted, "o-1"
+			r.Reservation.Prepared = false
 		case 1:
 			r.Reservation.Status, r.Event = schemas.StatusReleased, schemas.EventReleased
 		case 2:
 			r.Reservation.Extensions++
 			r.Event = schemas.EventExtended
 			r.Reservation.StoreID = "store-1"
+		case 3: // extension: prepared for a cart commit
+			r.Reservation.Prepared, r.Event, r.Reservation.OrderID = true, schemas.EventPrepared, "o-2"
+		case 4:
+			r.Reservation.Prepared, r.Event, r.Reservation.OrderID = false, schemas.EventUnprepared, ""
 		default:
 			r.Event = schemas.EventAdjusted
 		}
@@ -437,14 +442,14 @@ func assertMatchesModel(t testing.TB, pool *pgxpool.Pool, m *model) {
 
 	gotRes := map[string]schemas.ReservationEntity{}
 	rows, _ = pool.Query(ctx, `SELECT changelog_key, sku, reservation_id, quantity, status, expires_at,
-		extensions, cart_id, order_id, store_id, version, event, command_id, updated_at FROM reservations`)
+		extensions, cart_id, order_id, store_id, version, event, command_id, updated_at, prepared FROM reservations`)
 	var key string
 	var r schemas.ReservationEntity
 	var expires *time.Time
 	_, err = pgx.ForEachRow(rows, []any{&key, &r.Reservation.SKU, &r.Reservation.ReservationID,
 		&r.Reservation.Quantity, &r.Reservation.Status, &expires, &r.Reservation.Extensions,
 		&r.Reservation.CartID, &r.Reservation.OrderID, &r.Reservation.StoreID, &r.Version, &r.Event,
-		&r.CommandID, &updated}, func() error {
+		&r.CommandID, &updated, &r.Reservation.Prepared}, func() error {
 		r.Reservation.ExpiresAt = millisOrZero(expires)
 		r.UpdatedAt = millisOrZero(updated)
 		gotRes[key] = r

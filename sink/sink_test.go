@@ -349,3 +349,66 @@ func TestConfigValidate(t *testing.T) {
 	_, err = New(Config{Brokers: []string{"b:9092"}, DSN: "::not a dsn"})
 	assert.Error(t, err)
 }
+
+// TestSinkPreparedReservation follows a hold through the events of the cart
+// commit extension (prepared, unprepared, prepared again, committed): the
+// reservations table carries the prepared flag and the order at every step,
+// and verify finds no violation and no difference from Postgres.
+func TestSinkPreparedReservation(t *testing.T) {
+	t.Parallel()
+	e := newKafkaEnv(t, testPartitions)
+	db := pgtest.NewDatabase(t)
+	s := newShop(t, e, testPartitions, seed(t), 1)
+	startSink(t, e.sinkConfig(db.DSN))
+	ctx := context.Background()
+	cfg := e.verifyConfig()
+	cfg.Pool = db.Pool
+
+	const sku = "SKU-P"
+	key := schemas.ReservationKey(sku, "r1")
+	s.n++
+	s.txn(ctx, []*kgo.Record{s.putStock(sku, schemas.StockEntity{OnHand: 10}, schemas.EventStockSet)}, kgo.TryCommit)
+	st := s.stock[sku]
+	st.Reserved = 3
+	s.n++
+	r := schemas.ReservationEntity{Reservation: schemas.Reservation{ReservationID: "r1", SKU: sku, Quantity: 3,
+		Status: schemas.StatusActive, ExpiresAt: epoch + 60_000, CartID: "cart-1"}}
+	s.txn(ctx, []*kgo.Record{s.putStock(sku, st, schemas.EventReserved), s.putReservation(key, r, schemas.EventReserved)}, kgo.TryCommit)
+
+	type row struct {
+		Status, OrderID, Event string
+		Prepared               bool
+		Version                int64
+	}
+	step := func(r schemas.ReservationEntity, event string, recs ...*kgo.Record) {
+		t.Helper()
+		s.n++
+		s.txn(ctx, append(recs, s.putReservation(key, r, event)), kgo.TryCommit)
+		rep := verify(t, cfg) // waits until the sink has caught up
+		require.True(t, rep.OK(), "mismatches: %v", rep.Mismatches)
+		var got row
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT status, order_id, event, prepared, version FROM reservations
+			WHERE changelog_key = $1`, key).Scan(&got.Status, &got.OrderID, &got.Event, &got.Prepared, &got.Version))
+		want := s.res[key]
+		assert.Equal(t, row{want.Reservation.Status, want.Reservation.OrderID, event, want.Reservation.Prepared, want.Version}, got)
+	}
+
+	r = s.res[key]
+	r.Reservation.Prepared, r.Reservation.OrderID = true, "order-1"
+	step(r, schemas.EventPrepared)
+	r = s.res[key]
+	r.Reservation.Prepared, r.Reservation.OrderID = false, ""
+	step(r, schemas.EventUnprepared)
+	r = s.res[key]
+	r.Reservation.Prepared, r.Reservation.OrderID = true, "order-2"
+	step(r, schemas.EventPrepared)
+	r = s.res[key]
+	r.Reservation.Prepared, r.Reservation.OrderID, r.Reservation.Status = false, "order-2", schemas.StatusConsumed
+	st = s.stock[sku]
+	st.OnHand, st.Reserved = 7, 0
+	step(r, schemas.EventCommitted, s.putStock(sku, st, schemas.EventCommitted))
+
+	var version int64
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT version FROM reservations WHERE changelog_key = $1`, key).Scan(&version))
+	assert.Equal(t, int64(5), version, "reserved, prepared, unprepared, prepared, committed")
+}

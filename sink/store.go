@@ -208,7 +208,7 @@ var (
 		"version", "event", "command_id", "updated_at"}
 	reservationColumns = []string{"changelog_key", "sku", "reservation_id", "quantity", "status",
 		"expires_at", "extensions", "cart_id", "order_id", "store_id", "version", "event",
-		"command_id", "updated_at"}
+		"command_id", "updated_at", "prepared"}
 )
 
 // upsertSQL moves staged rows into table unless the stored row has the same or
@@ -281,7 +281,7 @@ func copyApply(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error) {
 			r := putRes[i]
 			return []any{r.key, r.sku, r.reservationID, r.quantity, r.status, timeOrNil(r.expiresAt),
 				r.extensions, r.cartID, r.orderID, r.storeID, r.version, r.event, r.commandID,
-				timeOrNil(r.updatedAt)}, nil
+				timeOrNil(r.updatedAt), r.prepared}, nil
 		})
 		if n.reservationsUpserted, err = copyUpsert(ctx, tx, "reservations", "sink_stage_reservations", reservationColumns, src, upsertReservations); err != nil {
 			return n, err

@@ -474,7 +474,8 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool, topic string, b logBo
 	var r reservationRow
 	var expires *time.Time
 	if _, err := pgx.ForEachRow(rows, []any{&r.key, &r.sku, &r.reservationID, &r.quantity, &r.status, &expires,
-		&r.extensions, &r.cartID, &r.orderID, &r.storeID, &r.version, &r.event, &r.commandID, &updated}, func() error {
+		&r.extensions, &r.cartID, &r.orderID, &r.storeID, &r.version, &r.event, &r.commandID, &updated,
+		&r.prepared}, func() error {
 		r.expiresAt, r.updatedAt = millisOf(expires), millisOf(updated)
 		row := r
 		snap.reservations[r.key] = &row
@@ -600,6 +601,7 @@ func reservationFields(want, got *reservationRow) []field {
 		{"cart_id", strconv.Quote(want.cartID), strconv.Quote(got.cartID)},
 		{"order_id", strconv.Quote(want.orderID), strconv.Quote(got.orderID)},
 		{"store_id", strconv.Quote(want.storeID), strconv.Quote(got.storeID)},
+		{"prepared", strconv.FormatBool(want.prepared), strconv.FormatBool(got.prepared)},
 		{"version", itoa(want.version), itoa(got.version)},
 		{"event", strconv.Quote(want.event), strconv.Quote(got.event)},
 		{"command_id", strconv.Quote(want.commandID), strconv.Quote(got.commandID)},

@@ -22,7 +22,8 @@ import (
 
 // shop writes a changelog the way the processor does: every record of a SKU
 // on the SKU's partition, versions increasing by one, reserved equal to the
-// sum of the active holds, oversold only through stock.set.
+// sum of the active holds, oversold only through stock.set, prepared holds
+// (extension) only committed or unprepared.
 type shop struct {
 	t      testing.TB
 	e      *kafkaEnv
@@ -86,7 +87,7 @@ func (s *shop) op() []*kgo.Record {
 		return []*kgo.Record{s.putStock(sku, schemas.StockEntity{OnHand: int64(5 + s.rng.IntN(20))}, schemas.EventStockSet)}
 	}
 	act := s.active[sku]
-	switch x := s.rng.IntN(10); {
+	switch x := s.rng.IntN(12); {
 	case x < 4: // reserve
 		q := int64(1 + s.rng.IntN(3))
 		if st.OnHand-st.Reserved < q {
@@ -99,11 +100,16 @@ func (s *shop) op() []*kgo.Record {
 		r := schemas.ReservationEntity{Reservation: schemas.Reservation{ReservationID: id, SKU: sku, Quantity: q,
 			Status: schemas.StatusActive, ExpiresAt: epoch + 900_000, CartID: "cart-1"}}
 		return []*kgo.Record{s.putStock(sku, st, schemas.EventReserved), s.putReservation(key, r, schemas.EventReserved)}
-	case x < 8 && len(act) > 0: // release, commit or expire
+	case x < 8 && len(act) > 0: // release, commit or expire (a prepared hold: commit or unprepare)
 		i := s.rng.IntN(len(act))
 		key := act[i]
-		s.active[sku] = slices.Delete(slices.Clone(act), i, i+1)
 		r := s.res[key]
+		if r.Reservation.Prepared && x != 6 {
+			r.Reservation.Prepared, r.Reservation.OrderID = false, ""
+			return []*kgo.Record{s.putReservation(key, r, schemas.EventUnprepared)}
+		}
+		r.Reservation.Prepared = false
+		s.active[sku] = slices.Delete(slices.Clone(act), i, i+1)
 		st.Reserved -= r.Reservation.Quantity
 		event := schemas.EventReleased
 		r.Reservation.Status = schemas.StatusReleased
@@ -118,6 +124,14 @@ func (s *shop) op() []*kgo.Record {
 	case x == 8: // stock.set, which may oversell
 		st.OnHand = int64(s.rng.IntN(15))
 		return []*kgo.Record{s.putStock(sku, st, schemas.EventStockSet)}
+	case x >= 10 && len(act) > 0: // prepare (extension): no stock change
+		key := act[s.rng.IntN(len(act))]
+		r := s.res[key]
+		if r.Reservation.Prepared {
+			return nil
+		}
+		r.Reservation.Prepared, r.Reservation.OrderID = true, fmt.Sprintf("o-%d", s.n)
+		return []*kgo.Record{s.putReservation(key, r, schemas.EventPrepared)}
 	default: // tombstone a terminal reservation of the SKU
 		for key, r := range s.res {
 			if r.Reservation.SKU == sku && r.Reservation.Status != schemas.StatusActive {

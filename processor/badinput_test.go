@@ -311,6 +311,8 @@ func TestBadInputModelAcceptsValidCommands(t *testing.T) {
 			schemas.TypeRelease:     `{"command_id":"g","type":"release","sku":"A","reservation_id":"r"}`,
 			schemas.TypeExtend:      `{"command_id":"g","type":"extend","sku":"A","reservation_id":"r","ttl_seconds":1}`,
 			schemas.TypeCommit:      `{"command_id":"g","type":"commit","sku":"A","reservation_id":"r","order_id":"o"}`,
+			schemas.TypePrepare:     `{"command_id":"g","type":"prepare","sku":"A","reservation_id":"r","order_id":"o","reply_to":"cart","cart_id":"c"}`,
+			schemas.TypeUnprepare:   `{"command_id":"g","type":"unprepare","sku":"A","reservation_id":"r"}`,
 		}[typ]
 		c, ok := refParse([]byte(raw), 0)
 		require.True(t, ok, typ)

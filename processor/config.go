@@ -7,17 +7,40 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/topics"
 )
 
+// Role selects what a Processor decides.
+type Role int
+
+const (
+	// RoleSKU decides the reservation commands of the contract (the default).
+	RoleSKU Role = iota
+	// RoleCart is the cart coordinator (extension): it consumes the
+	// cart-commands topic, runs each cart command as a saga of per-SKU
+	// commands, and writes cart results and its own changelog (cart-changelog).
+	RoleCart
+)
+
+func (r Role) String() string {
+	if r == RoleCart {
+		return "cart"
+	}
+	return "sku"
+}
+
 // Config configures a Processor. Zero fields take the documented defaults.
 type Config struct {
+	// Role is what this processor decides (default RoleSKU).
+	Role Role
 	// Brokers are the seed brokers (host:port). Required.
 	Brokers []string
 	// Topics are the topic names (default topics.NewNames("")).
 	Topics topics.Names
 	// Group is the consumer group and the prefix of the transactional id
-	// (default "reservations-processor").
+	// (default "reservations-processor"; "reservations-cart-coordinator" for
+	// RoleCart).
 	Group string
 	// InstanceID makes this instance's transactional id stable across restarts,
 	// so a restarted instance fences its predecessor and aborts its open
@@ -61,6 +84,9 @@ type Config struct {
 	// DedupeWindow means the default; MaxExtensions 0 means no extension, unless
 	// the whole Rules is zero).
 	Rules Rules
+	// CartRules are the cart coordinator's rules (RoleCart; default
+	// cart.DefaultRules(), with the dedupe window of Rules).
+	CartRules cart.Rules
 	// KafkaOpts are extra client options (TLS, SASL, test tuning), applied to
 	// every client the processor creates.
 	KafkaOpts []kgo.Opt
@@ -72,6 +98,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Group == "" {
 		c.Group = "reservations-processor"
+		if c.Role == RoleCart {
+			c.Group = "reservations-cart-coordinator"
+		}
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 50 * time.Millisecond
@@ -102,6 +131,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Rules.DedupeWindow == 0 {
 		c.Rules.DedupeWindow = DefaultRules().DedupeWindow
+	}
+	if c.CartRules.DedupeWindow == 0 {
+		c.CartRules.DedupeWindow = c.Rules.DedupeWindow
+	}
+	if c.CartRules.MaxQueue <= 0 {
+		c.CartRules.MaxQueue = cart.DefaultRules().MaxQueue
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -28,10 +29,18 @@ type Change struct {
 	Stock       *schemas.StockEntity
 	Reservation *schemas.ReservationEntity
 	Command     *schemas.CommandEntity
+	// Cart is set instead of the above for the cart coordinator's entities
+	// (RoleCart): a cart, a decided cart command, or a tombstone of either.
+	Cart *cart.Change
 }
 
 // Tombstone reports whether c deletes its key.
-func (c *Change) Tombstone() bool { return c.Stock == nil && c.Reservation == nil && c.Command == nil }
+func (c *Change) Tombstone() bool {
+	if c.Cart != nil {
+		return c.Cart.Tombstone()
+	}
+	return c.Stock == nil && c.Reservation == nil && c.Command == nil
+}
 
 // Outputs are what one decision produces: results (the decision, then any
 // notices) and the entity changes, in the order they must be written.

@@ -31,6 +31,7 @@ type childConfig struct {
 	Prefix   string
 	Group    string
 	StateDir string
+	Role     processor.Role
 }
 
 func TestMain(m *testing.M) {
@@ -52,6 +53,7 @@ func runChild(js string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("child", c.StateDir)
 	p, err := processor.New(processor.Config{
+		Role:               c.Role,
 		Brokers:            c.Brokers,
 		Topics:             topics.NewNames(c.Prefix),
 		Group:              c.Group,
@@ -82,8 +84,19 @@ type child struct {
 
 func (h *harness) startChild(dir string) *child {
 	h.t.Helper()
+	return h.startChildRole(dir, processor.RoleSKU)
+}
+
+// startChildRole starts a child processor of role (the cart coordinator's
+// group is the SKU group's name + "-cart").
+func (h *harness) startChildRole(dir string, role processor.Role) *child {
+	h.t.Helper()
 	prefix := h.names.Commands[:len(h.names.Commands)-len(".commands")]
-	js, err := json.Marshal(childConfig{Brokers: h.c.Brokers, Prefix: prefix, Group: h.cfg.Group, StateDir: dir})
+	group := h.cfg.Group
+	if role == processor.RoleCart {
+		group += "-cart"
+	}
+	js, err := json.Marshal(childConfig{Brokers: h.c.Brokers, Prefix: prefix, Group: group, StateDir: dir, Role: role})
 	require.NoError(h.t, err)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"="+string(js))

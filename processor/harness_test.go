@@ -33,6 +33,8 @@ type harness struct {
 	results []result // every result read so far, in read order
 	byCmd   map[string][]result
 	reader  *kgo.Client
+	// drainMark is the result count at drain's last check.
+	drainMark int
 }
 
 type result struct {

@@ -12,6 +12,7 @@ import (
 // metrics of the processor, namespace "reservations". Labels are bounded:
 // partition, type (the contract's types, else "other"), outcome, reason.
 type metrics struct {
+	namespace        string // "reservations", or "reservations_cart" for RoleCart
 	processed        *prometheus.CounterVec
 	duplicates       prometheus.Counter
 	notices          *prometheus.CounterVec
@@ -34,11 +35,20 @@ type metrics struct {
 	backlog          *prometheus.GaugeVec
 	expiryLag        prometheus.Histogram
 	oversold         *prometheus.GaugeVec
+	// RoleCart only: saga duration (cart command decided to cart result).
+	sagaSeconds prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	const ns = "reservations"
+// newMetrics registers the metrics of a processor of role on reg: names start
+// with reservations_ (RoleSKU) or reservations_cart_ (RoleCart), so that both
+// roles can share one registry (one binary, one /metrics).
+func newMetrics(reg prometheus.Registerer, role Role) *metrics {
+	ns := "reservations"
+	if role == RoleCart {
+		ns = "reservations_cart"
+	}
 	m := &metrics{
+		namespace: ns,
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_processed_total",
 			Help: "Commands decided (duplicates excluded), by type, outcome and reason."}, []string{"type", "outcome", "reason"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_total",
@@ -89,7 +99,29 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
+	if role == RoleCart {
+		m.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",
+			Help: "Time from a cart command's start to its cart result (queueing behind another saga of the cart included).", Buckets: latencyBuckets})
+		reg.MustRegister(m.sagaSeconds)
+	}
 	return m
+}
+
+// cartResult counts one cart result, like result does for SKU results.
+func (m *metrics) cartResult(r *schemas.CartResult) {
+	if r.Duplicate {
+		m.duplicates.Inc()
+		return
+	}
+	t := r.Type
+	if !slices.Contains(schemas.CartCommandTypes, t) {
+		t = "other"
+	}
+	reason := r.Reason
+	if reason != "" && !slices.Contains(schemas.Reasons, reason) && reason != schemas.ReasonCartEmpty && reason != schemas.ReasonCartBusy {
+		reason = "other"
+	}
+	m.processed.WithLabelValues(t, r.Outcome, reason).Inc()
 }
 
 func (m *metrics) result(r *schemas.Result) {

@@ -229,6 +229,9 @@ func (w *partition) cacheSet(c Change) {
 // apply decides records (all of this partition, in offset order) and the due
 // timers at now, producing every output into the open transaction.
 func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
+	if w.proc.cfg.Role == RoleCart {
+		return w.applyCart(records, now)
+	}
 	core := &w.proc.core
 	backlog := 0
 	for {
@@ -286,6 +289,9 @@ func (w *partition) handle(r *kgo.Record, now schemas.Millis) {
 	}
 	out := proc.core.Apply(w, Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
 	w.emit(out, r)
+	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
+		w.replyToCart(cmd.CommandID, cmd.CartID, out.Results)
+	}
 }
 
 // emit records the changes as pending and produces results and changelog
@@ -295,7 +301,7 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 	for i := range out.Results {
 		res := &out.Results[i]
 		v := schemas.AppendResult(make([]byte, 0, 512), res)
-		rec := &kgo.Record{Topic: proc.cfg.Topics.Results, Partition: w.p, Key: []byte(res.SKU), Value: v}
+		rec := &kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.SKU), Value: v}
 		if res.CommandID != "" {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(res.CommandID)})
 		}
@@ -314,13 +320,9 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 	}
 	for i := range out.Changes {
 		c := &out.Changes[i]
-		v, err := EncodeChange(c)
-		if err != nil {
-			w.err = err
+		if !w.putChange(c) {
 			return
 		}
-		w.pending[c.Key] = *c
-		w.raw[c.Key] = v
 		if r := c.Reservation; r != nil {
 			switch {
 			case r.Reservation.Status == schemas.StatusActive:
@@ -335,8 +337,22 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 		if s := c.Stock; s != nil {
 			w.overPending[s.SKU] = s.Available < 0
 		}
-		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
 	}
+}
+
+// putChange records c as a pending write of the open transaction and produces
+// its changelog record. It reports false (and keeps the error in w.err, which
+// fails the transaction) when c cannot be encoded.
+func (w *partition) putChange(c *Change) bool {
+	v, err := EncodeChange(c)
+	if err != nil {
+		w.err = err
+		return false
+	}
+	w.pending[c.Key] = *c
+	w.raw[c.Key] = v
+	w.proc.produce(&kgo.Record{Topic: w.proc.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
+	return true
 }
 
 func (w *partition) promise(_ *kgo.Record, err error) {
@@ -372,16 +388,7 @@ func (w *partition) produceErr() error {
 // deadLetter copies r unchanged to the DLQ with error headers and, when its key
 // is a usable SKU, emits a rejected invalid_command result.
 func (w *partition) deadLetter(r *kgo.Record, msg string, ue *schemas.UndecodableError, now schemas.Millis) {
-	proc := w.proc
-	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
-		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
-		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	)
-	proc.produce(&kgo.Record{Topic: proc.cfg.Topics.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
-	proc.metrics.dlq.Inc()
-	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
+	w.toDLQ(r, msg)
 	if !schemas.ValidSKU(string(r.Key)) {
 		return
 	}
@@ -398,6 +405,20 @@ func (w *partition) deadLetter(r *kgo.Record, msg string, ue *schemas.Undecodabl
 		res.CommandID = ue.CommandID
 	}
 	w.emit(Outputs{Results: []schemas.Result{res}}, r)
+}
+
+// toDLQ copies r unchanged to the DLQ with error headers.
+func (w *partition) toDLQ(r *kgo.Record, msg string) {
+	proc := w.proc
+	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	)
+	proc.produce(&kgo.Record{Topic: proc.io.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
+	proc.metrics.dlq.Inc()
+	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
 }
 
 // forward re-produces a misrouted command to the partition its key hashes to,

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/statestore"
 	"github.com/reservations/reservations/topics"
@@ -39,11 +40,15 @@ func WithClock(now func() time.Time) Option { return func(p *Processor) { p.now 
 // Processor consumes the commands topic in a consumer group and decides every
 // command exactly once. See the package documentation for the design.
 type Processor struct {
-	cfg       Config
-	log       *slog.Logger
-	reg       prometheus.Registerer
-	now       func() time.Time
-	core      Core
+	cfg      Config
+	log      *slog.Logger
+	reg      prometheus.Registerer
+	now      func() time.Time
+	core     Core
+	cartCore cart.Core
+	// io are the topics of this processor's role: its input (Commands),
+	// results, changelog and DLQ (cfg.Topics, or cfg.Topics.Cart() for RoleCart).
+	io        topics.Names
 	metrics   *metrics
 	storeOpts statestore.Options
 
@@ -53,7 +58,11 @@ type Processor struct {
 	adm           *kadm.Client
 	partitions    int32
 	dlqPartitions int32
-	changelogID   []byte
+	// peerPartitions is the partition count of the other role's input: the
+	// cart-commands topic for RoleSKU (0 when it does not exist: decisions of
+	// reply_to=cart commands are then not routed), the commands topic for RoleCart.
+	peerPartitions int32
+	changelogID    []byte
 
 	mu       sync.Mutex
 	events   []groupEvent
@@ -92,7 +101,12 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 		p.reg = prometheus.NewRegistry()
 	}
 	p.core = Core{Rules: cfg.Rules}
-	p.metrics = newMetrics(p.reg)
+	p.cartCore = cart.Core{Rules: cfg.CartRules}
+	p.io = cfg.Topics
+	if cfg.Role == RoleCart {
+		p.io = cfg.Topics.Cart()
+	}
+	p.metrics = newMetrics(p.reg, cfg.Role)
 	p.storeOpts = statestore.Options{Logger: p.log}
 	return p, nil
 }
@@ -246,7 +260,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		return err
 	}
 
-	t := p.cfg.Topics
+	t := p.io
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(p.cfg.Brokers...),
 		kgo.ClientID(p.clientID()),
@@ -265,7 +279,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.OnPartitionsLost(p.onRevoked),
 		// franz-go's client metrics (reservations_kafka_*), unregistered when
 		// the session's client closes.
-		kgo.WithHooks(kprom.NewMetrics("reservations", kprom.Subsystem("kafka"), kprom.Registerer(p.reg))),
+		kgo.WithHooks(kprom.NewMetrics(p.metrics.namespace, kprom.Subsystem("kafka"), kprom.Registerer(p.reg))),
 	}, p.cfg.KafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
@@ -284,7 +298,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.brokerOK = true
 	p.mu.Unlock()
 	go p.pingBrokers(ctx, sess.Client())
-	p.log.Info("processor started", "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
+	p.log.Info("processor started", "role", p.cfg.Role.String(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
 		"commands", t.Commands, "partitions", p.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)
@@ -332,22 +346,33 @@ func (p *Processor) pingBrokers(ctx context.Context, cl *kgo.Client) {
 
 // loadLayout verifies the topics and reads partition counts and the changelog id.
 func (p *Processor) loadLayout(ctx context.Context) error {
-	n, err := topics.Verify(ctx, p.adm, p.cfg.Topics)
+	n, err := topics.Verify(ctx, p.adm, p.io)
 	if err != nil {
 		return err
 	}
-	details, err := p.adm.ListTopics(ctx, p.cfg.Topics.DLQ, p.cfg.Topics.Changelog)
+	peer := p.cfg.Topics.CartCommands
+	if p.cfg.Role == RoleCart {
+		peer = p.cfg.Topics.Commands
+	}
+	details, err := p.adm.ListTopics(ctx, p.io.DLQ, p.io.Changelog, peer)
 	if err != nil {
 		return fmt.Errorf("list topics: %w", err)
 	}
 	p.mu.Lock()
 	p.partitions = n
 	p.mu.Unlock()
-	p.dlqPartitions = int32(len(details[p.cfg.Topics.DLQ].Partitions))
+	p.dlqPartitions = int32(len(details[p.io.DLQ].Partitions))
 	if p.dlqPartitions < 1 {
-		return fmt.Errorf("%w: %s has no partitions", topics.ErrLayout, p.cfg.Topics.DLQ)
+		return fmt.Errorf("%w: %s has no partitions", topics.ErrLayout, p.io.DLQ)
 	}
-	id := details[p.cfg.Topics.Changelog].ID
+	p.peerPartitions = 0
+	if d, ok := details[peer]; ok && d.Err == nil {
+		p.peerPartitions = int32(len(d.Partitions))
+	}
+	if p.cfg.Role == RoleCart && p.peerPartitions < 1 {
+		return fmt.Errorf("%w: %w: %s", topics.ErrLayout, topics.ErrMissing, peer)
+	}
+	id := details[p.io.Changelog].ID
 	p.changelogID = append([]byte(nil), id[:]...)
 	return nil
 }
@@ -356,17 +381,17 @@ func (p *Processor) onAssigned(_ context.Context, cl *kgo.Client, m map[string][
 	p.mu.Lock()
 	p.joined = true
 	p.mu.Unlock()
-	ps := m[p.cfg.Topics.Commands]
+	ps := m[p.io.Commands]
 	if len(ps) == 0 {
 		return
 	}
 	// Nothing is fetched for a partition until its state is restored.
-	cl.PauseFetchPartitions(map[string][]int32{p.cfg.Topics.Commands: ps})
+	cl.PauseFetchPartitions(map[string][]int32{p.io.Commands: ps})
 	p.pushEvent(groupEvent{assigned: true, parts: ps})
 }
 
 func (p *Processor) onRevoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
-	if ps := m[p.cfg.Topics.Commands]; len(ps) > 0 {
+	if ps := m[p.io.Commands]; len(ps) > 0 {
 		p.pushEvent(groupEvent{parts: ps})
 	}
 }
@@ -423,13 +448,13 @@ func (p *Processor) stopPartition(w *partition) {
 func (p *Processor) resumeUnpaused() {
 	cl := p.sess.Client()
 	var resume []int32
-	for _, n := range cl.PauseFetchPartitions(nil)[p.cfg.Topics.Commands] {
+	for _, n := range cl.PauseFetchPartitions(nil)[p.io.Commands] {
 		if w, ok := p.parts[n]; !ok || w.ready.Load() {
 			resume = append(resume, n)
 		}
 	}
 	if len(resume) > 0 {
-		cl.ResumeFetchPartitions(map[string][]int32{p.cfg.Topics.Commands: resume})
+		cl.ResumeFetchPartitions(map[string][]int32{p.io.Commands: resume})
 	}
 }
 

@@ -165,7 +165,7 @@ func (p *Processor) owner(ctx context.Context, part int32) string {
 			continue
 		}
 		for _, t := range a.Topics {
-			if t.Topic == p.cfg.Topics.Commands {
+			if t.Topic == p.io.Commands {
 				for _, n := range t.Partitions {
 					owners[n] = strings.TrimPrefix(m.ClientID, clientIDPrefix)
 				}

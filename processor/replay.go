@@ -46,7 +46,7 @@ func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) 
 		}
 	}
 	for _, n := range partitions {
-		dir := StateDir(p.cfg.StateDir, p.cfg.Topics.Changelog, n)
+		dir := StateDir(p.cfg.StateDir, p.io.Changelog, n)
 		if full {
 			if err := statestore.Remove(dir); err != nil {
 				return nil, err

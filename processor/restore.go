@@ -39,7 +39,7 @@ func StateDir(root, changelog string, p int32) string {
 func (w *partition) restore(ctx context.Context) error {
 	proc := w.proc
 	start := time.Now()
-	dir := StateDir(proc.cfg.StateDir, proc.cfg.Topics.Changelog, w.p)
+	dir := StateDir(proc.cfg.StateDir, proc.io.Changelog, w.p)
 	store, err := statestore.Open(dir, proc.storeOpts)
 	if errors.Is(err, statestore.ErrCorrupt) {
 		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)
@@ -193,7 +193,7 @@ func (w *partition) loadTimers() error {
 func (proc *Processor) changelogBounds(ctx context.Context, p int32, log interface {
 	Info(string, ...any)
 }) (int64, int64, error) {
-	t := proc.cfg.Topics.Changelog
+	t := proc.io.Changelog
 	waitLogged := time.Now()
 	for {
 		starts, err := proc.adm.ListStartOffsets(ctx, t)
@@ -244,7 +244,7 @@ func (proc *Processor) readChangelog(ctx context.Context, p int32, from, end int
 	if from >= end {
 		return 0, nil
 	}
-	t := proc.cfg.Topics.Changelog
+	t := proc.io.Changelog
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(proc.cfg.Brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{t: {p: kgo.NewOffset().At(from)}}),

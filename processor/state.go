@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -69,6 +70,8 @@ func (e Entities) DueReservations(sku string, now schemas.Millis) []string {
 // EncodeChange returns the changelog value of c (nil for a tombstone).
 func EncodeChange(c *Change) ([]byte, error) {
 	switch {
+	case c.Cart != nil:
+		return cart.EncodeChange(c.Cart)
 	case c.Stock != nil:
 		return schemas.AppendStockEntity(make([]byte, 0, 256), c.Stock), nil
 	case c.Reservation != nil:
@@ -86,6 +89,14 @@ func EncodeChange(c *Change) ([]byte, error) {
 func DecodeChange(key string, val []byte) (Change, error) {
 	c := Change{Key: key}
 	if val == nil {
+		return c, nil
+	}
+	if cart.KeyKind(key) != "" {
+		cc, err := cart.DecodeChange(key, val)
+		if err != nil {
+			return c, err
+		}
+		c.Cart = &cc
 		return c, nil
 	}
 	var err error

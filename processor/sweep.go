@@ -2,7 +2,9 @@ package processor
 
 import (
 	"encoding/json"
+	"strings"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -33,7 +35,12 @@ func (w *partition) sweepStep(now schemas.Millis) {
 	var tombs []Change
 	next, err := w.store.ScanFrom(w.sweep.cursor, cfg.SweepBatch, func(key string, val []byte) error {
 		kind := schemas.KeyKind(key)
-		if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
+		if w.proc.cfg.Role == RoleCart {
+			kind = cart.KeyKind(key)
+			if kind == "" {
+				return nil
+			}
+		} else if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
 			return nil
 		}
 		var e sweepEntry
@@ -46,7 +53,18 @@ func (w *partition) sweepStep(now schemas.Millis) {
 		}
 		var t Change
 		var ok bool
-		if kind == schemas.CommandPrefix {
+		if kind == cart.DecidedPrefix || kind == cart.CartPrefix {
+			var ct cart.Change
+			if kind == cart.DecidedPrefix {
+				ct, ok = w.proc.cartCore.Forget(cartState{w}, e.CommandID, now)
+			} else {
+				// An idle cart untouched for the window: drop its long expired holds.
+				ct, ok = w.proc.cartCore.Prune(cartState{w}, strings.TrimPrefix(key, cart.CartPrefix), now)
+			}
+			if ok {
+				t = Change{Key: ct.Key, Cart: &ct}
+			}
+		} else if kind == schemas.CommandPrefix {
 			t, ok = core.ForgetCommand(w, e.CommandID, now)
 		} else if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
 			t, ok = core.ForgetReservation(w, r.SKU, r.ReservationID, now)
@@ -63,7 +81,15 @@ func (w *partition) sweepStep(now schemas.Millis) {
 	w.sweep.cursor = next
 	w.sweep.next = now + schemas.Millis(cfg.SweepInterval.Milliseconds())
 	if len(tombs) > 0 {
-		w.emit(Outputs{Changes: tombs}, nil)
+		if w.proc.cfg.Role == RoleCart {
+			for i := range tombs {
+				if !w.putChange(&tombs[i]) {
+					return
+				}
+			}
+		} else {
+			w.emit(Outputs{Changes: tombs}, nil)
+		}
 		w.proc.metrics.tombstoned.Add(float64(len(tombs)))
 	}
 }

@@ -196,13 +196,20 @@ func (h *harness) checkAgainstModel(w *workload) *model {
 
 // changelogState reads the whole changelog (read_committed) into entities.
 func (h *harness) changelogState() processor.Entities {
+	h.t.Helper()
+	return h.changelogStateOf(h.names.Changelog)
+}
+
+// changelogStateOf replays a changelog topic (the SKU processor's or the cart
+// coordinator's) into the entities it holds at its end.
+func (h *harness) changelogStateOf(topic string) processor.Entities {
 	t := h.t
 	t.Helper()
-	cl := h.c.Client(t, kgo.ConsumeTopics(h.names.Changelog), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	cl := h.c.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends := h.endOffsets(h.names.Changelog)
+	ends := h.endOffsets(topic)
 	state := make(processor.Entities)
 	seen := map[int32]int64{}
 	done := func() bool {

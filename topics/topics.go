@@ -32,6 +32,12 @@ type Names struct {
 	Results   string
 	Changelog string
 	DLQ       string
+	// The cart extension (schemas/README.md): cart commands and routed line
+	// results (key cart_id), cart results, and the cart coordinator's changelog.
+	// Empty in a view returned by Cart.
+	CartCommands  string
+	CartResults   string
+	CartChangelog string
 }
 
 // NewNames derives the topic names from prefix (DefaultPrefix when empty).
@@ -44,16 +50,37 @@ func NewNames(prefix string) Names {
 		Results:   prefix + ".results",
 		Changelog: prefix + ".changelog",
 		DLQ:       prefix + ".dlq",
+
+		CartCommands:  prefix + ".cart-commands",
+		CartResults:   prefix + ".cart-results",
+		CartChangelog: prefix + ".cart-changelog",
 	}
 }
 
-// All returns the names in creation order.
-func (n Names) All() []string { return []string{n.Commands, n.Results, n.Changelog, n.DLQ} }
+// Cart returns the names as the cart coordinator sees them: its input, results
+// and changelog in place of the SKU processor's (and the same DLQ), so that
+// the one processor implementation runs either role.
+func (n Names) Cart() Names {
+	return Names{Commands: n.CartCommands, Results: n.CartResults, Changelog: n.CartChangelog, DLQ: n.DLQ}
+}
+
+// All returns the names in creation order (the cart topics when set).
+func (n Names) All() []string {
+	all := n.core()
+	for _, t := range []string{n.CartCommands, n.CartResults, n.CartChangelog} {
+		if t != "" {
+			all = append(all, t)
+		}
+	}
+	return all
+}
+
+func (n Names) core() []string { return []string{n.Commands, n.Results, n.Changelog, n.DLQ} }
 
 // Configs returns the topic configs each topic is created with.
 func (n Names) Configs(topic string) map[string]*string {
 	policy := "delete"
-	if topic == n.Changelog {
+	if topic == n.Changelog || (topic != "" && topic == n.CartChangelog) {
 		policy = "compact"
 	}
 	return map[string]*string{"cleanup.policy": &policy}
@@ -76,7 +103,8 @@ var ErrMissing = errors.New("topic is missing")
 
 // Ensure creates missing topics with partitions partitions (replication
 // replicas, -1 for the broker default) and verifies that commands, results and
-// changelog share one partition count. It returns the commands partition count.
+// changelog share one partition count, and so do the cart topics when named.
+// It returns the commands partition count.
 func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, replication int16) (int32, error) {
 	details, err := adm.ListTopics(ctx, n.All()...)
 	if err != nil {
@@ -99,6 +127,9 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, re
 	deadline := time.Now().Add(15 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		got, err := Verify(ctx, adm, n)
+		if err == nil && n.CartCommands != "" {
+			_, err = Verify(ctx, adm, n.Cart())
+		}
 		if !errors.Is(err, ErrMissing) || time.Now().After(deadline) {
 			return got, err
 		}
@@ -110,15 +141,16 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, re
 	}
 }
 
-// Verify checks that the topics exist, that commands, results and changelog
-// have one partition count, and that the changelog is compacted.
+// Verify checks that commands, results, changelog and DLQ exist, that the first
+// three have one partition count, and that the changelog is compacted. For the
+// cart topics, verify n.Cart().
 func Verify(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
-	details, err := adm.ListTopics(ctx, n.All()...)
+	details, err := adm.ListTopics(ctx, n.core()...)
 	if err != nil {
 		return 0, fmt.Errorf("list topics: %w", err)
 	}
 	counts := make(map[string]int32, 4)
-	for _, t := range n.All() {
+	for _, t := range n.core() {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
 			return 0, fmt.Errorf("%w: %w: %s", ErrLayout, ErrMissing, t)

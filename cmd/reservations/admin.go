@@ -52,7 +52,13 @@ type readyBody struct {
 	// Sink is the Postgres sink's status (ready, not_ready, failed); absent
 	// when the process runs no sink.
 	Sink string `json:"sink,omitempty"`
+	// CartPartitions are the cart coordinator's partitions; absent when the
+	// process runs no coordinator.
+	CartPartitions []partitionStatus `json:"cart_partitions,omitempty"`
 }
+
+// cartStatus is implemented by readiness values that include a cart coordinator.
+type cartStatus interface{ CartStatus() map[int32]string }
 
 type partitionStatus struct {
 	Partition int32  `json:"partition"`
@@ -81,6 +87,13 @@ func adminHandler(proc readiness, reg *prometheus.Registry, queries http.Handler
 		}
 		if s, ok := proc.(sinkStatus); ok {
 			body.Sink = s.SinkStatus()
+		}
+		if c, ok := proc.(cartStatus); ok {
+			body.CartPartitions = []partitionStatus{}
+			for p, s := range c.CartStatus() {
+				body.CartPartitions = append(body.CartPartitions, partitionStatus{p, s})
+			}
+			sort.Slice(body.CartPartitions, func(i, j int) bool { return body.CartPartitions[i].Partition < body.CartPartitions[j].Partition })
 		}
 		sort.Slice(body.Partitions, func(i, j int) bool { return body.Partitions[i].Partition < body.Partitions[j].Partition })
 		w.Header().Set("Content-Type", "application/json")

@@ -158,6 +158,13 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		return fail(err)
 	}
 	var ready readiness = allPartitions{proc, int(n)}
+	coord, err := cfg.newCoordinator(pcfg, log, reg)
+	if err != nil {
+		return fail(err)
+	}
+	if coord != nil {
+		ready = withCarts{ready, coord}
+	}
 	dsn, required := devSinkDSN(ctx, log, s, cfg.PGDSN)
 	var snk *sinkRunner
 	if dsn != "" {
@@ -175,7 +182,7 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		"http", "http://"+httpAddr, "topics", pcfg.Topics.Commands+" .results .changelog .dlq", "partitions", n)
 	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn)
 
-	if err := runPipeline(ctx, log, proc, ready, ln, reg, snk); err != nil {
+	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, snk); err != nil {
 		return fail(err)
 	}
 	log.Info("processor stopped")

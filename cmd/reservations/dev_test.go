@@ -168,8 +168,7 @@ func TestDevEndToEnd(t *testing.T) {
 	code = run(context.Background(), []string{"serve", "--brokers", broker, "--topic-prefix", "missing",
 		"--http-addr", "127.0.0.1:0", "--state-dir", t.TempDir(), "--log-level", "warn"}, &out3, &err3)
 	assert.Equal(t, exitFailure, code)
-	assert.Contains(t, err3.String(), "reservations serve: processor: ")
-	assert.Contains(t, err3.String(), "missing.commands")
+	assert.Contains(t, err3.String(), "reservations serve: topic layout breaks the contract: topic is missing: missing.commands")
 	assert.Contains(t, err3.String(), "--create-topics")
 
 	// stock.set, then a reserve that holds 6 of the 10.
@@ -258,7 +257,8 @@ func TestDevEndToEnd(t *testing.T) {
 	code, body, err = httpGet("http://" + httpAddr + "/readyz")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
-	assert.JSONEq(t, `{"ready":true,"partitions":[{"partition":0,"status":"running"},{"partition":1,"status":"running"},{"partition":2,"status":"running"}]}`, body)
+	assert.JSONEq(t, `{"ready":true,"partitions":[{"partition":0,"status":"running"},{"partition":1,"status":"running"},{"partition":2,"status":"running"}],`+
+		`"cart_partitions":[{"partition":0,"status":"running"},{"partition":1,"status":"running"},{"partition":2,"status":"running"}]}`, body)
 	code, body, err = httpGet("http://" + httpAddr + "/metrics")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
@@ -298,6 +298,28 @@ func TestDevEndToEnd(t *testing.T) {
 	assert.Equal(t, exitOK, code, stderr)
 	require.NotNil(t, res)
 	assert.Equal(t, &schemas.StockView{OnHand: 10, Reserved: 0, Available: 10}, res.Stock)
+
+	// Carts through the coordinator dev runs: all or nothing.
+	code, _, stderr = send(t, broker, "stock.set", "--sku", "SKU-2", "--on-hand", "1", "--id", "e2e-set-2")
+	require.Equal(t, exitOK, code, stderr)
+	var stdout bytes.Buffer
+	var cr schemas.CartResult
+	code = run(context.Background(), []string{"send", "cart.reserve", "--brokers", broker, "--timeout", "30s",
+		"--cart", "cart-7", "--items", "SKU-1:3,SKU-2:2", "--id", "e2e-cart-1"}, &stdout, &bytes.Buffer{})
+	assert.Equal(t, exitFailure, code)
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &cr), stdout.String())
+	assert.Equal(t, schemas.OutcomeRejected, cr.Outcome)
+	assert.Equal(t, schemas.ReasonInsufficientStock, cr.Reason)
+	require.Len(t, cr.Lines, 2)
+	code, res, stderr = send(t, broker, "stock.adjust", "--sku", "SKU-1", "--delta", "1", "--id", "e2e-adjust-1")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Equal(t, &schemas.StockView{OnHand: 11, Reserved: 0, Available: 11}, res.Stock, "the rejected cart holds nothing")
+	stdout.Reset()
+	code = run(context.Background(), []string{"send", "cart.reserve", "--brokers", broker, "--timeout", "30s",
+		"--cart", "cart-7", "--items", "SKU-1:3,SKU-2:1", "--id", "e2e-cart-2"}, &stdout, &bytes.Buffer{})
+	assert.Equal(t, exitOK, code, stdout.String())
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &cr), stdout.String())
+	assert.Equal(t, schemas.OutcomeAccepted, cr.Outcome)
 
 	require.Equal(t, exitOK, dev.stop(t), dev.stderr.String())
 }

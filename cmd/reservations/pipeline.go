@@ -35,6 +35,8 @@ type pipelineConfig struct {
 	DedupeWindow       time.Duration
 	MaxExtensions      int64
 	TransactionTimeout time.Duration
+	Carts              bool
+	CartGroup          string
 }
 
 func (p *pipelineConfig) register(s *settings) {
@@ -63,6 +65,10 @@ func (p *pipelineConfig) register(s *settings) {
 		"how often one reservation may be extended (0: never)")
 	s.Duration(&p.TransactionTimeout, "transaction-timeout", 10*time.Second,
 		"broker-side timeout of an open transaction: how long a crashed instance can block readers of its partitions")
+	s.Bool(&p.Carts, "carts", true,
+		"also run the cart coordinator (all-or-nothing cart holds: <prefix>.cart-commands -> <prefix>.cart-results) in this process")
+	s.String(&p.CartGroup, "cart-group", "reservations-cart-coordinator",
+		"consumer group of the cart coordinator, also the prefix of its transactional id")
 }
 
 // validate checks the shared settings, naming the one that is wrong.
@@ -87,6 +93,9 @@ func (p *pipelineConfig) validate(s *settings) error {
 	}
 	if p.Group == "" {
 		errs = append(errs, s.Invalid("group", "must not be empty"))
+	}
+	if p.Carts && (p.CartGroup == "" || p.CartGroup == p.Group) {
+		errs = append(errs, s.Invalid("cart-group", "%q: must be set and differ from %s", p.CartGroup, s.Name("group")))
 	}
 	if p.CommitInterval <= 0 {
 		errs = append(errs, s.Invalid("commit-interval", "%s: must be > 0", p.CommitInterval))
@@ -120,6 +129,40 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 		Rules:              processor.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
 	}
 }
+
+// cartConfig is the cart coordinator's config derived from the processor's:
+// same brokers, topics, state root (its stores are named after the
+// cart-changelog topic), instance id and tuning; its own group.
+func (p *pipelineConfig) cartConfig(pcfg processor.Config) processor.Config {
+	c := pcfg
+	c.Role = processor.RoleCart
+	c.Group = p.CartGroup
+	c.AdvertisedAddr = ""
+	return c
+}
+
+// newCoordinator returns the cart coordinator when --carts is on, else nil.
+func (p *pipelineConfig) newCoordinator(pcfg processor.Config, log *slog.Logger, reg prometheus.Registerer) (*processor.Processor, error) {
+	if !p.Carts {
+		return nil, nil
+	}
+	coord, err := processor.New(p.cartConfig(pcfg), processor.WithLogger(log.With("component", "cart-coordinator")),
+		processor.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("cart coordinator: %w", err)
+	}
+	return coord, nil
+}
+
+// withCarts is ready while both the processor and the cart coordinator are,
+// and reports the coordinator's partitions in /readyz.
+type withCarts struct {
+	readiness
+	carts readiness
+}
+
+func (w withCarts) Ready() bool                  { return w.readiness.Ready() && w.carts.Ready() }
+func (w withCarts) CartStatus() map[int32]string { return w.carts.Status() }
 
 // unspecifiedHost reports whether host is no address others can reach: empty
 // or a wildcard listen address.
@@ -248,7 +291,7 @@ func runComponents(ctx context.Context, log *slog.Logger, handler http.Handler, 
 // processor's context ends first; Run returns only once every partition
 // stopped at a transaction boundary. ready is what /readyz reports: proc
 // itself, or a stricter view of it.
-func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processor, ready readiness,
+func runPipeline(ctx context.Context, log *slog.Logger, proc, coord *processor.Processor, ready readiness,
 	ln net.Listener, reg *prometheus.Registry, snk *sinkRunner) error {
 	comps := []component{
 		{"processor", func(gctx context.Context) error {
@@ -267,6 +310,19 @@ func runPipeline(ctx context.Context, log *slog.Logger, proc *processor.Processo
 		}},
 	}
 	stopping := "shutting down: stopping the processor at a transaction boundary"
+	if coord != nil {
+		comps = append(comps, component{"cart-coordinator", func(gctx context.Context) error {
+			err := coord.Run(gctx)
+			if err != nil {
+				return fmt.Errorf("cart coordinator: %w", err)
+			}
+			if gctx.Err() == nil {
+				return errors.New("cart coordinator: stopped without being asked to")
+			}
+			return nil
+		}})
+		stopping += ", the cart coordinator"
+	}
 	if snk != nil {
 		sinkLog := log.With("component", "sink")
 		comps = append(comps, component{"sink", func(gctx context.Context) error { return snk.run(gctx, sinkLog) }})

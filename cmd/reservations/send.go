@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +29,7 @@ type sendConfig struct {
 	JSON        string
 
 	ID, SKU, Reservation, Cart, Store, Order, Reason   string
+	Items                                              string
 	Qty, OnHand, Delta, ExpectedOnHand, Threshold, TTL *int64
 
 	Security kafkaSecurity
@@ -45,6 +48,7 @@ var commandFlags = []struct{ flag, field string }{
 	{"threshold", "low_stock_threshold"},
 	{"ttl", "ttl_seconds"},
 	{"cart", "cart_id"},
+	{"items", "items"},
 	{"store", "store_id"},
 	{"order", "order_id"},
 	{"reason", "reason"},
@@ -70,7 +74,17 @@ var typeFlags = map[string][]string{
 	schemas.TypeRelease:     {"reservation"},
 	schemas.TypeExtend:      {"reservation", "ttl"},
 	schemas.TypeCommit:      {"reservation", "order"},
+	schemas.TypePrepare:     {"reservation", "order"},
+	schemas.TypeUnprepare:   {"reservation"},
+	schemas.TypeCartReserve: {"cart", "items", "ttl"},
+	schemas.TypeCartRelease: {"cart"},
+	schemas.TypeCartCommit:  {"cart", "order"},
 }
+
+// allTypes are the command types send knows, SKU commands first.
+var allTypes = append(append([]string(nil), schemas.CommandTypes...), schemas.CartCommandTypes...)
+
+func isCartType(typ string) bool { return slices.Contains(schemas.CartCommandTypes, typ) }
 
 func sendCommand() *command {
 	return &command{
@@ -93,6 +107,16 @@ Types and their flags (besides --sku, --id and --reason):
   release       --reservation ID
   extend        --reservation ID [--ttl SECONDS]
   commit        --reservation ID --order ID
+  prepare       --reservation ID --order ID (first phase of a cart commit)
+  unprepare     --reservation ID
+
+Cart commands (extension: all-or-nothing over several SKUs) go to
+<topic-prefix>.cart-commands keyed by --cart, and their one result is read
+from <topic-prefix>.cart-results (the cart coordinator must run: dev and
+serve run it unless --carts=false):
+  cart.reserve  --cart ID --items SKU:QTY[:RESERVATION],... [--ttl SECONDS]
+  cart.release  --cart ID
+  cart.commit   --cart ID --order ID
 
 With --json '{...}' the JSON is sent as given (<type> is then optional and
 must match its "type"); the record key is its "sku" unless --sku is given
@@ -108,7 +132,8 @@ Exit status: 0 accepted, 1 rejected, 2 invalid usage, 3 no result within
 Examples:
   reservations send stock.set --sku SKU-1 --on-hand 10
   reservations send reserve --sku SKU-1 --reservation r-1 --qty 2 --pretty
-  reservations send --json '{"command_id":"c-9","type":"release","sku":"SKU-1","reservation_id":"r-1"}'`,
+  reservations send --json '{"command_id":"c-9","type":"release","sku":"SKU-1","reservation_id":"r-1"}'
+  reservations send cart.reserve --cart cart-7 --items SKU-1:2,SKU-2:1 --pretty`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
 			var cfg sendConfig
 			s := newSettings("send")
@@ -155,7 +180,8 @@ func (cfg *sendConfig) register(s *settings) {
 	s.Var(optInt64{&cfg.ExpectedOnHand}, "expected-on-hand", "expected_on_hand: compare-and-set (stock.set, stock.adjust)")
 	s.Var(optInt64{&cfg.Threshold}, "threshold", "low_stock_threshold (stock.set)")
 	s.Var(optInt64{&cfg.TTL}, "ttl", "ttl_seconds (reserve, extend; the processor's default is 900)")
-	s.String(&cfg.Cart, "cart", "", "cart_id (reserve)")
+	s.String(&cfg.Cart, "cart", "", "cart_id (reserve, cart.*: also the record key of cart commands)")
+	s.String(&cfg.Items, "items", "", "cart lines SKU:QTY[:RESERVATION],... (cart.reserve)")
 	s.String(&cfg.Store, "store", "", "store_id (reserve)")
 	s.String(&cfg.Order, "order", "", "order_id (commit)")
 	s.String(&cfg.Reason, "reason", "", "reason: audit text")
@@ -182,6 +208,8 @@ type outgoing struct {
 	Key       string
 	Value     []byte
 	CommandID string
+	// Cart: a cart command (cart-commands topic, result on cart-results).
+	Cart bool
 }
 
 func randomID() string {
@@ -196,11 +224,11 @@ func (cfg *sendConfig) build(s *settings, typ string, now time.Time) (outgoing, 
 		return cfg.buildJSON(s, typ)
 	}
 	if typ == "" {
-		return outgoing{}, fmt.Errorf("missing command type: want one of %s (or --json)", strings.Join(schemas.CommandTypes, ", "))
+		return outgoing{}, fmt.Errorf("missing command type: want one of %s (or --json)", strings.Join(allTypes, ", "))
 	}
 	allowed, ok := typeFlags[typ]
 	if !ok {
-		return outgoing{}, fmt.Errorf("unknown command type %q: want one of %s", typ, strings.Join(schemas.CommandTypes, ", "))
+		return outgoing{}, fmt.Errorf("unknown command type %q: want one of %s", typ, strings.Join(allTypes, ", "))
 	}
 	for _, cf := range commandFlags {
 		f := cf.flag
@@ -212,6 +240,12 @@ func (cfg *sendConfig) build(s *settings, typ string, now time.Time) (outgoing, 
 		if s.Source(f) == fromFlag {
 			return outgoing{}, fmt.Errorf("--%s does not apply to %s (it takes %s)", f, typ, flagList(allowed))
 		}
+	}
+	if isCartType(typ) {
+		if s.Source("sku") == fromFlag {
+			return outgoing{}, fmt.Errorf("--sku does not apply to %s (it takes %s)", typ, flagList(allowed))
+		}
+		return cfg.buildCart(s, typ, now)
 	}
 	has := func(f string) bool { return slices.Contains(allowed, f) }
 	cmd := schemas.Command{
@@ -262,6 +296,67 @@ func (cfg *sendConfig) build(s *settings, typ string, now time.Time) (outgoing, 
 		return outgoing{}, fmt.Errorf("encode command: %w", err)
 	}
 	return outgoing{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID}, nil
+}
+
+// buildCart makes a cart command from the flags.
+func (cfg *sendConfig) buildCart(s *settings, typ string, now time.Time) (outgoing, error) {
+	cmd := schemas.CartCommand{
+		CommandID: cfg.ID,
+		Type:      typ,
+		CartID:    cfg.Cart,
+		Reason:    cfg.Reason,
+		IssuedAt:  now.UTC().Format(schemas.TimeLayout),
+	}
+	switch typ {
+	case schemas.TypeCartReserve:
+		cmd.TTLSeconds = cfg.TTL
+		items, err := parseItems(cfg.Items)
+		if err != nil {
+			return outgoing{}, s.Invalid("items", "%v", err)
+		}
+		cmd.Items = items
+	case schemas.TypeCartCommit:
+		cmd.OrderID = cfg.Order
+	}
+	if ferr := cmd.Validate(); ferr != nil {
+		f := map[string]string{"cart_id": "cart", "order_id": "order", "ttl_seconds": "ttl", "items": "items"}[ferr.Field]
+		if f == "" && strings.HasPrefix(ferr.Field, "items[") {
+			f = "items"
+		}
+		if f != "" {
+			return outgoing{}, fmt.Errorf("invalid command: %s (%s)", ferr, s.Name(f))
+		}
+		return outgoing{}, fmt.Errorf("invalid command: %s", ferr)
+	}
+	v, err := json.Marshal(cmd)
+	if err != nil {
+		return outgoing{}, fmt.Errorf("encode command: %w", err)
+	}
+	return outgoing{Key: cmd.CartID, Value: v, CommandID: cmd.CommandID, Cart: true}, nil
+}
+
+// parseItems reads SKU:QTY[:RESERVATION],... into cart lines.
+func parseItems(v string) ([]schemas.CartItem, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, errors.New("want SKU:QTY[:RESERVATION],... (at least one line)")
+	}
+	var items []schemas.CartItem
+	for i, part := range strings.Split(v, ",") {
+		f := strings.Split(strings.TrimSpace(part), ":")
+		if len(f) < 2 || len(f) > 3 {
+			return nil, fmt.Errorf("line %d %q: want SKU:QTY or SKU:QTY:RESERVATION (a SKU with ':' needs --json)", i+1, part)
+		}
+		q, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("line %d %q: quantity %q is not an integer", i+1, part, f[1])
+		}
+		it := schemas.CartItem{SKU: f[0], Quantity: &q}
+		if len(f) == 3 {
+			it.ReservationID = f[2]
+		}
+		items = append(items, it)
+	}
+	return items, nil
 }
 
 func flagList(fs []string) string {
@@ -320,6 +415,21 @@ func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
 	case typ != "" && jtyp != typ:
 		return outgoing{}, fmt.Errorf("command type %q differs from the type %q of --json", typ, jtyp)
 	}
+	if t := cmp.Or(typ, jtyp); isCartType(t) {
+		key, err := str("cart_id")
+		if err != nil {
+			return outgoing{}, err
+		}
+		if key == "" {
+			return outgoing{}, s.Invalid("json", `no "cart_id" to key the cart command by`)
+		}
+		if changed {
+			if value, err = json.Marshal(obj); err != nil {
+				return outgoing{}, fmt.Errorf("encode command: %w", err)
+			}
+		}
+		return outgoing{Key: key, Value: value, CommandID: id, Cart: true}, nil
+	}
 	key, err := str("sku")
 	if err != nil {
 		return outgoing{}, err
@@ -342,7 +452,11 @@ func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
 var errNoResult = errors.New("no result")
 
 func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
-	raw, res, err := sendAndWait(ctx, cfg.Brokers, &cfg.Security, topics.NewNames(cfg.TopicPrefix), out, cfg.Timeout)
+	names := topics.NewNames(cfg.TopicPrefix)
+	if out.Cart {
+		names = names.Cart() // cart-commands in, cart-results out
+	}
+	raw, res, err := sendAndWait(ctx, cfg.Brokers, &cfg.Security, names, out, cfg.Timeout)
 	if err != nil {
 		return c.fail("send", exitNoResult, err)
 	}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/topics"
 )
@@ -115,12 +118,25 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 			return fail(err)
 		}
 		log.Info("topics ready", "commands", pcfg.Topics.Commands, "partitions", n)
+	} else if err := verifyTopics(ctx, cfg.Brokers, pcfg.Topics, cfg.Carts, pcfg.KafkaOpts...); err != nil {
+		if errors.Is(err, topics.ErrMissing) {
+			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))
+		}
+		return fail(err)
 	}
 
 	reg := newRegistry()
 	proc, err := processor.New(pcfg, processor.WithLogger(log.With("component", "processor")), processor.WithRegisterer(reg))
 	if err != nil {
 		return fail(err)
+	}
+	var ready readiness = proc
+	coord, err := cfg.newCoordinator(pcfg, log, reg)
+	if err != nil {
+		return fail(err)
+	}
+	if coord != nil {
+		ready = withCarts{proc, coord}
 	}
 	log.Info("reservations serve running", "brokers", cfg.Brokers, "state_dir", cfg.StateDir,
 		"http", "http://"+ln.Addr().String(), "advertised_addr", pcfg.AdvertisedAddr,
@@ -129,7 +145,7 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 		log.Info("no advertised address: a query for a SKU another instance owns answers 503 instead of redirecting to the owner; set " +
 			s.Name("advertised-addr") + " to redirect")
 	}
-	if err := runPipeline(ctx, log, proc, proc, ln, reg, nil); err != nil {
+	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, nil); err != nil {
 		if errors.Is(err, topics.ErrMissing) && !cfg.CreateTopics {
 			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))
 		}
@@ -137,4 +153,25 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 	}
 	log.Info("processor stopped")
 	return exitOK
+}
+
+// verifyTopics checks the topic layout before anything starts (the
+// processor's topics, then the cart topics when the coordinator runs), so a
+// missing topic is reported once, naming it.
+func verifyTopics(ctx context.Context, brokers []string, names topics.Names, carts bool, opts ...kgo.Opt) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
+	if err != nil {
+		return fmt.Errorf("kafka admin client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := topics.Verify(ctx, adm, names); err != nil {
+		return err
+	}
+	if carts {
+		if _, err := topics.Verify(ctx, adm, names.Cart()); err != nil {
+			return fmt.Errorf("cart coordinator (--carts): %w", err)
+		}
+	}
+	return nil
 }

@@ -3,8 +3,9 @@
 // in-process kfake broker, the Postgres row-lock designs it replaces (the
 // seed's Serializable SELECT ... FOR UPDATE, and the best careful SQL), the
 // broker's own exactly-once pass-through limit, restore and sink rates, expiry
-// lag, the pure core, Badger commits and memory per active reservation, and
-// reports every comparison as a ratio.
+// lag, the pure core, Badger commits and memory per active reservation,
+// all-or-nothing 3-line cart holds (SKU processor + cart coordinator against
+// one Postgres transaction per cart), and reports every comparison as a ratio.
 //
 // Run is the entry point (cmd/benchharness and a future `reservations bench`
 // subcommand are thin wiring around it). It writes docs/BENCHMARKS.md,
@@ -35,7 +36,7 @@ import (
 
 // Modes of Config.Mode.
 const (
-	ModeShort = "short" // make bench-short: under 3 minutes on 2 cores
+	ModeShort = "short" // make bench-short: about 3 minutes on 2 cores
 	ModeFull  = "full"  // make bench
 	ModeTiny  = "tiny"  // the package's own test: seconds
 )
@@ -105,6 +106,14 @@ type Config struct {
 	// CoreDuration bounds each in-process micro-measurement (Badger commit,
 	// the Apply fallback).
 	CoreDuration time.Duration
+	// CartSKUs is the SKU set the 3-line carts draw from (ample stock; default
+	// 1,000), plus a few sold-out SKUs. CartRounds, CartMinCarts and
+	// CartMaxCarts size a cart step (clients*CartRounds carts, clamped), which
+	// stops taking new carts after CartStepTimeout. The cart steps run at every
+	// commit interval and concurrency of the other phases.
+	CartSKUs                               int
+	CartRounds, CartMinCarts, CartMaxCarts int
+	CartStepTimeout                        time.Duration
 	// Timeout bounds the whole run.
 	Timeout time.Duration
 }
@@ -118,6 +127,7 @@ func Preset(mode string) (Config, error) {
 		MaxBatch:           5000,
 		PoolCap:            max(16, 4*runtime.NumCPU()),
 		MemoryReservations: 1_000_000,
+		CartSKUs:           1000,
 	}
 	switch mode {
 	case ModeShort, "":
@@ -133,7 +143,9 @@ func Preset(mode string) (Config, error) {
 		c.ExpiryMinTTL, c.ExpiryWindow = 3*time.Second, 4*time.Second
 		c.MemoryReservations = 200_000
 		c.CoreDuration = 500 * time.Millisecond
-		c.Timeout = 150 * time.Second
+		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 12, 2000, 12_000
+		c.CartStepTimeout = 4 * time.Second
+		c.Timeout = 240 * time.Second
 	case ModeFull:
 		c.CommitIntervals = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
 		c.Concurrencies = []int{16, 64, 256, 1024, 4096}
@@ -145,7 +157,9 @@ func Preset(mode string) (Config, error) {
 		c.ExpiryHolds = 100_000
 		c.ExpiryMinTTL, c.ExpiryWindow = 10*time.Second, 30*time.Second
 		c.CoreDuration = 2 * time.Second
-		c.Timeout = 45 * time.Minute
+		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 20, 10_000, 100_000
+		c.CartStepTimeout = 15 * time.Second
+		c.Timeout = 60 * time.Minute
 	case ModeTiny:
 		c.SKUs = 200
 		c.CommitIntervals = []time.Duration{20 * time.Millisecond}
@@ -160,7 +174,10 @@ func Preset(mode string) (Config, error) {
 		c.ExpiryMinTTL, c.ExpiryWindow = time.Second, time.Second
 		c.MemoryReservations = 20_000
 		c.CoreDuration = 100 * time.Millisecond
-		c.Timeout = 90 * time.Second
+		c.CartSKUs = 100
+		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 4, 20, 100
+		c.CartStepTimeout = 3 * time.Second
+		c.Timeout = 150 * time.Second
 	default:
 		return Config{}, fmt.Errorf("mode %q: want short, full or tiny", mode)
 	}
@@ -228,6 +245,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CoreDuration == 0 {
 		c.CoreDuration = p.CoreDuration
 	}
+	if c.CartSKUs == 0 {
+		c.CartSKUs = p.CartSKUs
+	}
+	if c.CartRounds == 0 {
+		c.CartRounds = p.CartRounds
+	}
+	if c.CartMinCarts == 0 {
+		c.CartMinCarts = p.CartMinCarts
+	}
+	if c.CartMaxCarts == 0 {
+		c.CartMaxCarts = p.CartMaxCarts
+	}
+	if c.CartStepTimeout == 0 {
+		c.CartStepTimeout = p.CartStepTimeout
+	}
 	if c.Timeout == 0 {
 		c.Timeout = p.Timeout
 	}
@@ -266,6 +298,10 @@ func (c Config) validate() error {
 	}
 	if len(c.CommitIntervals) == 0 || len(c.Concurrencies) == 0 {
 		errs = append(errs, errors.New("at least one commit interval and one concurrency are required"))
+	}
+	if c.CartSKUs < cartLines || c.CartMinCarts < 1 || c.CartMaxCarts < c.CartMinCarts || c.CartStepTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("carts: want cart SKUs (%d) >= %d, 1 <= min carts (%d) <= max carts (%d), a step timeout > 0",
+			c.CartSKUs, cartLines, c.CartMinCarts, c.CartMaxCarts))
 	}
 	if c.PoolCap < 1 {
 		errs = append(errs, fmt.Errorf("pool-cap: %d must be >= 1", c.PoolCap))
@@ -310,6 +346,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		{"pipeline", r.pipelinePhase},
 		{"sql", r.sqlPhase},
 		{"restore", r.restorePhase},
+		{"carts", r.cartsPhase},
 	}
 	for _, ph := range phases {
 		t0 := time.Now()

@@ -84,6 +84,45 @@ func TestRunTiny(t *testing.T) {
 	for _, c := range rep.Oversell {
 		assert.True(t, c.OK(), "oversell check %+v", c)
 	}
+	// Carts: both systems at every concurrency, the same carts, nothing partial.
+	for _, system := range []string{SystemPipeline, SystemSQLCart} {
+		var steps []CartStep
+		for _, s := range rep.Carts.Steps {
+			if s.System == system {
+				steps = append(steps, s)
+			}
+		}
+		require.Len(t, steps, 2, "%s cart steps", system)
+		for _, s := range steps {
+			assert.Positive(t, s.Accepted, "%s clients=%d accepted carts", system, s.Clients)
+			assert.Zero(t, s.Errors+s.ReleaseErrors+s.Problems, "%s clients=%d", system, s.Clients)
+			assert.Equal(t, s.Accepted, s.Kept+s.Releases, "%s: every accepted cart is kept or released", system)
+			assert.Positive(t, s.HoldsPerS)
+			assert.Positive(t, s.P99)
+		}
+	}
+	rejected := func(system string) (n int) {
+		for _, s := range rep.Carts.Steps {
+			if s.System == system {
+				n += s.Rejected
+			}
+		}
+		return n
+	}
+	assert.Positive(t, rejected(SystemPipeline), "carts with a sold-out line are rejected")
+	assert.Equal(t, rejected(SystemPipeline), rejected(SystemSQLCart), "the same carts are rejected in both systems")
+	require.Len(t, rep.Carts.Checks, 2)
+	for _, c := range rep.Carts.Checks {
+		assert.True(t, c.OK(), "cart check %+v", c)
+		assert.Positive(t, c.Kept)
+		assert.Positive(t, c.Released)
+		assert.Positive(t, c.Rejected)
+	}
+	for _, k := range []string{"cart_holds_per_s", "cart_p99_ms", "sql_cart_holds_per_s", "sql_cart_p99_ms", "cart_vs_sql_ratio"} {
+		assert.Positive(t, rep.Headline[k], k)
+	}
+	assert.Contains(t, rep.Headline, "cart_violations")
+	assert.Zero(t, rep.Headline["cart_violations"])
 	assert.Positive(t, rep.Core.Memory.TimersBytes)
 	assert.Greater(t, rep.Core.Memory.CachedBytes, rep.Core.Memory.TimersBytes)
 	assert.Positive(t, rep.Core.Badger.KeysPerS)
@@ -101,7 +140,8 @@ func TestRunTiny(t *testing.T) {
 	md, err := os.ReadFile(filepath.Join(out, "BENCHMARKS.md"))
 	require.NoError(t, err)
 	for _, s := range []string{"## Targets of issue 5", "## Machine", "## Latency curves", "## Restore and sink",
-		"## Expiry", "## No oversell", "BenchmarkApply/reserve", "bench/chart.svg"} {
+		"## Expiry", "## No oversell", "BenchmarkApply/reserve", "bench/chart.svg", "## Carts: all-or-nothing 3-line holds",
+		"`cart_vs_sql_ratio`", "**0** violations"} {
 		assert.Contains(t, string(md), s)
 	}
 }

@@ -188,11 +188,27 @@ type pipeEnv struct {
 	reg     *prometheus.Registry // the processor's metrics
 }
 
+// stockLine is the stock a pipeline starts with for one SKU.
+type stockLine struct {
+	sku    string
+	onHand int64
+}
+
 // startPipeline creates topics, starts the results reader and the processor,
 // waits until it is ready and sets the stock of the uniform SKUs.
-func (r *run) startPipeline(ctx context.Context, brokers []string, ci time.Duration) (_ *pipeEnv, err error) {
+func (r *run) startPipeline(ctx context.Context, brokers []string, ci time.Duration) (*pipeEnv, error) {
+	stock := make([]stockLine, r.cfg.SKUs)
+	for i := range stock {
+		stock[i] = stockLine{uniformSKU(i), uniformOnHand}
+	}
+	return r.startPipelineWith(ctx, brokers, ci, fmt.Sprintf("bench-ci%d", ci.Milliseconds()), stock)
+}
+
+// startPipelineWith is startPipeline on the topics of prefix, with the given
+// initial stock.
+func (r *run) startPipelineWith(ctx context.Context, brokers []string, ci time.Duration, prefix string, stock []stockLine) (_ *pipeEnv, err error) {
 	e := &pipeEnv{r: r, brokers: brokers, ci: ci, rt: &router{routes: make(map[string]*route)}}
-	e.names = topics.NewNames(fmt.Sprintf("bench-ci%d", ci.Milliseconds()))
+	e.names = topics.NewNames(prefix)
 	if err := ensureTopics(ctx, brokers, e.names, r.cfg.Partitions); err != nil {
 		return nil, err
 	}
@@ -252,12 +268,12 @@ func (r *run) startPipeline(ctx context.Context, brokers []string, ci time.Durat
 	if err := e.waitReady(ctx, 60*time.Second); err != nil {
 		return nil, err
 	}
-	// The uniform SKUs, with ample stock.
-	p := &plan{tag: "setup" + strconv.FormatInt(ci.Milliseconds(), 10)}
-	ss := make(session, r.cfg.SKUs)
-	for i := range ss {
+	// The initial stock (the uniform SKUs, with ample stock).
+	p := &plan{tag: "setup-" + prefix + "-" + strconv.FormatInt(ci.Milliseconds(), 10)}
+	ss := make(session, len(stock))
+	for i, l := range stock {
 		id := fmt.Sprintf("%s.%d", p.tag, i)
-		ss[i] = op{id: id, slot: i, sku: uniformSKU(i), value: stockSetValue(id, uniformSKU(i), uniformOnHand)}
+		ss[i] = op{id: id, slot: i, sku: l.sku, value: stockSetValue(id, l.sku, l.onHand)}
 	}
 	p.sessions, p.ops, p.slots = []session{ss}, len(ss), len(ss)
 	st := e.openLoop(ctx, p, 2*time.Minute)
@@ -481,19 +497,24 @@ type txnStats struct {
 // bucket bound of reservations_transaction_commit_seconds).
 const slowCommit = 0.128
 
-func (e *pipeEnv) txnStats() txnStats {
+func (e *pipeEnv) txnStats() txnStats { return gatherTxnStats(e.reg, "reservations") }
+
+// gatherTxnStats reads the transaction counters of the processor whose
+// metrics registry is reg and whose metric names start with ns ("reservations"
+// for the SKU role, "reservations_cart" for the cart coordinator).
+func gatherTxnStats(reg *prometheus.Registry, ns string) txnStats {
 	var t txnStats
-	mfs, err := e.reg.Gather()
+	mfs, err := reg.Gather()
 	if err != nil {
 		return t
 	}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			switch mf.GetName() {
-			case "reservations_transaction_records":
+			switch strings.TrimPrefix(mf.GetName(), ns+"_") {
+			case "transaction_records":
 				t.txns += float64(m.GetHistogram().GetSampleCount())
 				t.records += m.GetHistogram().GetSampleSum()
-			case "reservations_transaction_commit_seconds":
+			case "transaction_commit_seconds":
 				h := m.GetHistogram()
 				t.commits += float64(h.GetSampleCount())
 				t.commitSeconds += h.GetSampleSum()
@@ -504,9 +525,9 @@ func (e *pipeEnv) txnStats() txnStats {
 					}
 				}
 				t.slowCommits += float64(h.GetSampleCount()) - fast
-			case "reservations_transaction_aborts_total":
+			case "transaction_aborts_total":
 				t.aborts += m.GetCounter().GetValue()
-			case "reservations_session_restarts_total":
+			case "session_restarts_total":
 				t.restarts += m.GetCounter().GetValue()
 			}
 		}

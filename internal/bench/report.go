@@ -26,7 +26,9 @@ type Report struct {
 	Expiry   Expiry          `json:"expiry"`
 	Core     Core            `json:"core"`
 	Oversell []OversellCheck `json:"oversell"`
-	Profile  *ProfileSummary `json:"profile,omitempty"`
+	// Carts are the all-or-nothing 3-line cart holds, pipeline vs SQL.
+	Carts   Carts           `json:"carts"`
+	Profile *ProfileSummary `json:"profile,omitempty"`
 	// PipelineGC is the Go GC of the harness process during the pipeline phase
 	// (broker, processors and load generator share that heap).
 	PipelineGC GCStats `json:"pipeline_gc"`
@@ -240,6 +242,7 @@ func (rep *Report) finish() {
 		k := "oversold_skus_" + o.System
 		h[k] += float64(o.OversoldSKUs)
 	}
+	rep.finishCarts()
 	h["oversell_checks"] = float64(len(rep.Oversell))
 	h["oversell_violations"] = float64(oversold)
 	h["oversell_checks_failed"] = float64(failed)

@@ -24,6 +24,7 @@ import (
 type cartReader struct {
 	t      testing.TB
 	cl     *kgo.Client
+	pollMu sync.Mutex
 	mu     sync.Mutex
 	all    []schemas.CartResult
 	byCmd  map[string][]schemas.CartResult
@@ -69,9 +70,11 @@ func (r *cartReader) tryDecided(timeout time.Duration, ids ...string) []string {
 	}
 }
 
-// poll reads what one fetch (at most 200 ms) returns.
+// poll reads what one fetch (at most 200 ms) returns. One poll at a time.
 func (r *cartReader) poll() {
 	r.t.Helper()
+	r.pollMu.Lock()
+	defer r.pollMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	fs := r.cl.PollFetches(ctx)
 	cancel()
@@ -205,9 +208,11 @@ func TestCartSagaSurvivesKills(t *testing.T) {
 	h.send(sets...)
 	h.waitDecided(60*time.Second, idsOf(sets)...)
 
-	// The killer: kill -9 one of the two 0.2-1.5 s after the last restart
-	// made progress (10 more cart results), and restart it on its folder, or
-	// on an empty one every third time (a full restore); 8 kills in all.
+	// The killer: kill -9 one of the two 0.2-1.5 s after the last restarted
+	// child got its partitions (it may still be restoring: see markAssigned
+	// for why not earlier) and the pipeline made progress (3 more cart
+	// results), and restart it on its folder, or on an empty one every third
+	// time (a full restore); 8 kills in all.
 	stop := make(chan struct{})
 	killerDone := make(chan struct{})
 	kills := 0
@@ -216,6 +221,16 @@ func TestCartSagaSurvivesKills(t *testing.T) {
 		defer carts.mu.Unlock()
 		return len(carts.decide)
 	}
+	go func() { // keep reading while the main goroutine sends, for the killer's progress gate
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				carts.poll()
+			}
+		}
+	}()
 	go func() {
 		defer close(killerDone)
 		rng := rand.New(rand.NewPCG(99, 100))
@@ -226,22 +241,28 @@ func TestCartSagaSurvivesKills(t *testing.T) {
 			case <-time.After(time.Duration(200+rng.IntN(1300)) * time.Millisecond):
 			}
 			mu.Lock()
+			var restarted *child
 			if rng.IntN(2) == 0 {
 				sku.kill()
 				if i%3 == 2 {
 					skuDir = t.TempDir()
 				}
 				sku = h.startChildRole(skuDir, processor.RoleSKU)
+				restarted = sku
 			} else {
 				coord.kill()
 				if i%3 == 2 {
 					cartDir = t.TempDir()
 				}
 				coord = h.startChildRole(cartDir, processor.RoleCart)
+				restarted = coord
 			}
 			kills++
 			mu.Unlock()
-			for from := decided(); decided() < from+10; {
+			if !restarted.waitAssigned(90 * time.Second) {
+				t.Errorf("restarted child %s got no partitions", restarted.dir)
+			}
+			for from := decided(); decided() < from+3; {
 				select {
 				case <-stop:
 					return
@@ -251,9 +272,11 @@ func TestCartSagaSurvivesKills(t *testing.T) {
 		}
 	}()
 	paced := func(cmds []schemas.CartCommand) {
-		for i := 0; i < len(cmds); i += 5 {
-			h.sendCarts(cmds[i:min(i+5, len(cmds))]...)
-			time.Sleep(60 * time.Millisecond)
+		// ~45 s in all: long enough for several kills (a restart takes a
+		// session timeout, 6 s, to get the dead member's partitions back).
+		for i := 0; i < len(cmds); i += 3 {
+			h.sendCarts(cmds[i:min(i+3, len(cmds))]...)
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 	// The finals of the first half are sent while the second half of the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -69,11 +70,47 @@ func runChild(js string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	go markAssigned(ctx, p, c.StateDir)
 	if err := p.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "processor:", err)
 		return 1
 	}
 	return 0
+}
+
+// assignedMarker is the file a child creates in its state folder once the
+// group assigned it partitions (see markAssigned).
+func assignedMarker(dir string, pid int) string {
+	return filepath.Join(dir, fmt.Sprintf("assigned-%d", pid))
+}
+
+// markAssigned creates the child's assignedMarker once it has partitions, so a
+// test can wait for a restarted child to have completed its group join (and
+// SyncGroup) before killing it again. kfake (the pinned version) never expires
+// a member that dies between JoinGroup and SyncGroup: its JoinGroup response
+// fails to send, so no session timer is armed, and the leader's SyncGroup
+// cancels the pending-sync timer; the dead member then keeps its partitions
+// for good. Real brokers arm the session timer when the join completes.
+func markAssigned(ctx context.Context, p *processor.Processor, dir string) {
+	for ctx.Err() == nil {
+		if len(p.Status()) > 0 {
+			_ = os.WriteFile(assignedMarker(dir, os.Getpid()), nil, 0o644)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitAssigned waits until the child has partitions (or timeout passes).
+func (c *child) waitAssigned(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(assignedMarker(c.dir, c.cmd.Process.Pid)); err == nil {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 // child is a processor in its own OS process.

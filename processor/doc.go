@@ -86,4 +86,21 @@
 // extension of contract v1, see schemas/README.md) holding the original
 // result, so duplicates are answered identically after restarts and partition
 // moves, for the dedupe window.
+//
+// # Roles: the SKU processor and the cart coordinator
+//
+// The same loop runs in two roles (Config.Role). RoleSKU decides the
+// contract's commands. RoleCart is the cart coordinator of the cart extension
+// (schemas/README.md (i)-(k)): its input is the cart-commands topic, its
+// results go to cart-results, its state to its own cart-changelog; the pure
+// core is processor/cart. Everything above (transactions, barrier, restore,
+// rebalances, sweep) is shared: only what a partition decides differs
+// (cartrole.go). A cart command becomes a saga: the coordinator produces
+// per-SKU commands (reply_to=cart, deterministic ids) to the commands topic in
+// the transaction that records the saga's state; the SKU processor decides
+// each one and, in its own transaction, also writes the decision to the
+// cart-commands partition the cart_id hashes to, where the coordinator that
+// owns the cart reads it as a line result. Both hops are exactly once, so a
+// crash of either process anywhere in the saga resumes it from the
+// changelogs, and every per-SKU command is decided once.
 package processor

@@ -160,3 +160,41 @@ func TestSendJSON(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 	}
 }
+
+func TestSendBuildsCartCommands(t *testing.T) {
+	out, err := buildSend(t, envMap(), "cart.reserve", "--cart", "cart-7", "--items", "SKU-1:2, SKU-2:1:r-9", "--ttl", "60", "--id", "k-1")
+	require.NoError(t, err)
+	assert.True(t, out.Cart)
+	assert.Equal(t, "cart-7", out.Key, "cart commands are keyed by cart_id")
+	m := decode(t, out.Value)
+	delete(m, "issued_at")
+	assert.Equal(t, map[string]any{"command_id": "k-1", "type": "cart.reserve", "cart_id": "cart-7", "ttl_seconds": 60.0,
+		"items": []any{map[string]any{"sku": "SKU-1", "quantity": 2.0}, map[string]any{"sku": "SKU-2", "quantity": 1.0, "reservation_id": "r-9"}}}, m)
+
+	out, err = buildSend(t, envMap(), "cart.commit", "--cart", "cart-7", "--order", "o-1", "--id", "k-2")
+	require.NoError(t, err)
+	m = decode(t, out.Value)
+	assert.Equal(t, "o-1", m["order_id"])
+	out, err = buildSend(t, envMap(), "--json", `{"type":"cart.release","cart_id":"cart-8"}`, "--id", "k-3")
+	require.NoError(t, err)
+	assert.True(t, out.Cart)
+	assert.Equal(t, "cart-8", out.Key)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cart.reserve", "--cart", "c", "--items", "SKU-1"}, "--items"},
+		{[]string{"cart.reserve", "--cart", "c", "--items", "SKU-1:x"}, `quantity "x" is not an integer`},
+		{[]string{"cart.reserve", "--cart", "c", "--items", "SKU-1:1,SKU-1:2"}, "appears in more than one line"},
+		{[]string{"cart.reserve", "--cart", "c"}, "--items"},
+		{[]string{"cart.reserve", "--items", "SKU-1:1"}, "cart_id"},
+		{[]string{"cart.commit", "--cart", "c"}, "order_id"},
+		{[]string{"cart.release", "--cart", "c", "--sku", "SKU-1"}, "--sku does not apply to cart.release"},
+		{[]string{"--json", `{"type":"cart.release"}`}, `no "cart_id"`},
+	} {
+		_, err := buildSend(t, envMap(), tc.args...)
+		require.Error(t, err, "%v", tc.args)
+		assert.Contains(t, err.Error(), tc.want, "%v", tc.args)
+	}
+}

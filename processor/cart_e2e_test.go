@@ -569,3 +569,40 @@ func TestCartPipeline(t *testing.T) {
 	}, 20*time.Second, 100*time.Millisecond, "decided cart command tombstoned after the window")
 	_ = coord
 }
+
+// A saga waits for its line results: while the SKU processor is down the
+// coordinator reports it in flight (and keeps reporting it after a restart,
+// from its restored state); the result comes once the SKU processor runs.
+func TestCartSagaInFlightGauges(t *testing.T) {
+	h := newHarness(t, 2)
+	carts := h.cartResults()
+	cartMod := func(c *processor.Config) {
+		c.Role = processor.RoleCart
+		c.Group += "-cart"
+	}
+	dir := t.TempDir()
+	coord := h.start(dir, cartMod)
+	h.waitReady(coord)
+	h.sendCarts(cartReserve("k1", "cart-1", "A", 1, "B", 1))
+	inFlight := func(in *instance) bool {
+		return in.gaugeSum("reservations_cart_sagas_in_flight") == 1 &&
+			in.gaugeSum("reservations_cart_oldest_saga_start_timestamp_seconds") > float64(time.Now().Add(-time.Minute).Unix())
+	}
+	require.Eventually(t, func() bool { return inFlight(coord) }, 20*time.Second, 20*time.Millisecond)
+	coord.stop(t)
+	coord = h.start(dir, cartMod)
+	h.waitReady(coord)
+	assert.True(t, inFlight(coord), "restored from the coordinator's state")
+
+	skuP := h.start("")
+	h.send(stockSet("s1", "A", 5), stockSet("s2", "B", 5))
+	h.waitDecided(20*time.Second, "s1", "s2")
+	// The saga started before the stock existed: its lines were rejected
+	// (unknown SKU) only if they were decided first; either way it ends.
+	carts.waitDecided(30*time.Second, "k1")
+	require.Eventually(t, func() bool {
+		return coord.gaugeSum("reservations_cart_sagas_in_flight") == 0 &&
+			coord.gaugeSum("reservations_cart_oldest_saga_start_timestamp_seconds") == 0
+	}, 20*time.Second, 20*time.Millisecond)
+	_ = skuP
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -200,6 +201,13 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		if !w.putChange(&Change{Key: c.Key, Cart: c}) {
 			return
 		}
+		if cart.KeyKind(c.Key) == cart.CartPrefix {
+			var started schemas.Millis // 0: no saga (or a tombstone)
+			if c.Cart != nil && c.Cart.Saga != nil {
+				started = max(c.Cart.Saga.StartedAt, 1)
+			}
+			w.sagaPending[strings.TrimPrefix(c.Key, cart.CartPrefix)] = started
+		}
 	}
 	for i := range out.Commands {
 		cmd := &out.Commands[i]
@@ -213,4 +221,23 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Commands, Partition: topics.Partition(key, proc.peerPartitions),
 			Key: key, Value: v, Headers: hs}, w.promise)
 	}
+}
+
+// loadSagas counts the sagas in flight of the restored state (RoleCart).
+func (w *partition) loadSagas() error {
+	clear(w.sagas)
+	return w.store.Scan(cart.CartPrefix, func(key string, val []byte) error {
+		c, err := DecodeChange(key, val)
+		if err != nil {
+			w.log.Warn("undecodable cart in state", "key", key, "err", err)
+			return nil
+		}
+		if c.Cart == nil || c.Cart.Cart == nil {
+			return nil
+		}
+		if e := c.Cart.Cart; e.Saga != nil {
+			w.sagas[e.CartID] = max(e.Saga.StartedAt, 1)
+		}
+		return nil
+	})
 }

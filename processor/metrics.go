@@ -35,8 +35,11 @@ type metrics struct {
 	backlog          *prometheus.GaugeVec
 	expiryLag        prometheus.Histogram
 	oversold         *prometheus.GaugeVec
-	// RoleCart only: saga duration (cart command decided to cart result).
-	sagaSeconds prometheus.Histogram
+	// RoleCart only: saga duration (cart command decided to cart result),
+	// sagas in flight and the start of the oldest one, per partition.
+	sagaSeconds   prometheus.Histogram
+	sagasInFlight *prometheus.GaugeVec
+	oldestSaga    *prometheus.GaugeVec
 }
 
 // newMetrics registers the metrics of a processor of role on reg: names start
@@ -102,7 +105,12 @@ func newMetrics(reg prometheus.Registerer, role Role) *metrics {
 	if role == RoleCart {
 		m.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",
 			Help: "Time from a cart command's start to its cart result (queueing behind another saga of the cart included).", Buckets: latencyBuckets})
-		reg.MustRegister(m.sagaSeconds)
+		m.sagasInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sagas_in_flight",
+			Help: "Carts with a saga in progress in committed state, per partition."}, []string{"partition"})
+		m.oldestSaga = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oldest_saga_start_timestamp_seconds",
+			Help: "When the oldest saga in flight started (Unix seconds; 0 when none): time() minus it is how long a saga has waited for its line results."},
+			[]string{"partition"})
+		reg.MustRegister(m.sagaSeconds, m.sagasInFlight, m.oldestSaga)
 	}
 	return m
 }
@@ -145,8 +153,10 @@ var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .25, 
 // longer owns, so that sums over instances stay right.
 func (m *metrics) forget(p int32) {
 	l := partLabel(p)
-	for _, g := range []*prometheus.GaugeVec{m.lag, m.active, m.backlog, m.oversold, m.restoreRemaining} {
-		g.DeleteLabelValues(l)
+	for _, g := range []*prometheus.GaugeVec{m.lag, m.active, m.backlog, m.oversold, m.restoreRemaining, m.sagasInFlight, m.oldestSaga} {
+		if g != nil {
+			g.DeleteLabelValues(l)
+		}
 	}
 }
 

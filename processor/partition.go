@@ -77,6 +77,10 @@ type partition struct {
 	activeDelta int64
 	oversold    map[string]bool
 	overPending map[string]bool
+	// RoleCart: when each cart with a saga in flight started it (committed
+	// state), and the pending updates of the open transaction (0: no saga).
+	sagas       map[string]schemas.Millis
+	sagaPending map[string]schemas.Millis
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -101,6 +105,8 @@ func newPartition(proc *Processor, p int32) *partition {
 		raw:         make(map[string][]byte),
 		oversold:    make(map[string]bool),
 		overPending: make(map[string]bool),
+		sagas:       make(map[string]schemas.Millis),
+		sagaPending: make(map[string]schemas.Millis),
 	}
 	w.maxOff.Store(-1)
 	return w
@@ -464,6 +470,13 @@ func (w *partition) commit() error {
 			delete(w.oversold, sku)
 		}
 	}
+	for id, started := range w.sagaPending {
+		if started > 0 {
+			w.sagas[id] = started
+		} else {
+			delete(w.sagas, id)
+		}
+	}
 	w.publishGauges()
 	w.reset()
 	return nil
@@ -471,8 +484,20 @@ func (w *partition) commit() error {
 
 func (w *partition) publishGauges() {
 	l := partLabel(w.p)
-	w.proc.metrics.active.WithLabelValues(l).Set(float64(w.active))
-	w.proc.metrics.oversold.WithLabelValues(l).Set(float64(len(w.oversold)))
+	m := w.proc.metrics
+	if m.sagasInFlight != nil {
+		m.sagasInFlight.WithLabelValues(l).Set(float64(len(w.sagas)))
+		var oldest schemas.Millis
+		for _, started := range w.sagas {
+			if oldest == 0 || started < oldest {
+				oldest = started
+			}
+		}
+		m.oldestSaga.WithLabelValues(l).Set(float64(oldest) / 1000) // 0: none
+		return
+	}
+	m.active.WithLabelValues(l).Set(float64(w.active))
+	m.oversold.WithLabelValues(l).Set(float64(len(w.oversold)))
 }
 
 // abort drops the aborted transaction's writes; its records will be fetched and
@@ -488,6 +513,7 @@ func (w *partition) abort() {
 func (w *partition) reset() {
 	w.activeDelta = 0
 	clear(w.overPending)
+	clear(w.sagaPending)
 	w.maxOff.Store(-1)
 	w.prodMu.Lock()
 	w.prodErr = nil

@@ -158,6 +158,12 @@ func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, er
 // loadTimers schedules the expiry of every active reservation in the store and
 // counts the gauges of the restored state.
 func (w *partition) loadTimers() error {
+	if w.proc.cfg.Role == RoleCart {
+		err := w.loadSagas()
+		w.updateDue()
+		w.publishGauges()
+		return err
+	}
 	w.timers = timers{}
 	w.active = 0
 	clear(w.oversold)

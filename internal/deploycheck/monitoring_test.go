@@ -225,6 +225,7 @@ func binaryMetrics(t *testing.T, want []string) exposition {
 	_, admin := startDev(t, data, kafka)
 	send(t, kafka, "stock.set", "--sku", "SKU-2", "--on-hand", "10", "--threshold", "5")
 	send(t, kafka, "reserve", "--sku", "SKU-2", "--reservation", "r-2", "--qty", "6")
+	send(t, kafka, "cart.reserve", "--cart", "cart-1", "--items", "SKU-1:1,SKU-2:1") // the coordinator's metrics
 
 	urls := []string{"http://" + admin + "/metrics"}
 	if table["sink"] == nil {

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/reservations/reservations/internal/scenario"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -29,15 +28,14 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenar
 //	reservation SKU ID             print the reservation entity
 //	check                          assert reserved == sum(active quantities) and on_hand >= 0 for every SKU
 func TestScenarios(t *testing.T) {
-	files, err := filepath.Glob("testdata/scenarios/*.txt")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
-	}
+	scenario.RunDir(t, "testdata/scenarios/*.txt", *rewrite, func(t *testing.T) scenario.Directive {
+		s := &scenarioState{t: t, core: Core{Rules: DefaultRules()}, state: make(Entities)}
+		s.now = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		return s.run
+	})
 }
 
-type scenario struct {
+type scenarioState struct {
 	t      *testing.T
 	core   Core
 	state  Entities
@@ -45,54 +43,7 @@ type scenario struct {
 	offset int64
 }
 
-func runScenario(t *testing.T, file string) {
-	raw, err := os.ReadFile(file)
-	require.NoError(t, err)
-	s := &scenario{t: t, core: Core{Rules: DefaultRules()}, state: make(Entities)}
-	s.now = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	var out strings.Builder
-	lines := strings.Split(string(raw), "\n")
-	failed := false
-	for i := 0; i < len(lines); {
-		line := lines[i]
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			out.WriteString(line + "\n")
-			i++
-			continue
-		}
-		start := i + 1
-		var input []string
-		j := i + 1
-		for ; j < len(lines) && lines[j] != "----"; j++ {
-			input = append(input, lines[j])
-		}
-		require.Less(t, j, len(lines), "%s:%d: directive without ----", file, start)
-		k := j + 1
-		var want []string
-		for ; k < len(lines) && lines[k] != ""; k++ {
-			want = append(want, lines[k])
-		}
-		got := s.run(line, input)
-		out.WriteString(line + "\n")
-		for _, in := range input {
-			out.WriteString(in + "\n")
-		}
-		out.WriteString("----\n")
-		for _, g := range got {
-			out.WriteString(g + "\n")
-		}
-		if !*rewrite && strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, start, line, strings.Join(want, "\n"), strings.Join(got, "\n"))
-			failed = true
-		}
-		i = k
-	}
-	if *rewrite && !failed {
-		require.NoError(t, os.WriteFile(file, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644))
-	}
-}
-
-func (s *scenario) run(directive string, input []string) []string {
+func (s *scenarioState) run(directive string, input []string) []string {
 	t := s.t
 	f := strings.Fields(directive)
 	switch f[0] {
@@ -159,7 +110,7 @@ func (s *scenario) run(directive string, input []string) []string {
 }
 
 // fireTimers expires every active reservation due at s.now, earliest first.
-func (s *scenario) fireTimers() []string {
+func (s *scenarioState) fireTimers() []string {
 	var due []schemas.ReservationEntity
 	for _, c := range s.state {
 		if r := c.Reservation; r != nil && r.Reservation.Status == schemas.StatusActive && r.Reservation.ExpiresAt <= s.now {
@@ -178,7 +129,7 @@ func (s *scenario) fireTimers() []string {
 	return got
 }
 
-func (s *scenario) check() []string {
+func (s *scenarioState) check() []string {
 	reserved := map[string]int64{}
 	for _, c := range s.state {
 		if r := c.Reservation; r != nil && r.Reservation.Status == schemas.StatusActive {

@@ -4,8 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/reservations/reservations/internal/scenario"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -38,61 +37,13 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenar
 //	inflight                        per-SKU commands and line results in flight
 //	check                           the simulator's invariants (sim.violations)
 func TestScenarios(t *testing.T) {
-	files, err := filepath.Glob("testdata/scenarios/*.txt")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
-	}
+	scenario.RunDir(t, "testdata/scenarios/*.txt", *rewrite, func(t *testing.T) scenario.Directive {
+		s := newSim(t, DefaultRules(), scenarioStart)
+		return func(directive string, input []string) []string { return runDirective(s, directive, input) }
+	})
 }
 
 var scenarioStart = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-
-func runScenario(t *testing.T, file string) {
-	raw, err := os.ReadFile(file)
-	require.NoError(t, err)
-	s := newSim(t, DefaultRules(), scenarioStart)
-	var out strings.Builder
-	lines := strings.Split(string(raw), "\n")
-	failed := false
-	for i := 0; i < len(lines); {
-		line := lines[i]
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			out.WriteString(line + "\n")
-			i++
-			continue
-		}
-		start := i + 1
-		var input []string
-		j := i + 1
-		for ; j < len(lines) && lines[j] != "----"; j++ {
-			input = append(input, lines[j])
-		}
-		require.Less(t, j, len(lines), "%s:%d: directive without ----", file, start)
-		k := j + 1
-		var want []string
-		for ; k < len(lines) && lines[k] != ""; k++ {
-			want = append(want, lines[k])
-		}
-		got := runDirective(s, line, input)
-		out.WriteString(line + "\n")
-		for _, in := range input {
-			out.WriteString(in + "\n")
-		}
-		out.WriteString("----\n")
-		for _, g := range got {
-			out.WriteString(g + "\n")
-		}
-		if !*rewrite && strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, start, line, strings.Join(want, "\n"), strings.Join(got, "\n"))
-			failed = true
-		}
-		i = k
-	}
-	if *rewrite && !failed {
-		require.NoError(t, os.WriteFile(file, []byte(strings.TrimRight(out.String(), "\n")+"\n"), 0o644))
-	}
-}
 
 func runDirective(s *sim, directive string, input []string) []string {
 	t := s.t

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -560,6 +562,26 @@ func TestCartPipeline(t *testing.T) {
 	r3, _ := state.Reservation("B", "k3")
 	assert.Equal(t, schemas.StatusReleased, r3.Reservation.Status)
 
+	// Interactive query of a cart: holds of cart-3 are gone, cart-9 never held.
+	srv := httptest.NewServer(coord.p.QueryHandler())
+	defer srv.Close()
+	h.sendCarts(cartReserve("k4", "cart-4", "A", 1))
+	carts.waitDecided(20*time.Second, "k4")
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(srv.URL + "/v1/carts/cart-4")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var e cart.Entity
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&e) == nil &&
+			len(e.Holds) == 1 && e.Holds[0].ReservationID == "k4" && e.Saga == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	resp, err := http.Get(srv.URL + "/v1/carts/cart-9")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+
 	// Past the window, decided cart commands are tombstoned; the id is new again.
 	require.Contains(t, h.changelogStateOf(h.names.CartChangelog), "cart-command/k1")
 	skew.Store(int64(2 * time.Hour))
@@ -567,7 +589,6 @@ func TestCartPipeline(t *testing.T) {
 		_, ok := h.changelogStateOf(h.names.CartChangelog)["cart-command/k1"]
 		return !ok
 	}, 20*time.Second, 100*time.Millisecond, "decided cart command tombstoned after the window")
-	_ = coord
 }
 
 // A saga waits for its line results: while the SKU processor is down the

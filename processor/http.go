@@ -21,8 +21,21 @@ import (
 // advertises its address (Kafka Streams' application.server), 503 when the
 // owner is unknown (a rebalance is under way). Errors are JSON objects
 // {"error": "...", "owner": "..."}.
+//
+// For RoleCart it serves instead:
+//
+//	GET /v1/carts/{cart}   the cart entity: holds, the saga in flight, the queue
 func (p *Processor) QueryHandler() http.Handler {
 	mux := http.NewServeMux()
+	if p.cfg.Role == RoleCart {
+		mux.HandleFunc("GET /v1/carts/{cart}", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			defer cancel()
+			c, err := p.Cart(ctx, r.PathValue("cart"))
+			p.answer(w, r, c, err)
+		})
+		return mux
+	}
 	mux.HandleFunc("GET /v1/stock/{sku}", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -67,6 +68,25 @@ func (p *Processor) Reservation(ctx context.Context, sku, id string) (schemas.Re
 	return *c.Reservation, nil
 }
 
+// Cart returns the committed cart entity of cartID from this instance's
+// local state (RoleCart): its holds, the saga in flight and the queue; errors
+// as for Stock.
+func (p *Processor) Cart(ctx context.Context, cartID string) (cart.Entity, error) {
+	if p.cfg.Role != RoleCart {
+		return cart.Entity{}, ErrNotFound
+	}
+	c, err := p.query(ctx, cartID, cart.CartKey(cartID))
+	if err != nil {
+		return cart.Entity{}, err
+	}
+	if c.Cart == nil || c.Cart.Cart == nil {
+		return cart.Entity{}, ErrNotFound
+	}
+	return *c.Cart.Cart, nil
+}
+
+// query reads key of the partition that routing key hashes to (a SKU, or a
+// cart id for RoleCart).
 func (p *Processor) query(ctx context.Context, sku, key string) (Change, error) {
 	p.mu.Lock()
 	running := p.sess != nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -320,6 +321,10 @@ func TestDevEndToEnd(t *testing.T) {
 	assert.Equal(t, exitOK, code, stdout.String())
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &cr), stdout.String())
 	assert.Equal(t, schemas.OutcomeAccepted, cr.Outcome)
+	eventually(t, 10*time.Second, "cart-7 queryable", func() bool {
+		code, body, err := httpGet("http://" + httpAddr + "/v1/carts/cart-7")
+		return err == nil && code == http.StatusOK && strings.Contains(body, `"reservation_id":"e2e-cart-2"`)
+	})
 
 	require.Equal(t, exitOK, dev.stop(t), dev.stderr.String())
 }

@@ -132,12 +132,12 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 
 // cartConfig is the cart coordinator's config derived from the processor's:
 // same brokers, topics, state root (its stores are named after the
-// cart-changelog topic), instance id and tuning; its own group.
+// cart-changelog topic), instance id, advertised address (the same admin
+// listener answers /v1/carts/) and tuning; its own group.
 func (p *pipelineConfig) cartConfig(pcfg processor.Config) processor.Config {
 	c := pcfg
 	c.Role = processor.RoleCart
 	c.Group = p.CartGroup
-	c.AdvertisedAddr = ""
 	return c
 }
 
@@ -328,7 +328,14 @@ func runPipeline(ctx context.Context, log *slog.Logger, proc, coord *processor.P
 		comps = append(comps, component{"sink", func(gctx context.Context) error { return snk.run(gctx, sinkLog) }})
 		stopping += ", and the sink"
 	}
-	return runComponents(ctx, log, adminHandler(ready, reg, proc.QueryHandler()), ln, stopping, comps...)
+	queries := proc.QueryHandler()
+	if coord != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/v1/carts/", coord.QueryHandler())
+		mux.Handle("/v1/", queries)
+		queries = mux
+	}
+	return runComponents(ctx, log, adminHandler(ready, reg, queries), ln, stopping, comps...)
 }
 
 // logWhenReady logs once when the processor first becomes ready with at

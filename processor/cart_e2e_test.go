@@ -562,6 +562,36 @@ func TestCartPipeline(t *testing.T) {
 	r3, _ := state.Reservation("B", "k3")
 	assert.Equal(t, schemas.StatusReleased, r3.Reservation.Status)
 
+	// cart.commit after one line expired: nothing is committed, the result
+	// names the line, the other hold is unprepared and stays active.
+	short, long := int64(1), int64(3600)
+	k5, k6 := cartReserve("k5", "cart-5", "A", 1), cartReserve("k6", "cart-5", "B", 1)
+	k5.TTLSeconds, k6.TTLSeconds = &short, &long
+	h.sendCarts(k5, k6)
+	carts.waitDecided(20*time.Second, "k5", "k6")
+	require.Equal(t, schemas.OutcomeAccepted, carts.decisive("k5").Outcome)
+	require.Equal(t, schemas.OutcomeAccepted, carts.decisive("k6").Outcome)
+	require.Eventually(t, func() bool {
+		r, ok := h.changelogState().Reservation("A", "k5")
+		return ok && r.Reservation.Status == schemas.StatusExpired
+	}, 20*time.Second, 50*time.Millisecond, "the 1 s hold expires by the SKU processor's timer")
+	h.sendCarts(schemas.CartCommand{CommandID: "c5", Type: schemas.TypeCartCommit, CartID: "cart-5", OrderID: "o-5"})
+	carts.waitDecided(20*time.Second, "c5")
+	c5 := carts.decisive("c5")
+	assert.Equal(t, schemas.OutcomeRejected, c5.Outcome, "%+v", c5)
+	assert.Equal(t, schemas.ReasonReservationNotActive, c5.Reason)
+	state = h.changelogState()
+	rb, _ := state.Reservation("B", "k6")
+	assert.Equal(t, schemas.StatusActive, rb.Reservation.Status, "the other line stays held")
+	assert.False(t, rb.Reservation.Prepared, "and is unprepared")
+	assert.Empty(t, rb.Reservation.OrderID)
+	for _, l := range c5.Lines {
+		if l.SKU == "A" {
+			assert.Equal(t, schemas.OutcomeRejected, l.Outcome)
+			assert.Equal(t, schemas.StatusExpired, l.Status)
+		}
+	}
+
 	// Interactive query of a cart: holds of cart-3 are gone, cart-9 never held.
 	srv := httptest.NewServer(coord.p.QueryHandler())
 	defer srv.Close()

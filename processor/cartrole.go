@@ -1,9 +1,7 @@
 package processor
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 
@@ -112,8 +110,8 @@ func (w *partition) handleCart(r *kgo.Record, now schemas.Millis) {
 	}
 	in := cart.Input{Key: string(r.Key), Partition: w.p, Offset: r.Offset}
 	if lineResult(r) {
-		var res schemas.Result
-		if err := json.Unmarshal(r.Value, &res); err != nil || res.CommandID == "" {
+		res, err := cart.DecodeLineResult(r.Value)
+		if err != nil || res.CommandID == "" {
 			msg := "line result without command_id"
 			if err != nil {
 				msg = "line result is not a result: " + err.Error()
@@ -187,11 +185,7 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 	}
 	for i := range out.Results {
 		res := &out.Results[i]
-		v, err := json.Marshal(res)
-		if err != nil {
-			w.err = fmt.Errorf("encode cart result: %w", err)
-			return
-		}
+		v := schemas.AppendCartResult(make([]byte, 0, 1024), res)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}, trace...)
 		proc.produce(&kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
 		proc.metrics.cartResult(res)
@@ -211,11 +205,7 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 	}
 	for i := range out.Commands {
 		cmd := &out.Commands[i]
-		v, err := json.Marshal(cmd)
-		if err != nil {
-			w.err = fmt.Errorf("encode line command: %w", err)
-			return
-		}
+		v := schemas.AppendCommand(make([]byte, 0, 256), cmd)
 		key := []byte(cmd.SKU)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(cmd.CommandID)}}, trace...)
 		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Commands, Partition: topics.Partition(key, proc.peerPartitions),

@@ -153,3 +153,139 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// AppendCommand appends c as JSON (the per-SKU commands of the cart
+// coordinator's sagas, one per line and phase).
+func AppendCommand(b []byte, c *Command) []byte {
+	b = append(b, `{"command_id":`...)
+	b = appendString(b, c.CommandID)
+	b = append(b, `,"type":`...)
+	b = appendString(b, c.Type)
+	b = append(b, `,"sku":`...)
+	b = appendString(b, c.SKU)
+	b = appendOptString(b, `,"reason":`, c.Reason)
+	b = appendOptString(b, `,"issued_at":`, c.IssuedAt)
+	b = appendOptInt(b, `,"on_hand":`, c.OnHand)
+	b = appendOptInt(b, `,"expected_on_hand":`, c.ExpectedOnHand)
+	b = appendOptInt(b, `,"low_stock_threshold":`, c.LowStockThreshold)
+	b = appendOptInt(b, `,"delta":`, c.Delta)
+	b = appendOptString(b, `,"reservation_id":`, c.ReservationID)
+	b = appendOptInt(b, `,"quantity":`, c.Quantity)
+	b = appendOptInt(b, `,"ttl_seconds":`, c.TTLSeconds)
+	b = appendOptString(b, `,"cart_id":`, c.CartID)
+	b = appendOptString(b, `,"store_id":`, c.StoreID)
+	b = appendOptString(b, `,"order_id":`, c.OrderID)
+	b = appendOptString(b, `,"reply_to":`, c.ReplyTo)
+	return append(b, '}')
+}
+
+// AppendCartCommand appends c as JSON.
+func AppendCartCommand(b []byte, c *CartCommand) []byte {
+	b = append(b, `{"command_id":`...)
+	b = appendString(b, c.CommandID)
+	b = append(b, `,"type":`...)
+	b = appendString(b, c.Type)
+	b = append(b, `,"cart_id":`...)
+	b = appendString(b, c.CartID)
+	b = appendOptString(b, `,"reason":`, c.Reason)
+	b = appendOptString(b, `,"issued_at":`, c.IssuedAt)
+	b = appendOptInt(b, `,"ttl_seconds":`, c.TTLSeconds)
+	if len(c.Items) > 0 {
+		b = append(b, `,"items":[`...)
+		for i := range c.Items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			it := &c.Items[i]
+			b = append(b, `{"sku":`...)
+			b = appendString(b, it.SKU)
+			b = appendOptInt(b, `,"quantity":`, it.Quantity)
+			b = appendOptString(b, `,"reservation_id":`, it.ReservationID)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = appendOptString(b, `,"order_id":`, c.OrderID)
+	return append(b, '}')
+}
+
+// AppendCartResult appends r as JSON.
+func AppendCartResult(b []byte, r *CartResult) []byte {
+	b = append(b, `{"command_id":`...)
+	b = appendString(b, r.CommandID)
+	b = append(b, `,"type":`...)
+	b = appendString(b, r.Type)
+	b = append(b, `,"cart_id":`...)
+	b = appendString(b, r.CartID)
+	b = append(b, `,"order_id":`...)
+	b = appendString(b, r.OrderID)
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, r.Outcome)
+	b = append(b, `,"duplicate":`...)
+	b = strconv.AppendBool(b, r.Duplicate)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, r.Reason)
+	b = append(b, `,"message":`...)
+	b = appendString(b, r.Message)
+	b = append(b, `,"lines":`...)
+	if r.Lines == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range r.Lines {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendCartLineFields(append(b, '{'), &r.Lines[i])
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"partition":`...)
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendInt(b, r.Offset, 10)
+	b = append(b, `,"decided_at":`...)
+	b = r.DecidedAt.AppendJSON(b)
+	return append(b, '}')
+}
+
+// AppendCartLineFields appends the fields of l, without the braces (so that
+// a struct embedding a CartLine can append its own fields after them).
+func AppendCartLineFields(b []byte, l *CartLine) []byte {
+	b = append(b, `"sku":`...)
+	b = appendString(b, l.SKU)
+	b = append(b, `,"reservation_id":`...)
+	b = appendString(b, l.ReservationID)
+	b = append(b, `,"quantity":`...)
+	b = strconv.AppendInt(b, l.Quantity, 10)
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, l.Outcome)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, l.Reason)
+	b = append(b, `,"message":`...)
+	b = appendString(b, l.Message)
+	b = append(b, `,"status":`...)
+	b = appendString(b, l.Status)
+	b = append(b, `,"expires_at":`...)
+	return l.ExpiresAt.AppendJSON(b)
+}
+
+// AppendJSONString appends s as a JSON string, as encoding/json does.
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
+func appendOptString(b []byte, name, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = append(b, name...)
+	return appendString(b, s)
+}
+
+func appendOptInt(b []byte, name string, v *int64) []byte {
+	if v == nil {
+		return b
+	}
+	b = append(b, name...)
+	return strconv.AppendInt(b, *v, 10)
+}

@@ -20,24 +20,15 @@ func KeyKind(key string) string {
 
 // EncodeChange returns the changelog value of c (nil for a tombstone).
 func EncodeChange(c *Change) ([]byte, error) {
-	var (
-		b   []byte
-		err error
-	)
 	switch {
 	case c.Cart != nil && c.Decided != nil:
 		return nil, fmt.Errorf("encode changelog key %q: both a cart and a decided command", c.Key)
 	case c.Cart != nil:
-		b, err = json.Marshal(c.Cart)
+		return AppendEntity(make([]byte, 0, 1024), c.Cart), nil
 	case c.Decided != nil:
-		b, err = json.Marshal(c.Decided)
-	default:
-		return nil, nil
+		return AppendDecided(make([]byte, 0, 1024), c.Decided), nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("encode changelog key %q: %w", c.Key, err)
-	}
-	return b, nil
+	return nil, nil
 }
 
 // DecodeChange reads coordinator changelog record (key, value); a nil value is

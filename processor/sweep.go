@@ -1,8 +1,10 @@
 package processor
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
@@ -31,7 +33,11 @@ type sweepEntry struct {
 func (w *partition) sweepStep(now schemas.Millis) {
 	cfg := &w.proc.cfg
 	core := &w.proc.core
-	horizon := now - schemas.Millis(core.Rules.DedupeWindow.Milliseconds())
+	window := core.Rules.DedupeWindow
+	if w.proc.cfg.Role == RoleCart {
+		window = cfg.CartRules.DedupeWindow
+	}
+	horizon := now - schemas.Millis(window.Milliseconds())
 	var tombs []Change
 	next, err := w.store.ScanFrom(w.sweep.cursor, cfg.SweepBatch, func(key string, val []byte) error {
 		kind := schemas.KeyKind(key)
@@ -42,6 +48,9 @@ func (w *partition) sweepStep(now schemas.Millis) {
 			}
 		} else if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
 			return nil
+		}
+		if at, ok := trailingUpdatedAt(val); ok && at > horizon {
+			return nil // still within the window: most entries, so skip decoding them
 		}
 		var e sweepEntry
 		if err := json.Unmarshal(val, &e); err != nil {
@@ -92,4 +101,28 @@ func (w *partition) sweepStep(now schemas.Millis) {
 		}
 		w.proc.metrics.tombstoned.Add(float64(len(tombs)))
 	}
+}
+
+// updatedAtTail is how every entity value the processor writes ends: its
+// appenders (schemas.Append*Entity, cart.AppendEntity/AppendDecided) write
+// updated_at last, in schemas.TimeLayout.
+var updatedAtTail = []byte(`"updated_at":"`)
+
+// trailingUpdatedAt reads the updated_at an entity value ends with, without
+// decoding the rest; false when the value does not end that way (then the
+// caller decodes it).
+func trailingUpdatedAt(val []byte) (schemas.Millis, bool) {
+	n := len(updatedAtTail) + len(schemas.TimeLayout) + len(`"}`)
+	if len(val) < n {
+		return 0, false
+	}
+	tail := val[len(val)-n:]
+	if !bytes.HasPrefix(tail, updatedAtTail) || !bytes.HasSuffix(tail, []byte(`"}`)) {
+		return 0, false
+	}
+	t, err := time.Parse(schemas.TimeLayout, string(tail[len(updatedAtTail):n-2]))
+	if err != nil {
+		return 0, false
+	}
+	return schemas.MillisOf(t), true
 }

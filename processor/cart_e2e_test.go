@@ -209,6 +209,8 @@ func TestCartSagaSurvivesKills(t *testing.T) {
 	coord := h.startChildRole(cartDir, processor.RoleCart)
 	h.send(sets...)
 	h.waitDecided(60*time.Second, idsOf(sets)...)
+	require.True(t, sku.waitAssigned(60*time.Second), "SKU processor got no partitions")
+	require.True(t, coord.waitAssigned(60*time.Second), "cart coordinator got no partitions")
 
 	// The killer: kill -9 one of the two 0.2-1.5 s after the last restarted
 	// child got its partitions (it may still be restoring: see markAssigned

@@ -100,7 +100,7 @@ func (c *chaos) run(start time.Time) {
 func (c *chaos) kill(corrupt bool) {
 	var cand []*instance
 	for _, in := range c.insts {
-		if in.proc.running() && !c.protected(in) {
+		if in.proc.running() && in.proc.joined() && !c.protected(in) {
 			cand = append(cand, in)
 		}
 	}

@@ -116,6 +116,21 @@ type child struct {
 	// expected is set before we end the process, so that an exit is not
 	// reported as unexpected.
 	expected atomic.Bool
+	// logFrom is the size of log when the child started; started, when.
+	logFrom int64
+	started time.Time
+}
+
+// joined reports whether the processor child has been assigned partitions
+// since it started (its log says so), or has run long enough that it must
+// have completed its group join. The chaos kills only joined children: the
+// pinned kfake never expires a member that dies between JoinGroup and
+// SyncGroup (its failed JoinGroup reply arms no session timer, the leader's
+// SyncGroup cancels the pending-sync timer), so the dead member would keep
+// its partitions until the next rebalance removes it after the rebalance
+// timeout (60 s): the soak's occasional 60-80 s recoveries.
+func (c *child) joined() bool {
+	return countInLog(c.log, c.logFrom, "partition assigned") > 0 || time.Since(c.started) > 30*time.Second
 }
 
 // startChild runs the test binary as a child with cfg. Its stderr (and stdout
@@ -128,6 +143,10 @@ func startChild(t *testing.T, cfg childConfig, logFile string, stdout io.Writer,
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
 	defer f.Close() // the child has its own descriptor
+	var logFrom int64
+	if fi, err := f.Stat(); err == nil {
+		logFrom = fi.Size()
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"="+string(js))
 	cmd.Stderr = f
@@ -137,7 +156,7 @@ func startChild(t *testing.T, cfg childConfig, logFile string, stdout io.Writer,
 	}
 	cmd.SysProcAttr = sysProcAttr()
 	require.NoError(t, cmd.Start())
-	c := &child{name: cfg.Name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	c := &child{name: cfg.Name, cmd: cmd, log: logFile, done: make(chan struct{}), logFrom: logFrom, started: time.Now()}
 	go func() {
 		c.err = cmd.Wait()
 		close(c.done)

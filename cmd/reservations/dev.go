@@ -180,7 +180,7 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	httpAddr := ln.Addr().String()
 	log.Info("reservations dev running", "kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
 		"http", "http://"+httpAddr, "topics", pcfg.Topics.Commands+" .results .changelog .dlq", "partitions", n)
-	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn)
+	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn, cfg.Carts)
 
 	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, snk); err != nil {
 		return fail(err)
@@ -223,7 +223,7 @@ func createTopics(ctx context.Context, brokers []string, names topics.Names, par
 
 // printDevExample prints how to reach the running pipeline (dsn: the sink's
 // database, empty when the sink is off).
-func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string) {
+func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string, carts bool) {
 	names := topics.NewNames(prefix)
 	var extra []string
 	if broker != "127.0.0.1:9092" {
@@ -234,7 +234,7 @@ func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string) {
 	}
 	flags := strings.Join(append(extra, ""), " ")
 	fmt.Fprintf(w, `
-reservations dev: Kafka broker on %[1]s, admin on http://%[2]s (/healthz /readyz /metrics /v1/stock/{sku})
+reservations dev: Kafka broker on %[1]s, admin on http://%[2]s (/healthz /readyz /metrics /v1/stock/{sku} /v1/carts/{cart})
 
 Send a command and wait for its result (from a checkout: go run ./cmd/reservations send ...):
   reservations send stock.set %[3]s--sku SKU-1 --on-hand 10
@@ -250,6 +250,13 @@ Query the processor's state:
   curl -s http://%[2]s/v1/stock/SKU-1/reservations/r-1
 
 `, broker, httpAddr, flags, names.Commands, names.Results)
+	if carts {
+		fmt.Fprintf(w, `All-or-nothing carts (the cart coordinator; one result per cart command on %[3]s):
+  reservations send cart.reserve %[1]s--cart cart-7 --items SKU-1:1,SKU-2:2 --pretty
+  curl -s http://%[2]s/v1/carts/cart-7
+
+`, flags, httpAddr, names.CartResults)
+	}
 	if dsn == "" {
 		fmt.Fprint(w, `Postgres sink: off. Start dev with --pg-dsn (RESERVATIONS_PG_DSN) to keep the tables stock and
 reservations in PostgreSQL; 'reservations verify' checks the changelog either way.

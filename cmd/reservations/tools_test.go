@@ -514,10 +514,12 @@ func TestDevSinkOff(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "")
+	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "", true)
 	assert.Contains(t, buf.String(), "Postgres sink: off. Start dev with --pg-dsn (RESERVATIONS_PG_DSN)")
+	assert.Contains(t, buf.String(), "reservations send cart.reserve --cart cart-7")
 	buf.Reset()
-	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "postgres://u:secret@h/db")
+	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "postgres://u:secret@h/db", false)
+	assert.NotContains(t, buf.String(), "cart.reserve", "no coordinator (--carts=false)")
 	assert.Contains(t, buf.String(), "reservations verify --pg-dsn 'postgres://u:xxxxx@h/db'")
 	assert.NotContains(t, buf.String(), "secret")
 }

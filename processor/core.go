@@ -76,28 +76,73 @@ type Core struct {
 
 // decision carries one command's working copies so that lazy expiry and the
 // decision itself read their own writes.
+//
+// A decision lives on Apply's stack: it holds the input and the stock by value
+// (a pointer to either would move it to the heap), and the stock figures and
+// reservation of the decision's result until Apply allocates them together with
+// the idempotency record.
 type decision struct {
-	in    *Input
+	in    Input
 	now   schemas.Millis
 	out   Outputs
-	stock *schemas.StockEntity // nil: unknown SKU
-	pre   int                  // notices emitted before the decision (lazy expiry)
+	stock schemas.StockEntity
+	known bool // stock is set (false: unknown SKU)
+	pre   int  // notices emitted before the decision (lazy expiry)
+	// The result's stock figures and reservation (see result).
+	view    schemas.StockView
+	resv    schemas.Reservation
+	hasView bool
+	hasResv bool
+}
+
+// decidedRecord is the idempotency record of a decision with the stock figures
+// and reservation its result points to, allocated at once: the result and the
+// record share them, so they live as long as the record.
+type decidedRecord struct {
+	ce   schemas.CommandEntity
+	view schemas.StockView
+	res  schemas.Reservation
+}
+
+// decidedStock is a decidedRecord without a reservation.
+type decidedStock struct {
+	ce   schemas.CommandEntity
+	view schemas.StockView
+}
+
+// outputsN hold the usual outputs of a decision, allocated at once: one result
+// and N changes (see changesHint); more grow the slices.
+type outputs2 struct {
+	results [1]schemas.Result
+	changes [2]Change
+}
+
+type outputs3 struct {
+	results [1]schemas.Result
+	changes [3]Change
 }
 
 // Apply decides one command against st at time now.
 func (c *Core) Apply(st State, in Input, now schemas.Millis) Outputs {
-	cmd := &in.Command
-	if d, ok := st.Decision(cmd.CommandID); ok && c.remembered(d.UpdatedAt, now) {
-		r := d.Result
+	prev, had := st.Decision(in.Command.CommandID)
+	if had && c.remembered(prev.UpdatedAt, now) {
+		r := prev.Result
 		r.Duplicate = true
 		return Outputs{Results: []schemas.Result{r}}
 	}
-	dc := &decision{in: &in, now: now}
+	dc := &decision{in: in, now: now}
+	if changesHint(in.Command.Type) == 2 {
+		dc.out = newOutputs2()
+	} else {
+		b := new(outputs3)
+		dc.out = Outputs{Results: b.results[:0:1], Changes: b.changes[:0:3]}
+	}
+	cmd := &dc.in.Command
 	if s, ok := st.Stock(cmd.SKU); ok && cmd.SKU == in.Key {
-		dc.stock = &s
+		dc.stock, dc.known = s, true
 	}
 	var r schemas.Result
-	switch fe := c.validate(&in); {
+	switch fe := c.validate(&dc.in); {
 	case fe != nil:
 		r = dc.reject(schemas.ReasonInvalidCommand, fe.Error(), nil)
 	case cmd.SKU != in.Key:
@@ -105,17 +150,47 @@ func (c *Core) Apply(st State, in Input, now schemas.Millis) Outputs {
 	default:
 		r = c.decide(st, dc)
 	}
+	var ce *schemas.CommandEntity
+	switch {
+	case dc.hasResv:
+		b := &decidedRecord{view: dc.view, res: dc.resv}
+		if dc.hasView {
+			r.Stock = &b.view
+		}
+		r.Reservation = &b.res
+		ce = &b.ce
+	case dc.hasView:
+		b := &decidedStock{view: dc.view}
+		r.Stock = &b.view
+		ce = &b.ce
+	default:
+		ce = new(schemas.CommandEntity)
+	}
+	*ce = schemas.CommandEntity{CommandID: cmd.CommandID, Result: r, Version: 1, Event: schemas.EventDecided, UpdatedAt: now}
+	if had {
+		ce.Version = prev.Version + 1
+	}
 	// Notices of a lazy expiry, the decision, then notices the decision caused.
 	dc.out.Results = append(dc.out.Results, schemas.Result{})
 	copy(dc.out.Results[dc.pre+1:], dc.out.Results[dc.pre:])
 	dc.out.Results[dc.pre] = r
-	prev, had := st.Decision(cmd.CommandID)
-	ce := &schemas.CommandEntity{CommandID: cmd.CommandID, Result: r, Version: 1, Event: schemas.EventDecided, UpdatedAt: now}
-	if had {
-		ce.Version = prev.Version + 1
-	}
 	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.CommandKey(cmd.CommandID), Command: ce})
 	return dc.out
+}
+
+// changesHint is the usual number of changes of a command of type typ, the
+// idempotency record included, when it is accepted.
+func changesHint(typ string) int {
+	switch typ {
+	case schemas.TypeStockSet, schemas.TypeStockAdjust, schemas.TypeExtend, schemas.TypePrepare, schemas.TypeUnprepare:
+		return 2
+	}
+	return 3
+}
+
+func newOutputs2() Outputs {
+	b := new(outputs2)
+	return Outputs{Results: b.results[:0:1], Changes: b.changes[:0:2]}
 }
 
 func (c *Core) remembered(decidedAt, now schemas.Millis) bool {
@@ -131,7 +206,7 @@ func (c *Core) validate(in *Input) *schemas.FieldError {
 
 func (c *Core) decide(st State, dc *decision) schemas.Result {
 	cmd := &dc.in.Command
-	if dc.stock != nil {
+	if dc.known {
 		// Lazy expiry at decision time: this SKU's holds past expires_at never
 		// count against availability, even when their timers have not fired.
 		var expired map[string]schemas.ReservationEntity
@@ -169,7 +244,7 @@ func (c *Core) decide(st State, dc *decision) schemas.Result {
 	if res.Reservation.Status != schemas.StatusActive {
 		return dc.reject(schemas.ReasonReservationNotActive, "reservation is "+res.Reservation.Status, &res.Reservation)
 	}
-	if dc.stock == nil { // cannot happen for a consistent state: an active hold has its SKU
+	if !dc.known { // cannot happen for a consistent state: an active hold has its SKU
 		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, &res.Reservation)
 	}
 	if res.Reservation.Prepared {
@@ -241,8 +316,8 @@ func (dc *decision) unprepare(res *schemas.ReservationEntity) schemas.Result {
 func (dc *decision) stockSet() schemas.Result {
 	cmd := &dc.in.Command
 	cur := schemas.StockEntity{SKU: cmd.SKU}
-	if dc.stock != nil {
-		cur = *dc.stock
+	if dc.known {
+		cur = dc.stock
 	}
 	if cmd.ExpectedOnHand != nil && *cmd.ExpectedOnHand != cur.OnHand {
 		return dc.reject(schemas.ReasonStaleExpectedOnHand,
@@ -264,10 +339,10 @@ func (dc *decision) stockSet() schemas.Result {
 
 func (dc *decision) stockAdjust() schemas.Result {
 	cmd := &dc.in.Command
-	if dc.stock == nil {
+	if !dc.known {
 		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, nil)
 	}
-	cur := *dc.stock
+	cur := dc.stock
 	if cmd.ExpectedOnHand != nil && *cmd.ExpectedOnHand != cur.OnHand {
 		return dc.reject(schemas.ReasonStaleExpectedOnHand,
 			fmt.Sprintf("expected_on_hand %d, on_hand is %d", *cmd.ExpectedOnHand, cur.OnHand), nil)
@@ -292,7 +367,7 @@ func (dc *decision) stockAdjust() schemas.Result {
 
 func (dc *decision) reserve(st State) schemas.Result {
 	cmd := &dc.in.Command
-	if dc.stock == nil {
+	if !dc.known {
 		return dc.reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU, nil)
 	}
 	if old, ok := st.Reservation(cmd.SKU, cmd.ReservationID); ok {
@@ -311,7 +386,7 @@ func (dc *decision) reserve(st State) schemas.Result {
 		CartID:        cmd.CartID,
 		StoreID:       cmd.StoreID,
 	}}
-	next := *dc.stock
+	next := dc.stock
 	next.Reserved += q
 	dc.putStock(&next, schemas.EventReserved, cmd.CommandID)
 	dc.putReservation(&res, schemas.EventReserved, cmd.CommandID)
@@ -328,7 +403,7 @@ func (dc *decision) adjust(res *schemas.ReservationEntity) schemas.Result {
 	}
 	res.Reservation.Quantity = q
 	if delta != 0 {
-		next := *dc.stock
+		next := dc.stock
 		next.Reserved += delta
 		dc.putStock(&next, schemas.EventAdjusted, cmd.CommandID)
 	}
@@ -341,7 +416,7 @@ func (dc *decision) finish(res *schemas.ReservationEntity, status, event string)
 	cmd := &dc.in.Command
 	q := res.Reservation.Quantity
 	res.Reservation.Status = status
-	next := *dc.stock
+	next := dc.stock
 	next.Reserved -= q
 	msg := ""
 	if status == schemas.StatusConsumed {
@@ -362,8 +437,8 @@ func (dc *decision) finish(res *schemas.ReservationEntity, status, event string)
 func (dc *decision) expire(res *schemas.ReservationEntity, offset int64) {
 	res.Reservation.Status = schemas.StatusExpired
 	dc.putReservation(res, schemas.EventExpired, "")
-	if dc.stock != nil {
-		next := *dc.stock
+	if dc.known {
+		next := dc.stock
 		next.Reserved -= res.Reservation.Quantity
 		dc.putStock(&next, schemas.EventExpired, "")
 	}
@@ -395,9 +470,10 @@ func (c *Core) Expire(st State, partition int32, sku, id string, now schemas.Mil
 	if !ok || !overdue(&res.Reservation, now) {
 		return Outputs{}
 	}
-	dc := &decision{in: &Input{Key: sku, Partition: partition, Offset: -1}, now: now}
+	// An expiry: the reservation, the stock and the expired notice.
+	dc := &decision{in: Input{Key: sku, Partition: partition, Offset: -1}, now: now, out: newOutputs2()}
 	if s, ok := st.Stock(sku); ok {
-		dc.stock = &s
+		dc.stock, dc.known = s, true
 	}
 	dc.expire(&res, -1)
 	return dc.out
@@ -424,21 +500,23 @@ func (c *Core) ForgetReservation(st State, sku, id string, now schemas.Millis) (
 }
 
 func (dc *decision) putStock(next *schemas.StockEntity, event, commandID string) {
-	before := dc.stock
+	wasLow := dc.known && isLow(&dc.stock)
 	next.Available = next.OnHand - next.Reserved
 	next.Version++
 	next.Event = event
 	next.CommandID = commandID
 	next.UpdatedAt = dc.now
-	s := *next
-	dc.stock = &s
-	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: &s})
-	if !isLow(before) && isLow(&s) {
-		low := s
+	s := new(schemas.StockEntity)
+	*s = *next
+	dc.stock, dc.known = *s, true
+	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: s})
+	if !wasLow && isLow(s) {
+		low := new(schemas.StockEntity)
+		*low = *s
 		low.Version++
 		low.Event = schemas.EventLowStock
-		dc.stock = &low
-		dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: &low})
+		dc.stock = *low
+		dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.StockKey(s.SKU), Stock: low})
 		dc.out.Results = append(dc.out.Results, dc.notice(schemas.TypeLowStock, s.SKU, nil, dc.in.Offset))
 	}
 }
@@ -453,10 +531,14 @@ func (dc *decision) putReservation(res *schemas.ReservationEntity, event, comman
 	res.Event = event
 	res.CommandID = commandID
 	res.UpdatedAt = dc.now
-	r := *res
-	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.ReservationKey(r.Reservation.SKU, r.Reservation.ReservationID), Reservation: &r})
+	r := new(schemas.ReservationEntity)
+	*r = *res
+	dc.out.Changes = append(dc.out.Changes, Change{Key: schemas.ReservationKey(r.Reservation.SKU, r.Reservation.ReservationID), Reservation: r})
 }
 
+// result returns the decision's result without its stock figures and
+// reservation: result keeps them in dc, and Apply points the result at copies
+// allocated with the idempotency record. Every decision calls it once.
 func (dc *decision) result(outcome, reason, msg string, res *schemas.Reservation) schemas.Result {
 	cmd := &dc.in.Command
 	r := schemas.Result{
@@ -471,12 +553,11 @@ func (dc *decision) result(outcome, reason, msg string, res *schemas.Reservation
 		Offset:        dc.in.Offset,
 		DecidedAt:     dc.now,
 	}
-	if dc.stock != nil {
-		r.Stock = dc.stock.View()
+	if dc.hasView = dc.known; dc.hasView {
+		dc.view = *dc.stock.View()
 	}
-	if res != nil {
-		cp := *res
-		r.Reservation = &cp
+	if dc.hasResv = res != nil; dc.hasResv {
+		dc.resv = *res
 	}
 	return r
 }
@@ -498,7 +579,7 @@ func (dc *decision) notice(typ, sku string, res *schemas.Reservation, offset int
 		Offset:    offset,
 		DecidedAt: dc.now,
 	}
-	if dc.stock != nil {
+	if dc.known {
 		r.Stock = dc.stock.View()
 	}
 	if res != nil {

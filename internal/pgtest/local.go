@@ -89,7 +89,13 @@ func startLocal() (*Server, error) {
 
 // init writes the owner file and runs initdb.
 func (c *cluster) init() error {
-	if err := os.WriteFile(filepath.Join(c.dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	// Written whole or not at all (rename), so that a parallel sweepStale
+	// never reads a half-written owner.
+	tmp := filepath.Join(c.dir, "owner.pid.tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("write owner file: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.dir, "owner.pid")); err != nil {
 		return fmt.Errorf("write owner file: %w", err)
 	}
 	if c.cred != nil {
@@ -345,12 +351,16 @@ func sweepStale(base string) {
 	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
 	for _, dir := range dirs {
 		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
-		if err != nil {
-			// Being created right now, or not ours: leave young ones alone.
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(owner)))
+		if err != nil || perr != nil {
+			// Being created right now (no owner file yet, or one not yet
+			// written: an empty file parses as no pid), or not ours: leave
+			// young ones alone. Treating a half-written owner file as stale
+			// removed a parallel test process's brand-new cluster directory.
 			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
 				continue
 			}
-		} else if pid, err := strconv.Atoi(strings.TrimSpace(string(owner))); err == nil && alive(pid) {
+		} else if alive(pid) {
 			continue
 		}
 		if pm, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {

@@ -347,3 +347,25 @@ func closedPort(t *testing.T) int {
 	require.NoError(t, err)
 	return p
 }
+
+// sweepStale removes only directories whose owner is gone: not one whose
+// owner file is still being written (empty), nor one of a live owner.
+func TestSweepStaleSparesDirectoriesBeingCreated(t *testing.T) {
+	base := t.TempDir()
+	mk := func(owner *string) string {
+		dir, err := os.MkdirTemp(base, dirPrefix)
+		require.NoError(t, err)
+		if owner != nil {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(*owner), 0o644))
+		}
+		return dir
+	}
+	empty, live := "", strconv.Itoa(os.Getpid())
+	dead := "999999999" // above any pid_max
+	creating, halfWritten, ours, gone := mk(nil), mk(&empty), mk(&live), mk(&dead)
+	sweepStale(base)
+	for _, d := range []string{creating, halfWritten, ours} {
+		assert.DirExists(t, d)
+	}
+	assert.NoDirExists(t, gone)
+}

@@ -3,10 +3,12 @@ package processor
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/reservations/reservations/statestore"
 )
@@ -45,23 +47,33 @@ func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) 
 			return nil, fmt.Errorf("partition %d: the changelog has partitions 0..%d", n, p.partitions-1)
 		}
 	}
+	// Partitions are independent: restore several at once (bounded, as a full
+	// restore holds its partition's live state in memory before the bulk load).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, runtime.GOMAXPROCS(0)))
 	for _, n := range partitions {
-		dir := StateDir(p.cfg.StateDir, p.io.Changelog, n)
-		if full {
-			if err := statestore.Remove(dir); err != nil {
-				return nil, err
+		g.Go(func() error {
+			dir := StateDir(p.cfg.StateDir, p.io.Changelog, n)
+			if full {
+				if err := statestore.Remove(dir); err != nil {
+					return err
+				}
 			}
-		}
-		w := newPartition(p, n)
-		err := w.restore(ctx)
-		if w.store != nil {
-			if cerr := w.store.Close(); err == nil {
-				err = cerr
+			w := newPartition(p, n)
+			err := w.restore(gctx)
+			if w.store != nil {
+				if cerr := w.store.Close(); err == nil {
+					err = cerr
+				}
 			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("rebuild partition %d: %w", n, err)
-		}
+			if err != nil {
+				return fmt.Errorf("rebuild partition %d: %w", n, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return partitions, nil
 }

@@ -331,7 +331,7 @@ func (rep *Report) restoreSection(m *md) {
 	m.p("")
 	m.p("| | time | records/s |")
 	m.p("|---|---|---|")
-	m.p("| `(*processor.Processor).Rebuild` into an empty folder (%d partitions one after the other) | %.2f s | %s |",
+	m.p("| `(*processor.Processor).Rebuild` into an empty folder (%d partitions, as many at once as CPUs) | %.2f s | %s |",
 		r.RebuildPartitions, r.RebuildSeconds, f0(r.RebuildRecordsPerS))
 	m.p("| `processor.Run` on an empty folder until `Ready()` (partitions in parallel, group join included): time to ready | %.2f s | %s |",
 		r.ReadySeconds, f0(r.ReadyRecordsPerS))
@@ -560,7 +560,7 @@ func (rep *Report) missedNotes(m *md) {
 			}
 			notes = append(notes, n)
 		case "restore_records_per_s":
-			n := fmt.Sprintf("**%s** (%s records/s): Rebuild restores the partitions one after the other, each opening a "+
+			n := fmt.Sprintf("**%s** (%s records/s): Rebuild restores as many partitions at once as there are CPUs, each opening a "+
 				"Badger store (open + close of an empty store: %.0f ms here), reading its changelog partition from kfake, "+
 				"bulk-loading Badger with the StreamWriter and scanning it for the expiry timers; processor.Run restores "+
 				"partitions in parallel (%s records/s to ready, group join included).", t.Name, f0(t.Value),

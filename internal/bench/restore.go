@@ -28,7 +28,7 @@ type Restore struct {
 	// ProduceSeconds is how long writing the changelog took (setup, informational).
 	ProduceSeconds float64 `json:"produce_seconds"`
 	// Rebuild: processor.(*Processor).Rebuild of every partition into an empty
-	// folder (partitions one after the other, as the operator's tool does).
+	// folder (as many partitions at once as CPUs, as the operator's tool does).
 	RebuildSeconds       float64 `json:"rebuild_seconds"`
 	RebuildRecordsPerS   float64 `json:"rebuild_records_per_s"`
 	RebuildPartitions    int     `json:"rebuild_partitions"`

@@ -45,15 +45,16 @@ func (w *partition) replyToCart(id, cartID string, results []schemas.Result) {
 // cartState is the partition as the cart core reads it.
 type cartState struct{ w *partition }
 
-// Cart implements cart.State. It returns a deep copy: the core may modify
-// what it reads, and the cached committed entity must not change before the
-// transaction commits.
+// Cart implements cart.State. It returns the cached entity itself, sharing its
+// slices: the core never writes what it reads (it copies before changing a
+// cart; TestApply in processor/cart checks that Apply leaves its state as it
+// was), so committed state cannot change before a transaction commits.
 func (s cartState) Cart(id string) (cart.Entity, bool) {
 	c, ok := s.w.get(cart.CartKey(id), true)
 	if !ok || c.Cart == nil || c.Cart.Cart == nil {
 		return cart.Entity{}, false
 	}
-	return cloneCart(c.Cart.Cart), true
+	return *c.Cart.Cart, true
 }
 
 // Decision implements cart.State.
@@ -62,30 +63,7 @@ func (s cartState) Decision(id string) (cart.Decided, bool) {
 	if !ok || c.Cart == nil || c.Cart.Decided == nil {
 		return cart.Decided{}, false
 	}
-	d := *c.Cart.Decided
-	d.Result.Lines = slices.Clone(d.Result.Lines)
-	return d, true
-}
-
-func cloneCart(e *cart.Entity) cart.Entity {
-	out := *e
-	out.Holds = slices.Clone(e.Holds)
-	out.Queue = slices.Clone(e.Queue)
-	for i := range out.Queue {
-		out.Queue[i].Command = cloneCartCommand(out.Queue[i].Command)
-	}
-	if e.Saga != nil {
-		sg := *e.Saga
-		sg.Command = cloneCartCommand(sg.Command)
-		sg.Lines = slices.Clone(sg.Lines)
-		out.Saga = &sg
-	}
-	return out
-}
-
-func cloneCartCommand(c schemas.CartCommand) schemas.CartCommand {
-	c.Items = slices.Clone(c.Items)
-	return c
+	return *c.Cart.Decided, true
 }
 
 // applyCart decides the records of a cart coordinator partition and runs its
@@ -138,15 +116,15 @@ func (w *partition) handleCart(r *kgo.Record, now schemas.Millis) {
 		w.forward(r, owner)
 		return
 	}
-	var started schemas.Millis // of the saga this input may end
-	var sagaID string
-	if e, ok := (cartState{w}).Cart(in.Key); ok && e.Saga != nil {
-		started, sagaID = e.Saga.StartedAt, e.Saga.Command.CommandID
-	}
 	out := proc.cartCore.Apply(cartState{w}, in, now)
-	for i := range out.Results {
-		if res := &out.Results[i]; proc.metrics.sagaSeconds != nil && sagaID != "" && res.CommandID == sagaID && !res.Duplicate {
-			proc.metrics.sagaSeconds.Observe(max(0, now.Time().Sub(started.Time()).Seconds()))
+	if len(out.Results) > 0 && proc.metrics.sagaSeconds != nil {
+		// Apply wrote nothing yet: the cart still shows the saga this input ended.
+		if e, ok := (cartState{w}).Cart(in.Key); ok && e.Saga != nil {
+			for i := range out.Results {
+				if res := &out.Results[i]; res.CommandID == e.Saga.Command.CommandID && !res.Duplicate {
+					proc.metrics.sagaSeconds.Observe(max(0, now.Time().Sub(e.Saga.StartedAt.Time()).Seconds()))
+				}
+			}
 		}
 	}
 	w.emitCart(out, r)

@@ -116,6 +116,8 @@ type Change struct {
 func (c *Change) Tombstone() bool { return c.Cart == nil && c.Decided == nil }
 
 // State is what the core reads: the coordinator entities of one partition.
+// The core never writes what State returns (values may share slices with the
+// caller's committed state): it copies a cart before changing it.
 type State interface {
 	Cart(cartID string) (Entity, bool)
 	Decision(commandID string) (Decided, bool)

@@ -214,9 +214,7 @@ type cartEnv struct {
 	cdone   chan error
 	creg    *prometheus.Registry
 	cdir    string
-	creader *kgo.Client
-	crcanc  context.CancelFunc
-	crErr   chan error
+	creader *topicReader // the cart results
 	crt     *cartRouter
 	// problems: answers of every step so far (warm-up included) that showed a
 	// partial cart or came twice.
@@ -238,27 +236,12 @@ func (r *run) startCartPipeline(ctx context.Context, brokers []string, ci time.D
 	}()
 	// The SKU results (line decisions) are not the cart service's business:
 	// the load generator stops reading them.
-	pe.reader.PauseFetchTopics(pe.names.Results)
+	pe.reader.cl.PauseFetchTopics(pe.names.Results)
 
-	e.creader, err = kgo.NewClient(append(clientOpts(brokers), kgo.ConsumeTopics(pe.names.CartResults),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	e.creader, err = startReader(ctx, brokers, pe.names.CartResults, e.crt.handle)
 	if err != nil {
 		return nil, fmt.Errorf("cart results reader: %w", err)
 	}
-	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.crErr = make(chan error, 1)
-	go func() {
-		for {
-			fs := e.creader.PollFetches(rctx)
-			if rctx.Err() != nil {
-				e.crErr <- nil
-				return
-			}
-			now := time.Now()
-			fs.EachRecord(func(rec *kgo.Record) { e.crt.handle(rec, now) })
-		}
-	}()
-	e.crcanc = rcancel
 
 	e.cdir, err = os.MkdirTemp("", "reservations-bench-cart-")
 	if err != nil {
@@ -316,13 +299,7 @@ func (e *cartEnv) close() error {
 			err = fmt.Errorf("cart coordinator: %w", err)
 		}
 	}
-	if e.crcanc != nil {
-		e.crcanc()
-		<-e.crErr
-	}
-	if e.creader != nil {
-		e.creader.Close()
-	}
+	e.creader.close()
 	if e.cdir != "" {
 		_ = os.RemoveAll(e.cdir)
 	}

@@ -178,12 +178,10 @@ type pipeEnv struct {
 	ci      time.Duration
 	proc    *processor.Processor
 	pcancel context.CancelFunc // stops the processor
-	rcancel context.CancelFunc // stops the results reader
 	done    chan error
 	prod    *kgo.Client
-	reader  *kgo.Client
+	reader  *topicReader // the results
 	rt      *router
-	readErr chan error
 	dir     string
 	reg     *prometheus.Registry // the processor's metrics
 }
@@ -225,25 +223,10 @@ func (r *run) startPipelineWith(ctx context.Context, brokers []string, ci time.D
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
-	e.reader, err = kgo.NewClient(append(clientOpts(brokers), kgo.ConsumeTopics(e.names.Results),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	e.reader, err = startReader(ctx, brokers, e.names.Results, e.rt.handle)
 	if err != nil {
 		return nil, fmt.Errorf("results reader: %w", err)
 	}
-	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.readErr = make(chan error, 1)
-	go func() {
-		for {
-			fs := e.reader.PollFetches(rctx)
-			if rctx.Err() != nil {
-				e.readErr <- nil
-				return
-			}
-			now := time.Now()
-			fs.EachRecord(func(rec *kgo.Record) { e.rt.handle(rec, now) })
-		}
-	}()
-	e.rcancel = rcancel
 
 	cfg := processor.Config{
 		Brokers:        brokers,
@@ -311,15 +294,9 @@ func (e *pipeEnv) close() error {
 			err = errors.New("processor did not stop within 60s")
 		}
 	}
-	if e.rcancel != nil {
-		e.rcancel()
-		<-e.readErr
-	}
+	e.reader.close()
 	if e.prod != nil {
 		e.prod.Close()
-	}
-	if e.reader != nil {
-		e.reader.Close()
 	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)
@@ -547,4 +524,44 @@ func (t txnStats) since(t0 txnStats, st *Step) {
 	if n := t.commits - t0.commits; n > 0 {
 		st.CommitMs = 1000 * (t.commitSeconds - t0.commitSeconds) / n
 	}
+}
+
+// topicReader reads a topic read_committed from its start in a goroutine,
+// handing each record and its arrival time to handle, until closed.
+type topicReader struct {
+	cl     *kgo.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startReader(ctx context.Context, brokers []string, topic string, handle func(*kgo.Record, time.Time)) (*topicReader, error) {
+	cl, err := kgo.NewClient(append(clientOpts(brokers), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &topicReader{cl: cl, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			fs := cl.PollFetches(rctx)
+			if rctx.Err() != nil {
+				return
+			}
+			now := time.Now()
+			fs.EachRecord(func(rec *kgo.Record) { handle(rec, now) })
+		}
+	}()
+	return r, nil
+}
+
+// close stops the reader and closes its client (nil: nothing to do).
+func (r *topicReader) close() {
+	if r == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	r.cl.Close()
 }

@@ -33,7 +33,7 @@ func (w *partition) replyToCart(id, cartID string, results []schemas.Result) {
 	}
 	v := schemas.AppendResult(make([]byte, 0, 512), &results[i])
 	key := []byte(cartID)
-	proc.produce(&kgo.Record{
+	w.produce(&kgo.Record{
 		Topic: proc.cfg.Topics.CartCommands, Partition: topics.Partition(key, proc.peerPartitions), Key: key, Value: v,
 		Headers: []kgo.RecordHeader{
 			{Key: schemas.HeaderKind, Value: []byte(schemas.HeaderKindLineResult)},
@@ -165,7 +165,7 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		res := &out.Results[i]
 		v := schemas.AppendCartResult(make([]byte, 0, 1024), res)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}, trace...)
-		proc.produce(&kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
+		w.produce(&kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
 		proc.metrics.cartResult(res)
 	}
 	for i := range out.Changes {
@@ -186,7 +186,7 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		v := schemas.AppendCommand(make([]byte, 0, 256), cmd)
 		key := []byte(cmd.SKU)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(cmd.CommandID)}}, trace...)
-		proc.produce(&kgo.Record{Topic: proc.cfg.Topics.Commands, Partition: topics.Partition(key, proc.peerPartitions),
+		w.produce(&kgo.Record{Topic: proc.cfg.Topics.Commands, Partition: topics.Partition(key, proc.peerPartitions),
 			Key: key, Value: v, Headers: hs}, w.promise)
 	}
 }

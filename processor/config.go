@@ -75,9 +75,20 @@ type Config struct {
 	// expiry timers (default 100 ms): expiries are emitted within TimerTick plus
 	// one transaction of expires_at.
 	TimerTick time.Duration
+	// MaxExpiriesPerTransaction bounds the expiry timers one partition fires
+	// in one transaction (default 1000; about three records each). After an
+	// outage with many holds due, they drain over consecutive transactions
+	// instead of one transaction too large to commit in time.
+	MaxExpiriesPerTransaction int
 	// SweepInterval is how often each partition sweeps for decided commands and
 	// terminal reservations past the dedupe window to tombstone (default 1 s).
 	SweepInterval time.Duration
+	// StateCleanupDelay is how long the store folder of a partition this
+	// instance no longer owns is kept before it is deleted (default 10 min, as
+	// Kafka Streams' state.cleanup.delay.ms). A partition back within the delay
+	// replays only its changelog tail (unless away longer than half the
+	// changelog's delete.retention.ms, see StaleStoreFraction).
+	StateCleanupDelay time.Duration
 	// SweepBatch is how many keys one sweep step reads (default 2000).
 	SweepBatch int
 	// Rules are the contract's configurable rules (default DefaultRules(); a zero
@@ -122,6 +133,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second
+	}
+	if c.MaxExpiriesPerTransaction <= 0 {
+		c.MaxExpiriesPerTransaction = 1000
+	}
+	if c.StateCleanupDelay <= 0 {
+		c.StateCleanupDelay = 10 * time.Minute
 	}
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = 2000

@@ -33,6 +33,9 @@ type childConfig struct {
 	Group    string
 	StateDir string
 	Role     processor.Role
+	// LogFile, when set, receives the child's log as JSON lines at level Info
+	// (the membership tests read partition starts and stops from it).
+	LogFile string
 }
 
 func TestMain(m *testing.M) {
@@ -53,6 +56,15 @@ func runChild(js string) int {
 		lvl = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("child", c.StateDir)
+	if c.LogFile != "" {
+		f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child log:", err)
+			return 2
+		}
+		defer f.Close()
+		log = slog.New(teeHandler{log.Handler(), slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo})})
+	}
 	p, err := processor.New(processor.Config{
 		Role:               c.Role,
 		Brokers:            c.Brokers,
@@ -128,20 +140,29 @@ func (h *harness) startChild(dir string) *child {
 // group is the SKU group's name + "-cart").
 func (h *harness) startChildRole(dir string, role processor.Role) *child {
 	h.t.Helper()
+	return h.startChildConf(childConfig{StateDir: dir, Role: role})
+}
+
+// startChildConf starts a child processor with c (brokers, prefix and group
+// are the harness's).
+func (h *harness) startChildConf(c childConfig) *child {
+	h.t.Helper()
+	dir, role := c.StateDir, c.Role
 	prefix := h.names.Commands[:len(h.names.Commands)-len(".commands")]
 	group := h.cfg.Group
 	if role == processor.RoleCart {
 		group += "-cart"
 	}
-	js, err := json.Marshal(childConfig{Brokers: h.c.Brokers, Prefix: prefix, Group: group, StateDir: dir, Role: role})
+	c.Brokers, c.Prefix, c.Group = h.c.Brokers, prefix, group
+	js, err := json.Marshal(c)
 	require.NoError(h.t, err)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"="+string(js))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(h.t, cmd.Start())
-	c := &child{cmd: cmd, dir: dir}
-	h.t.Cleanup(func() { c.kill() })
-	return c
+	ch := &child{cmd: cmd, dir: dir}
+	h.t.Cleanup(func() { ch.kill() })
+	return ch
 }
 
 // kill ends the child with SIGKILL: no clean close, an open transaction stays

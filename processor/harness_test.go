@@ -98,6 +98,20 @@ func (in *instance) gaugeSum(name string) float64 {
 	return sum
 }
 
+// counter sums a counter metric over its label values.
+func (in *instance) counter(name string) float64 {
+	mfs, _ := in.reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // histogram returns count and sum of a histogram metric of the instance.
 func (in *instance) histogram(name string) (uint64, float64) {
 	mfs, _ := in.reg.Gather()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -27,6 +28,10 @@ const (
 	HeaderSourceOffset  = "source_offset"
 )
 
+// ownedAtRefresh is how often a running partition refreshes its store's
+// owned_at (on a commit; transactions run at least every SweepInterval).
+const ownedAtRefresh = 30 * time.Second
+
 // maxCache bounds the decoded entities a partition keeps in memory.
 const maxCache = 200_000
 
@@ -42,7 +47,13 @@ type job struct {
 	kind    jobKind
 	records []*kgo.Record
 	now     schemas.Millis
-	done    chan<- error // apply only
+	done    chan<- applied // apply only
+}
+
+// applied is a partition's answer to an apply job.
+type applied struct {
+	p   int32
+	err error
 }
 
 // partition is the goroutine that owns one assigned partition: its Badger
@@ -59,6 +70,19 @@ type partition struct {
 	ctx     context.Context
 	exit    chan struct{}
 	ready   atomic.Bool
+	// revoked is set when the group took the partition away (from the group
+	// goroutine, which also stopped it): the main loop then forgets it.
+	revoked atomic.Bool
+	// wrote is set when the open transaction produced anything for this
+	// partition (its own goroutine writes it, the main loop reads it after the
+	// dispatch barrier and resets it when the transaction ends).
+	wrote bool
+	// lastCommit is when the main loop began ending the last transaction that
+	// committed writes of this partition (owned by the main loop).
+	lastCommit time.Time
+	// started is when the partition became ready, and the generation then.
+	started    time.Time
+	generation int32
 	// nextDue is the earliest expiry or sweep (Unix ms); read by the main loop.
 	nextDue atomic.Int64
 	// broken is set when a committed transaction could not be written to the
@@ -67,11 +91,16 @@ type partition struct {
 
 	store   *statestore.Store
 	offset  int64             // next changelog offset the store reflects
+	ownedAt time.Time         // the store's MetaOwnedAt, last written
+
 	cache   map[string]Change // committed entities (a tombstone caches absence)
 	pending Entities          // writes of the open transaction
 	raw     map[string][]byte // their changelog values (nil: tombstone)
 	timers  timers
-	sweep   sweeper
+	// expiredInTxn counts the timers fired in the open transaction (capped by
+	// MaxExpiriesPerTransaction; the rest fire in the next ones).
+	expiredInTxn int
+	sweep        sweeper
 	// Gauges of committed state, and their pending deltas.
 	active      int64
 	activeDelta int64
@@ -90,7 +119,10 @@ type partition struct {
 }
 
 func newPartition(proc *Processor, p int32) *partition {
-	ctx, cancel := context.WithCancel(proc.ctx)
+	// Stopped only by stop (the main loop at a transaction boundary, or the
+	// group goroutine on a revoke), never directly by the end of Run: a commit
+	// queued at shutdown is still applied.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(proc.ctx))
 	w := &partition{
 		p:           p,
 		proc:        proc,
@@ -118,6 +150,14 @@ func (w *partition) run(restored chan<- restoreDone) {
 	defer close(w.exit)
 	defer func() {
 		if w.store != nil {
+			if w.broken == nil && !w.ownedAt.IsZero() {
+				// The store mirrors the log up to our last commit: remember when we
+				// stopped owning it, for the stale-store rule of the next restore.
+				if err := w.markOwned(); err != nil {
+					w.log.Warn("record owned_at", "err", err)
+				}
+				markReleased(w.store.Dir())
+			}
 			if err := w.store.Close(); err != nil {
 				w.log.Warn("close state", "err", err)
 			}
@@ -135,32 +175,47 @@ func (w *partition) run(restored chan<- restoreDone) {
 	for {
 		select {
 		case <-w.ctx.Done():
-			return
+			// Stopping: a commit or abort already queued is still applied, so a
+			// clean stop leaves the store at the last committed transaction.
+			for {
+				select {
+				case j := <-w.jobs:
+					if j.kind != jobApply {
+						w.handleJob(j)
+					}
+				default:
+					return
+				}
+			}
 		case q := <-w.queries:
 			q(w)
 		case j := <-w.jobs:
-			switch j.kind {
-			case jobApply:
-				if w.broken != nil {
-					j.done <- w.broken
-					continue
-				}
-				j.done <- w.apply(j.records, j.now)
-			case jobCommit:
-				if w.broken != nil {
-					continue
-				}
-				if err := w.commit(); err != nil {
-					// The transaction is committed in Kafka; the store is merely
-					// behind, and the restore after a restart replays the tail.
-					w.log.Error("write committed state; restart to restore from the changelog", "err", err)
-					w.broken = fmt.Errorf("partition %d: %w", w.p, err)
-					w.proc.fail(w.broken)
-				}
-			case jobAbort:
-				w.abort()
-			}
+			w.handleJob(j)
 		}
+	}
+}
+
+func (w *partition) handleJob(j job) {
+	switch j.kind {
+	case jobApply:
+		if w.broken != nil {
+			j.done <- applied{w.p, w.broken}
+			return
+		}
+		j.done <- applied{w.p, w.apply(j.records, j.now)}
+	case jobCommit:
+		if w.broken != nil {
+			return
+		}
+		if err := w.commit(); err != nil {
+			// The transaction is committed in Kafka; the store is merely
+			// behind, and the restore after a restart replays the tail.
+			w.log.Error("write committed state; restart to restore from the changelog", "err", err)
+			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
+			w.proc.fail(w.broken)
+		}
+	case jobAbort:
+		w.abort()
 	}
 }
 
@@ -240,11 +295,12 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 	}
 	core := &w.proc.core
 	backlog := 0
-	for {
+	for w.expiredInTxn < w.proc.cfg.MaxExpiriesPerTransaction {
 		t, ok := w.timers.due(now)
 		if !ok {
 			break
 		}
+		w.expiredInTxn++
 		out := core.Expire(w, w.p, t.sku, t.id, now)
 		if len(out.Results) > 0 && t.at < now-1000 {
 			backlog++ // a hold that stayed active more than 1 s past expires_at
@@ -318,7 +374,7 @@ func (w *partition) emit(out Outputs, src *kgo.Record) {
 				}
 			}
 		}
-		proc.produce(rec, w.promise)
+		w.produce(rec, w.promise)
 		proc.metrics.result(res)
 		if res.Type == schemas.TypeExpired && res.Reservation != nil {
 			proc.metrics.expiryLag.Observe(max(0, res.DecidedAt.Time().Sub(res.Reservation.ExpiresAt.Time()).Seconds()))
@@ -357,8 +413,14 @@ func (w *partition) putChange(c *Change) bool {
 	}
 	w.pending[c.Key] = *c
 	w.raw[c.Key] = v
-	w.proc.produce(&kgo.Record{Topic: w.proc.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
+	w.produce(&kgo.Record{Topic: w.proc.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
 	return true
+}
+
+// produce produces r into the open transaction on behalf of this partition.
+func (w *partition) produce(r *kgo.Record, promise func(*kgo.Record, error)) {
+	w.wrote = true
+	w.proc.produce(r, promise)
 }
 
 func (w *partition) promise(_ *kgo.Record, err error) {
@@ -422,7 +484,7 @@ func (w *partition) toDLQ(r *kgo.Record, msg string) {
 		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 	)
-	proc.produce(&kgo.Record{Topic: proc.io.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
+	w.produce(&kgo.Record{Topic: proc.io.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
 	proc.metrics.dlq.Inc()
 	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
 }
@@ -433,7 +495,7 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 	proc := w.proc
 	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
 		kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})
-	proc.produce(&kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, w.promise)
+	w.produce(&kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, w.promise)
 	proc.metrics.forwarded.Inc()
 }
 
@@ -450,6 +512,11 @@ func (w *partition) commit() error {
 			return err
 		}
 		w.offset = next
+	}
+	if time.Since(w.ownedAt) > ownedAtRefresh {
+		if err := w.markOwned(); err != nil {
+			return err
+		}
 	}
 	for k, c := range w.pending {
 		// Decided commands are read again only by a duplicate: leave them to
@@ -511,6 +578,7 @@ func (w *partition) abort() {
 }
 
 func (w *partition) reset() {
+	w.expiredInTxn = 0
 	w.activeDelta = 0
 	clear(w.overPending)
 	clear(w.sagaPending)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/reservations/reservations/processor/cart"
@@ -63,11 +65,18 @@ type Processor struct {
 	// reply_to=cart commands are then not routed), the commands topic for RoleCart.
 	peerPartitions int32
 	changelogID    []byte
+	commandsID     [16]byte
+	// deleteRetention is the changelog's delete.retention.ms.
+	deleteRetention time.Duration
+	lastCleanup     time.Time // of unowned store folders (main loop)
 
 	mu       sync.Mutex
 	events   []groupEvent
 	failErr  error
 	parts    map[int32]*partition // owned by the main loop
+	// live are the partitions in parts (guarded by mu), so that the group
+	// goroutine can stop a revoked or lost partition at once (stopNow).
+	live     map[int32]*partition
 	restored chan restoreDone
 	status   map[int32]string // guarded by mu; for readiness
 	joined   bool             // guarded by mu: the group assigned us (possibly nothing)
@@ -89,8 +98,8 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), status: make(map[int32]string),
-		queryable: make(map[int32]*partition)}
+	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), live: make(map[int32]*partition),
+		status: make(map[int32]string), queryable: make(map[int32]*partition)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -266,7 +275,9 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.ClientID(p.clientID()),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(t.Commands),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// The tracker tells stopNow the whole assignment of every generation,
+		// so a revoke the transact session swallows still stops the partition.
+		kgo.Balancers(assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.TransactionalID(p.TransactionalID()),
@@ -276,7 +287,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.ProducerLinger(0),
 		kgo.OnPartitionsAssigned(p.onAssigned),
 		kgo.OnPartitionsRevoked(p.onRevoked),
-		kgo.OnPartitionsLost(p.onRevoked),
+		kgo.OnPartitionsLost(p.onLost),
 		// franz-go's client metrics (reservations_kafka_*), unregistered when
 		// the session's client closes.
 		kgo.WithHooks(kprom.NewMetrics(p.metrics.namespace, kprom.Subsystem("kafka"), kprom.Registerer(p.reg))),
@@ -350,6 +361,9 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if p.deleteRetention, err = topics.ChangelogDeleteRetention(ctx, p.adm, p.io.Changelog); err != nil {
+		return err
+	}
 	peer := p.cfg.Topics.CartCommands
 	if p.cfg.Role == RoleCart {
 		peer = p.cfg.Topics.Commands
@@ -374,6 +388,11 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 	}
 	id := details[p.io.Changelog].ID
 	p.changelogID = append([]byte(nil), id[:]...)
+	cmds, err := p.adm.ListTopics(ctx, p.io.Commands)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	p.commandsID = cmds[p.io.Commands].ID
 	return nil
 }
 
@@ -392,12 +411,90 @@ func (p *Processor) onAssigned(_ context.Context, cl *kgo.Client, m map[string][
 
 func (p *Processor) onRevoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 	if ps := m[p.io.Commands]; len(ps) > 0 {
+		p.stopNow(ps, "revoked")
 		p.pushEvent(groupEvent{parts: ps})
 	}
 }
 
+func (p *Processor) onLost(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+	if ps := m[p.io.Commands]; len(ps) > 0 {
+		p.stopNow(ps, "lost")
+		p.pushEvent(groupEvent{parts: ps})
+	}
+}
+
+// onSynced receives the whole assignment of each generation (from the
+// balancer, on the group goroutine, before franz-go revokes anything) and stops
+// every running partition that is not in it. The revoke callbacks are not
+// enough: the GroupTransactSession calls them only for the first revoke (or
+// loss) between two ends of a transaction, so during a quiet period a second
+// revoke would never reach us.
+func (p *Processor) onSynced(m map[string][]int32) {
+	keep := make(map[int32]bool, len(m[p.io.Commands]))
+	for _, n := range m[p.io.Commands] {
+		keep[n] = true
+	}
+	var gone []int32
+	p.mu.Lock()
+	for n := range p.live {
+		if !keep[n] {
+			gone = append(gone, n)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) > 0 {
+		p.stopNow(gone, "not in the new assignment")
+	}
+}
+
+// stopNow stops partitions the group took away, from the group goroutine, and
+// waits until their goroutines have exited: from then on they decide nothing,
+// fire no timer and answer no query, before the group can hand them to another
+// instance. The main loop forgets them at its next turn (an open transaction
+// that wrote for them aborts: the session saw the revoke, or the partition
+// left the barrier).
+func (p *Processor) stopNow(ps []int32, why string) {
+	var ws []*partition
+	p.mu.Lock()
+	for _, n := range ps {
+		if w, ok := p.live[n]; ok && !w.revoked.Load() {
+			w.revoked.Store(true)
+			delete(p.queryable, n)
+			ws = append(ws, w)
+		}
+	}
+	p.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+	for _, w := range ws {
+		<-w.exit
+		w.log.Info("partition stopped by the group", "why", why)
+	}
+}
+
+// assignmentTracker is a group balancer that reports each member's assignment
+// as it is parsed from SyncGroup.
+type assignmentTracker struct {
+	kgo.GroupBalancer
+	onSync func(map[string][]int32)
+}
+
+func (b assignmentTracker) ParseSyncAssignment(a []byte) (map[string][]int32, error) {
+	m, err := b.GroupBalancer.ParseSyncAssignment(a)
+	if err == nil {
+		b.onSync(m)
+	}
+	return m, err
+}
+
 // handleEvents applies assignment changes between transactions.
 func (p *Processor) handleEvents() {
+	for _, w := range p.parts {
+		if w.revoked.Load() {
+			p.stopPartition(w)
+		}
+	}
 	for _, e := range p.takeEvents() {
 		sort.Slice(e.parts, func(i, j int) bool { return e.parts[i] < e.parts[j] })
 		for _, n := range e.parts {
@@ -410,6 +507,9 @@ func (p *Processor) handleEvents() {
 			}
 			w := newPartition(p, n)
 			p.parts[n] = w
+			p.mu.Lock()
+			p.live[n] = w
+			p.mu.Unlock()
 			p.setStatus(n, "restoring")
 			p.log.Info("partition assigned: restoring", "partition", n)
 			go w.run(p.restored)
@@ -433,23 +533,39 @@ func (p *Processor) setStatus(n int32, s string) {
 	}
 }
 
+// stopPartition stops w (if it still runs) and forgets it. A partition that
+// was running logs "partition stopped" with the start of its last committed
+// transaction: runs of one partition on different instances never overlap
+// (the membership tests check it from these lines).
 func (p *Processor) stopPartition(w *partition) {
 	w.stop()
 	<-w.exit
 	if p.parts[w.p] == w {
 		delete(p.parts, w.p)
+		p.mu.Lock()
+		delete(p.live, w.p)
+		p.mu.Unlock()
 		p.setStatus(w.p, "")
 		p.metrics.forget(w.p)
+		if w.ready.Load() {
+			last := w.lastCommit
+			if last.IsZero() {
+				last = w.started
+			}
+			w.log.Info("partition stopped", "instance", p.cfg.InstanceID, "generation", w.generation,
+				"role", p.cfg.Role.String(), "last_commit", last)
+		}
 	}
 }
 
-// resumeUnpaused resumes fetching partitions that are paused but neither
-// restoring nor ours any more (revoked), keeping restoring ones paused.
+// resumeUnpaused resumes fetching the running partitions that are paused.
+// Only those: a partition onAssigned paused on the group goroutine may not be
+// in parts yet, and resuming it would fetch records no partition can decide.
 func (p *Processor) resumeUnpaused() {
 	cl := p.sess.Client()
 	var resume []int32
 	for _, n := range cl.PauseFetchPartitions(nil)[p.io.Commands] {
-		if w, ok := p.parts[n]; !ok || w.ready.Load() {
+		if w, ok := p.parts[n]; ok && w.ready.Load() && !w.revoked.Load() {
 			resume = append(resume, n)
 		}
 	}
@@ -463,14 +579,18 @@ func (p *Processor) handleRestored() error {
 	for {
 		select {
 		case d := <-p.restored:
-			if p.parts[d.w.p] != d.w {
+			if p.parts[d.w.p] != d.w || d.w.revoked.Load() {
 				continue // stopped meanwhile
 			}
 			if d.err != nil {
 				return fmt.Errorf("restore partition %d: %w", d.w.p, d.err)
 			}
+			_, d.w.generation = p.sess.Client().GroupMetadata()
+			d.w.started = time.Now()
 			d.w.ready.Store(true)
 			p.setStatus(d.w.p, "running")
+			d.w.log.Info("partition running", "instance", p.cfg.InstanceID, "generation", d.w.generation,
+				"role", p.cfg.Role.String())
 			p.resumeUnpaused()
 		default:
 			return nil
@@ -492,6 +612,7 @@ func (p *Processor) loop(ctx context.Context) error {
 		if err := p.handleRestored(); err != nil {
 			return err
 		}
+		p.cleanupStores(time.Now())
 		wait := p.cfg.TimerTick
 		now := p.now()
 		if due := p.nextDue(); due > 0 {
@@ -568,7 +689,6 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	start := time.Now()
 	n := 0
-	polled := len(recs) // records consumed from the session, decided or not
 	ok := true
 	var stamps []time.Time
 	for {
@@ -594,7 +714,6 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		if len(recs) == 0 {
 			break
 		}
-		polled += len(recs)
 	}
 	// Wait for every produce of the transaction to be acknowledged BEFORE
 	// choosing to commit: a record that failed must abort the transaction, or
@@ -620,30 +739,43 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	if !ok {
 		try = kgo.TryAbort
 	}
+	// Every transaction ends through the session, so that (a) a revoke or loss
+	// since it began aborts it, (b) the session's revoke state is reset after
+	// it (franz-go calls our revoke callback only for the first revoke between
+	// two ends), and (c) an abort rewinds the consumer. And every transaction
+	// that wrote for a partition commits that partition's offset, even when it
+	// consumed nothing there (timers, sweeps): the broker checks the group
+	// generation of a TxnOffsetCommit (KIP-447), so a zombie's transaction is
+	// fenced. See fence.
+	var wrote []int32
+	for _, w := range p.parts {
+		if w.wrote {
+			wrote = append(wrote, w.p)
+		}
+	}
+	empty := ok && len(wrote) == 0
+	if empty {
+		// Nothing to commit: timers of holds that had already ended, a sweep
+		// step that found nothing. Ending it as an abort skips the session's
+		// 500 ms pause after a commit that sent no offsets; the partitions
+		// still commit locally (their timers were used, the sweep moved on).
+		try = kgo.TryAbort
+	}
 	endStart := time.Now()
 	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
-	var committed bool
-	var err error
-	if polled > 0 {
-		// Records were consumed (even if none was decided because the batch
-		// failed): only the session's End rewinds the consumer to the committed
-		// offsets on abort, so that they are fetched and decided again.
-		committed, err = p.sess.End(endCtx, try)
-	} else {
-		// A transaction of timers and sweeps only consumed nothing, so it commits
-		// no offsets and has nothing to rewind: the session's rebalance guard has
-		// nothing to protect, and its End would hold the session for 500 ms
-		// afterwards (its pre-KIP-447 path, taken when no offset commit
-		// answered). End it on the client. Committing its expiries after a
-		// revoke is safe: the next owner restores only once this transaction
-		// has ended.
-		err = p.sess.Client().EndTransaction(endCtx, try)
-		committed = err == nil && bool(try)
-	}
+	fenced := kgo.PreTxnCommitFnContext(endCtx, p.fence(wrote, p.sess.Client().CommittedOffsets()[p.io.Commands]))
+	committed, err := p.sess.End(fenced, try)
 	endCancel()
+	if errors.Is(err, errNotMember) {
+		p.log.Info("transaction aborted: this instance is not in the group (lost or rejoining); its partitions stop",
+			"records", n)
+		err = nil
+	}
 	p.metrics.commitSeconds.Observe(time.Since(endStart).Seconds())
 	kind := jobAbort
-	if committed && err == nil {
+	if empty && err == nil {
+		kind = jobCommit
+	} else if committed && err == nil {
 		kind = jobCommit
 		p.metrics.batchRecords.Observe(float64(n))
 		done := time.Now()
@@ -659,8 +791,15 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	for _, w := range p.parts {
+		if kind == jobCommit && w.wrote {
+			w.lastCommit = endStart
+		}
+		w.wrote = false
 		if w.ready.Load() {
-			w.jobs <- job{kind: kind}
+			select {
+			case w.jobs <- job{kind: kind}:
+			case <-w.exit:
+			}
 		}
 	}
 	if err != nil {
@@ -669,33 +808,103 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
-// dispatch hands each ready partition its records (and the clock) and waits
-// for all of them: the barrier that keeps one transaction consistent.
+// errNotMember fails the offset commit of a transaction while the client has no
+// member id or generation: such a commit would not be fenced (brokers accept a
+// transactional offset commit without group metadata), so it is not sent and
+// the transaction aborts.
+var errNotMember = errors.New("not a member of the consumer group")
+
+// fence returns the hook that completes a transaction's TxnOffsetCommit: it
+// adds the committed offset (unchanged) of every partition the transaction
+// wrote for but consumed nothing from, so the broker validates the member and
+// generation for it too, and it refuses to commit without group metadata. A
+// partition without a known committed offset commits 0, which (with the
+// consumer's reset to the start) means the same as no commit.
+func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) func(*kmsg.TxnOffsetCommitRequest) error {
+	topic, id := p.io.Commands, p.commandsID
+	return func(req *kmsg.TxnOffsetCommitRequest) error {
+		if req.MemberID == "" || req.Generation < 0 {
+			return errNotMember
+		}
+		i := slices.IndexFunc(req.Topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return t.Topic == topic })
+		if i < 0 {
+			t := kmsg.NewTxnOffsetCommitRequestTopic()
+			t.Topic, t.TopicID = topic, id
+			req.Topics = append(req.Topics, t)
+			i = len(req.Topics) - 1
+		}
+		rt := &req.Topics[i]
+		for _, n := range wrote {
+			if slices.ContainsFunc(rt.Partitions, func(rp kmsg.TxnOffsetCommitRequestTopicPartition) bool { return rp.Partition == n }) {
+				continue
+			}
+			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+			rp.Partition, rp.Offset, rp.LeaderEpoch = n, 0, -1
+			if eo, ok := committed[n]; ok {
+				rp.Offset, rp.LeaderEpoch = eo.Offset, eo.Epoch
+			}
+			rp.Metadata = &req.MemberID
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		if len(rt.Partitions) == 0 {
+			req.Topics = slices.Delete(req.Topics, i, i+1)
+		}
+		return nil
+	}
+}
+
+// dispatch hands each running partition its records (and the clock) and waits
+// for all of them: the barrier that keeps one transaction consistent. A
+// partition that stops meanwhile (revoked, lost, shutdown) fails the batch.
 func (p *Processor) dispatch(recs []*kgo.Record) error {
 	now := schemas.MillisOf(p.now())
 	by := make(map[int32][]*kgo.Record)
 	for _, r := range recs {
 		w, ok := p.parts[r.Partition]
-		if !ok || !w.ready.Load() {
+		if !ok || !w.ready.Load() || w.revoked.Load() {
 			// Not ours (revoked meanwhile) or not restored: never decide it here.
 			// Aborting rewinds the session to the committed offsets.
 			return fmt.Errorf("record of partition %d offset %d arrived for no running partition", r.Partition, r.Offset)
 		}
 		by[r.Partition] = append(by[r.Partition], r)
 	}
-	done := make(chan error, len(p.parts))
-	sent := 0
+	done := make(chan applied, len(p.parts))
+	pending := make(map[int32]*partition, len(p.parts))
+	var first error
+	fail := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
 	for n, w := range p.parts {
-		if !w.ready.Load() {
+		if !w.ready.Load() || w.revoked.Load() {
 			continue
 		}
-		w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done}
-		sent++
+		select {
+		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done}:
+			pending[n] = w
+		case <-w.exit:
+			fail(fmt.Errorf("partition %d stopped", n))
+		}
 	}
-	var first error
-	for range sent {
-		if err := <-done; err != nil && first == nil {
-			first = err
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for len(pending) > 0 {
+		select {
+		case a := <-done:
+			delete(pending, a.p)
+			if a.err != nil {
+				fail(a.err)
+			}
+		case <-tick.C:
+			for n, w := range pending {
+				select {
+				case <-w.exit:
+					delete(pending, n)
+					fail(fmt.Errorf("partition %d stopped during the batch", n))
+				default:
+				}
+			}
 		}
 	}
 	return first

@@ -66,6 +66,11 @@ func (w *partition) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ownedAt, owned, err := store.OwnedAt()
+	if err != nil {
+		return err
+	}
+	away := time.Since(ownedAt)
 	full := ""
 	switch {
 	case tid != nil && !bytes.Equal(tid, proc.changelogID):
@@ -76,6 +81,14 @@ func (w *partition) restore(ctx context.Context) error {
 		full = fmt.Sprintf("the store (offset %d) is behind the changelog start %d", off, logStart)
 	case tid == nil && off > 0:
 		full = "the store has no changelog topic id"
+	case off > 0 && off < end && !owned:
+		full = "the store does not say when it was last owned: tombstones in its tail may have been compacted away"
+	case off > 0 && off < end && away > time.Duration(float64(proc.deleteRetention)*StaleStoreFraction):
+		// Compaction may have removed tombstones that others wrote since: a
+		// tail replay would keep the entities they deleted. (Kafka never moves
+		// the log start on compaction, so the case above does not catch it.)
+		full = fmt.Sprintf("the store was last owned %s ago, more than %.0f%% of the changelog's delete.retention.ms (%s): tombstones written since may have been compacted away",
+			away.Round(time.Second), 100*StaleStoreFraction, proc.deleteRetention)
 	}
 	var n int64
 	if full != "" {
@@ -92,6 +105,10 @@ func (w *partition) restore(ctx context.Context) error {
 	if err := store.SetMeta(statestore.MetaTopicID, proc.changelogID); err != nil {
 		return err
 	}
+	if err := w.markOwned(); err != nil {
+		return err
+	}
+	removeReleased(dir)
 	if w.offset, err = store.Offset(); err != nil {
 		return err
 	}
@@ -102,6 +119,21 @@ func (w *partition) restore(ctx context.Context) error {
 	proc.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
 	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
 		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset, "timers", w.timers.len())
+	return nil
+}
+
+// StaleStoreFraction is how much of the changelog's delete.retention.ms a
+// store may have been away (not owned by this instance) before it is rebuilt in
+// full instead of replaying its tail.
+const StaleStoreFraction = 0.5
+
+// markOwned records in the store that it mirrors its changelog partition now.
+func (w *partition) markOwned() error {
+	now := time.Now()
+	if err := w.store.SetOwnedAt(now); err != nil {
+		return err
+	}
+	w.ownedAt = now
 	return nil
 }
 

@@ -23,6 +23,8 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/pb"
@@ -40,6 +42,12 @@ const (
 	metaOffset  = "changelog_next_offset"
 	MetaTopicID = "changelog_topic_id"
 	MetaFormat  = "format"
+	// MetaOwnedAt is when the store was last known to mirror its changelog
+	// partition as its owner (Unix ms, 8 bytes big endian): set when a restore
+	// ends, while the owner commits, and when it stops. A store that comes back
+	// after a long absence compares it with the changelog's delete.retention.ms
+	// (tombstones written meanwhile may have been compacted away).
+	MetaOwnedAt = "owned_at"
 )
 
 // Format is the layout version of the store; a store of another format is wiped.
@@ -48,6 +56,12 @@ const Format = "1"
 // ErrCorrupt wraps any failure to open or read a store's files: the caller
 // should wipe the folder and restore from the changelog.
 var ErrCorrupt = errors.New("state store unreadable")
+
+// ErrLocked is returned by Open when another process (or another Store in this
+// one) has the folder open: a replay run while the processor runs, or two
+// instances on one state folder. The folder is not damaged and must not be
+// wiped.
+var ErrLocked = errors.New("state store in use by another process")
 
 // Options tune the Badger instance of one partition. The zero value is the
 // tuned default (see DefaultOptions).
@@ -107,6 +121,10 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	}()
 	db, err := badger.Open(opts.badger(dir))
 	if err != nil {
+		// Badger formats the flock error into its message (no wrapping).
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open state %s: %w: %w", dir, ErrLocked, err)
+		}
 		return nil, fmt.Errorf("open state %s: %w: %w", dir, ErrCorrupt, err)
 	}
 	s = &Store{db: db, dir: dir}
@@ -192,6 +210,22 @@ func (s *Store) SetMeta(name string, v []byte) error {
 	}
 	return nil
 }
+
+// OwnedAt returns MetaOwnedAt, or false when the store has none (a new store,
+// or one written before the field existed).
+func (s *Store) OwnedAt() (time.Time, bool, error) {
+	v, err := s.Meta(MetaOwnedAt)
+	if err != nil || v == nil {
+		return time.Time{}, false, err
+	}
+	if len(v) != 8 {
+		return time.Time{}, false, fmt.Errorf("read state %s owned_at: %w: %d bytes", s.dir, ErrCorrupt, len(v))
+	}
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(v))), true, nil
+}
+
+// SetOwnedAt records MetaOwnedAt.
+func (s *Store) SetOwnedAt(t time.Time) error { return s.SetMeta(MetaOwnedAt, offsetBytes(t.UnixMilli())) }
 
 // Offset returns the next changelog offset the store has not yet seen (0 for an
 // empty store).

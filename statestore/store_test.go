@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -103,4 +104,32 @@ func TestCorruptStoreIsReported(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, off)
 	require.NoError(t, s.Close())
+}
+
+// A folder another Store holds is locked, not corrupt: the caller must not
+// wipe it (the old code reported ErrCorrupt, and restore then removed it).
+func TestOpenLockedIsNotCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Commit(map[string][]byte{"stock/A": []byte(`{}`)}, 3))
+	_, err = Open(dir, Options{})
+	require.ErrorIs(t, err, ErrLocked)
+	assert.NotErrorIs(t, err, ErrCorrupt)
+}
+
+func TestOwnedAt(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	_, ok, err := s.OwnedAt()
+	require.NoError(t, err)
+	assert.False(t, ok, "a new store was never owned")
+	at := time.UnixMilli(1_700_000_000_123)
+	require.NoError(t, s.SetOwnedAt(at))
+	got, ok, err := s.OwnedAt()
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.True(t, at.Equal(got), "owned_at %s, want %s", got, at)
 }

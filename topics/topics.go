@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -163,18 +164,53 @@ func Verify(ctx context.Context, adm *kadm.Client, n Names) (int32, error) {
 			return 0, fmt.Errorf("%w: %s has %d partitions, %s has %d", ErrLayout, t, counts[t], n.Commands, want)
 		}
 	}
-	rc, err := adm.DescribeTopicConfigs(ctx, n.Changelog)
-	if err != nil {
-		return 0, fmt.Errorf("describe topic %s: %w", n.Changelog, err)
-	}
-	if c, err := rc.On(n.Changelog, nil); err == nil && c.Err == nil {
-		for _, kv := range c.Configs {
-			if kv.Key == "cleanup.policy" && kv.Value != nil && *kv.Value != "compact" && *kv.Value != "compact,delete" {
-				return 0, fmt.Errorf("%w: %s has cleanup.policy=%s, want compact", ErrLayout, n.Changelog, *kv.Value)
-			}
-		}
+	if _, err := ChangelogDeleteRetention(ctx, adm, n.Changelog); err != nil {
+		return 0, err
 	}
 	return want, nil
+}
+
+// DefaultDeleteRetention is Kafka's default delete.retention.ms (1 day): how
+// long a tombstone stays readable in a compacted topic after compaction.
+const DefaultDeleteRetention = 24 * time.Hour
+
+// ChangelogDeleteRetention checks that changelog is compacted and never
+// deleted by time or size (cleanup.policy exactly compact: with
+// compact,delete the entities of idle SKUs would disappear from the log and be
+// lost on a full restore), and returns its delete.retention.ms: a store or
+// sink away longer than that may have missed tombstones.
+func ChangelogDeleteRetention(ctx context.Context, adm *kadm.Client, changelog string) (time.Duration, error) {
+	rc, err := adm.DescribeTopicConfigs(ctx, changelog)
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", changelog, err)
+	}
+	c, err := rc.On(changelog, nil)
+	if err == nil {
+		err = c.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", changelog, err)
+	}
+	retention := DefaultDeleteRetention
+	for _, kv := range c.Configs {
+		if kv.Value == nil {
+			continue
+		}
+		switch kv.Key {
+		case "cleanup.policy":
+			if strings.ReplaceAll(*kv.Value, " ", "") != "compact" {
+				return 0, fmt.Errorf("%w: %s has cleanup.policy=%s, want compact (a delete policy would drop the entities of idle SKUs)",
+					ErrLayout, changelog, *kv.Value)
+			}
+		case "delete.retention.ms":
+			ms, err := strconv.ParseInt(*kv.Value, 10, 64)
+			if err != nil || ms < 0 {
+				return 0, fmt.Errorf("%w: %s has delete.retention.ms=%q", ErrLayout, changelog, *kv.Value)
+			}
+			retention = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return retention, nil
 }
 
 // PartitionString formats p for logs and metric labels.

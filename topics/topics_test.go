@@ -62,3 +62,46 @@ func TestEnsureCreatesAndVerifies(t *testing.T) {
 	_, err = Ensure(ctx, adm, bad, 6, 1)
 	require.ErrorIs(t, err, ErrLayout)
 }
+
+// The changelog must be compacted and nothing else: with compact,delete the
+// entities of idle SKUs age out of the log and a full restore loses them (the
+// old Verify accepted compact,delete). Its delete.retention.ms is reported.
+func TestVerifyChangelogPolicyAndDeleteRetention(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	n := NewNames("v")
+	_, err = Ensure(ctx, adm, n, 2, 1)
+	require.NoError(t, err)
+	ret, err := ChangelogDeleteRetention(ctx, adm, n.Changelog)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultDeleteRetention, ret, "kafka's default when unset")
+
+	set := func(k, v string) {
+		t.Helper()
+		r, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: k, Value: &v}}, n.Changelog)
+		require.NoError(t, err)
+		for _, x := range r {
+			require.NoError(t, x.Err)
+		}
+	}
+	set("delete.retention.ms", "3600000")
+	ret, err = ChangelogDeleteRetention(ctx, adm, n.Changelog)
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, ret)
+
+	for _, policy := range []string{"compact,delete", "delete", "delete, compact"} {
+		set("cleanup.policy", policy)
+		_, err = Verify(ctx, adm, n)
+		require.ErrorIs(t, err, ErrLayout, "cleanup.policy=%s", policy)
+		assert.Contains(t, err.Error(), "want compact")
+	}
+	set("cleanup.policy", "compact")
+	_, err = Verify(ctx, adm, n)
+	require.NoError(t, err)
+}

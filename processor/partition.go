@@ -90,8 +90,8 @@ type partition struct {
 	broken error
 
 	store   *statestore.Store
-	offset  int64             // next changelog offset the store reflects
-	ownedAt time.Time         // the store's MetaOwnedAt, last written
+	offset  int64     // next changelog offset the store reflects
+	ownedAt time.Time // the store's MetaOwnedAt, last written
 
 	cache   map[string]Change // committed entities (a tombstone caches absence)
 	pending Entities          // writes of the open transaction

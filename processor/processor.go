@@ -70,10 +70,10 @@ type Processor struct {
 	deleteRetention time.Duration
 	lastCleanup     time.Time // of unowned store folders (main loop)
 
-	mu       sync.Mutex
-	events   []groupEvent
-	failErr  error
-	parts    map[int32]*partition // owned by the main loop
+	mu      sync.Mutex
+	events  []groupEvent
+	failErr error
+	parts   map[int32]*partition // owned by the main loop
 	// live are the partitions in parts (guarded by mu), so that the group
 	// goroutine can stop a revoked or lost partition at once (stopNow).
 	live     map[int32]*partition

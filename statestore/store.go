@@ -225,7 +225,9 @@ func (s *Store) OwnedAt() (time.Time, bool, error) {
 }
 
 // SetOwnedAt records MetaOwnedAt.
-func (s *Store) SetOwnedAt(t time.Time) error { return s.SetMeta(MetaOwnedAt, offsetBytes(t.UnixMilli())) }
+func (s *Store) SetOwnedAt(t time.Time) error {
+	return s.SetMeta(MetaOwnedAt, offsetBytes(t.UnixMilli()))
+}
 
 // Offset returns the next changelog offset the store has not yet seen (0 for an
 // empty store).

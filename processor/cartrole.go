@@ -74,7 +74,7 @@ func (w *partition) applyCart(records []*kgo.Record, now schemas.Millis) error {
 		w.sweepStep(now)
 	}
 	for _, r := range records {
-		w.handleCart(r, now)
+		w.handleGuarded(r, now, w.handleCart)
 	}
 	w.updateDue()
 	return w.err

@@ -17,6 +17,7 @@ type metrics struct {
 	duplicates       prometheus.Counter
 	notices          *prometheus.CounterVec
 	dlq              prometheus.Counter
+	poison           prometheus.Counter
 	forwarded        prometheus.Counter
 	expired          prometheus.Counter
 	tombstoned       prometheus.Counter
@@ -60,6 +61,8 @@ func newMetrics(reg prometheus.Registerer, role Role) *metrics {
 			Help: "Expired and low_stock notices emitted."}, []string{"type"}),
 		dlq: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dlq_records_total",
 			Help: "Undecodable command records copied to the DLQ."}),
+		poison: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "poison_commands_total",
+			Help: "Commands dead-lettered because the records of their decision were rejected by the broker (too large, invalid)."}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total",
 			Help: "Misrouted commands forwarded to the partition their key hashes to."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "expiry_timer_fired_total",
@@ -100,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, role Role) *metrics {
 			Help: "SKUs with available < 0 (stock set below reserved), per partition."}, []string{"partition"}),
 	}
 	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
-	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.forwarded, m.expired, m.tombstoned,
+	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	if role == RoleCart {
 		m.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",

@@ -100,6 +100,7 @@ type partition struct {
 	// expiredInTxn counts the timers fired in the open transaction (capped by
 	// MaxExpiriesPerTransaction; the rest fire in the next ones).
 	expiredInTxn int
+	poison       poisonState
 	sweep        sweeper
 	// Gauges of committed state, and their pending deltas.
 	active      int64
@@ -141,6 +142,8 @@ func newPartition(proc *Processor, p int32) *partition {
 		sagaPending: make(map[string]schemas.Millis),
 	}
 	w.maxOff.Store(-1)
+	w.poison.reset()
+	w.poison.suspectLo, w.poison.suspectHi = 0, -1
 	return w
 }
 
@@ -313,7 +316,7 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 		w.sweepStep(now)
 	}
 	for _, r := range records {
-		w.handle(r, now)
+		w.handleGuarded(r, now, w.handle)
 	}
 	w.updateDue()
 	return w.err
@@ -529,6 +532,7 @@ func (w *partition) commit() error {
 		delete(w.pending, k)
 	}
 	clear(w.raw)
+	w.poison.forgetBelow(w.poison.hi + 1)
 	w.active += w.activeDelta
 	for sku, over := range w.overPending {
 		if over {
@@ -578,6 +582,7 @@ func (w *partition) abort() {
 }
 
 func (w *partition) reset() {
+	w.poison.reset()
 	w.expiredInTxn = 0
 	w.activeDelta = 0
 	clear(w.overPending)

@@ -732,6 +732,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 			if err := w.produceErr(); err != nil {
 				p.log.Warn("produce failed: aborting the transaction", "partition", w.p, "err", err)
 				ok = false
+				w.noteProduceFailure(err)
 			}
 		}
 	}

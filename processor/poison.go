@@ -1,0 +1,134 @@
+package processor
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/schemas"
+)
+
+// Poison commands: a decision whose records the broker (or the client) rejects
+// for what they are, not for a passing fault (too large, invalid), would abort
+// its transaction every time it is retried, stalling every partition of the
+// instance. Such a failure is isolated to its command and the command is
+// answered instead with a rejected invalid_command result and a DLQ copy:
+//
+//  1. a transaction fails with a deterministic produce error: the partition
+//     remembers the source offsets it handled in it (suspect);
+//  2. in the retry, each suspect record is handled and flushed on its own; the
+//     one whose records fail is marked poison and the transaction aborts again;
+//  3. in the next retry, the poison record is dead-lettered without being
+//     decided (nothing of its decision is applied).
+
+// deterministicProduceErr reports whether a produce error will repeat for the
+// same record.
+func deterministicProduceErr(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord)
+}
+
+// poisonState is a partition's memory of deterministic produce failures. It
+// survives aborts (that is its point) and is cleared by commits.
+type poisonState struct {
+	suspectLo, suspectHi int64 // source offsets to isolate; lo > hi: none
+	poison               map[int64]string
+	// lo and hi are the source offsets handled in the open transaction.
+	lo, hi int64
+}
+
+func (s *poisonState) reset() { s.lo, s.hi = -1, -1 }
+
+func (s *poisonState) suspect(off int64) bool { return off >= s.suspectLo && off <= s.suspectHi }
+
+// handleGuarded handles r with handle, applying the poison rules above.
+func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func(*kgo.Record, schemas.Millis)) {
+	ps := &w.poison
+	if ps.lo < 0 {
+		ps.lo = r.Offset
+	}
+	ps.hi = r.Offset
+	if msg, ok := ps.poison[r.Offset]; ok {
+		w.log.Error("dead-lettering a command whose decision the broker rejects", "offset", r.Offset, "err", msg)
+		w.proc.metrics.poison.Inc()
+		w.deadLetterPoison(r, "its decision cannot be written: "+msg, now)
+		return
+	}
+	if !ps.suspect(r.Offset) {
+		handle(r, now)
+		return
+	}
+	if err := w.produceErr(); err != nil {
+		return // the transaction already failed: isolate the rest in the next retry
+	}
+	handle(r, now)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 2*w.proc.cfg.TransactionTimeout)
+	err := w.proc.sess.Client().Flush(ctx)
+	cancel()
+	if err == nil {
+		err = w.produceErr()
+	}
+	if err != nil && deterministicProduceErr(err) {
+		if ps.poison == nil {
+			ps.poison = make(map[int64]string)
+		}
+		ps.poison[r.Offset] = err.Error()
+		w.log.Warn("found the command whose decision the broker rejects; it is dead-lettered in the retry",
+			"offset", r.Offset, "err", err)
+	}
+	if r.Offset >= ps.suspectHi {
+		ps.suspectLo, ps.suspectHi = 0, -1
+	}
+}
+
+// deadLetterPoison copies r to the DLQ and answers its command (when it has a
+// usable id and key) with a rejected invalid_command result.
+func (w *partition) deadLetterPoison(r *kgo.Record, msg string, now schemas.Millis) {
+	w.toDLQ(r, msg)
+	if w.proc.cfg.Role == RoleCart {
+		cmd, err := schemas.DecodeCartCommand(r.Value, w.proc.cfg.MaxCommandBytes)
+		if err == nil || cmd.CommandID != "" {
+			res := schemas.CartResult{CommandID: cmd.CommandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
+				Reason: schemas.ReasonInvalidCommand, Message: msg, Lines: []schemas.CartLine{}, Partition: w.p,
+				Offset: r.Offset, DecidedAt: now}
+			w.produce(&kgo.Record{Topic: w.proc.io.Results, Partition: w.p, Key: r.Key,
+				Value: schemas.AppendCartResult(nil, &res), Headers: []kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}}, w.promise)
+		}
+		return
+	}
+	cmd, _ := schemas.DecodeCommand(r.Value, w.proc.cfg.MaxCommandBytes)
+	if cmd.CommandID == "" || !schemas.ValidSKU(string(r.Key)) {
+		return
+	}
+	res := schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: string(r.Key), Outcome: schemas.OutcomeRejected,
+		Reason: schemas.ReasonInvalidCommand, Message: msg, Partition: w.p, Offset: r.Offset, DecidedAt: now}
+	w.emit(Outputs{Results: []schemas.Result{res}}, r)
+}
+
+// noteProduceFailure is called by the main loop when a transaction aborts
+// because of err on this partition: a deterministic error makes the source
+// records of the transaction suspects for the retry.
+func (w *partition) noteProduceFailure(err error) {
+	if !deterministicProduceErr(err) {
+		return
+	}
+	ps := &w.poison
+	if ps.lo < 0 {
+		w.log.Error("a transaction of timers and sweeps only was rejected by the broker", "err", err)
+		return
+	}
+	ps.suspectLo, ps.suspectHi = ps.lo, ps.hi
+	w.log.Warn("the broker rejected a record of this transaction: isolating its commands in the retry",
+		"from", ps.lo, "to", ps.hi, "err", err)
+}
+
+// forgetPoison drops poison marks below next (committed).
+func (s *poisonState) forgetBelow(next int64) {
+	for off := range s.poison {
+		if off < next {
+			delete(s.poison, off)
+		}
+	}
+}

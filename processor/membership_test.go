@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
@@ -190,6 +192,9 @@ func ownerships(t testing.TB, files ...string) []ownership {
 	var out []ownership
 	for _, f := range files {
 		b, err := os.ReadFile(f)
+		if os.IsNotExist(err) {
+			continue // never started
+		}
 		require.NoError(t, err)
 		open := map[int32]int{} // partition -> index in out
 		var last time.Time
@@ -207,6 +212,13 @@ func ownerships(t testing.TB, files ...string) []ownership {
 			}
 			require.NoError(t, json.Unmarshal(line, &e), "log line %s", line)
 			last = e.Time
+			if e.Msg == "killed" { // the test's mark: the process died here
+				for p, i := range open {
+					out[i].to = e.Time
+					delete(open, p)
+				}
+				continue
+			}
 			if e.Partition == nil {
 				continue
 			}
@@ -253,4 +265,207 @@ func checkOwnership(t testing.TB, files ...string) {
 				cur.file, cur.instance, cur.generation, cur.from.Format(time.StampMilli))
 		}
 	}
+}
+
+// slot is one processor process of the chaos test with a state folder that
+// survives its restarts (a pod with its volume).
+type slot struct {
+	name, dir, log string
+	c              *child
+}
+
+func (s *slot) up() bool { return s.c != nil }
+
+// joined reports whether the slot's process has had partitions (see
+// markAssigned: the pinned kfake never expires a member killed between
+// JoinGroup and SyncGroup, so only joined processes are killed).
+func (s *slot) joined() bool {
+	_, err := os.Stat(assignedMarker(s.dir, s.c.cmd.Process.Pid))
+	return err == nil
+}
+
+// mark appends a line to the slot's log, so that the ownership check ends a
+// killed process's runs at the kill.
+func (s *slot) mark(msg string) {
+	f, err := os.OpenFile(s.log, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	b, _ := json.Marshal(map[string]any{"time": time.Now(), "msg": msg})
+	_, _ = f.Write(append(b, '\n'))
+}
+
+// Membership chaos: four processor processes with their own state folders join,
+// leave (SIGTERM), die (SIGKILL) and freeze past their session timeout
+// (SIGSTOP/SIGCONT), in phases with command traffic and quiet phases where only
+// holds expire; the changelog is compacted between phases (delete.retention.ms
+// 10 s, so processes that come back after a longer absence rebuild their stores
+// in full and shorter ones replay the tail). Afterwards: no partition ran on two
+// instances at once, every command has exactly one decisive result, every
+// accepted hold ended exactly once (one expired notice or one accepted
+// release), and the changelog keeps reserved == sum(active) for every SKU.
+func TestMembershipChaos(t *testing.T) {
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d (CHAOS_SEED to repeat)", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	h := newHarness(t, 6)
+	fake := h.c.RequireFake(t)
+	adm := kadm.NewClient(h.c.Client(t))
+	ten := "10000"
+	r, err := adm.AlterTopicConfigs(context.Background(),
+		[]kadm.AlterConfig{{Op: kadm.SetConfig, Name: "delete.retention.ms", Value: &ten}}, h.names.Changelog)
+	require.NoError(t, err)
+	for _, x := range r {
+		require.NoError(t, x.Err)
+	}
+	logs := t.TempDir()
+	slots := make([]*slot, 4)
+	for i := range slots {
+		slots[i] = &slot{name: fmt.Sprintf("p%d", i), dir: t.TempDir(), log: filepath.Join(logs, fmt.Sprintf("p%d.log", i))}
+	}
+	start := func(s *slot) {
+		s.c = h.startChildConf(childConfig{StateDir: s.dir, LogFile: s.log})
+		t.Logf("%s: start", s.name)
+	}
+	running := func() []*slot {
+		var out []*slot
+		for _, s := range slots {
+			if s.up() {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	start(slots[0])
+	start(slots[1])
+
+	skus := h.skuPerPartition("C")
+	skus = append(skus, h.skuPerPartition("D")...)
+	var sets []schemas.Command
+	for i, sku := range skus {
+		sets = append(sets, stockSet(fmt.Sprintf("set-%d", i), sku, 1_000_000))
+	}
+	h.send(sets...)
+	var cmds []schemas.Command
+	var holds []schemas.Command
+	next := 0
+	traffic := func(d time.Duration) {
+		end := time.Now().Add(d)
+		for time.Now().Before(end) {
+			var batch []schemas.Command
+			for range 20 {
+				sku := skus[rng.IntN(len(skus))]
+				if len(holds) > 0 && rng.IntN(4) == 0 {
+					hold := holds[rng.IntN(len(holds))]
+					batch = append(batch, cmdFor(schemas.TypeRelease, fmt.Sprintf("rel-%d", next), hold.SKU, hold.ReservationID))
+				} else {
+					c := reserveTTL(fmt.Sprintf("res-%d", next), sku, fmt.Sprintf("h-%d", next), 1, int64(2+rng.IntN(6)))
+					holds = append(holds, c)
+					batch = append(batch, c)
+				}
+				next++
+			}
+			h.send(batch...)
+			cmds = append(cmds, batch...)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	var injected []string
+	deadline := time.Now().Add(70 * time.Second)
+	for phase := 0; time.Now().Before(deadline); phase++ {
+		up := running()
+		switch k := rng.IntN(5); {
+		case k == 0 && len(up) < len(slots):
+			for _, s := range slots {
+				if !s.up() {
+					start(s)
+					injected = append(injected, "join")
+					break
+				}
+			}
+		case k == 1 && len(up) > 1:
+			s := up[rng.IntN(len(up))]
+			require.NoError(t, s.c.cmd.Process.Signal(syscall.SIGTERM))
+			_ = s.c.cmd.Wait()
+			s.c = nil
+			t.Logf("%s: leave", s.name)
+			injected = append(injected, "leave")
+		case k == 2 && len(up) > 1:
+			s := up[rng.IntN(len(up))]
+			if s.joined() {
+				s.c.kill()
+				s.mark("killed")
+				s.c = nil
+				t.Logf("%s: SIGKILL", s.name)
+				injected = append(injected, "kill")
+			}
+		case k == 3 && len(up) > 1:
+			s := up[rng.IntN(len(up))]
+			require.NoError(t, s.c.cmd.Process.Signal(syscall.SIGSTOP))
+			t.Logf("%s: SIGSTOP", s.name)
+			traffic(2 * time.Second)
+			time.Sleep(7 * time.Second) // past the 6 s session timeout
+			require.NoError(t, s.c.cmd.Process.Signal(syscall.SIGCONT))
+			t.Logf("%s: SIGCONT", s.name)
+			injected = append(injected, "freeze")
+		default:
+			fake.Compact()
+			injected = append(injected, "compact")
+		}
+		if phase%2 == 0 {
+			traffic(3 * time.Second)
+		} else {
+			time.Sleep(5 * time.Second) // quiet: only timers and sweeps
+		}
+	}
+	if len(running()) == 0 {
+		start(slots[0])
+	}
+	t.Logf("injected %v; %d commands", injected, len(cmds))
+	all := append(idsOf(sets), idsOf(cmds)...)
+	h.waitDecided(3*time.Minute, all...)
+	time.Sleep(10 * time.Second) // every hold's TTL (at most 7 s) has passed
+	for _, s := range running() {
+		require.NoError(t, s.c.cmd.Process.Signal(syscall.SIGTERM))
+		_ = s.c.cmd.Wait()
+	}
+	h.drain()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range all {
+		n := 0
+		for _, r := range h.byCmd[id] {
+			if !r.Duplicate {
+				n++
+			}
+		}
+		assert.Equal(t, 1, n, "decisive results of %s", id)
+	}
+	expired := h.expiredNotices()
+	released := map[string]int{}
+	for _, c := range cmds {
+		if c.Type == schemas.TypeRelease && h.decisive(c.CommandID).Outcome == schemas.OutcomeAccepted {
+			released[c.ReservationID]++
+		}
+	}
+	for _, c := range holds {
+		if h.decisive(c.CommandID).Outcome != schemas.OutcomeAccepted {
+			continue
+		}
+		assert.Equal(t, 1, expired[c.ReservationID]+released[c.ReservationID],
+			"hold %s ended once (expired %d, released %d)", c.ReservationID, expired[c.ReservationID], released[c.ReservationID])
+	}
+	state := h.changelogState()
+	assertInvariants(t, state)
+	files := make([]string, len(slots))
+	for i, s := range slots {
+		files[i] = s.log
+	}
+	checkOwnership(t, files...)
 }

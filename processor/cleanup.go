@@ -22,6 +22,19 @@ func markReleased(dir string) {
 
 func removeReleased(dir string) { _ = os.Remove(filepath.Join(dir, releasedFile)) }
 
+// wipeFile marks a store folder found unreadable while deciding: the next
+// restore wipes it and rebuilds the partition in full.
+const wipeFile = "WIPE"
+
+func markWipe(dir string) {
+	_ = os.WriteFile(filepath.Join(dir, wipeFile), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+func wipeMarked(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, wipeFile))
+	return err == nil
+}
+
 // cleanupStores deletes the store folders of partitions this instance has not
 // owned for StateCleanupDelay (like Kafka Streams' state.cleanup.delay.ms): a
 // partition that comes back soon (a rebalance back and forth) keeps its store

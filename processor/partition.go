@@ -205,7 +205,17 @@ func (w *partition) handleJob(j job) {
 			j.done <- applied{w.p, w.broken}
 			return
 		}
-		j.done <- applied{w.p, w.apply(j.records, j.now)}
+		err := w.apply(j.records, j.now)
+		if errors.Is(err, statestore.ErrCorrupt) {
+			// A value the store cannot read or decode fails every retry of the
+			// batch: escalate. The store is marked to be wiped, and the processor
+			// restarts its session, which rebuilds the partition from the changelog.
+			w.log.Error("state store unreadable while deciding: rebuilding it from the changelog", "err", err)
+			markWipe(w.store.Dir())
+			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
+			w.proc.fail(w.broken)
+		}
+		j.done <- applied{w.p, err}
 	case jobCommit:
 		if w.broken != nil {
 			return

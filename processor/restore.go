@@ -40,6 +40,13 @@ func (w *partition) restore(ctx context.Context) error {
 	proc := w.proc
 	start := time.Now()
 	dir := StateDir(proc.cfg.StateDir, proc.io.Changelog, w.p)
+	if wipeMarked(dir) {
+		w.log.Warn("state store marked unreadable: wiping it and restoring from the changelog", "dir", dir)
+		proc.metrics.storeWipes.Inc()
+		if err := statestore.Remove(dir); err != nil {
+			return err
+		}
+	}
 	store, err := statestore.Open(dir, proc.storeOpts)
 	if errors.Is(err, statestore.ErrCorrupt) {
 		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)

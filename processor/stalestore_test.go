@@ -102,3 +102,36 @@ func TestStaleStoreAfterCompactionRestoresInFull(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, string(v), "A's store has no h1")
 }
+
+// A store entry that cannot be decoded fails every retry of the batch that
+// reads it. The partition escalates: its store is marked, the session
+// restarts, and the restore rebuilds the partition from the changelog, after
+// which the command is decided.
+//
+// Failed on the old code: the transaction aborted and was retried forever; the
+// release was never decided.
+func TestUndecodableStoreEntryRebuildsThePartition(t *testing.T) {
+	h := newHarness(t, 1)
+	dir := t.TempDir()
+	a := h.start(dir)
+	h.send(stockSet("set", "Z", 10), reserve("r1", "Z", "h1", 2))
+	h.waitDecided(30*time.Second, "set", "r1")
+	a.stop(t)
+
+	s, err := statestore.Open(processor.StateDir(dir, h.names.Changelog, 0), statestore.Options{})
+	require.NoError(t, err)
+	off, err := s.Offset()
+	require.NoError(t, err)
+	require.NoError(t, s.Commit(map[string][]byte{schemas.ReservationKey("Z", "h1"): []byte(`{"reservation":`)}, off))
+	require.NoError(t, s.Close())
+
+	b := h.start(dir)
+	h.send(cmdFor(schemas.TypeRelease, "rel1", "Z", "h1"))
+	h.waitDecided(60*time.Second, "rel1")
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("rel1").Outcome)
+	assert.GreaterOrEqual(t, b.counter("reservations_state_wipes_total"), 1.0)
+	b.stop(t)
+	state := h.changelogState()
+	assertInvariants(t, state)
+	assert.Equal(t, int64(0), state[schemas.StockKey("Z")].Stock.Reserved)
+}

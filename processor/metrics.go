@@ -129,7 +129,7 @@ func (m *metrics) cartResult(r *schemas.CartResult) {
 		t = "other"
 	}
 	reason := r.Reason
-	if reason != "" && !slices.Contains(schemas.Reasons, reason) && reason != schemas.ReasonCartEmpty && reason != schemas.ReasonCartBusy {
+	if reason != "" && !slices.Contains(schemas.Reasons, reason) && !slices.Contains(schemas.CartReasons, reason) {
 		reason = "other"
 	}
 	m.processed.WithLabelValues(t, r.Outcome, reason).Inc()

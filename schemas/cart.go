@@ -26,9 +26,17 @@ const MaxCartItems = 100
 const (
 	// ReasonCartEmpty: cart.commit of a cart that holds nothing.
 	ReasonCartEmpty = "cart_empty"
-	// ReasonCartBusy: too many cart commands of the cart are already waiting.
+	// ReasonCartBusy: too many cart commands of the cart (or lines of its
+	// waiting cart.reserve commands) are already waiting.
 	ReasonCartBusy = "cart_busy"
+	// ReasonCartFull: a cart.reserve whose lines, added to the holds the cart
+	// keeps, would exceed the coordinator's limit of holds per cart.
+	ReasonCartFull = "cart_full"
 )
+
+// CartReasons lists the reason codes of the cart extension (a rejected cart
+// result may also carry any of Reasons, from its first failing line).
+var CartReasons = []string{ReasonCartEmpty, ReasonCartBusy, ReasonCartFull}
 
 // Header names of the cart extension.
 const (

@@ -295,7 +295,7 @@ func TestGoldenCartResults(t *testing.T) {
 		} else if len(r.Lines) > 0 {
 			assert.Equal(t, OutcomeAccepted, r.Outcome, "%s: no line failed", name)
 		}
-		if r.Outcome == OutcomeRejected && slices.Contains([]string{ReasonInvalidCommand, ReasonCartBusy, ReasonCartEmpty}, r.Reason) {
+		if r.Outcome == OutcomeRejected && slices.Contains(append([]string{ReasonInvalidCommand}, CartReasons...), r.Reason) {
 			assert.Empty(t, r.Lines, "%s: a cart command rejected without a saga has no lines", name)
 		}
 		// All or nothing.
@@ -318,7 +318,7 @@ func TestGoldenCartResults(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"cart.reserve accepted", "cart.reserve rejected", "cart.commit accepted", "cart.commit rejected",
-		"cart.release accepted", "cart.release rejected", "duplicate", ReasonInvalidCommand, ReasonCartEmpty, ReasonCartBusy} {
+		"cart.release accepted", "cart.release rejected", "duplicate", ReasonInvalidCommand, ReasonCartEmpty, ReasonCartBusy, ReasonCartFull} {
 		assert.True(t, covered[want], "no golden cart result example of %s", want)
 	}
 }
@@ -770,7 +770,7 @@ func TestSchemaEnumsMatchConstants(t *testing.T) {
 				EventPrepared, EventUnprepared)},
 		{"changelog.command.schema.json", "#/properties/event/const", []any{EventDecided}},
 		{"cart-result.schema.json", "#/properties/outcome/enum", anys(OutcomeAccepted, OutcomeRejected)},
-		{"cart-result.schema.json", "#/allOf/0/then/properties/reason/enum", anys(append(slices.Clone(Reasons), ReasonCartEmpty, ReasonCartBusy)...)},
+		{"cart-result.schema.json", "#/allOf/0/then/properties/reason/enum", anys(append(slices.Clone(Reasons), CartReasons...)...)},
 		{"cart-result.schema.json", "#/allOf/1/else/properties/type/enum", anys(CartCommandTypes...)},
 		{"cart-result.schema.json", "#/$defs/cart_line/properties/outcome/enum", anys(OutcomeAccepted, OutcomeRejected, "")},
 		{"cart-result.schema.json", "#/$defs/cart_line/allOf/0/then/properties/reason/enum", anys(Reasons...)},

@@ -151,10 +151,22 @@ type Rules struct {
 	// MaxQueue bounds the cart commands waiting per cart (default 16); more are
 	// rejected with cart_busy.
 	MaxQueue int
+	// MaxHolds bounds the holds a cart keeps (default 100): active ones and
+	// ended ones not yet pruned (see Prune). A cart.reserve whose lines, added
+	// to the cart's holds, would exceed it is rejected with cart_full when its
+	// saga would start, before any per-SKU command. 0 means the default.
+	MaxHolds int
+	// MaxQueuedLines bounds the lines of the cart.reserve commands waiting per
+	// cart (default 100); a cart.reserve that would exceed it is rejected with
+	// cart_busy. 0 means the default.
+	MaxQueuedLines int
 }
 
-// DefaultRules are the defaults.
-func DefaultRules() Rules { return Rules{DedupeWindow: 24 * time.Hour, MaxQueue: 16} }
+// DefaultRules are the defaults. With them a cart entity encodes to at most
+// about 460 KB, whatever its ids (see limits.go).
+func DefaultRules() Rules {
+	return Rules{DedupeWindow: 24 * time.Hour, MaxQueue: defaultMaxQueue, MaxHolds: defaultMaxHolds, MaxQueuedLines: defaultMaxQueuedLines}
+}
 
 // Core decides cart inputs. It is pure.
 type Core struct {

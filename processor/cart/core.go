@@ -19,9 +19,6 @@ const (
 	EventPruned   = "pruned"   // holds long past their expiry were dropped
 )
 
-// defaultMaxQueue is Rules.MaxQueue when it is not positive.
-const defaultMaxQueue = 16
-
 // LineCommandID is the command id of the per-SKU command of one line of a cart
 // command's saga in one phase: "cart-" and 32 hex characters of the SHA-256 of
 // the fields, NUL-separated. It is deterministic, so a re-run of the same step
@@ -55,10 +52,13 @@ var phaseTypes = map[string]string{
 // A cart command decided within the dedupe window gets its stored result
 // again (duplicate); one that the cart's saga runs or queues gets nothing (its
 // one result comes when it is done). An invalid one is rejected at once; one
-// of a busy cart waits in the cart's queue (cart_busy beyond Rules.MaxQueue);
-// otherwise its saga starts. A line result advances the saga only when it is
-// the decision on a pending line of the current phase (matched by
-// LineCommandID); anything else (stale, duplicate) is ignored without output.
+// of a busy cart waits in the cart's queue (cart_busy beyond Rules.MaxQueue
+// commands or Rules.MaxQueuedLines lines); otherwise its saga starts, unless
+// it is a cart.reserve whose lines would take the cart over Rules.MaxHolds
+// holds (cart_full, checked when the saga would start, after pruning). A line
+// result advances the saga only when it is the decision on a pending line of
+// the current phase (matched by LineCommandID); anything else (stale,
+// duplicate) is ignored without output.
 // The cart result is emitted when the saga ends, after any compensation
 // (release of what a rejected cart.reserve held, unprepare of what a rejected
 // cart.commit prepared); the next queued command of the cart then starts in
@@ -106,13 +106,6 @@ func (c *Core) window() time.Duration {
 		return DefaultRules().DedupeWindow
 	}
 	return c.Rules.DedupeWindow
-}
-
-func (c *Core) maxQueue() int {
-	if c.Rules.MaxQueue <= 0 {
-		return defaultMaxQueue
-	}
-	return c.Rules.MaxQueue
 }
 
 // remembered reports whether an instant is still within the dedupe window.
@@ -181,6 +174,10 @@ func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 	case r.cart.Saga != nil && len(r.cart.Queue) >= c.maxQueue():
 		r.decide(&q, schemas.OutcomeRejected, schemas.ReasonCartBusy,
 			fmt.Sprintf("cart %s has %d cart commands waiting, the limit", in.Key, len(r.cart.Queue)), nil)
+	case r.cart.Saga != nil && r.cart.queuedLines()+len(cmd.Items) > c.maxQueuedLines():
+		r.decide(&q, schemas.OutcomeRejected, schemas.ReasonCartBusy,
+			fmt.Sprintf("cart %s has %d lines waiting in %d cart commands: %d more would exceed the limit of %d",
+				in.Key, r.cart.queuedLines(), len(r.cart.Queue), len(cmd.Items), c.maxQueuedLines()), nil)
 	case r.cart.Saga != nil:
 		r.cart.Queue = append(r.cart.Queue, q)
 		r.touch(EventQueued, cmd.CommandID)
@@ -464,6 +461,14 @@ func (r *run) start(q Queued) {
 	r.prune()
 	switch cmd.Type {
 	case schemas.TypeCartReserve:
+		if n, limit := len(r.cart.Holds), r.core.maxHolds(); n+len(cmd.Items) > limit {
+			// Counted as if every line became a hold: holds + lines bound the
+			// entity during the saga too (limits.go). Nothing is sent.
+			r.decide(&q, schemas.OutcomeRejected, schemas.ReasonCartFull,
+				fmt.Sprintf("cart %s keeps %d holds: %d more lines would exceed the limit of %d holds", cmd.CartID, n, len(cmd.Items), limit), nil)
+			r.touch(EventFinished, cmd.CommandID)
+			return
+		}
 		s.Phase = PhaseReserve
 		for _, it := range cmd.Items {
 			id := it.ReservationID

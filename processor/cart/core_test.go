@@ -114,6 +114,29 @@ var held = []Input{
 
 func with(base []Input, more ...Input) []Input { return append(append([]Input(nil), base...), more...) }
 
+// filled sets up cart-1 holding n SKUs (SKU-0...) via an accepted cart.reserve
+// f1 (n <= schemas.MaxCartItems).
+func filled(n int) []Input {
+	in := reserveIn("f1", "cart-1")
+	for i := range n {
+		in.Command.Items = append(in.Command.Items, item(fmt.Sprint("SKU-", i), 1))
+	}
+	out := []Input{in}
+	for i := range n {
+		out = append(out, lineIn("cart-1", "f1", PhaseReserve, fmt.Sprint("SKU-", i), "f1", ok, schemas.StatusActive, exp15))
+	}
+	return out
+}
+
+// items returns n lines of SKUs X-0...
+func items(n int) []schemas.CartItem {
+	var it []schemas.CartItem
+	for i := range n {
+		it = append(it, item(fmt.Sprint("X-", i), 1))
+	}
+	return it
+}
+
 func TestApply(t *testing.T) {
 	fe := &schemas.FieldError{Field: "ttl_seconds", Msg: "want an integer, got JSON string"}
 	mismatch := reserveIn("c1", "cart-2", item("SKU-A", 1))
@@ -195,6 +218,112 @@ func TestApply(t *testing.T) {
 			}(),
 			in:   cartCmd("x16", schemas.TypeCartRelease, "cart-1"),
 			want: []string{`result x16 rejected cart_busy "cart cart-1 has 16 cart commands waiting, the limit" []`, "put cart-command/x16 v1"},
+		},
+		{
+			name:   "holds + lines over MaxHolds: cart_full, nothing sent",
+			rules:  Rules{MaxHolds: 3},
+			before: held,
+			in:     reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+			want: []string{`result c1 rejected cart_full "cart cart-1 keeps 2 holds: 2 more lines would exceed the limit of 3 holds" []`,
+				"put cart-command/c1 v1", "put cart/cart-1 v4 finished by c1 holds=2"},
+		},
+		{
+			name:   "holds + lines at MaxHolds: the saga starts",
+			rules:  Rules{MaxHolds: 4},
+			before: held,
+			in:     reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+			want:   []string{"put cart/cart-1 v4 started by c1 holds=2 saga=c1/reserve", "-> reserve SKU-C/c1", "-> reserve SKU-D/c1"},
+		},
+		{
+			name:  "more lines than MaxHolds on an empty cart: cart_full, no entity",
+			rules: Rules{MaxHolds: 1},
+			in:    reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+			want:  []string{`result c1 rejected cart_full "cart cart-1 keeps 0 holds: 2 more lines would exceed the limit of 1 holds" []`, "put cart-command/c1 v1"},
+		},
+		{
+			name:   "ended holds count until they are pruned",
+			rules:  Rules{MaxHolds: 3},
+			before: held,
+			at:     exp15 + schemas.Millis(24*time.Hour/time.Millisecond) - 1,
+			in:     reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+			want: []string{`result c1 rejected cart_full "cart cart-1 keeps 2 holds: 2 more lines would exceed the limit of 3 holds" []`,
+				"put cart-command/c1 v1", "put cart/cart-1 v4 finished by c1 holds=2"},
+		},
+		{
+			name:   "holds pruned first: room again",
+			rules:  Rules{MaxHolds: 3},
+			before: held,
+			at:     exp15 + schemas.Millis(24*time.Hour/time.Millisecond),
+			in:     reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+			want:   []string{"put cart/cart-1 v4 started by c1 holds=0 saga=c1/reserve", "-> reserve SKU-C/c1", "-> reserve SKU-D/c1"},
+		},
+		{
+			name:   "a cart_full command re-sent: the original result",
+			rules:  Rules{MaxHolds: 3},
+			before: with(held, reserveIn("c1", "cart-1", item("SKU-C", 1), item("SKU-D", 1))),
+			in:     reserveIn("c1", "cart-1", item("SKU-C", 1)),
+			want:   []string{`result c1 rejected cart_full dup "cart cart-1 keeps 2 holds: 2 more lines would exceed the limit of 3 holds" []`},
+		},
+		{
+			name:   "MaxHolds 0 means 100",
+			before: filled(100),
+			in:     reserveIn("c1", "cart-1", item("SKU-X", 1)),
+			want: []string{`result c1 rejected cart_full "cart cart-1 keeps 100 holds: 1 more lines would exceed the limit of 100 holds" []`,
+				"put cart-command/c1 v1", "put cart/cart-1 v102 finished by c1 holds=100"},
+		},
+		{
+			name:   "MaxHolds 0: 99 holds + 1 line fit",
+			before: filled(99),
+			in:     reserveIn("c1", "cart-1", item("SKU-X", 1)),
+			want:   []string{"put cart/cart-1 v101 started by c1 holds=99 saga=c1/reserve", "-> reserve SKU-X/c1"},
+		},
+		{
+			name:   "cart.commit and cart.release of a full cart run as usual",
+			rules:  Rules{MaxHolds: 2},
+			before: held,
+			in:     cartCmd("x1", schemas.TypeCartRelease, "cart-1"),
+			want:   []string{"put cart/cart-1 v4 started by x1 holds=2 saga=x1/release", "-> release SKU-A/h1", "-> release SKU-B/h1"},
+		},
+		{
+			name:  "queued lines over MaxQueuedLines: cart_busy",
+			rules: Rules{MaxQueuedLines: 3},
+			before: []Input{
+				reserveIn("c1", "cart-1", item("SKU-A", 1)),
+				reserveIn("c2", "cart-1", items(2)...),
+			},
+			in: reserveIn("c3", "cart-1", items(2)...),
+			want: []string{`result c3 rejected cart_busy "cart cart-1 has 2 lines waiting in 1 cart commands: 2 more would exceed the limit of 3" []`,
+				"put cart-command/c3 v1"},
+		},
+		{
+			name:  "queued lines at MaxQueuedLines: queued",
+			rules: Rules{MaxQueuedLines: 3},
+			before: []Input{
+				reserveIn("c1", "cart-1", item("SKU-A", 1)),
+				reserveIn("c2", "cart-1", items(2)...),
+			},
+			in:   reserveIn("c3", "cart-1", item("SKU-B", 1)),
+			want: []string{"put cart/cart-1 v3 queued by c3 holds=0 saga=c1/reserve queue=2"},
+		},
+		{
+			name:  "a release still queues behind MaxQueuedLines lines",
+			rules: Rules{MaxQueuedLines: 2},
+			before: []Input{
+				reserveIn("c1", "cart-1", item("SKU-A", 1)),
+				reserveIn("c2", "cart-1", items(2)...),
+			},
+			in:   cartCmd("x1", schemas.TypeCartRelease, "cart-1"),
+			want: []string{"put cart/cart-1 v3 queued by x1 holds=0 saga=c1/reserve queue=2"},
+		},
+		{
+			name: "MaxQueuedLines 0 means 100",
+			before: []Input{
+				reserveIn("c1", "cart-1", item("SKU-A", 1)),
+				reserveIn("c2", "cart-1", items(100)...),
+			},
+			in: reserveIn("c3", "cart-1", item("SKU-B", 1)),
+			want: []string{`result c3 rejected cart_busy "cart cart-1 has 100 lines waiting in 1 cart commands: 1 more would exceed the limit of 100" []`,
+				"put cart-command/c3 v1"},
 		},
 		{
 			name: "release of a cart that holds nothing: accepted at once, no entity",
@@ -403,6 +532,23 @@ func TestApply(t *testing.T) {
 				`result k1 rejected cart_empty "cart cart-1 holds nothing" []`,
 				"result x1 accepted []",
 				"put cart-command/c1 v1", "put cart-command/k1 v1", "put cart-command/x1 v1", "tombstone cart/cart-1",
+			},
+		},
+		{
+			name:  "a queued cart.reserve that no longer fits is rejected when it would start; the next one starts",
+			rules: Rules{MaxHolds: 3},
+			before: []Input{
+				reserveIn("c1", "cart-1", item("SKU-A", 1), item("SKU-B", 1)),
+				reserveIn("c2", "cart-1", item("SKU-C", 1), item("SKU-D", 1)),
+				cartCmd("x1", schemas.TypeCartRelease, "cart-1"),
+				lineIn("cart-1", "c1", PhaseReserve, "SKU-A", "c1", ok, schemas.StatusActive, exp15),
+			},
+			in: lineIn("cart-1", "c1", PhaseReserve, "SKU-B", "c1", ok, schemas.StatusActive, exp15),
+			want: []string{
+				"result c1 accepted [SKU-A/c1:accepted:active SKU-B/c1:accepted:active]",
+				`result c2 rejected cart_full "cart cart-1 keeps 2 holds: 2 more lines would exceed the limit of 3 holds" []`,
+				"put cart-command/c1 v1", "put cart-command/c2 v1", "put cart/cart-1 v5 started by x1 holds=2 saga=x1/release",
+				"-> release SKU-A/c1", "-> release SKU-B/c1",
 			},
 		},
 		{

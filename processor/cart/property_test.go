@@ -52,9 +52,15 @@ type propRun struct {
 
 func randomRun(t *testing.T, seed uint64) *propRun {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	rules := Rules{DedupeWindow: 24 * time.Hour, MaxQueue: 1 + rng.IntN(4)}
+	if rng.IntN(2) == 0 {
+		// Small limits, so that carts fill up (cart_full) and queued lines
+		// run out (cart_busy); otherwise the defaults.
+		rules.MaxHolds, rules.MaxQueuedLines = 2+rng.IntN(8), 1+rng.IntN(6)
+	}
 	r := &propRun{
 		t: t, rng: rng,
-		s:        newSim(t, Rules{DedupeWindow: 24 * time.Hour, MaxQueue: 1 + rng.IntN(4)}, t0),
+		s:        newSim(t, rules, t0),
 		initial:  map[string]int64{},
 		sent:     map[string]schemas.CartCommand{},
 		results:  map[string][]schemas.CartResult{},
@@ -189,6 +195,14 @@ func (r *propRun) checkResult(cr *schemas.CartResult) {
 	case schemas.TypeCartReserve:
 		if cr.Reason == schemas.ReasonInvalidCommand || cr.Reason == schemas.ReasonCartBusy {
 			require.Empty(t, cr.Lines)
+			return
+		}
+		if cr.Reason == schemas.ReasonCartFull {
+			// Rejected before its saga: nothing tried, and the cart's holds
+			// (which nothing else changed in this step) left no room.
+			require.Empty(t, cr.Lines)
+			e, _ := r.s.state.Cart(cmd.CartID)
+			require.Greater(t, len(e.Holds)+len(cmd.Items), r.s.core.maxHolds(), "cart_full with room: %+v", cr)
 			return
 		}
 		require.Len(t, cr.Lines, len(cmd.Items))
@@ -336,6 +350,8 @@ func TestPropertyCoverage(t *testing.T) {
 		"cart.reserve accepted ",
 		"cart.reserve rejected insufficient_stock",
 		"cart.reserve rejected invalid_command",
+		"cart.reserve rejected cart_full",
+		"cart.reserve rejected cart_busy",
 		"cart.commit accepted ",
 		"cart.commit rejected reservation_not_active",
 		"cart.commit rejected cart_empty",

@@ -23,7 +23,8 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenar
 // lines), "----", and the expected output, ended by a blank line. The clock
 // starts at 2026-01-01T00:00:00Z.
 //
-//	rules [max_queue=N] [window=D]  the coordinator's rules (default DefaultRules)
+//	rules [max_queue=N] [max_holds=N] [max_queued_lines=N] [window=D]
+//	                                the coordinator's rules (default DefaultRules)
 //	stock SKU=N ...                 set on_hand of SKUs in the SKU model
 //	send [key=K]                    the JSON cart commands that follow, to the coordinator (key: cart_id, or K)
 //	deliver [SEL ...]               decide in-flight per-SKU commands: all, oldest first, or the oldest
@@ -54,10 +55,17 @@ func runDirective(s *sim, directive string, input []string) []string {
 		for _, a := range f[1:] {
 			k, v, _ := strings.Cut(a, "=")
 			switch k {
-			case "max_queue":
+			case "max_queue", "max_holds", "max_queued_lines":
 				n, err := strconv.Atoi(v)
 				require.NoError(t, err)
-				s.core.Rules.MaxQueue = n
+				switch k {
+				case "max_queue":
+					s.core.Rules.MaxQueue = n
+				case "max_holds":
+					s.core.Rules.MaxHolds = n
+				default:
+					s.core.Rules.MaxQueuedLines = n
+				}
 			case "window":
 				d, err := time.ParseDuration(v)
 				require.NoError(t, err)

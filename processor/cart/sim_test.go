@@ -161,6 +161,10 @@ type sim struct {
 	results []schemas.CartResult
 	// onResult, if set, sees every cart result when it is emitted.
 	onResult func(*schemas.CartResult)
+	// maxCartBytes is the size of the largest cart entity written, of key
+	// maxCartKey.
+	maxCartBytes int
+	maxCartKey   string
 }
 
 func newSim(t testing.TB, rules Rules, now schemas.Millis) *sim {
@@ -176,6 +180,9 @@ func (s *sim) apply(in Input) Outputs {
 	for _, c := range o.Changes {
 		b, err := EncodeChange(&c)
 		require.NoError(s.t, err)
+		if c.Cart != nil && len(b) > s.maxCartBytes {
+			s.maxCartBytes, s.maxCartKey = len(b), c.Key
+		}
 		d, err := DecodeChange(c.Key, b)
 		require.NoError(s.t, err)
 		s.state.Apply([]Change{d})
@@ -224,9 +231,33 @@ func (s *sim) advance(ms schemas.Millis) []*simRes {
 // reserved == sum of active holds and available >= 0; no per-SKU command broke
 // the contract; every active reservation of a cart is a hold of the cart (or a
 // line its running saga holds); a hold of an idle cart is active or expired,
-// never released or consumed; nothing is prepared outside a commit saga.
+// never released or consumed; nothing is prepared outside a commit saga; a
+// cart keeps at most MaxHolds holds (with the lines of its cart.reserve saga),
+// its queue at most MaxQueue commands of MaxQueuedLines lines; and no cart
+// entity written so far encodes longer than the largest the rules admit.
 func (s *sim) violations() []string {
 	var out []string
+	if bound := cartBound(s.t, s.core.Rules); s.maxCartBytes > bound {
+		out = append(out, fmt.Sprintf("VIOLATION %s encoded to %d bytes, more than the %d of the largest cart the rules admit",
+			s.maxCartKey, s.maxCartBytes, bound))
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.state)) {
+		e := s.state[k].Cart
+		if e == nil {
+			continue
+		}
+		held := len(e.Holds)
+		if e.Saga != nil && e.Saga.Command.Type == schemas.TypeCartReserve {
+			held += len(e.Saga.Lines)
+		}
+		if held > s.core.maxHolds() {
+			out = append(out, fmt.Sprintf("VIOLATION %s keeps %d holds and reserve lines, over the limit of %d", k, held, s.core.maxHolds()))
+		}
+		if len(e.Queue) > s.core.maxQueue() || e.queuedLines() > s.core.maxQueuedLines() {
+			out = append(out, fmt.Sprintf("VIOLATION %s queues %d commands of %d lines, over the limits of %d and %d",
+				k, len(e.Queue), e.queuedLines(), s.core.maxQueue(), s.core.maxQueuedLines()))
+		}
+	}
 	sum := map[string]int64{}
 	for _, r := range s.sku.res {
 		if r.Status == schemas.StatusActive {

@@ -76,9 +76,11 @@ type Config struct {
 	// one transaction of expires_at.
 	TimerTick time.Duration
 	// MaxExpiriesPerTransaction bounds the expiry timers one partition fires
-	// in one transaction (default 1000; about three records each). After an
-	// outage with many holds due, they drain over consecutive transactions
-	// instead of one transaction too large to commit in time.
+	// in one transaction (default 1000; about three records each); besides,
+	// a partition stops firing timers (after 100) once the transaction has been
+	// open a tenth of TransactionTimeout. After an outage with many holds due,
+	// they drain over consecutive transactions instead of one transaction too
+	// large to commit in time.
 	MaxExpiriesPerTransaction int
 	// SweepInterval is how often each partition sweeps for decided commands and
 	// terminal reservations past the dedupe window to tombstone (default 1 s).

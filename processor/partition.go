@@ -28,6 +28,10 @@ const (
 	HeaderSourceOffset  = "source_offset"
 )
 
+// minExpiriesPerTransaction is how many due timers a partition fires in a
+// transaction even past its timer deadline, so that expiry always progresses.
+const minExpiriesPerTransaction = 100
+
 // ownedAtRefresh is how often a running partition refreshes its store's
 // owned_at (on a commit; transactions run at least every SweepInterval).
 const ownedAtRefresh = 30 * time.Second
@@ -48,6 +52,9 @@ type job struct {
 	records []*kgo.Record
 	now     schemas.Millis
 	done    chan<- applied // apply only
+	// deadline (apply only): fire no more timers after it (beyond a minimum),
+	// so that a burst of due holds never makes a transaction too long to commit.
+	deadline time.Time
 }
 
 // applied is a partition's answer to an apply job.
@@ -98,8 +105,10 @@ type partition struct {
 	raw     map[string][]byte // their changelog values (nil: tombstone)
 	timers  timers
 	// expiredInTxn counts the timers fired in the open transaction (capped by
-	// MaxExpiriesPerTransaction; the rest fire in the next ones).
-	expiredInTxn int
+	// MaxExpiriesPerTransaction and by timerDeadline; the rest fire in the next
+	// ones).
+	expiredInTxn  int
+	timerDeadline time.Time
 	poison       poisonState
 	sweep        sweeper
 	// Gauges of committed state, and their pending deltas.
@@ -205,6 +214,9 @@ func (w *partition) handleJob(j job) {
 			j.done <- applied{w.p, w.broken}
 			return
 		}
+		if w.expiredInTxn == 0 {
+			w.timerDeadline = j.deadline
+		}
 		err := w.apply(j.records, j.now)
 		if errors.Is(err, statestore.ErrCorrupt) {
 			// A value the store cannot read or decode fails every retry of the
@@ -308,7 +320,8 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 	}
 	core := &w.proc.core
 	backlog := 0
-	for w.expiredInTxn < w.proc.cfg.MaxExpiriesPerTransaction {
+	for w.expiredInTxn < w.proc.cfg.MaxExpiriesPerTransaction &&
+		(w.expiredInTxn < minExpiriesPerTransaction || time.Now().Before(w.timerDeadline)) {
 		t, ok := w.timers.due(now)
 		if !ok {
 			break

@@ -688,6 +688,9 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	start := time.Now()
+	// Timers fire for at most a tenth of the transaction timeout (at least the
+	// commit interval) per transaction, besides MaxExpiriesPerTransaction.
+	timerDeadline := start.Add(max(p.cfg.CommitInterval, p.cfg.TransactionTimeout/10))
 	n := 0
 	ok := true
 	var stamps []time.Time
@@ -695,7 +698,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		for _, r := range recs {
 			stamps = append(stamps, r.Timestamp)
 		}
-		if err := p.dispatch(recs); err != nil {
+		if err := p.dispatch(recs, timerDeadline); err != nil {
 			p.log.Warn("batch failed: aborting the transaction", "err", err)
 			ok = false
 			break
@@ -857,7 +860,7 @@ func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) fu
 // dispatch hands each running partition its records (and the clock) and waits
 // for all of them: the barrier that keeps one transaction consistent. A
 // partition that stops meanwhile (revoked, lost, shutdown) fails the batch.
-func (p *Processor) dispatch(recs []*kgo.Record) error {
+func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time) error {
 	now := schemas.MillisOf(p.now())
 	by := make(map[int32][]*kgo.Record)
 	for _, r := range recs {
@@ -882,7 +885,7 @@ func (p *Processor) dispatch(recs []*kgo.Record) error {
 			continue
 		}
 		select {
-		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done}:
+		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done, deadline: deadline}:
 			pending[n] = w
 		case <-w.exit:
 			fail(fmt.Errorf("partition %d stopped", n))

@@ -99,7 +99,7 @@ func BenchmarkSinkWrite(b *testing.B) {
 				bt := batches[i%len(batches)]
 				i++
 				bt.next[0] = pos[0] + DefaultBatchSize
-				n, err := st.write(ctx, bt, pos)
+				n, err := st.write(ctx, bt, pos, nil, nil)
 				require.NoError(b, err)
 				pos[0] = bt.next[0]
 				rows += n.stockUpserted + n.reservationsUpserted + n.stockDeleted + n.reservationsDeleted

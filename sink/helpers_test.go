@@ -44,9 +44,11 @@ type kafkaEnv struct {
 func newKafkaEnv(t testing.TB, partitions int32) *kafkaEnv {
 	t.Helper()
 	topic := defaultTopic
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
+	// Compacted, as topics.Ensure creates it: the sink refuses other policies.
+	require.NoError(t, c.CreateTopic(topic, partitions, map[string]string{"cleanup.policy": "compact"}))
 	e := &kafkaEnv{t: t, cluster: c, brokers: c.ListenAddrs(), topic: topic, model: newModel()}
 	e.prod = e.newProducer("changelog-writer")
 	return e

@@ -7,7 +7,7 @@ import (
 )
 
 // metrics of the sink: namespace reservations, subsystem sink. Labels are
-// bounded: kind, table, op, partition.
+// bounded: kind, table, op, partition, reason.
 type metrics struct {
 	consumed      *prometheus.CounterVec // kind
 	rows          *prometheus.CounterVec // table, op
@@ -18,6 +18,7 @@ type metrics struct {
 	kafkaErrors   prometheus.Counter
 	lag           *prometheus.GaugeVec // partition
 	ready         prometheus.Gauge
+	stale         *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,15 +62,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "ready",
 			Help: "1 while the sink reaches Postgres, else 0.",
 		}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "stale_partitions_total",
+			Help: "Changelog partitions whose stored offset the sink found it could not resume, by reason: " +
+				"behind_log_start (records after it were deleted), ahead_of_log_end (topic recreated or truncated), " +
+				"away (not current for longer than half the changelog's delete.retention.ms: tombstones may have been " +
+				"compacted away). Each is re-snapshotted from the log start.",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.rows, m.batchDuration, m.batchRecords,
-		m.pgErrors, m.decodeErrors, m.kafkaErrors, m.lag, m.ready} {
+		m.pgErrors, m.decodeErrors, m.kafkaErrors, m.lag, m.ready, m.stale} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, k := range kindNames {
 		m.consumed.WithLabelValues(k)
+	}
+	// Exposed at 0 from the start, so that increase() sees the first one.
+	for _, r := range staleReasons {
+		m.stale.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -16,6 +16,12 @@
 //   - A batch continues from the offsets it read: the stored offsets are
 //     checked in the batch's transaction under a per-topic advisory lock, so a
 //     second sink on the same database cannot interleave its writes.
+//   - A stored offset is resumed only if the changelog still holds every
+//     record after it: not below the log start, and not older than half the
+//     changelog's delete.retention.ms while records wait after it (compaction
+//     may have removed tombstones). Otherwise the partition is re-snapshotted
+//     from its log start in one transaction (stale.go); the sink never lets the
+//     Kafka client reset an offset by itself.
 //   - A record whose value cannot be decoded is logged, counted, recorded in
 //     sink_errors and skipped; it never stops the sink. command/ records and
 //     unknown key prefixes are skipped silently.
@@ -51,6 +57,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -196,18 +203,23 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		var fatal *fatalError
 		var fenced *fencedError
+		var stale *staleError
+		var kafka *kafkaError
+		wait := bo.next()
 		switch {
 		case errors.As(err, &fatal):
 			w.log.Error("sink failed", "err", fatal.err)
 			return fatal.err
 		case errors.As(err, &fenced):
 			w.log.Warn("stored offsets moved under the sink, resuming from them", "err", err)
+		case errors.As(err, &stale):
+			w.log.Warn("changelog position cannot be trusted any more, checking the stored offsets again", "err", err)
+		case errors.As(err, &kafka):
+			w.metrics.kafkaErrors.Inc()
+			w.log.Warn("kafka unavailable, retrying", "err", err, "retry_in", wait)
 		default:
 			w.setReady(false)
 			w.metrics.pgErrors.Inc()
-		}
-		wait := bo.next()
-		if fenced == nil {
 			w.log.Warn("postgres unavailable, retrying", "err", err, "retry_in", wait)
 		}
 		select {
@@ -224,10 +236,11 @@ type fatalError struct{ err error }
 
 func (e *fatalError) Error() string { return e.err.Error() }
 
-// session migrates (once), reads the stored offsets, and consumes from them
-// with a new Kafka client until Postgres fails or ctx ends. Every error
-// discards the client and what it buffered; the next session starts again
-// from what Postgres committed.
+// session migrates (once), reads the stored offsets, checks them against the
+// changelog (re-snapshotting the partitions it cannot resume), and consumes
+// from them with a new Kafka client until Postgres fails, a position turns
+// stale or ctx ends. Every error discards the client and what it buffered; the
+// next session starts again from what Postgres committed.
 func (w *Writer) session(ctx context.Context, bo *backoff) error {
 	if !w.migrated {
 		mctx, cancel := context.WithTimeout(ctx, pgTimeout)
@@ -243,7 +256,7 @@ func (w *Writer) session(ctx context.Context, bo *backoff) error {
 		w.log.Info("sink schema ready", "applied_migrations", applied)
 	}
 	octx, cancel := context.WithTimeout(ctx, pgTimeout)
-	pos, err := w.store.offsets(octx)
+	pos, seen, err := w.store.positions(octx)
 	cancel()
 	if err != nil {
 		return err
@@ -257,6 +270,9 @@ func (w *Writer) session(ctx context.Context, bo *backoff) error {
 		// Transaction markers are returned so that the stored offsets move
 		// past them: a caught-up sink is at the partition's end offset.
 		kgo.KeepControlRecords(),
+		// An offset out of range is reported, never silently reset to the
+		// log start: the records skipped could hold tombstones (stale.go).
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.WithLogger(kafkaLogger{w.log}),
 	}, w.kopts...)
 	cl, err := kgo.NewClient(kopts...)
@@ -264,7 +280,13 @@ func (w *Writer) session(ctx context.Context, bo *backoff) error {
 		return &fatalError{fmt.Errorf("create kafka client: %w", err)}
 	}
 	defer cl.Close()
-	c := consumer{w: w, cl: cl, adm: kadm.NewClient(cl), pos: pos,
+	adm := kadm.NewClient(cl)
+	retention, known, err := w.checkPositions(ctx, adm, pos, seen)
+	if err != nil {
+		return err
+	}
+	c := consumer{w: w, cl: cl, adm: adm, pos: pos, seen: seen, marks: make(map[int32]mark),
+		retention: retention, retentionKnown: known,
 		assigned: make(map[int32]bool), lso: make(map[int32]int64)}
 	return c.run(ctx, bo)
 }
@@ -274,9 +296,26 @@ type consumer struct {
 	w        *Writer
 	cl       *kgo.Client
 	adm      *kadm.Client
-	pos      map[int32]int64 // next offset per partition, as stored in Postgres
+	pos      map[int32]int64     // next offset per partition, as stored in Postgres
+	seen     map[int32]time.Time // when pos was last current (sink_offsets.current_at); zero: unknown
+	marks    map[int32]mark      // per partition behind its mark: the mark to reach
 	assigned map[int32]bool
 	lso      map[int32]int64 // last stable offset per partition, last seen
+	// retention is the changelog's delete.retention.ms, when known (the topic
+	// existed at the session start).
+	retention      time.Duration
+	retentionKnown bool
+	// outOfRange is set by take when the client reports a position the
+	// partition does not hold (any more), or data loss.
+	outOfRange *staleError
+}
+
+// mark is a partition's last stable offset listed at a time: once the
+// partition's position reaches lso, every record still to read was committed
+// after at, which becomes the partition's current_at.
+type mark struct {
+	at  time.Time
+	lso int64
 }
 
 func (c *consumer) run(ctx context.Context, bo *backoff) error {
@@ -288,7 +327,9 @@ func (c *consumer) run(ctx context.Context, bo *backoff) error {
 	for {
 		now := time.Now()
 		if !now.Before(nextMeta) {
-			c.discover(ctx)
+			if err := c.discover(ctx); err != nil {
+				return err
+			}
 			interval := w.cfg.MetadataInterval
 			if len(c.assigned) == 0 {
 				interval = min(interval, time.Second) // topic not there yet
@@ -316,6 +357,9 @@ func (c *consumer) run(ctx context.Context, bo *backoff) error {
 			}
 			had := b.records
 			c.take(fs, b)
+			if c.outOfRange != nil {
+				return c.outOfRange
+			}
 			if had == 0 && b.records > 0 {
 				batchStart = time.Now()
 			}
@@ -348,6 +392,17 @@ func (c *consumer) take(fs kgo.Fetches, b *batch) {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return
 		}
+		var loss *kgo.ErrDataLoss
+		switch {
+		case topic != c.w.cfg.Topic || c.outOfRange != nil:
+		case errors.Is(err, kerr.OffsetOutOfRange):
+			c.outOfRange = &staleError{partition: p, why: fmt.Sprintf(
+				"position %d out of range: the partition no longer holds it (records deleted, topic recreated)", c.pos[p])}
+		case errors.As(err, &loss):
+			// The client moved its cursor back itself; the session must
+			// not write that as the stored offset.
+			c.outOfRange = &staleError{partition: p, why: fmt.Sprintf("the broker lost records the sink had read: %v", err)}
+		}
 		c.w.metrics.kafkaErrors.Inc()
 		c.w.log.Warn("fetch error", "partition", p, "err", err)
 	})
@@ -373,8 +428,15 @@ func (c *consumer) take(fs kgo.Fetches, b *batch) {
 func (c *consumer) flush(ctx context.Context, b *batch) error {
 	w := c.w
 	start := time.Now()
+	seen := make(map[int32]time.Time, len(b.next))
+	for p, o := range b.next {
+		seen[p] = c.seen[p]
+		if m, ok := c.marks[p]; ok && o >= m.lso && m.at.After(seen[p]) {
+			seen[p] = m.at
+		}
+	}
 	wctx, cancel := context.WithTimeout(ctx, pgTimeout)
-	n, err := w.store.write(wctx, b, c.pos)
+	n, err := w.store.write(wctx, b, c.pos, seen, nil)
 	cancel()
 	if err != nil {
 		return err
@@ -390,6 +452,10 @@ func (c *consumer) flush(ctx context.Context, b *batch) error {
 	w.setReady(true)
 	for p, o := range b.next {
 		c.pos[p] = o
+		c.seen[p] = seen[p]
+		if m, ok := c.marks[p]; ok && o >= m.lso {
+			delete(c.marks, p)
+		}
 		if lso, ok := c.lso[p]; ok {
 			w.metrics.setLag(p, lso-o)
 		}
@@ -403,8 +469,10 @@ func (c *consumer) flush(ctx context.Context, b *batch) error {
 }
 
 // discover lists the topic's partitions and starts consuming new ones from
-// their stored offsets (or the beginning).
-func (c *consumer) discover(ctx context.Context) {
+// their stored offsets (or the beginning), then marks the partitions (mark).
+// Kafka failures are logged and counted (the next listing retries); a
+// Postgres failure or a stale position ends the session.
+func (c *consumer) discover(ctx context.Context) error {
 	w := c.w
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -417,7 +485,7 @@ func (c *consumer) discover(ctx context.Context) {
 			w.metrics.kafkaErrors.Inc()
 			w.log.Warn("list changelog partitions", "err", err)
 		}
-		return
+		return nil
 	}
 	add := make(map[int32]kgo.Offset)
 	for p := range tds[w.cfg.Topic].Partitions {
@@ -429,12 +497,90 @@ func (c *consumer) discover(ctx context.Context) {
 			add[p] = kgo.NewOffset().At(o)
 		} else {
 			add[p] = kgo.NewOffset().AtStart()
+			// Kafka's bound for a read from the log start: it sees every
+			// tombstone it needs if it ends within delete.retention.ms of
+			// its start. So the start is when the position was current.
+			c.seen[p] = time.Now()
 		}
 	}
 	if len(add) > 0 {
 		c.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{w.cfg.Topic: add})
 		w.log.Info("consuming changelog partitions", "added", len(add), "total", len(c.assigned))
 	}
+	return c.mark(ctx)
+}
+
+// mark lists the last stable offsets. A stored partition whose position has
+// reached its offset is current now: its current_at is updated at once (an
+// idle partition stays current without batches). A partition behind it gets
+// the listing as its mark, unless it has one still to reach (so that a
+// partition that is always a little behind still reaches its marks); flush
+// stores the mark's time once the position reaches it.
+//
+// A stored partition behind its last stable offset whose position has not
+// been current for longer than half the changelog's delete.retention.ms ends
+// the session: tombstones ahead of it may be compacted away before it reads
+// them, and the next session's check re-snapshots it.
+func (c *consumer) mark(ctx context.Context) error {
+	w := c.w
+	at := time.Now() // before the listing, as in checkPositions
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	offs, err := c.adm.ListCommittedOffsets(lctx, w.cfg.Topic)
+	cancel()
+	if err == nil {
+		err = offs.Error()
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			w.metrics.kafkaErrors.Inc()
+			w.log.Warn("list changelog stable offsets", "err", err)
+		}
+		return nil
+	}
+	current := make(map[int32]int64)
+	var stale *staleError
+	offs.Each(func(o kadm.ListedOffset) {
+		pos, stored := c.pos[o.Partition]
+		if o.Topic != w.cfg.Topic || !c.assigned[o.Partition] || !stored {
+			return // partitions without a row start from the log start
+		}
+		p := o.Partition
+		if pos >= o.Offset {
+			current[p] = o.Offset
+			delete(c.marks, p)
+			return
+		}
+		if _, pending := c.marks[p]; !pending {
+			c.marks[p] = mark{at: at, lso: o.Offset}
+		}
+		if c.retentionKnown && stale == nil && awayTooLong(c.seen[p], at, c.retention) {
+			since := "never recorded as current"
+			if !c.seen[p].IsZero() {
+				since = "not current since " + c.seen[p].UTC().Format(time.RFC3339)
+			}
+			stale = &staleError{partition: p, why: fmt.Sprintf(
+				"offset %d is %d offsets behind the last stable offset %d and %s, longer than half the changelog's delete.retention.ms %s",
+				pos, o.Offset-pos, o.Offset, since, c.retention)}
+		}
+	})
+	if stale != nil {
+		return stale
+	}
+	if len(current) == 0 {
+		return nil
+	}
+	tctx, cancel := context.WithTimeout(ctx, pgTimeout)
+	err = w.store.touch(tctx, current, at)
+	cancel()
+	if err != nil {
+		return err
+	}
+	for p := range current {
+		if at.After(c.seen[p]) {
+			c.seen[p] = at
+		}
+	}
+	return nil
 }
 
 // backoff is capped exponential backoff with jitter.

@@ -10,10 +10,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reservations/reservations/topics"
 )
 
 //go:embed migrations/*.sql
@@ -133,6 +137,29 @@ func (s *store) offsets(ctx context.Context) (map[int32]int64, error) {
 	return offs, nil
 }
 
+// positions returns, per partition of the topic, the next offset to apply and
+// when that offset was last known to be current (sink_offsets.current_at; the
+// zero time when unknown).
+func (s *store) positions(ctx context.Context) (map[int32]int64, map[int32]time.Time, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT partition, next_offset, current_at FROM sink_offsets WHERE topic = $1`, s.topic)
+	offs := make(map[int32]int64)
+	seen := make(map[int32]time.Time)
+	var p int32
+	var o int64
+	var at pgtype.Timestamptz
+	_, err := pgx.ForEachRow(rows, []any{&p, &o, &at}, func() error {
+		offs[p] = o
+		if at.Valid {
+			seen[p] = at.Time
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read offsets of %s: %w", s.topic, err)
+	}
+	return offs, seen, nil
+}
+
 // fencedError means the offsets stored for a partition are not those the
 // batch continues from: another sink wrote the topic, or a commit whose
 // outcome this sink did not learn went through. The sink re-reads the offsets.
@@ -146,8 +173,12 @@ func (e *fencedError) Error() string {
 }
 
 // write applies b in one transaction: entity rows, sink_errors and the next
-// offsets, after checking that the stored offsets are pos (absent = 0).
-func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64) (rowCounts, error) {
+// offsets with their current_at (seen: the zero time stores NULL; a stored
+// time is never moved back), after checking that the stored offsets are pos
+// (absent = 0). before, if not nil, runs in the transaction after that check
+// and before the rows are applied (a re-snapshot clears its partition there).
+func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64, seen map[int32]time.Time,
+	before func(context.Context, pgx.Tx) error) (rowCounts, error) {
 	var n rowCounts
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -157,9 +188,11 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64) (rowCo
 
 	parts := make([]int32, 0, len(b.next))
 	nexts := make([]int64, 0, len(b.next))
+	currents := make([]pgtype.Timestamptz, 0, len(b.next))
 	for p, o := range b.next {
 		parts = append(parts, p)
 		nexts = append(nexts, o)
+		currents = append(currents, timestamptz(seen[p]))
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('reservations.sink/' || $1, 0))`, s.topic); err != nil {
 		return n, fmt.Errorf("lock topic %s: %w", s.topic, err)
@@ -180,14 +213,22 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64) (rowCo
 		}
 	}
 
+	if before != nil {
+		if err := before(ctx, tx); err != nil {
+			return n, err
+		}
+	}
 	if n, err = s.apply(ctx, tx, b); err != nil {
 		return n, err
 	}
 
-	if _, err := tx.Exec(ctx, `INSERT INTO sink_offsets (topic, partition, next_offset)
-		SELECT $1, p, o FROM unnest($2::integer[], $3::bigint[]) AS t(p, o)
-		ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
-		s.topic, parts, nexts); err != nil {
+	// greatest: a time another sink stored for an offset this batch continues
+	// from stays true for the later offset (greatest ignores NULL).
+	if _, err := tx.Exec(ctx, `INSERT INTO sink_offsets (topic, partition, next_offset, current_at)
+		SELECT $1, p, o, c FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[]) AS t(p, o, c)
+		ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now(),
+			current_at = greatest(sink_offsets.current_at, excluded.current_at)`,
+		s.topic, parts, nexts, currents); err != nil {
 		return n, fmt.Errorf("store offsets of %s: %w", s.topic, err)
 	}
 	for _, r := range b.bad {
@@ -313,6 +354,61 @@ func copyUpsert(ctx context.Context, tx pgx.Tx, table, stage string, cols []stri
 		return 0, fmt.Errorf("upsert %s: %w", table, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// touch records that the stored offsets of the partitions in lso were current
+// at: for each partition whose stored next offset has reached the last stable
+// offset listed at that time, current_at becomes at (never moved back). The
+// condition is checked on the stored row, so a row another sink or a replay
+// moved back is left alone.
+func (s *store) touch(ctx context.Context, lso map[int32]int64, at time.Time) error {
+	parts := make([]int32, 0, len(lso))
+	ends := make([]int64, 0, len(lso))
+	for p, o := range lso {
+		parts = append(parts, p)
+		ends = append(ends, o)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE sink_offsets SET current_at = greatest(current_at, $4)
+		FROM unnest($2::integer[], $3::bigint[]) AS t(p, e)
+		WHERE topic = $1 AND partition = t.p AND next_offset >= t.e`, s.topic, parts, ends, at); err != nil {
+		return fmt.Errorf("record current offsets of %s: %w", s.topic, err)
+	}
+	return nil
+}
+
+// clearPartition deletes, inside tx, the stock and reservations rows of every
+// SKU that belongs to partition p of a changelog of n partitions: the rows the
+// partition's records made. The tables do not record partitions; the contract
+// puts every record of a SKU on partition topics.Partition(sku, n) (a
+// re-snapshot checks that for the records it reloads).
+func clearPartition(ctx context.Context, tx pgx.Tx, p, n int32) (stock, reservations int64, err error) {
+	rows, _ := tx.Query(ctx, `SELECT sku FROM stock UNION SELECT sku FROM reservations`)
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, 0, fmt.Errorf("list SKUs: %w", err)
+	}
+	var skus []string
+	for _, sku := range all {
+		if topics.Partition([]byte(sku), n) == p {
+			skus = append(skus, sku)
+		}
+	}
+	if len(skus) == 0 {
+		return 0, 0, nil
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM stock WHERE sku = ANY($1)`, skus)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete stock rows of partition %d: %w", p, err)
+	}
+	stock = tag.RowsAffected()
+	if tag, err = tx.Exec(ctx, `DELETE FROM reservations WHERE sku = ANY($1)`, skus); err != nil {
+		return 0, 0, fmt.Errorf("delete reservation rows of partition %d: %w", p, err)
+	}
+	return stock, tag.RowsAffected(), nil
+}
+
+func timestamptz(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }
 
 // ping checks that Postgres answers.

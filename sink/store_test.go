@@ -29,7 +29,7 @@ func TestWriteGuards(t *testing.T) {
 		for _, r := range recs {
 			b.add(0, pos[0]+int64(b.records), []byte(r.key), r.value)
 		}
-		n, err := s.write(ctx, b, pos)
+		n, err := s.write(ctx, b, pos, nil, nil)
 		if err == nil {
 			pos[0] = b.next[0]
 		}
@@ -78,7 +78,7 @@ func TestWriteGuards(t *testing.T) {
 	stale := map[int32]int64{0: pos[0] - 1}
 	b := newBatch()
 	b.add(0, pos[0], []byte(schemas.StockKey("late")), stockJSON(t, "late", 1, 1))
-	_, err = s.write(ctx, b, stale)
+	_, err = s.write(ctx, b, stale, nil, nil)
 	var fenced *fencedError
 	require.True(t, errors.As(err, &fenced), "want fencedError, got %v", err)
 	assert.Equal(t, pos[0], fenced.Stored)

@@ -76,7 +76,19 @@ schema is created and migrated at start.
 
 When Postgres is down the sink pauses, retries with backoff (logs, metric
 reservations_sink_postgres_errors_total, /readyz 503) and catches up when it
-is back. 'reservations dev' runs the same sink in-process; run this one next
+is back.
+
+A stored offset is resumed only while the changelog still holds every record
+after it. A partition whose stored offset is below the log start (records
+deleted), beyond the log end (topic recreated), or was last current longer
+ago than half the changelog's delete.retention.ms while records wait after it
+(compaction may have removed tombstones meanwhile) is re-snapshotted from its
+log start in one transaction: the rows of its SKUs are deleted and reloaded
+with the new offset (warning log, metric
+reservations_sink_stale_partitions_total). If such a partition holds a record
+of a SKU of another partition, its rows cannot be told apart: the sink exits
+1 and says to run 'reservations replay --to postgres'. The changelog must be
+cleanup.policy=compact, as for the processor. 'reservations dev' runs the same sink in-process; run this one next
 to 'reservations serve' instances (one is enough; a second on the same
 database is harmless). Admin HTTP: /healthz, /readyz (the sink reaches
 Postgres), /metrics. It checks at startup that it can connect and

@@ -342,6 +342,7 @@ func TestRules(t *testing.T) {
 		"reservations_transaction_aborts_total",
 		"reservations_dlq_records_total",
 		"reservations_sink_ready",
+		"reservations_sink_stale_partitions_total",
 	} {
 		assert.NotEmpty(t, metricsOf[m], "no alert uses %s", m)
 	}
@@ -356,6 +357,11 @@ func TestRules(t *testing.T) {
 	assert.Contains(t, alerts["ReservationsDeadLetters"].Expr, "increase(")
 	assert.Contains(t, alerts["ReservationsTransactionAborts"].Expr, "rate(")
 	assert.Contains(t, alerts["ReservationsConsumerLagGrowing"].Expr, "deriv(")
+	// A re-snapshot usually happens at the sink's start, before the first
+	// scrape: increase() alone would miss a series that starts at 1.
+	stale := alerts["ReservationsSinkStalePartition"].Expr
+	assert.Contains(t, stale, "increase(")
+	assert.Contains(t, stale, "unless")
 }
 
 // TestDashboard checks the dashboard's structure (unique panel ids, a grid

@@ -18,7 +18,7 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list $(PKGS) | grep -v /internal/soak)
 	$(GO) test -race -count=1 -timeout 10m ./internal/soak/
 
-## soak-short: the chaos soak of issue 6 in short mode (about a minute; `make test` runs it too):
+## soak-short: the chaos soak in short mode (about a minute; `make test` runs it too):
 ## broker and 3 processors as processes, SIGKILLs, broker faults, a Postgres restart, a corrupted
 ## store, then every invariant checked. The last line of the output is the summary.
 .PHONY: soak-short soak
@@ -56,7 +56,7 @@ build:
 	mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## bench: the benchmark harness of issue 5, full mode: this pipeline end to end vs the Postgres
+## bench: the benchmark harness, full mode: this pipeline end to end vs the Postgres
 ## row-lock designs vs the broker's exactly-once pass-through, restore, sink, expiry, pure core.
 ## Writes docs/BENCHMARKS.md, docs/bench/latest.json, docs/bench/chart.svg (and the git-ignored
 ## CPU profile docs/bench/cpu.prof). RESERVATIONS_BENCH_PG_DSN names a Postgres to use instead of

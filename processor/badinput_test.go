@@ -1,6 +1,6 @@
 package processor
 
-// The bad input classes of issue 6 ("Reliability"), each tested against the
+// The bad input classes of the reliability requirements, each tested against the
 // decoder and the pure core: the record goes to the DLQ (an *UndecodableError),
 // or the core rejects it with the expected reason, and the state is unchanged
 // except for the command's idempotency record. A re-sent copy is answered as a

@@ -1,6 +1,6 @@
 package processor
 
-// A reference model of wire contract v1 (/work/shared/CONTRACT.md, plus the
+// A reference model of wire contract v1 (docs/CONTRACT.md, plus the
 // extensions in schemas/README.md), written from the contract and not from
 // core.go: plain maps, one obvious step per rule. property_test.go runs random
 // command sequences through it and through Core and compares them.

@@ -1,4 +1,4 @@
-// Package bench is the benchmark harness of the reservation pipeline (issue 5):
+// Package bench is the benchmark harness of the reservation pipeline:
 // it measures, in one run on one machine, this pipeline end to end through an
 // in-process kfake broker, the Postgres row-lock designs it replaces (the
 // seed's Serializable SELECT ... FOR UPDATE, and the best careful SQL), the

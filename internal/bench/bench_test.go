@@ -139,7 +139,7 @@ func TestRunTiny(t *testing.T) {
 	assert.Contains(t, string(svg), "polyline")
 	md, err := os.ReadFile(filepath.Join(out, "BENCHMARKS.md"))
 	require.NoError(t, err)
-	for _, s := range []string{"## Targets of issue 5", "## Machine", "## Latency curves", "## Restore and sink",
+	for _, s := range []string{"## Targets", "## Machine", "## Latency curves", "## Restore and sink",
 		"## Expiry", "## No oversell", "BenchmarkApply/reserve", "bench/chart.svg", "## Carts: all-or-nothing 3-line holds",
 		"`cart_vs_sql_ratio`", "**0** violations"} {
 		assert.Contains(t, string(md), s)

@@ -60,7 +60,7 @@ func (rep *Report) markdown() string {
 	m.p("%s", docsWarning)
 	m.p("# Benchmarks")
 	m.p("")
-	m.p("Issue 5's question: is the pipeline both correct and much faster than the row-lock design it replaces? Every")
+	m.p("The question: is the pipeline both correct and much faster than the row-lock design it replaces? Every")
 	m.p("figure below comes from **one run on one machine** (%s mode, %s UTC, %.0f s), every comparison is a ratio of two",
 		rep.Mode, rep.Started.Format("2006-01-02 15:04"), rep.TotalSeconds)
 	m.p("measurements of that run. Load average %s at the start and %s at the end on %d CPUs: a load above the CPU",
@@ -70,7 +70,7 @@ func (rep *Report) markdown() string {
 	m.p("![throughput vs p99 per system](bench/chart.svg)")
 	m.p("")
 
-	m.p("## Targets of issue 5")
+	m.p("## Targets")
 	m.p("")
 	m.p("| target | want | this run | |")
 	m.p("|---|---|---|---|")

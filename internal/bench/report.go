@@ -64,7 +64,7 @@ type Settings struct {
 	PacedDuration   time.Duration   `json:"paced_duration"`
 }
 
-// Target is one target of issue 5 and whether this run met it.
+// Target is one performance target of the project and whether this run met it.
 type Target struct {
 	Key    string  `json:"key"`
 	Name   string  `json:"name"`

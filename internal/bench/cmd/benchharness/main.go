@@ -1,4 +1,4 @@
-// Command benchharness runs the benchmark harness of issue 5 (package
+// Command benchharness runs the benchmark harness (package
 // internal/bench) and writes docs/BENCHMARKS.md, docs/bench/latest.json and
 // docs/bench/chart.svg. Wiring only: flags -> bench.Config -> bench.Run.
 //

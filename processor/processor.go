@@ -205,9 +205,6 @@ func (p *Processor) produce(r *kgo.Record, promise func(*kgo.Record, error)) {
 	p.sess.Produce(context.WithoutCancel(p.ctx), r, promise)
 }
 
-// Close releases nothing: Run owns and releases every resource it opens.
-func (p *Processor) Close() {}
-
 // Run joins the group and processes until ctx ends (nil error) or a fatal
 // error. A failure of the Kafka session (fencing, exhausted retries, a store
 // write error) is not fatal: like Kafka Streams replacing a failed stream

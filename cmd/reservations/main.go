@@ -88,7 +88,6 @@ func commands() []*command {
 		sinkCommand(),
 		verifyCommand(),
 		replayCommand(),
-		benchCommand(),
 		configTableCommand(),
 	}
 	out := all[:0]

@@ -82,8 +82,7 @@ func TestMissingSocket(t *testing.T) {
 	ans := runProbe(t, "unix://"+t.TempDir()+"/missing/docker.sock")
 	assert.Less(t, ans.elapsed, 3*time.Second, "probe of a missing socket took %s", ans.elapsed)
 	if otherEngine() {
-		t.Logf("a Docker socket exists here, testcontainers may fall back to it: answer %q", ans.err)
-		return
+		t.Skipf("a Docker socket exists here and testcontainers may fall back to it (answer %q): the missing-socket case cannot be checked", ans.err)
 	}
 	assert.NotEmpty(t, ans.err, "probe found an engine behind a missing socket")
 	assert.Contains(t, ans.err, "ping Docker engine")

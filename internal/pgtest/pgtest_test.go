@@ -305,8 +305,7 @@ func TestFallbackToLocal(t *testing.T) {
 	t.Logf("probe: %q after %d ms; source: %s", probeErr, probeMS, source)
 	assert.Less(t, probeMS, 3000, "Docker probe of a missing socket took %d ms", probeMS)
 	if dockerSocketHere() {
-		t.Logf("a Docker socket exists here: testcontainers may have used it")
-		return
+		t.Skip("a Docker socket exists here, so testcontainers may have used it instead of the throwaway cluster this test checks")
 	}
 	assert.Contains(t, probeErr, "ping Docker engine")
 	assert.Contains(t, source, "throwaway cluster")

@@ -109,8 +109,8 @@ type partition struct {
 	// ones).
 	expiredInTxn  int
 	timerDeadline time.Time
-	poison       poisonState
-	sweep        sweeper
+	poison        poisonState
+	sweep         sweeper
 	// Gauges of committed state, and their pending deltas.
 	active      int64
 	activeDelta int64

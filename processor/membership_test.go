@@ -524,3 +524,20 @@ func TestShutdownUnderLoadIsPrompt(t *testing.T) {
 		}
 	}
 }
+
+// reservations_partitions_running{role} counts the partitions an instance
+// runs, and drops to 0 when it stops: the alert "no partitions running
+// anywhere" sums it over instances.
+func TestPartitionsRunningGauge(t *testing.T) {
+	h := newHarness(t, 3)
+	a := h.start("")
+	h.waitReady(a)
+	assert.Equal(t, 3.0, a.gaugeSum("reservations_partitions_running"))
+	b := h.start("")
+	h.waitReady(a, b)
+	assert.Equal(t, 3.0, a.gaugeSum("reservations_partitions_running")+b.gaugeSum("reservations_partitions_running"))
+	a.stop(t)
+	assert.Zero(t, a.gaugeSum("reservations_partitions_running"))
+	h.waitReady(b)
+	assert.Equal(t, 3.0, b.gaugeSum("reservations_partitions_running"))
+}

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 
@@ -41,6 +42,24 @@ type metrics struct {
 	sagaSeconds   prometheus.Histogram
 	sagasInFlight *prometheus.GaugeVec
 	oldestSaga    *prometheus.GaugeVec
+	// running is reservations_partitions_running{role}: shared by both roles
+	// of one process (one registry), each setting its own label.
+	running prometheus.Gauge
+}
+
+// registerShared registers c on reg, or returns the collector already
+// registered under the same description (the other role of the same process).
+func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 // newMetrics registers the metrics of a processor of role on reg: names start
@@ -102,6 +121,11 @@ func newMetrics(reg prometheus.Registerer, role Role) *metrics {
 		oversold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oversold_skus",
 			Help: "SKUs with available < 0 (stock set below reserved), per partition."}, []string{"partition"}),
 	}
+	running := registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reservations_partitions_running",
+		Help: "Partitions this instance runs (restored and deciding), by role; 0 when it runs none (alert when the sum over instances is 0 or absent)."},
+		[]string{"role"}))
+	m.running = running.WithLabelValues(role.String())
+	m.running.Set(0)
 	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)

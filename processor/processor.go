@@ -457,6 +457,7 @@ func (p *Processor) stopNow(ps []int32, why string) {
 		if w, ok := p.live[n]; ok && !w.revoked.Load() {
 			w.revoked.Store(true)
 			delete(p.queryable, n)
+			p.metrics.running.Set(float64(len(p.queryable)))
 			ws = append(ws, w)
 		}
 	}
@@ -528,6 +529,7 @@ func (p *Processor) setStatus(n int32, s string) {
 	} else {
 		delete(p.queryable, n)
 	}
+	p.metrics.running.Set(float64(len(p.queryable)))
 }
 
 // stopPartition stops w (if it still runs) and forgets it. A partition that

@@ -1,10 +1,14 @@
 package processor
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
-	"slices"
+	"net/http"
 	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor/cart"
@@ -12,76 +16,95 @@ import (
 	"github.com/reservations/reservations/topics"
 )
 
-// This file is the cart coordinator role (RoleCart) of a partition, and the
-// SKU role's half of the saga: routing decisions of reply_to=cart commands to
-// the coordinator partition that owns the cart. Everything else (the
-// transaction loop, the store, restore, rebalances) is shared with RoleSKU.
+// This file is the cart coordinator role (Config.Role = RoleCart): it consumes
+// cart-commands (cart commands, and the SKU processor's line results routed to
+// it), runs each cart command as a saga of per-SKU commands with the pure
+// cart.Core, and writes cart results and its own changelog. It has no timers:
+// a saga advances only on line results, which the SKU processors always send
+// (exactly once) for every per-SKU command.
 
-// replyToCart routes the decision on command id (the first result carrying it;
-// notices are never routed) to the cart-commands topic, keyed by cart_id, in
-// the open transaction. Murmur2 over the cart-commands partitions sends it to
-// the partition the cart service's cart commands of that cart go to.
-func (w *partition) replyToCart(id, cartID string, results []schemas.Result) {
-	proc := w.proc
-	i := slices.IndexFunc(results, func(r schemas.Result) bool { return r.CommandID == id })
-	if i < 0 {
-		return
-	}
-	if proc.peerPartitions < 1 {
-		w.log.Warn("reply_to cart: no cart-commands topic; the decision is not routed", "command_id", id, "cart_id", cartID)
-		return
-	}
-	v := schemas.AppendResult(make([]byte, 0, 512), &results[i])
-	key := []byte(cartID)
-	w.produce(&kgo.Record{
-		Topic: proc.cfg.Topics.CartCommands, Partition: topics.Partition(key, proc.peerPartitions), Key: key, Value: v,
-		Headers: []kgo.RecordHeader{
-			{Key: schemas.HeaderKind, Value: []byte(schemas.HeaderKindLineResult)},
-			{Key: HeaderCommandID, Value: []byte(id)},
-		},
-	}, w.promise)
+type cartRole struct {
+	core cart.Core
+	cfg  *Config
+	// Saga duration (cart command decided to cart result), and per partition
+	// the sagas in flight and the start of the oldest one (set by register).
+	sagaSeconds   prometheus.Histogram
+	sagasInFlight *prometheus.GaugeVec
+	oldestSaga    *prometheus.GaugeVec
 }
 
-// cartState is the partition as the cart core reads it.
-type cartState struct{ w *partition }
+func newCartRole(cfg *Config) *cartRole {
+	return &cartRole{core: cart.Core{Rules: cfg.CartRules}, cfg: cfg}
+}
+
+func (*cartRole) name() string                           { return "cart" }
+func (*cartRole) io(all topics.Names) topics.Names       { return all.Cart() }
+func (*cartRole) peer(all topics.Names) (string, bool)   { return all.Commands, true }
+func (*cartRole) defaultGroup() string                   { return "reservations-cart-coordinator" }
+func (*cartRole) metricsNamespace() string               { return "reservations_cart" }
+func (r *cartRole) sweepWindow() time.Duration           { return r.core.Rules.DedupeWindow }
+func (r *cartRole) partition(w *partition) partitionRole { return &cartPartition{w: w, role: r} }
+
+func (r *cartRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
+	ns := r.metricsNamespace()
+	r.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",
+		Help: "Time from a cart command's start to its cart result (queueing behind another saga of the cart included).", Buckets: latencyBuckets})
+	r.sagasInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sagas_in_flight",
+		Help: "Carts with a saga in progress in committed state, per partition."}, []string{"partition"})
+	r.oldestSaga = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oldest_saga_start_timestamp_seconds",
+		Help: "When the oldest saga in flight started (Unix seconds; 0 when none): time() minus it is how long a saga has waited for its line results."},
+		[]string{"partition"})
+	reg.MustRegister(r.sagaSeconds, r.sagasInFlight, r.oldestSaga)
+	return []*prometheus.GaugeVec{r.sagasInFlight, r.oldestSaga}
+}
+
+// routes serves GET /v1/carts/{cart}: the cart entity (holds, the saga in
+// flight, the queue).
+func (r *cartRole) routes(p *Processor, mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/carts/{cart}", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+		defer cancel()
+		c, err := p.Cart(ctx, req.PathValue("cart"))
+		p.answer(w, req, c, err)
+	})
+}
+
+// cartPartition is the cart role's half of a partition: the cart.State the
+// core reads, and when each cart with a saga in flight started it (committed
+// state) with the pending updates of the open transaction (0: no saga).
+type cartPartition struct {
+	w           *partition
+	role        *cartRole
+	sagas       map[string]schemas.Millis
+	sagaPending map[string]schemas.Millis
+}
 
 // Cart implements cart.State. It returns the cached entity itself, sharing its
 // slices: the core never writes what it reads (it copies before changing a
 // cart; TestApply in processor/cart checks that Apply leaves its state as it
 // was), so committed state cannot change before a transaction commits.
-func (s cartState) Cart(id string) (cart.Entity, bool) {
-	c, ok := s.w.get(cart.CartKey(id), true)
-	if !ok || c.Cart == nil || c.Cart.Cart == nil {
+func (c *cartPartition) Cart(id string) (cart.Entity, bool) {
+	ch, ok := c.w.get(cart.CartKey(id), true)
+	if !ok || ch.Cart == nil || ch.Cart.Cart == nil {
 		return cart.Entity{}, false
 	}
-	return *c.Cart.Cart, true
+	return *ch.Cart.Cart, true
 }
 
 // Decision implements cart.State.
-func (s cartState) Decision(id string) (cart.Decided, bool) {
-	c, ok := s.w.get(cart.DecidedKey(id), false)
-	if !ok || c.Cart == nil || c.Cart.Decided == nil {
+func (c *cartPartition) Decision(id string) (cart.Decided, bool) {
+	ch, ok := c.w.get(cart.DecidedKey(id), false)
+	if !ok || ch.Cart == nil || ch.Cart.Decided == nil {
 		return cart.Decided{}, false
 	}
-	return *c.Cart.Decided, true
+	return *ch.Cart.Decided, true
 }
 
-// applyCart decides the records of a cart coordinator partition and runs its
-// sweep. The coordinator has no timers: a saga advances only on line results,
-// which the SKU processors always send (exactly once) for every per-SKU command.
-func (w *partition) applyCart(records []*kgo.Record, now schemas.Millis) error {
-	if now >= w.sweep.next {
-		w.sweepStep(now)
-	}
-	for _, r := range records {
-		w.handleGuarded(r, now, w.handleCart)
-	}
-	w.updateDue()
-	return w.err
-}
+func (*cartPartition) fireDue(schemas.Millis)  {}
+func (*cartPartition) nextDue() schemas.Millis { return 0 }
 
-func (w *partition) handleCart(r *kgo.Record, now schemas.Millis) {
-	proc := w.proc
+func (c *cartPartition) handle(r *kgo.Record, now schemas.Millis) {
+	w, env := c.w, c.w.env
 	if len(r.Key) == 0 {
 		w.toDLQ(r, "empty record key")
 		return
@@ -99,35 +122,35 @@ func (w *partition) handleCart(r *kgo.Record, now schemas.Millis) {
 		}
 		in.LineResult = &res
 	} else {
-		cmd, err := schemas.DecodeCartCommand(r.Value, proc.cfg.MaxCommandBytes)
+		cmd, err := schemas.DecodeCartCommand(r.Value, env.cfg.MaxCommandBytes)
 		var ue *schemas.UndecodableError
 		if errors.As(err, &ue) {
-			w.deadLetterCart(r, ue, now)
+			c.deadLetter(r, ue.CommandID, ue.Msg, now)
 			return
 		}
 		var fe *schemas.FieldError
 		errors.As(err, &fe)
 		in.Command, in.FieldErr = &cmd, fe
 		if !r.Timestamp.IsZero() {
-			proc.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
+			env.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
 		}
 	}
-	if owner := topics.Partition(r.Key, proc.partitions); owner != w.p {
+	if owner := topics.Partition(r.Key, env.layout.partitions); owner != w.p {
 		w.forward(r, owner)
 		return
 	}
-	out := proc.cartCore.Apply(cartState{w}, in, now)
-	if len(out.Results) > 0 && proc.metrics.sagaSeconds != nil {
+	out := c.role.core.Apply(c, in, now)
+	if len(out.Results) > 0 {
 		// Apply wrote nothing yet: the cart still shows the saga this input ended.
-		if e, ok := (cartState{w}).Cart(in.Key); ok && e.Saga != nil {
+		if e, ok := c.Cart(in.Key); ok && e.Saga != nil {
 			for i := range out.Results {
 				if res := &out.Results[i]; res.CommandID == e.Saga.Command.CommandID && !res.Duplicate {
-					proc.metrics.sagaSeconds.Observe(max(0, now.Time().Sub(e.Saga.StartedAt.Time()).Seconds()))
+					c.role.sagaSeconds.Observe(max(0, now.Time().Sub(e.Saga.StartedAt.Time()).Seconds()))
 				}
 			}
 		}
 	}
-	w.emitCart(out, r)
+	c.emit(out, r)
 }
 
 func lineResult(r *kgo.Record) bool {
@@ -139,22 +162,33 @@ func lineResult(r *kgo.Record) bool {
 	return false
 }
 
-// deadLetterCart copies an undecodable cart command to the DLQ and, when it
-// has a command id, answers it with a rejected invalid_command cart result.
-func (w *partition) deadLetterCart(r *kgo.Record, ue *schemas.UndecodableError, now schemas.Millis) {
-	w.toDLQ(r, ue.Msg)
-	if ue.CommandID == "" {
+// deadLetter copies r to the DLQ and, when it has a command id, answers it
+// with a rejected invalid_command cart result.
+func (c *cartPartition) deadLetter(r *kgo.Record, commandID, msg string, now schemas.Millis) {
+	c.w.toDLQ(r, msg)
+	if commandID == "" {
 		return
 	}
-	res := schemas.CartResult{CommandID: ue.CommandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
-		Reason: schemas.ReasonInvalidCommand, Message: ue.Msg, Lines: []schemas.CartLine{}, Partition: w.p, Offset: r.Offset, DecidedAt: now}
-	w.emitCart(cart.Outputs{Results: []schemas.CartResult{res}}, r)
+	res := schemas.CartResult{CommandID: commandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
+		Reason: schemas.ReasonInvalidCommand, Message: msg, Lines: []schemas.CartLine{}, Partition: c.w.p, Offset: r.Offset, DecidedAt: now}
+	c.emit(cart.Outputs{Results: []schemas.CartResult{res}}, r)
 }
 
-// emitCart produces the cart core's outputs into the open transaction: cart
+// refuse answers r without deciding it (poison.go). A line result gets only a
+// DLQ copy.
+func (c *cartPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
+	if lineResult(r) {
+		c.w.toDLQ(r, msg)
+		return
+	}
+	cmd, _ := schemas.DecodeCartCommand(r.Value, c.w.env.cfg.MaxCommandBytes)
+	c.deadLetter(r, cmd.CommandID, msg, now)
+}
+
+// emit produces the cart core's outputs into the open transaction: cart
 // results, changelog records (pending until commit) and per-SKU commands.
-func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
-	proc := w.proc
+func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
+	w, env := c.w, c.w.env
 	var trace []kgo.RecordHeader
 	for _, h := range src.Headers {
 		if h.Key == HeaderTraceparent {
@@ -165,20 +199,23 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		res := &out.Results[i]
 		v := schemas.AppendCartResult(make([]byte, 0, 1024), res)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}, trace...)
-		w.produce(&kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
-		proc.metrics.cartResult(res)
+		w.produce(&kgo.Record{Topic: env.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
+		env.metrics.cartResult(res)
 	}
 	for i := range out.Changes {
-		c := &out.Changes[i]
-		if !w.putChange(&Change{Key: c.Key, Cart: c}) {
+		ch := &out.Changes[i]
+		if !w.putChange(&Change{Key: ch.Key, Cart: ch}) {
 			return
 		}
-		if cart.KeyKind(c.Key) == cart.CartPrefix {
+		if cart.KeyKind(ch.Key) == cart.CartPrefix {
 			var started schemas.Millis // 0: no saga (or a tombstone)
-			if c.Cart != nil && c.Cart.Saga != nil {
-				started = max(c.Cart.Saga.StartedAt, 1)
+			if ch.Cart != nil && ch.Cart.Saga != nil {
+				started = max(ch.Cart.Saga.StartedAt, 1)
 			}
-			w.sagaPending[strings.TrimPrefix(c.Key, cart.CartPrefix)] = started
+			if c.sagaPending == nil {
+				c.sagaPending = make(map[string]schemas.Millis)
+			}
+			c.sagaPending[strings.TrimPrefix(ch.Key, cart.CartPrefix)] = started
 		}
 	}
 	for i := range out.Commands {
@@ -186,26 +223,83 @@ func (w *partition) emitCart(out cart.Outputs, src *kgo.Record) {
 		v := schemas.AppendCommand(make([]byte, 0, 256), cmd)
 		key := []byte(cmd.SKU)
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(cmd.CommandID)}}, trace...)
-		w.produce(&kgo.Record{Topic: proc.cfg.Topics.Commands, Partition: topics.Partition(key, proc.peerPartitions),
+		w.produce(&kgo.Record{Topic: env.all.Commands, Partition: topics.Partition(key, env.layout.peerPartitions),
 			Key: key, Value: v, Headers: hs}, w.promise)
 	}
 }
 
-// loadSagas counts the sagas in flight of the restored state (RoleCart).
-func (w *partition) loadSagas() error {
-	clear(w.sagas)
-	return w.store.Scan(cart.CartPrefix, func(key string, val []byte) error {
-		c, err := DecodeChange(key, val)
+// forget tombstones decided cart commands past the dedupe window and prunes
+// idle carts of their long expired holds.
+func (c *cartPartition) forget(key string, val []byte, now schemas.Millis) (Change, bool) {
+	kind := cart.KeyKind(key)
+	if kind != cart.DecidedPrefix && kind != cart.CartPrefix {
+		return Change{}, false
+	}
+	var ct cart.Change
+	var ok bool
+	if kind == cart.DecidedPrefix {
+		var e struct {
+			CommandID string `json:"command_id"`
+		}
+		if err := json.Unmarshal(val, &e); err != nil {
+			c.w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
+			return Change{}, false
+		}
+		ct, ok = c.role.core.Forget(c, e.CommandID, now)
+	} else {
+		// An idle cart untouched for the window: drop its long expired holds.
+		ct, ok = c.role.core.Prune(c, strings.TrimPrefix(key, cart.CartPrefix), now)
+	}
+	if !ok {
+		return Change{}, false
+	}
+	return Change{Key: ct.Key, Cart: &ct}, true
+}
+
+// restored counts the sagas in flight of the restored state.
+func (c *cartPartition) restored() error {
+	w := c.w
+	c.sagas = make(map[string]schemas.Millis)
+	err := w.store.Scan(cart.CartPrefix, func(key string, val []byte) error {
+		ch, err := DecodeChange(key, val)
 		if err != nil {
 			w.log.Warn("undecodable cart in state", "key", key, "err", err)
 			return nil
 		}
-		if c.Cart == nil || c.Cart.Cart == nil {
+		if ch.Cart == nil || ch.Cart.Cart == nil {
 			return nil
 		}
-		if e := c.Cart.Cart; e.Saga != nil {
-			w.sagas[e.CartID] = max(e.Saga.StartedAt, 1)
+		if e := ch.Cart.Cart; e.Saga != nil {
+			c.sagas[e.CartID] = max(e.Saga.StartedAt, 1)
 		}
 		return nil
 	})
+	c.publish()
+	return err
+}
+
+func (c *cartPartition) commit() {
+	for id, started := range c.sagaPending {
+		if started > 0 {
+			c.sagas[id] = started
+		} else {
+			delete(c.sagas, id)
+		}
+	}
+	clear(c.sagaPending)
+	c.publish()
+}
+
+func (c *cartPartition) abort() { clear(c.sagaPending) }
+
+func (c *cartPartition) publish() {
+	l := partLabel(c.w.p)
+	c.role.sagasInFlight.WithLabelValues(l).Set(float64(len(c.sagas)))
+	var oldest schemas.Millis
+	for _, started := range c.sagas {
+		if oldest == 0 || started < oldest {
+			oldest = started
+		}
+	}
+	c.role.oldestSaga.WithLabelValues(l).Set(float64(oldest) / 1000) // 0: none
 }

@@ -23,13 +23,6 @@ const (
 	RoleCart
 )
 
-func (r Role) String() string {
-	if r == RoleCart {
-		return "cart"
-	}
-	return "sku"
-}
-
 // Config configures a Processor. Zero fields take the documented defaults.
 type Config struct {
 	// Role is what this processor decides (default RoleSKU).
@@ -110,10 +103,7 @@ func (c *Config) setDefaults() {
 		c.Topics = topics.NewNames("")
 	}
 	if c.Group == "" {
-		c.Group = "reservations-processor"
-		if c.Role == RoleCart {
-			c.Group = "reservations-cart-coordinator"
-		}
+		c.Group = newRole(c.Role, c).defaultGroup()
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = 50 * time.Millisecond

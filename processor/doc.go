@@ -51,13 +51,18 @@
 //
 // # Rebalances
 //
-// Assignment and revocation callbacks only record the change (and pause
-// fetching of newly assigned partitions); the main loop applies it between
-// transactions. A revoked partition's goroutine stops at that boundary and
-// closes its store but keeps its folder: if the partition comes back, only the
-// changelog tail written meanwhile by the other owner is replayed. A record of
-// a partition that is not running aborts the transaction rather than being
-// dropped, so no offset is ever committed for a command that was not decided.
+// A revoked or lost partition stops on the group goroutine before the
+// rebalance goes on (its goroutine exits; an open transaction that wrote for
+// it aborts); the balancer reports every generation's whole assignment, so a
+// revoke the transact session does not pass on still stops it. Assignments
+// pause fetching and are applied by the main loop between transactions. Every
+// transaction ends through the session and commits the offsets of every
+// partition it wrote for, so the broker fences a zombie by its generation. A
+// stopped partition keeps its store folder (deleted after StateCleanupDelay):
+// if the partition comes back, only the changelog tail written meanwhile is
+// replayed, unless the store was away longer than half the changelog's
+// delete.retention.ms. A record of a partition that is not running aborts the
+// transaction rather than being dropped. docs/MEMBERSHIP.md has the rules.
 //
 // # Restore
 //
@@ -89,13 +94,24 @@
 //
 // # Roles: the SKU processor and the cart coordinator
 //
-// The same loop runs in two roles (Config.Role). RoleSKU decides the
-// contract's commands. RoleCart is the cart coordinator of the cart extension
+// The same loop runs in two roles (Config.Role), behind the role and
+// partitionRole interfaces of role.go; newRole is the only place that tells
+// them apart. skurole.go decides the contract's commands with Core and keeps
+// the expiry timers. cartrole.go is the cart coordinator of the cart extension
 // (schemas/README.md (i)-(k)): its input is the cart-commands topic, its
 // results go to cart-results, its state to its own cart-changelog; the pure
-// core is processor/cart. Everything above (transactions, barrier, restore,
-// rebalances, sweep) is shared: only what a partition decides differs
-// (cartrole.go). A cart command becomes a saga: the coordinator produces
+// core is processor/cart. Everything else (transactions, barrier, restore,
+// rebalances, sweep, poison commands) is the loop's and knows neither domain:
+//
+//	processor.go  the main loop: poll, dispatch, barrier, transaction, group events
+//	partition.go  a partition's goroutine: store, cache, pending writes, commit/abort
+//	restore.go    store + changelog -> ready partition; the stale-store rules
+//	sweep.go      tombstones of what the role forgets
+//	poison.go     commands whose decision the broker rejects
+//	skurole.go    the SKU role        cartrole.go  the cart role
+//
+// A partition gets a partitionEnv (configuration, topics, layout, metrics,
+// produce), not its Processor. A cart command becomes a saga: the coordinator produces
 // per-SKU commands (reply_to=cart, deterministic ids) to the commands topic in
 // the transaction that records the saga's state; the SKU processor decides
 // each one and, in its own transaction, also writes the decision to the

@@ -1,12 +1,10 @@
 package processor
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // QueryHandler serves interactive queries from this instance's local state:
@@ -22,32 +20,12 @@ import (
 // owner is unknown (a rebalance is under way). Errors are JSON objects
 // {"error": "...", "owner": "..."}.
 //
-// For RoleCart it serves instead:
+// The cart role serves instead:
 //
 //	GET /v1/carts/{cart}   the cart entity: holds, the saga in flight, the queue
 func (p *Processor) QueryHandler() http.Handler {
 	mux := http.NewServeMux()
-	if p.cfg.Role == RoleCart {
-		mux.HandleFunc("GET /v1/carts/{cart}", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-			defer cancel()
-			c, err := p.Cart(ctx, r.PathValue("cart"))
-			p.answer(w, r, c, err)
-		})
-		return mux
-	}
-	mux.HandleFunc("GET /v1/stock/{sku}", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		st, err := p.Stock(ctx, r.PathValue("sku"))
-		p.answer(w, r, st, err)
-	})
-	mux.HandleFunc("GET /v1/stock/{sku}/reservations/{id}", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		res, err := p.Reservation(ctx, r.PathValue("sku"), r.PathValue("id"))
-		p.answer(w, r, res, err)
-	})
+	p.role.routes(p, mux)
 	return mux
 }
 

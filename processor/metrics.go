@@ -37,11 +37,9 @@ type metrics struct {
 	backlog          *prometheus.GaugeVec
 	expiryLag        prometheus.Histogram
 	oversold         *prometheus.GaugeVec
-	// RoleCart only: saga duration (cart command decided to cart result),
-	// sagas in flight and the start of the oldest one, per partition.
-	sagaSeconds   prometheus.Histogram
-	sagasInFlight *prometheus.GaugeVec
-	oldestSaga    *prometheus.GaugeVec
+	// rolePartition are the role's own per-partition gauges (forgotten with
+	// the partition).
+	rolePartition []*prometheus.GaugeVec
 	// running is reservations_partitions_running{role}: shared by both roles
 	// of one process (one registry), each setting its own label.
 	running prometheus.Gauge
@@ -62,14 +60,11 @@ func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// newMetrics registers the metrics of a processor of role on reg: names start
-// with reservations_ (RoleSKU) or reservations_cart_ (RoleCart), so that both
+// newMetrics registers the metrics of a processor of role r on reg: names start
+// with the role's namespace (reservations_, reservations_cart_), so that both
 // roles can share one registry (one binary, one /metrics).
-func newMetrics(reg prometheus.Registerer, role Role) *metrics {
-	ns := "reservations"
-	if role == RoleCart {
-		ns = "reservations_cart"
-	}
+func newMetrics(reg prometheus.Registerer, r role) *metrics {
+	ns := r.metricsNamespace()
 	m := &metrics{
 		namespace: ns,
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_processed_total",
@@ -124,21 +119,12 @@ func newMetrics(reg prometheus.Registerer, role Role) *metrics {
 	running := registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reservations_partitions_running",
 		Help: "Partitions this instance runs (restored and deciding), by role; 0 when it runs none (alert when the sum over instances is 0 or absent)."},
 		[]string{"role"}))
-	m.running = running.WithLabelValues(role.String())
+	m.running = running.WithLabelValues(r.name())
 	m.running.Set(0)
 	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
-	if role == RoleCart {
-		m.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",
-			Help: "Time from a cart command's start to its cart result (queueing behind another saga of the cart included).", Buckets: latencyBuckets})
-		m.sagasInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sagas_in_flight",
-			Help: "Carts with a saga in progress in committed state, per partition."}, []string{"partition"})
-		m.oldestSaga = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oldest_saga_start_timestamp_seconds",
-			Help: "When the oldest saga in flight started (Unix seconds; 0 when none): time() minus it is how long a saga has waited for its line results."},
-			[]string{"partition"})
-		reg.MustRegister(m.sagaSeconds, m.sagasInFlight, m.oldestSaga)
-	}
+	m.rolePartition = r.register(reg)
 	return m
 }
 
@@ -180,10 +166,8 @@ var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .25, 
 // longer owns, so that sums over instances stay right.
 func (m *metrics) forget(p int32) {
 	l := partLabel(p)
-	for _, g := range []*prometheus.GaugeVec{m.lag, m.active, m.backlog, m.oversold, m.restoreRemaining, m.sagasInFlight, m.oldestSaga} {
-		if g != nil {
-			g.DeleteLabelValues(l)
-		}
+	for _, g := range append([]*prometheus.GaugeVec{m.lag, m.active, m.backlog, m.oversold, m.restoreRemaining}, m.rolePartition...) {
+		g.DeleteLabelValues(l)
 	}
 }
 

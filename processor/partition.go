@@ -28,10 +28,6 @@ const (
 	HeaderSourceOffset  = "source_offset"
 )
 
-// minExpiriesPerTransaction is how many due timers a partition fires in a
-// transaction even past its timer deadline, so that expiry always progresses.
-const minExpiriesPerTransaction = 100
-
 // ownedAtRefresh is how often a running partition refreshes its store's
 // owned_at (on a commit; transactions run at least every SweepInterval).
 const ownedAtRefresh = 30 * time.Second
@@ -63,12 +59,43 @@ type applied struct {
 	err error
 }
 
+// partitionEnv is what a partition needs from the processor that runs it (one
+// per session): configuration, topics and layout, metrics, how to produce into
+// the open transaction, and its role. Nothing else: no back-pointer.
+type partitionEnv struct {
+	cfg       *Config
+	io        topics.Names // the role's topics
+	all       topics.Names // every topic (the peer role's input)
+	layout    layout
+	role      role
+	metrics   *metrics
+	log       *slog.Logger
+	produce   func(*kgo.Record, func(*kgo.Record, error))
+	flush     func(context.Context) error // every record produced so far
+	fail      func(error)                 // stops the session (it restarts)
+	changelog *changelogReader
+	storeOpts statestore.Options
+}
+
+// layout is what a session learned of the topics.
+type layout struct {
+	partitions     int32 // of the input, results and changelog
+	dlqPartitions  int32
+	peerPartitions int32 // of the peer role's input; 0 when it does not exist
+	changelogID    []byte
+	commandsID     [16]byte
+	// deleteRetention is the changelog's delete.retention.ms.
+	deleteRetention time.Duration
+}
+
 // partition is the goroutine that owns one assigned partition: its Badger
-// store, the pending writes of the open transaction, and its expiry timers.
-// Only its own goroutine touches its fields, except the atomics.
+// store, the cache and the pending writes of the open transaction, and its
+// role's half (timers, gauges). Only its own goroutine touches its fields,
+// except the atomics.
 type partition struct {
 	p    int32
-	proc *Processor
+	env  *partitionEnv
+	role partitionRole
 	log  *slog.Logger
 	jobs chan job
 	// queries are interactive queries, answered between jobs from committed state.
@@ -95,6 +122,8 @@ type partition struct {
 	// broken is set when a committed transaction could not be written to the
 	// store; every later job fails until the processor restarts.
 	broken error
+	// deadline is the open transaction's timer deadline (see job.deadline).
+	deadline time.Time
 
 	store   *statestore.Store
 	offset  int64     // next changelog offset the store reflects
@@ -103,23 +132,8 @@ type partition struct {
 	cache   map[string]Change // committed entities (a tombstone caches absence)
 	pending Entities          // writes of the open transaction
 	raw     map[string][]byte // their changelog values (nil: tombstone)
-	timers  timers
-	// expiredInTxn counts the timers fired in the open transaction (capped by
-	// MaxExpiriesPerTransaction and by timerDeadline; the rest fire in the next
-	// ones).
-	expiredInTxn  int
-	timerDeadline time.Time
-	poison        poisonState
-	sweep         sweeper
-	// Gauges of committed state, and their pending deltas.
-	active      int64
-	activeDelta int64
-	oversold    map[string]bool
-	overPending map[string]bool
-	// RoleCart: when each cart with a saga in flight started it (committed
-	// state), and the pending updates of the open transaction (0: no saga).
-	sagas       map[string]schemas.Millis
-	sagaPending map[string]schemas.Millis
+	poison  poisonState
+	sweep   sweeper
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -128,28 +142,25 @@ type partition struct {
 	err error
 }
 
-func newPartition(proc *Processor, p int32) *partition {
+func newPartition(env *partitionEnv, parent context.Context, p int32) *partition {
 	// Stopped only by stop (the main loop at a transaction boundary, or the
 	// group goroutine on a revoke), never directly by the end of Run: a commit
 	// queued at shutdown is still applied.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(proc.ctx))
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	w := &partition{
-		p:           p,
-		proc:        proc,
-		log:         proc.log.With("partition", p),
-		jobs:        make(chan job, 4),
-		queries:     make(chan func(*partition)),
-		stop:        cancel,
-		ctx:         ctx,
-		exit:        make(chan struct{}),
-		cache:       make(map[string]Change),
-		pending:     make(Entities),
-		raw:         make(map[string][]byte),
-		oversold:    make(map[string]bool),
-		overPending: make(map[string]bool),
-		sagas:       make(map[string]schemas.Millis),
-		sagaPending: make(map[string]schemas.Millis),
+		p:       p,
+		env:     env,
+		log:     env.log.With("partition", p),
+		jobs:    make(chan job, 4),
+		queries: make(chan func(*partition)),
+		stop:    cancel,
+		ctx:     ctx,
+		exit:    make(chan struct{}),
+		cache:   make(map[string]Change),
+		pending: make(Entities),
+		raw:     make(map[string][]byte),
 	}
+	w.role = env.role.partition(w)
 	w.maxOff.Store(-1)
 	w.poison.reset()
 	w.poison.suspectLo, w.poison.suspectHi = 0, -1
@@ -214,9 +225,7 @@ func (w *partition) handleJob(j job) {
 			j.done <- applied{w.p, w.broken}
 			return
 		}
-		if w.expiredInTxn == 0 {
-			w.timerDeadline = j.deadline
-		}
+		w.deadline = j.deadline
 		err := w.apply(j.records, j.now)
 		if errors.Is(err, statestore.ErrCorrupt) {
 			// A value the store cannot read or decode fails every retry of the
@@ -225,7 +234,7 @@ func (w *partition) handleJob(j job) {
 			w.log.Error("state store unreadable while deciding: rebuilding it from the changelog", "err", err)
 			markWipe(w.store.Dir())
 			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
-			w.proc.fail(w.broken)
+			w.env.fail(w.broken)
 		}
 		j.done <- applied{w.p, err}
 	case jobCommit:
@@ -237,44 +246,12 @@ func (w *partition) handleJob(j job) {
 			// behind, and the restore after a restart replays the tail.
 			w.log.Error("write committed state; restart to restore from the changelog", "err", err)
 			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
-			w.proc.fail(w.broken)
+			w.env.fail(w.broken)
 		}
 	case jobAbort:
 		w.abort()
 	}
 }
-
-// Stock implements State.
-func (w *partition) Stock(sku string) (schemas.StockEntity, bool) {
-	c, ok := w.get(schemas.StockKey(sku), true)
-	if !ok || c.Stock == nil {
-		return schemas.StockEntity{}, false
-	}
-	return *c.Stock, true
-}
-
-// Reservation implements State.
-func (w *partition) Reservation(sku, id string) (schemas.ReservationEntity, bool) {
-	c, ok := w.get(schemas.ReservationKey(sku, id), true)
-	if !ok || c.Reservation == nil {
-		return schemas.ReservationEntity{}, false
-	}
-	return *c.Reservation, true
-}
-
-// Decision implements State.
-func (w *partition) Decision(id string) (schemas.CommandEntity, bool) {
-	c, ok := w.get(schemas.CommandKey(id), false)
-	if !ok || c.Command == nil {
-		return schemas.CommandEntity{}, false
-	}
-	return *c.Command, true
-}
-
-// DueReservations implements State. The partition fires every timer due at now
-// before it decides the records of a dispatch (see apply), so no hold is ever
-// due at decision time here.
-func (w *partition) DueReservations(string, schemas.Millis) []string { return nil }
 
 // get reads key through the pending writes, the cache and the store. A store
 // failure is kept in w.err and fails the transaction.
@@ -312,34 +289,15 @@ func (w *partition) cacheSet(c Change) {
 	w.cache[c.Key] = c
 }
 
-// apply decides records (all of this partition, in offset order) and the due
-// timers at now, producing every output into the open transaction.
+// apply decides the due timers at now and records (all of this partition, in
+// offset order), producing every output into the open transaction.
 func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
-	if w.proc.cfg.Role == RoleCart {
-		return w.applyCart(records, now)
-	}
-	core := &w.proc.core
-	backlog := 0
-	for w.expiredInTxn < w.proc.cfg.MaxExpiriesPerTransaction &&
-		(w.expiredInTxn < minExpiriesPerTransaction || time.Now().Before(w.timerDeadline)) {
-		t, ok := w.timers.due(now)
-		if !ok {
-			break
-		}
-		w.expiredInTxn++
-		out := core.Expire(w, w.p, t.sku, t.id, now)
-		if len(out.Results) > 0 && t.at < now-1000 {
-			backlog++ // a hold that stayed active more than 1 s past expires_at
-		}
-		w.emit(out, nil)
-		w.proc.metrics.expired.Inc()
-	}
-	w.proc.metrics.backlog.WithLabelValues(partLabel(w.p)).Set(float64(backlog))
+	w.role.fireDue(now)
 	if now >= w.sweep.next {
 		w.sweepStep(now)
 	}
 	for _, r := range records {
-		w.handleGuarded(r, now, w.handle)
+		w.handleGuarded(r, now, w.role.handle)
 	}
 	w.updateDue()
 	return w.err
@@ -348,84 +306,10 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
 // updateDue publishes the earliest expiry or sweep to the main loop.
 func (w *partition) updateDue() {
 	d := w.sweep.next
-	if t := w.timers.next(); t > 0 && t < d {
+	if t := w.role.nextDue(); t > 0 && t < d {
 		d = t
 	}
 	w.nextDue.Store(int64(max(d, 1)))
-}
-
-func (w *partition) handle(r *kgo.Record, now schemas.Millis) {
-	proc := w.proc
-	if len(r.Key) == 0 {
-		w.deadLetter(r, "empty record key", nil, now)
-		return
-	}
-	cmd, err := schemas.DecodeCommand(r.Value, proc.cfg.MaxCommandBytes)
-	var ue *schemas.UndecodableError
-	if errors.As(err, &ue) {
-		w.deadLetter(r, ue.Msg, ue, now)
-		return
-	}
-	if owner := topics.Partition(r.Key, proc.partitions); owner != w.p {
-		w.forward(r, owner)
-		return
-	}
-	var fe *schemas.FieldError
-	errors.As(err, &fe)
-	if !r.Timestamp.IsZero() {
-		proc.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
-	}
-	out := proc.core.Apply(w, Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
-	w.emit(out, r)
-	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
-		w.replyToCart(cmd.CommandID, cmd.CartID, out.Results)
-	}
-}
-
-// emit records the changes as pending and produces results and changelog
-// records; src is the command record (nil for timers and sweeps).
-func (w *partition) emit(out Outputs, src *kgo.Record) {
-	proc := w.proc
-	for i := range out.Results {
-		res := &out.Results[i]
-		v := schemas.AppendResult(make([]byte, 0, 512), res)
-		rec := &kgo.Record{Topic: proc.io.Results, Partition: w.p, Key: []byte(res.SKU), Value: v}
-		if res.CommandID != "" {
-			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(res.CommandID)})
-		}
-		if src != nil && res.CommandID != "" {
-			for _, h := range src.Headers {
-				if h.Key == HeaderTraceparent {
-					rec.Headers = append(rec.Headers, h)
-				}
-			}
-		}
-		w.produce(rec, w.promise)
-		proc.metrics.result(res)
-		if res.Type == schemas.TypeExpired && res.Reservation != nil {
-			proc.metrics.expiryLag.Observe(max(0, res.DecidedAt.Time().Sub(res.Reservation.ExpiresAt.Time()).Seconds()))
-		}
-	}
-	for i := range out.Changes {
-		c := &out.Changes[i]
-		if !w.putChange(c) {
-			return
-		}
-		if r := c.Reservation; r != nil {
-			switch {
-			case r.Reservation.Status == schemas.StatusActive:
-				w.timers.add(r.Reservation.ExpiresAt, r.Reservation.SKU, r.Reservation.ReservationID)
-				if r.Event == schemas.EventReserved {
-					w.activeDelta++
-				}
-			case r.Event == schemas.EventReleased || r.Event == schemas.EventExpired || r.Event == schemas.EventCommitted:
-				w.activeDelta--
-			}
-		}
-		if s := c.Stock; s != nil {
-			w.overPending[s.SKU] = s.Available < 0
-		}
-	}
 }
 
 // putChange records c as a pending write of the open transaction and produces
@@ -439,14 +323,14 @@ func (w *partition) putChange(c *Change) bool {
 	}
 	w.pending[c.Key] = *c
 	w.raw[c.Key] = v
-	w.produce(&kgo.Record{Topic: w.proc.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
+	w.produce(&kgo.Record{Topic: w.env.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
 	return true
 }
 
 // produce produces r into the open transaction on behalf of this partition.
 func (w *partition) produce(r *kgo.Record, promise func(*kgo.Record, error)) {
 	w.wrote = true
-	w.proc.produce(r, promise)
+	w.env.produce(r, promise)
 }
 
 func (w *partition) promise(_ *kgo.Record, err error) {
@@ -479,56 +363,32 @@ func (w *partition) produceErr() error {
 	return w.prodErr
 }
 
-// deadLetter copies r unchanged to the DLQ with error headers and, when its key
-// is a usable SKU, emits a rejected invalid_command result.
-func (w *partition) deadLetter(r *kgo.Record, msg string, ue *schemas.UndecodableError, now schemas.Millis) {
-	w.toDLQ(r, msg)
-	if !schemas.ValidSKU(string(r.Key)) {
-		return
-	}
-	res := schemas.Result{
-		SKU:       string(r.Key),
-		Outcome:   schemas.OutcomeRejected,
-		Reason:    schemas.ReasonInvalidCommand,
-		Message:   msg,
-		Partition: w.p,
-		Offset:    r.Offset,
-		DecidedAt: now,
-	}
-	if ue != nil {
-		res.CommandID = ue.CommandID
-	}
-	w.emit(Outputs{Results: []schemas.Result{res}}, r)
-}
-
 // toDLQ copies r unchanged to the DLQ with error headers.
 func (w *partition) toDLQ(r *kgo.Record, msg string) {
-	proc := w.proc
+	env := w.env
 	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
 		kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
 		kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
 		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 	)
-	w.produce(&kgo.Record{Topic: proc.io.DLQ, Partition: w.p % proc.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
-	proc.metrics.dlq.Inc()
+	w.produce(&kgo.Record{Topic: env.io.DLQ, Partition: w.p % env.layout.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
+	env.metrics.dlq.Inc()
 	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
 }
 
 // forward re-produces a misrouted command to the partition its key hashes to,
 // in the same transaction; it is decided there.
 func (w *partition) forward(r *kgo.Record, owner int32) {
-	proc := w.proc
 	hs := append(append([]kgo.RecordHeader(nil), r.Headers...),
 		kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))})
 	w.produce(&kgo.Record{Topic: r.Topic, Partition: owner, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, w.promise)
-	proc.metrics.forwarded.Inc()
+	w.env.metrics.forwarded.Inc()
 }
 
 // commit writes the committed transaction's changes and changelog offset to the
 // store in one Badger write, then moves them into the cache.
 func (w *partition) commit() error {
-	w.timers.commit()
 	next := w.offset
 	if m := w.maxOff.Load(); m >= 0 {
 		next = m + 1
@@ -556,48 +416,15 @@ func (w *partition) commit() error {
 	}
 	clear(w.raw)
 	w.poison.forgetBelow(w.poison.hi + 1)
-	w.active += w.activeDelta
-	for sku, over := range w.overPending {
-		if over {
-			w.oversold[sku] = true
-		} else {
-			delete(w.oversold, sku)
-		}
-	}
-	for id, started := range w.sagaPending {
-		if started > 0 {
-			w.sagas[id] = started
-		} else {
-			delete(w.sagas, id)
-		}
-	}
-	w.publishGauges()
+	w.role.commit()
 	w.reset()
 	return nil
-}
-
-func (w *partition) publishGauges() {
-	l := partLabel(w.p)
-	m := w.proc.metrics
-	if m.sagasInFlight != nil {
-		m.sagasInFlight.WithLabelValues(l).Set(float64(len(w.sagas)))
-		var oldest schemas.Millis
-		for _, started := range w.sagas {
-			if oldest == 0 || started < oldest {
-				oldest = started
-			}
-		}
-		m.oldestSaga.WithLabelValues(l).Set(float64(oldest) / 1000) // 0: none
-		return
-	}
-	m.active.WithLabelValues(l).Set(float64(w.active))
-	m.oversold.WithLabelValues(l).Set(float64(len(w.oversold)))
 }
 
 // abort drops the aborted transaction's writes; its records will be fetched and
 // decided again.
 func (w *partition) abort() {
-	w.timers.abort()
+	w.role.abort()
 	clear(w.pending)
 	clear(w.raw)
 	w.reset()
@@ -606,10 +433,6 @@ func (w *partition) abort() {
 
 func (w *partition) reset() {
 	w.poison.reset()
-	w.expiredInTxn = 0
-	w.activeDelta = 0
-	clear(w.overPending)
-	clear(w.sagaPending)
 	w.maxOff.Store(-1)
 	w.prodMu.Lock()
 	w.prodErr = nil

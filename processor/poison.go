@@ -52,8 +52,8 @@ func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func
 	ps.hi = r.Offset
 	if msg, ok := ps.poison[r.Offset]; ok {
 		w.log.Error("dead-lettering a command whose decision the broker rejects", "offset", r.Offset, "err", msg)
-		w.proc.metrics.poison.Inc()
-		w.deadLetterPoison(r, "its decision cannot be written: "+msg, now)
+		w.env.metrics.poison.Inc()
+		w.role.refuse(r, "its decision cannot be written: "+msg, now)
 		return
 	}
 	if !ps.suspect(r.Offset) {
@@ -64,8 +64,8 @@ func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func
 		return // the transaction already failed: isolate the rest in the next retry
 	}
 	handle(r, now)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 2*w.proc.cfg.TransactionTimeout)
-	err := w.proc.sess.Client().Flush(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 2*w.env.cfg.TransactionTimeout)
+	err := w.env.flush(ctx)
 	cancel()
 	if err == nil {
 		err = w.produceErr()
@@ -81,30 +81,6 @@ func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func
 	if r.Offset >= ps.suspectHi {
 		ps.suspectLo, ps.suspectHi = 0, -1
 	}
-}
-
-// deadLetterPoison copies r to the DLQ and answers its command (when it has a
-// usable id and key) with a rejected invalid_command result.
-func (w *partition) deadLetterPoison(r *kgo.Record, msg string, now schemas.Millis) {
-	w.toDLQ(r, msg)
-	if w.proc.cfg.Role == RoleCart {
-		cmd, err := schemas.DecodeCartCommand(r.Value, w.proc.cfg.MaxCommandBytes)
-		if err == nil || cmd.CommandID != "" {
-			res := schemas.CartResult{CommandID: cmd.CommandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
-				Reason: schemas.ReasonInvalidCommand, Message: msg, Lines: []schemas.CartLine{}, Partition: w.p,
-				Offset: r.Offset, DecidedAt: now}
-			w.produce(&kgo.Record{Topic: w.proc.io.Results, Partition: w.p, Key: r.Key,
-				Value: schemas.AppendCartResult(nil, &res), Headers: []kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}}, w.promise)
-		}
-		return
-	}
-	cmd, _ := schemas.DecodeCommand(r.Value, w.proc.cfg.MaxCommandBytes)
-	if cmd.CommandID == "" || !schemas.ValidSKU(string(r.Key)) {
-		return
-	}
-	res := schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: string(r.Key), Outcome: schemas.OutcomeRejected,
-		Reason: schemas.ReasonInvalidCommand, Message: msg, Partition: w.p, Offset: r.Offset, DecidedAt: now}
-	w.emit(Outputs{Results: []schemas.Result{res}}, r)
 }
 
 // noteProduceFailure is called by the main loop when a transaction aborts

@@ -21,7 +21,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
 
-	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/statestore"
 	"github.com/reservations/reservations/topics"
@@ -42,33 +41,25 @@ func WithClock(now func() time.Time) Option { return func(p *Processor) { p.now 
 // Processor consumes the commands topic in a consumer group and decides every
 // command exactly once. See the package documentation for the design.
 type Processor struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      prometheus.Registerer
-	now      func() time.Time
-	core     Core
-	cartCore cart.Core
+	cfg  Config
+	log  *slog.Logger
+	reg  prometheus.Registerer
+	now  func() time.Time
+	role role
 	// io are the topics of this processor's role: its input (Commands),
-	// results, changelog and DLQ (cfg.Topics, or cfg.Topics.Cart() for RoleCart).
-	io        topics.Names
-	metrics   *metrics
-	storeOpts statestore.Options
+	// results, changelog and DLQ.
+	io      topics.Names
+	metrics *metrics
 
-	// Set by Run.
-	ctx           context.Context
-	sess          *kgo.GroupTransactSession
-	adm           *kadm.Client
-	partitions    int32
-	dlqPartitions int32
-	// peerPartitions is the partition count of the other role's input: the
-	// cart-commands topic for RoleSKU (0 when it does not exist: decisions of
-	// reply_to=cart commands are then not routed), the commands topic for RoleCart.
-	peerPartitions int32
-	changelogID    []byte
-	commandsID     [16]byte
-	// deleteRetention is the changelog's delete.retention.ms.
-	deleteRetention time.Duration
-	lastCleanup     time.Time // of unowned store folders (main loop)
+	// Set by Run (and Rebuild) for a session.
+	ctx  context.Context
+	sess *kgo.GroupTransactSession
+	adm  *kadm.Client
+	// lay is the session's topic layout (partitions is also guarded by mu for
+	// interactive queries).
+	lay         layout
+	env         *partitionEnv
+	lastCleanup time.Time // of unowned store folders (main loop)
 
 	mu      sync.Mutex
 	events  []groupEvent
@@ -109,15 +100,22 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	if p.reg == nil {
 		p.reg = prometheus.NewRegistry()
 	}
-	p.core = Core{Rules: cfg.Rules}
-	p.cartCore = cart.Core{Rules: cfg.CartRules}
-	p.io = cfg.Topics
-	if cfg.Role == RoleCart {
-		p.io = cfg.Topics.Cart()
-	}
-	p.metrics = newMetrics(p.reg, cfg.Role)
-	p.storeOpts = statestore.Options{Logger: p.log}
+	p.role = newRole(cfg.Role, &p.cfg)
+	p.io = p.role.io(cfg.Topics)
+	p.metrics = newMetrics(p.reg, p.role)
 	return p, nil
+}
+
+// newEnv builds what the session's partitions need (after loadLayout).
+func (p *Processor) newEnv() *partitionEnv {
+	env := &partitionEnv{cfg: &p.cfg, io: p.io, all: p.cfg.Topics, layout: p.lay, role: p.role, metrics: p.metrics,
+		log: p.log, produce: p.produce, fail: p.fail,
+		changelog: &changelogReader{cfg: &p.cfg, topic: p.io.Changelog, adm: p.adm, metrics: p.metrics},
+		storeOpts: statestore.Options{Logger: p.log}}
+	if p.sess != nil {
+		env.flush = p.sess.Client().Flush
+	}
+	return env
 }
 
 // instanceID reads or creates the persistent id of the instance using dir.
@@ -305,9 +303,10 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.sess = sess
 	p.brokerOK = true
 	p.mu.Unlock()
+	p.env = p.newEnv()
 	go p.pingBrokers(ctx, sess.Client())
-	p.log.Info("processor started", "role", p.cfg.Role.String(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
-		"commands", t.Commands, "partitions", p.partitions, "state_dir", p.cfg.StateDir)
+	p.log.Info("processor started", "role", p.role.name(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
+		"commands", t.Commands, "partitions", p.lay.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)
 	// Stop partitions, then leave the group. An open transaction is aborted by
@@ -358,38 +357,32 @@ func (p *Processor) loadLayout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if p.deleteRetention, err = topics.ChangelogDeleteRetention(ctx, p.adm, p.io.Changelog); err != nil {
+	var lay layout
+	if lay.deleteRetention, err = topics.ChangelogDeleteRetention(ctx, p.adm, p.io.Changelog); err != nil {
 		return err
 	}
-	peer := p.cfg.Topics.CartCommands
-	if p.cfg.Role == RoleCart {
-		peer = p.cfg.Topics.Commands
-	}
-	details, err := p.adm.ListTopics(ctx, p.io.DLQ, p.io.Changelog, peer)
+	peer, required := p.role.peer(p.cfg.Topics)
+	details, err := p.adm.ListTopics(ctx, p.io.Commands, p.io.DLQ, p.io.Changelog, peer)
 	if err != nil {
 		return fmt.Errorf("list topics: %w", err)
 	}
-	p.mu.Lock()
-	p.partitions = n
-	p.mu.Unlock()
-	p.dlqPartitions = int32(len(details[p.io.DLQ].Partitions))
-	if p.dlqPartitions < 1 {
+	lay.partitions = n
+	lay.dlqPartitions = int32(len(details[p.io.DLQ].Partitions))
+	if lay.dlqPartitions < 1 {
 		return fmt.Errorf("%w: %s has no partitions", topics.ErrLayout, p.io.DLQ)
 	}
-	p.peerPartitions = 0
 	if d, ok := details[peer]; ok && d.Err == nil {
-		p.peerPartitions = int32(len(d.Partitions))
+		lay.peerPartitions = int32(len(d.Partitions))
 	}
-	if p.cfg.Role == RoleCart && p.peerPartitions < 1 {
+	if required && lay.peerPartitions < 1 {
 		return fmt.Errorf("%w: %w: %s", topics.ErrLayout, topics.ErrMissing, peer)
 	}
 	id := details[p.io.Changelog].ID
-	p.changelogID = append([]byte(nil), id[:]...)
-	cmds, err := p.adm.ListTopics(ctx, p.io.Commands)
-	if err != nil {
-		return fmt.Errorf("list topics: %w", err)
-	}
-	p.commandsID = cmds[p.io.Commands].ID
+	lay.changelogID = append([]byte(nil), id[:]...)
+	lay.commandsID = details[p.io.Commands].ID
+	p.mu.Lock()
+	p.lay = lay
+	p.mu.Unlock()
 	return nil
 }
 
@@ -503,7 +496,7 @@ func (p *Processor) handleEvents() {
 				p.log.Info("partition revoked", "partition", n)
 				continue
 			}
-			w := newPartition(p, n)
+			w := newPartition(p.env, p.ctx, n)
 			p.parts[n] = w
 			p.mu.Lock()
 			p.live[n] = w
@@ -552,7 +545,7 @@ func (p *Processor) stopPartition(w *partition) {
 				last = w.started
 			}
 			w.log.Info("partition stopped", "instance", p.cfg.InstanceID, "generation", w.generation,
-				"role", p.cfg.Role.String(), "last_commit", last)
+				"role", p.role.name(), "last_commit", last)
 		}
 	}
 }
@@ -589,7 +582,7 @@ func (p *Processor) handleRestored() error {
 			d.w.ready.Store(true)
 			p.setStatus(d.w.p, "running")
 			d.w.log.Info("partition running", "instance", p.cfg.InstanceID, "generation", d.w.generation,
-				"role", p.cfg.Role.String())
+				"role", p.role.name())
 			p.resumeUnpaused()
 		default:
 			return nil
@@ -824,7 +817,7 @@ var errNotMember = errors.New("not a member of the consumer group")
 // partition without a known committed offset commits 0, which (with the
 // consumer's reset to the start) means the same as no commit.
 func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) func(*kmsg.TxnOffsetCommitRequest) error {
-	topic, id := p.io.Commands, p.commandsID
+	topic, id := p.io.Commands, p.lay.commandsID
 	return func(req *kmsg.TxnOffsetCommitRequest) error {
 		if req.MemberID == "" || req.Generation < 0 {
 			return errNotMember

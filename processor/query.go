@@ -69,10 +69,10 @@ func (p *Processor) Reservation(ctx context.Context, sku, id string) (schemas.Re
 }
 
 // Cart returns the committed cart entity of cartID from this instance's
-// local state (RoleCart): its holds, the saga in flight and the queue; errors
+// local state (the cart role): its holds, the saga in flight and the queue; errors
 // as for Stock.
 func (p *Processor) Cart(ctx context.Context, cartID string) (cart.Entity, error) {
-	if p.cfg.Role != RoleCart {
+	if _, ok := p.role.(*cartRole); !ok {
 		return cart.Entity{}, ErrNotFound
 	}
 	c, err := p.query(ctx, cartID, cart.CartKey(cartID))
@@ -86,11 +86,11 @@ func (p *Processor) Cart(ctx context.Context, cartID string) (cart.Entity, error
 }
 
 // query reads key of the partition that routing key hashes to (a SKU, or a
-// cart id for RoleCart).
+// cart id for the cart role).
 func (p *Processor) query(ctx context.Context, sku, key string) (Change, error) {
 	p.mu.Lock()
 	running := p.sess != nil
-	n := p.partitions
+	n := p.lay.partitions
 	status, owned := p.status[topics.Partition([]byte(sku), max(n, 1))]
 	p.mu.Unlock()
 	if !running || n == 0 {

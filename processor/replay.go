@@ -36,15 +36,17 @@ func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) 
 	if err := p.loadLayout(ctx); err != nil {
 		return nil, err
 	}
+	env := p.newEnv()
+	n := p.lay.partitions
 	if len(partitions) == 0 {
-		for n := range p.partitions {
+		for n := range n {
 			partitions = append(partitions, n)
 		}
 	}
 	sort.Slice(partitions, func(i, j int) bool { return partitions[i] < partitions[j] })
-	for _, n := range partitions {
-		if n < 0 || n >= p.partitions {
-			return nil, fmt.Errorf("partition %d: the changelog has partitions 0..%d", n, p.partitions-1)
+	for _, x := range partitions {
+		if x < 0 || x >= n {
+			return nil, fmt.Errorf("partition %d: the changelog has partitions 0..%d", x, n-1)
 		}
 	}
 	// Partitions are independent: restore several at once (bounded, as a full
@@ -59,7 +61,7 @@ func (p *Processor) Rebuild(ctx context.Context, partitions []int32, full bool) 
 					return err
 				}
 			}
-			w := newPartition(p, n)
+			w := newPartition(env, ctx, n)
 			err := w.restore(gctx)
 			if w.store != nil {
 				if cerr := w.store.Close(); err == nil {

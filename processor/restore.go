@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/statestore"
 )
 
@@ -37,31 +37,31 @@ func StateDir(root, changelog string, p int32) string {
 // transaction must be resolved first, or its effects (and the input offsets it
 // commits) could be missed.
 func (w *partition) restore(ctx context.Context) error {
-	proc := w.proc
+	env := w.env
 	start := time.Now()
-	dir := StateDir(proc.cfg.StateDir, proc.io.Changelog, w.p)
+	dir := StateDir(env.cfg.StateDir, env.io.Changelog, w.p)
 	if wipeMarked(dir) {
 		w.log.Warn("state store marked unreadable: wiping it and restoring from the changelog", "dir", dir)
-		proc.metrics.storeWipes.Inc()
+		env.metrics.storeWipes.Inc()
 		if err := statestore.Remove(dir); err != nil {
 			return err
 		}
 	}
-	store, err := statestore.Open(dir, proc.storeOpts)
+	store, err := statestore.Open(dir, env.storeOpts)
 	if errors.Is(err, statestore.ErrCorrupt) {
 		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)
-		proc.metrics.storeWipes.Inc()
+		env.metrics.storeWipes.Inc()
 		if err := statestore.Remove(dir); err != nil {
 			return err
 		}
-		store, err = statestore.Open(dir, proc.storeOpts)
+		store, err = statestore.Open(dir, env.storeOpts)
 	}
 	if err != nil {
 		return err
 	}
 	w.store = store
 
-	logStart, end, err := proc.changelogBounds(ctx, w.p, w.log)
+	logStart, end, err := env.changelog.bounds(ctx, w.p, w.log)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (w *partition) restore(ctx context.Context) error {
 	away := time.Since(ownedAt)
 	full := ""
 	switch {
-	case tid != nil && !bytes.Equal(tid, proc.changelogID):
+	case tid != nil && !bytes.Equal(tid, env.layout.changelogID):
 		full = "the store belongs to another changelog topic (recreated?)"
 	case off > end:
 		full = fmt.Sprintf("the store (offset %d) is ahead of the changelog (end %d): the log was lost or truncated", off, end)
@@ -90,17 +90,17 @@ func (w *partition) restore(ctx context.Context) error {
 		full = "the store has no changelog topic id"
 	case off > 0 && off < end && !owned:
 		full = "the store does not say when it was last owned: tombstones in its tail may have been compacted away"
-	case off > 0 && off < end && away > time.Duration(float64(proc.deleteRetention)*StaleStoreFraction):
+	case off > 0 && off < end && away > time.Duration(float64(env.layout.deleteRetention)*StaleStoreFraction):
 		// Compaction may have removed tombstones that others wrote since: a
 		// tail replay would keep the entities they deleted. (Kafka never moves
 		// the log start on compaction, so the case above does not catch it.)
 		full = fmt.Sprintf("the store was last owned %s ago, more than %.0f%% of the changelog's delete.retention.ms (%s): tombstones written since may have been compacted away",
-			away.Round(time.Second), 100*StaleStoreFraction, proc.deleteRetention)
+			away.Round(time.Second), 100*StaleStoreFraction, env.layout.deleteRetention)
 	}
 	var n int64
 	if full != "" {
 		w.log.Warn("wiping state and restoring in full", "reason", full, "from", logStart, "to", end)
-		proc.metrics.storeWipes.Inc()
+		env.metrics.storeWipes.Inc()
 		n, err = w.restoreFull(ctx, logStart, end)
 	} else if off < end {
 		w.log.Info("restoring changelog tail", "from", off, "to", end)
@@ -109,7 +109,7 @@ func (w *partition) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := store.SetMeta(statestore.MetaTopicID, proc.changelogID); err != nil {
+	if err := store.SetMeta(statestore.MetaTopicID, env.layout.changelogID); err != nil {
 		return err
 	}
 	if err := w.markOwned(); err != nil {
@@ -119,13 +119,14 @@ func (w *partition) restore(ctx context.Context) error {
 	if w.offset, err = store.Offset(); err != nil {
 		return err
 	}
-	if err := w.loadTimers(); err != nil {
+	if err := w.role.restored(); err != nil {
 		return err
 	}
+	w.updateDue()
 	took := time.Since(start)
-	proc.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
+	env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
 	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
-		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset, "timers", w.timers.len())
+		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset)
 	return nil
 }
 
@@ -147,7 +148,7 @@ func (w *partition) markOwned() error {
 // restoreFull reads [from, end) into memory (last value per key) and bulk-loads it.
 func (w *partition) restoreFull(ctx context.Context, from, end int64) (int64, error) {
 	state := make(map[string][]byte)
-	n, err := w.proc.readChangelog(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+	n, err := w.env.changelog.read(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
 		if r.Value == nil {
 			delete(state, string(r.Key))
 		} else {
@@ -158,7 +159,7 @@ func (w *partition) restoreFull(ctx context.Context, from, end int64) (int64, er
 	if err != nil {
 		return n, err
 	}
-	return n, w.store.Load(state, end, map[string][]byte{statestore.MetaTopicID: w.proc.changelogID})
+	return n, w.store.Load(state, end, map[string][]byte{statestore.MetaTopicID: w.env.layout.changelogID})
 }
 
 // restoreTail applies [from, end) in coalesced chunks of one Badger write each.
@@ -175,7 +176,7 @@ func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, er
 		clear(chunk)
 		return nil
 	}
-	n, err := w.proc.readChangelog(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+	n, err := w.env.changelog.read(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
 		chunk[string(r.Key)] = r.Value
 		last = r.Offset
 		if len(chunk) >= 10_000 {
@@ -194,68 +195,37 @@ func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, er
 	return n, w.store.Commit(nil, end)
 }
 
-// loadTimers schedules the expiry of every active reservation in the store and
-// counts the gauges of the restored state.
-func (w *partition) loadTimers() error {
-	if w.proc.cfg.Role == RoleCart {
-		err := w.loadSagas()
-		w.updateDue()
-		w.publishGauges()
-		return err
-	}
-	w.timers = timers{}
-	w.active = 0
-	clear(w.oversold)
-	err := w.store.Scan(schemas.StockPrefix, func(key string, val []byte) error {
-		c, err := DecodeChange(key, val)
-		if err == nil && c.Stock.Available < 0 {
-			w.oversold[c.Stock.SKU] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = w.store.Scan(schemas.ReservationPrefix, func(key string, val []byte) error {
-		c, err := DecodeChange(key, val)
-		if err != nil {
-			w.log.Warn("undecodable reservation in state", "key", key, "err", err)
-			return nil
-		}
-		if r := c.Reservation.Reservation; r.Status == schemas.StatusActive {
-			w.timers.add(r.ExpiresAt, r.SKU, r.ReservationID)
-			w.active++
-		}
-		return nil
-	})
-	w.updateDue()
-	w.publishGauges()
-	return err
+// changelogReader reads a role's changelog topic: its bounds and its records.
+type changelogReader struct {
+	cfg     *Config
+	topic   string
+	adm     *kadm.Client
+	metrics *metrics
 }
 
 // changelogBounds waits until changelog partition p has no open transaction and
 // returns its start offset and end (high watermark).
-func (proc *Processor) changelogBounds(ctx context.Context, p int32, log interface {
+func (c *changelogReader) bounds(ctx context.Context, p int32, log interface {
 	Info(string, ...any)
 }) (int64, int64, error) {
-	t := proc.io.Changelog
+	t := c.topic
 	waitLogged := time.Now()
 	for {
-		starts, err := proc.adm.ListStartOffsets(ctx, t)
+		starts, err := c.adm.ListStartOffsets(ctx, t)
 		if err == nil {
 			err = starts.Error()
 		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("list start offsets of %s: %w", t, err)
 		}
-		ends, err := proc.adm.ListEndOffsets(ctx, t)
+		ends, err := c.adm.ListEndOffsets(ctx, t)
 		if err == nil {
 			err = ends.Error()
 		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("list end offsets of %s: %w", t, err)
 		}
-		stable, err := proc.adm.ListCommittedOffsets(ctx, t)
+		stable, err := c.adm.ListCommittedOffsets(ctx, t)
 		if err == nil {
 			err = stable.Error()
 		}
@@ -283,27 +253,27 @@ func (proc *Processor) changelogBounds(ctx context.Context, p int32, log interfa
 
 // readChangelog calls fn for every committed data record of changelog partition
 // p in [from, end), in offset order, and returns how many it read.
-func (proc *Processor) readChangelog(ctx context.Context, p int32, from, end int64, log interface {
+func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, log interface {
 	Info(string, ...any)
 }, fn func(*kgo.Record) error) (int64, error) {
 	if from >= end {
 		return 0, nil
 	}
-	t := proc.io.Changelog
+	t := c.topic
 	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(proc.cfg.Brokers...),
+		kgo.SeedBrokers(c.cfg.Brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{t: {p: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // so that a tail of markers is seen and the end is reached
 		kgo.FetchMaxPartitionBytes(16 << 20),
-	}, proc.cfg.KafkaOpts...)
+	}, c.cfg.KafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return 0, fmt.Errorf("restore client: %w", err)
 	}
 	defer cl.Close()
-	remaining := proc.metrics.restoreRemaining.WithLabelValues(partLabel(p))
-	restored := proc.metrics.restored.WithLabelValues(partLabel(p))
+	remaining := c.metrics.restoreRemaining.WithLabelValues(partLabel(p))
+	restored := c.metrics.restored.WithLabelValues(partLabel(p))
 	var n int64
 	lastLog := time.Now()
 	for {

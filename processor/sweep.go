@@ -3,10 +3,8 @@ package processor
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 	"time"
 
-	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -18,67 +16,28 @@ type sweeper struct {
 	next   schemas.Millis
 }
 
-// sweepEntry is the little of an entity the sweep needs to pre-select
-// candidates; the decision itself is the core's (ForgetCommand/Reservation).
-type sweepEntry struct {
-	CommandID   string `json:"command_id"`
-	Reservation *struct {
-		ReservationID string `json:"reservation_id"`
-		SKU           string `json:"sku"`
-		Status        string `json:"status"`
-	} `json:"reservation"`
-	UpdatedAt schemas.Millis `json:"updated_at"`
-}
-
+// sweepStep scans the next SweepBatch keys of the store and tombstones what
+// the role forgets (entries past its window that the core agrees to drop).
 func (w *partition) sweepStep(now schemas.Millis) {
-	cfg := &w.proc.cfg
-	core := &w.proc.core
-	window := core.Rules.DedupeWindow
-	if w.proc.cfg.Role == RoleCart {
-		window = cfg.CartRules.DedupeWindow
-	}
-	horizon := now - schemas.Millis(window.Milliseconds())
+	env := w.env
+	horizon := now - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
-	next, err := w.store.ScanFrom(w.sweep.cursor, cfg.SweepBatch, func(key string, val []byte) error {
-		kind := schemas.KeyKind(key)
-		if w.proc.cfg.Role == RoleCart {
-			kind = cart.KeyKind(key)
-			if kind == "" {
+	next, err := w.store.ScanFrom(w.sweep.cursor, env.cfg.SweepBatch, func(key string, val []byte) error {
+		at, ok := trailingUpdatedAt(val)
+		if !ok {
+			var e struct {
+				UpdatedAt schemas.Millis `json:"updated_at"`
+			}
+			if err := json.Unmarshal(val, &e); err != nil {
+				w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 				return nil
 			}
-		} else if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
-			return nil
+			at = e.UpdatedAt
 		}
-		if at, ok := trailingUpdatedAt(val); ok && at > horizon {
-			return nil // still within the window: most entries, so skip decoding them
+		if at > horizon {
+			return nil // still within the window: most entries
 		}
-		var e sweepEntry
-		if err := json.Unmarshal(val, &e); err != nil {
-			w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
-			return nil
-		}
-		if e.UpdatedAt > horizon {
-			return nil // still within the window
-		}
-		var t Change
-		var ok bool
-		if kind == cart.DecidedPrefix || kind == cart.CartPrefix {
-			var ct cart.Change
-			if kind == cart.DecidedPrefix {
-				ct, ok = w.proc.cartCore.Forget(cartState{w}, e.CommandID, now)
-			} else {
-				// An idle cart untouched for the window: drop its long expired holds.
-				ct, ok = w.proc.cartCore.Prune(cartState{w}, strings.TrimPrefix(key, cart.CartPrefix), now)
-			}
-			if ok {
-				t = Change{Key: ct.Key, Cart: &ct}
-			}
-		} else if kind == schemas.CommandPrefix {
-			t, ok = core.ForgetCommand(w, e.CommandID, now)
-		} else if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
-			t, ok = core.ForgetReservation(w, r.SKU, r.ReservationID, now)
-		}
-		if ok {
+		if t, ok := w.role.forget(key, val, now); ok {
 			tombs = append(tombs, t)
 		}
 		return nil
@@ -88,19 +47,13 @@ func (w *partition) sweepStep(now schemas.Millis) {
 		return
 	}
 	w.sweep.cursor = next
-	w.sweep.next = now + schemas.Millis(cfg.SweepInterval.Milliseconds())
-	if len(tombs) > 0 {
-		if w.proc.cfg.Role == RoleCart {
-			for i := range tombs {
-				if !w.putChange(&tombs[i]) {
-					return
-				}
-			}
-		} else {
-			w.emit(Outputs{Changes: tombs}, nil)
+	w.sweep.next = now + schemas.Millis(env.cfg.SweepInterval.Milliseconds())
+	for i := range tombs {
+		if !w.putChange(&tombs[i]) {
+			return
 		}
-		w.proc.metrics.tombstoned.Add(float64(len(tombs)))
 	}
+	env.metrics.tombstoned.Add(float64(len(tombs)))
 }
 
 // updatedAtTail is how every entity value the processor writes ends: its

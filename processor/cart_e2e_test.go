@@ -19,6 +19,7 @@ import (
 
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/processor/cart"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -493,7 +494,7 @@ func TestCartPipeline(t *testing.T) {
 	coord := h.startWith(processor.WithClock(clock), func(c *processor.Config) {
 		c.Role = processor.RoleCart
 		c.Group += "-cart"
-		c.Rules = processor.Rules{DedupeWindow: time.Hour, MaxExtensions: 1}
+		c.Rules = sku.Rules{DedupeWindow: time.Hour, MaxExtensions: 1}
 		c.SweepInterval = 50 * time.Millisecond
 	})
 	h.waitReady(skuP)

@@ -204,7 +204,7 @@ func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
 	}
 	for i := range out.Changes {
 		ch := &out.Changes[i]
-		if !w.putChange(&Change{Key: ch.Key, Cart: ch}) {
+		if cc := cartChange(ch); !w.putChange(&cc) {
 			return
 		}
 		if cart.KeyKind(ch.Key) == cart.CartPrefix {
@@ -253,7 +253,7 @@ func (c *cartPartition) forget(key string, val []byte, now schemas.Millis) (Chan
 	if !ok {
 		return Change{}, false
 	}
-	return Change{Key: ct.Key, Cart: &ct}, true
+	return cartChange(&ct), true
 }
 
 // restored counts the sagas in flight of the restored state.

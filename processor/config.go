@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor/cart"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -86,10 +87,10 @@ type Config struct {
 	StateCleanupDelay time.Duration
 	// SweepBatch is how many keys one sweep step reads (default 2000).
 	SweepBatch int
-	// Rules are the contract's configurable rules (default DefaultRules(); a zero
+	// Rules are the contract's configurable rules (default sku.DefaultRules(); a zero
 	// DedupeWindow means the default; MaxExtensions 0 means no extension, unless
 	// the whole Rules is zero).
-	Rules Rules
+	Rules sku.Rules
 	// CartRules are the cart coordinator's rules (RoleCart; default
 	// cart.DefaultRules(), with the dedupe window of Rules).
 	CartRules cart.Rules
@@ -135,11 +136,11 @@ func (c *Config) setDefaults() {
 	if c.SweepBatch <= 0 {
 		c.SweepBatch = 2000
 	}
-	if c.Rules == (Rules{}) {
-		c.Rules = DefaultRules()
+	if c.Rules == (sku.Rules{}) {
+		c.Rules = sku.DefaultRules()
 	}
 	if c.Rules.DedupeWindow == 0 {
-		c.Rules.DedupeWindow = DefaultRules().DedupeWindow
+		c.Rules.DedupeWindow = sku.DefaultRules().DedupeWindow
 	}
 	if c.CartRules.DedupeWindow == 0 {
 		c.CartRules.DedupeWindow = c.Rules.DedupeWindow

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -28,21 +29,21 @@ func TestExpiryBurstDrains(t *testing.T) {
 	h := newHarness(t, 2)
 	past := schemas.MillisOf(time.Now().Add(-time.Hour))
 	var recs []*kgo.Record
-	add := func(c processor.Change, p int32) {
-		v, err := processor.EncodeChange(&c)
+	add := func(c sku.Change, p int32) {
+		v, err := sku.EncodeChange(&c)
 		require.NoError(t, err)
 		recs = append(recs, &kgo.Record{Topic: h.names.Changelog, Partition: p, Key: []byte(c.Key), Value: v})
 	}
 	for s := range skus {
-		sku := fmt.Sprintf("B-%d", s)
-		p := topics.Partition([]byte(sku), h.parts)
+		name := fmt.Sprintf("B-%d", s)
+		p := topics.Partition([]byte(name), h.parts)
 		n := int64(holds / skus)
-		add(processor.Change{Key: schemas.StockKey(sku), Stock: &schemas.StockEntity{SKU: sku, OnHand: n, Reserved: n,
+		add(sku.Change{Key: schemas.StockKey(name), Stock: &schemas.StockEntity{SKU: name, OnHand: n, Reserved: n,
 			Version: 2, Event: "adjusted", UpdatedAt: past}}, p)
 		for i := range n {
-			id := fmt.Sprintf("%s-r%d", sku, i)
-			add(processor.Change{Key: schemas.ReservationKey(sku, id), Reservation: &schemas.ReservationEntity{
-				Reservation: schemas.Reservation{ReservationID: id, SKU: sku, Quantity: 1, Status: schemas.StatusActive,
+			id := fmt.Sprintf("%s-r%d", name, i)
+			add(sku.Change{Key: schemas.ReservationKey(name, id), Reservation: &schemas.ReservationEntity{
+				Reservation: schemas.Reservation{ReservationID: id, SKU: name, Quantity: 1, Status: schemas.StatusActive,
 					ExpiresAt: past + schemas.Millis(i)},
 				Version: 1, Event: schemas.EventReserved, UpdatedAt: past}}, p)
 		}

@@ -269,7 +269,7 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 	}
 	if v == nil {
 		if cacheMiss {
-			w.cacheSet(Change{Key: key})
+			w.cacheSet(tombstone(key))
 		}
 		return Change{}, false
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -276,7 +277,7 @@ func TestSweepTombstonesPastDedupeWindow(t *testing.T) {
 	var skew atomic.Int64
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	in := h.startWith(processor.WithClock(clock), func(c *processor.Config) {
-		c.Rules = processor.Rules{DedupeWindow: time.Hour, MaxExtensions: 1}
+		c.Rules = sku.Rules{DedupeWindow: time.Hour, MaxExtensions: 1}
 		c.SweepInterval = 50 * time.Millisecond
 	})
 	h.waitReady(in)

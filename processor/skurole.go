@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -24,11 +25,11 @@ import (
 const minExpiriesPerTransaction = 100
 
 type skuRole struct {
-	core Core
+	core sku.Core
 	cfg  *Config
 }
 
-func newSKURole(cfg *Config) *skuRole { return &skuRole{core: Core{Rules: cfg.Rules}, cfg: cfg} }
+func newSKURole(cfg *Config) *skuRole { return &skuRole{core: sku.Core{Rules: cfg.Rules}, cfg: cfg} }
 
 func (*skuRole) name() string                                          { return "sku" }
 func (*skuRole) io(all topics.Names) topics.Names                      { return all }
@@ -61,7 +62,7 @@ func skuRoutes(p *Processor, mux *http.ServeMux) {
 // timers, and the gauges of committed state with their pending deltas.
 type skuPartition struct {
 	w    *partition
-	core *Core
+	core *sku.Core
 	// timers is the expiry schedule, derived from state (restored() scans it).
 	timers timers
 	// expired counts the timers fired in the open transaction (capped by
@@ -153,7 +154,7 @@ func (s *skuPartition) handle(r *kgo.Record, now schemas.Millis) {
 	if !r.Timestamp.IsZero() {
 		env.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
 	}
-	out := s.core.Apply(s, Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
+	out := s.core.Apply(s, sku.Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
 	s.emit(out, r)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		s.replyToCart(cmd.CommandID, cmd.CartID, out.Results)
@@ -162,7 +163,7 @@ func (s *skuPartition) handle(r *kgo.Record, now schemas.Millis) {
 
 // emit records the changes as pending and produces results and changelog
 // records; src is the command record (nil for timers).
-func (s *skuPartition) emit(out Outputs, src *kgo.Record) {
+func (s *skuPartition) emit(out sku.Outputs, src *kgo.Record) {
 	w, env := s.w, s.w.env
 	for i := range out.Results {
 		res := &out.Results[i]
@@ -186,7 +187,7 @@ func (s *skuPartition) emit(out Outputs, src *kgo.Record) {
 	}
 	for i := range out.Changes {
 		c := &out.Changes[i]
-		if !w.putChange(c) {
+		if !w.putChange(&Change{Change: *c}) {
 			return
 		}
 		if r := c.Reservation; r != nil {
@@ -219,7 +220,7 @@ func (s *skuPartition) deadLetter(r *kgo.Record, msg string, ue *schemas.Undecod
 	if ue != nil {
 		res.CommandID = ue.CommandID
 	}
-	s.emit(Outputs{Results: []schemas.Result{res}}, r)
+	s.emit(sku.Outputs{Results: []schemas.Result{res}}, r)
 }
 
 // refuse answers r without deciding it: a DLQ copy and, when it has a command
@@ -232,7 +233,7 @@ func (s *skuPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 	}
 	res := schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: string(r.Key), Outcome: schemas.OutcomeRejected,
 		Reason: schemas.ReasonInvalidCommand, Message: msg, Partition: s.w.p, Offset: r.Offset, DecidedAt: now}
-	s.emit(Outputs{Results: []schemas.Result{res}}, r)
+	s.emit(sku.Outputs{Results: []schemas.Result{res}}, r)
 }
 
 // replyToCart routes the decision on command id (the first result carrying it;
@@ -283,13 +284,14 @@ func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Chang
 		s.w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 		return Change{}, false
 	}
+	var t sku.Change
+	var ok bool
 	if kind == schemas.CommandPrefix {
-		return s.core.ForgetCommand(s, e.CommandID, now)
+		t, ok = s.core.ForgetCommand(s, e.CommandID, now)
+	} else if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
+		t, ok = s.core.ForgetReservation(s, r.SKU, r.ReservationID, now)
 	}
-	if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
-		return s.core.ForgetReservation(s, r.SKU, r.ReservationID, now)
-	}
-	return Change{}, false
+	return Change{Change: t}, ok
 }
 
 // restored schedules the expiry of every active reservation in the store and

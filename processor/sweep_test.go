@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/processor/cart"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -16,12 +17,12 @@ import (
 func TestTrailingUpdatedAt(t *testing.T) {
 	at := schemas.MillisOf(time.Date(2026, 3, 4, 5, 6, 7, 890e6, time.UTC))
 	changes := []Change{
-		{Key: schemas.StockKey("A"), Stock: &schemas.StockEntity{SKU: "A", UpdatedAt: at}},
-		{Key: schemas.ReservationKey("A", "r"), Reservation: &schemas.ReservationEntity{
-			Reservation: schemas.Reservation{ReservationID: "r", SKU: "A", Status: schemas.StatusReleased}, UpdatedAt: at}},
-		{Key: schemas.CommandKey("c"), Command: &schemas.CommandEntity{CommandID: "c", UpdatedAt: at}},
-		{Key: cart.CartKey("k"), Cart: &cart.Change{Key: cart.CartKey("k"), Cart: &cart.Entity{CartID: "k", UpdatedAt: at}}},
-		{Key: cart.DecidedKey("c"), Cart: &cart.Change{Key: cart.DecidedKey("c"), Decided: &cart.Decided{CommandID: "c", UpdatedAt: at}}},
+		{Change: sku.Change{Key: schemas.StockKey("A"), Stock: &schemas.StockEntity{SKU: "A", UpdatedAt: at}}},
+		{Change: sku.Change{Key: schemas.ReservationKey("A", "r"), Reservation: &schemas.ReservationEntity{
+			Reservation: schemas.Reservation{ReservationID: "r", SKU: "A", Status: schemas.StatusReleased}, UpdatedAt: at}}},
+		{Change: sku.Change{Key: schemas.CommandKey("c"), Command: &schemas.CommandEntity{CommandID: "c", UpdatedAt: at}}},
+		cartChange(&cart.Change{Key: cart.CartKey("k"), Cart: &cart.Entity{CartID: "k", UpdatedAt: at}}),
+		cartChange(&cart.Change{Key: cart.DecidedKey("c"), Decided: &cart.Decided{CommandID: "c", UpdatedAt: at}}),
 	}
 	for _, c := range changes {
 		v, err := EncodeChange(&c)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -58,7 +59,7 @@ func (p *pipelineConfig) register(s *settings) {
 	s.Duration(&p.CommitInterval, "commit-interval", 50*time.Millisecond,
 		"longest time one transaction collects records before it commits")
 	s.Int(&p.MaxBatch, "max-batch", 5000, "most command records per transaction")
-	rules := processor.DefaultRules()
+	rules := sku.DefaultRules()
 	s.Duration(&p.DedupeWindow, "dedupe-window", rules.DedupeWindow,
 		"how long a decided command_id is remembered, so a re-sent command returns its result with duplicate:true (min 1m)")
 	s.Int64(&p.MaxExtensions, "max-extensions", rules.MaxExtensions,
@@ -126,7 +127,7 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 		CommitInterval:     p.CommitInterval,
 		MaxBatch:           p.MaxBatch,
 		TransactionTimeout: p.TransactionTimeout,
-		Rules:              processor.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
+		Rules:              sku.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
 	}
 }
 

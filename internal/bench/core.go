@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/statestore"
 )
@@ -34,7 +35,7 @@ type Core struct {
 	// goroutine.
 	WithCodecCommandsPerS float64 `json:"with_codec_commands_per_s"`
 	// GoBenchCommandsPerS is BenchmarkApply/reserve from the go test output (its
-	// state is processor.Entities, the tests' map) and GoBenchWithCodecCommandsPerS
+	// state is sku.Entities, the tests' map) and GoBenchWithCodecCommandsPerS
 	// adds BenchmarkCodec's decode and encode.
 	GoBenchCommandsPerS          float64 `json:"go_bench_commands_per_s"`
 	GoBenchWithCodecCommandsPerS float64 `json:"go_bench_with_codec_commands_per_s"`
@@ -164,10 +165,10 @@ func (r *run) core(ctx context.Context) error {
 
 // partitionState is the state Core.Apply reads in the processor: entities by
 // key, and DueReservations answered like the partition goroutine answers it
-// (processor/partition.go: nil, the partition's timers expire due holds).
-// processor.Entities, the tests' state, answers it by scanning every entity,
+// (processor/skurole.go: nil, the partition's timers expire due holds).
+// sku.Entities, the tests' state, answers it by scanning every entity,
 // which BenchmarkApply therefore measures too.
-type partitionState struct{ processor.Entities }
+type partitionState struct{ sku.Entities }
 
 func (partitionState) DueReservations(string, schemas.Millis) []string { return nil }
 
@@ -176,13 +177,13 @@ func (partitionState) DueReservations(string, schemas.Millis) []string { return 
 // every command is decided against the same state), then adds the codec.
 func measureApply(d time.Duration) (apply, withCodec float64) {
 	const skus = 1000
-	c := &processor.Core{Rules: processor.DefaultRules()}
-	st := partitionState{make(processor.Entities)}
+	c := &sku.Core{Rules: sku.DefaultRules()}
+	st := partitionState{make(sku.Entities)}
 	t0 := schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	for i := range skus {
-		sku := fmt.Sprintf("SKU-%d", i)
+		name := fmt.Sprintf("SKU-%d", i)
 		on := int64(1 << 40)
-		o := c.Apply(st, processor.Input{Key: sku, Command: schemas.Command{CommandID: "set-" + sku, Type: schemas.TypeStockSet, SKU: sku, OnHand: &on}}, t0)
+		o := c.Apply(st, sku.Input{Key: name, Command: schemas.Command{CommandID: "set-" + name, Type: schemas.TypeStockSet, SKU: name, OnHand: &on}}, t0)
 		st.Apply(o.Changes)
 	}
 	raws := make([][]byte, 4096)
@@ -206,16 +207,16 @@ func measureApply(d time.Duration) (apply, withCodec float64) {
 		}
 		return float64(n) / time.Since(start).Seconds()
 	}
-	apply = loop(func(i int) { _ = c.Apply(st, processor.Input{Key: cmds[i].SKU, Command: cmds[i]}, t0) })
+	apply = loop(func(i int) { _ = c.Apply(st, sku.Input{Key: cmds[i].SKU, Command: cmds[i]}, t0) })
 	buf := make([]byte, 0, 1024)
 	withCodec = loop(func(i int) {
 		cmd, _ := schemas.DecodeCommand(raws[i], 64<<10)
-		out := c.Apply(st, processor.Input{Key: cmd.SKU, Command: cmd}, t0)
+		out := c.Apply(st, sku.Input{Key: cmd.SKU, Command: cmd}, t0)
 		for k := range out.Results {
 			buf = schemas.AppendResult(buf[:0], &out.Results[k])
 		}
 		for k := range out.Changes {
-			_, _ = processor.EncodeChange(&out.Changes[k])
+			_, _ = sku.EncodeChange(&out.Changes[k])
 		}
 	})
 	return apply, withCodec

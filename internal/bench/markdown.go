@@ -398,7 +398,7 @@ func (rep *Report) coreSection(m *md) {
 		m.p("- `go test` BenchmarkApply/reserve: %s commands/s (%s with BenchmarkCodec's decode and encode).",
 			f0(c.GoBenchCommandsPerS), f0(c.GoBenchWithCodecCommandsPerS))
 		if c.GoBenchCommandsPerS < c.CommandsPerS/2 {
-			m.p("  It is far below the in-process figure because its state, `processor.Entities` (the tests' map), answers")
+			m.p("  It is far below the in-process figure because its state, `sku.Entities` (the tests' map), answers")
 			m.p("  `State.DueReservations` by scanning every entity on every decision, while the processor's partition state")
 			m.p("  does not: the benchmark measures that test helper, not the core.")
 		}

@@ -1,4 +1,4 @@
-package processor
+package sku
 
 // Fuzz targets of the processor: the changelog decoder and the pure core. The
 // seed corpus is in testdata/fuzz/<target>/ (plus the f.Add seeds below), and

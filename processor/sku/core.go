@@ -1,11 +1,17 @@
-package processor
+// Package sku is the pure core of the SKU processor: the reservation contract
+// as a function. Core.Apply(state, input, now) -> Outputs decides one command
+// (validation, idempotency by command_id, stock arithmetic, lazy expiry,
+// low-stock notices); Expire, ForgetCommand and ForgetReservation serve the
+// partition's timers and sweep. It reads a State, never writes it, does no
+// I/O and reads no clock: the compiler keeps it so (it imports only schemas).
+// The scenario files in testdata/scenarios drive it directly.
+package sku
 
 import (
 	"fmt"
 	"math"
 	"time"
 
-	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -29,16 +35,10 @@ type Change struct {
 	Stock       *schemas.StockEntity
 	Reservation *schemas.ReservationEntity
 	Command     *schemas.CommandEntity
-	// Cart is set instead of the above for the cart coordinator's entities
-	// (RoleCart): a cart, a decided cart command, or a tombstone of either.
-	Cart *cart.Change
 }
 
 // Tombstone reports whether c deletes its key.
 func (c *Change) Tombstone() bool {
-	if c.Cart != nil {
-		return c.Cart.Tombstone()
-	}
 	return c.Stock == nil && c.Reservation == nil && c.Command == nil
 }
 

@@ -1,4 +1,4 @@
-package processor
+package sku
 
 // A reference model of wire contract v1 (docs/CONTRACT.md, plus the
 // extensions in schemas/README.md), written from the contract and not from

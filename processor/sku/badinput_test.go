@@ -1,4 +1,4 @@
-package processor
+package sku
 
 // The bad input classes of the reliability requirements, each tested against the
 // decoder and the pure core: the record goes to the DLQ (an *UndecodableError),

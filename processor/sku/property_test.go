@@ -1,4 +1,4 @@
-package processor
+package sku
 
 // Model-based property tests: random command sequences (seeded, reproducible)
 // through the pure core (Entities state) and through the reference model of

@@ -63,14 +63,14 @@ build:
 ## a throwaway cluster.
 bench:
 	mkdir -p docs/bench
-	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem ./processor/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
+	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem ./processor/sku/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
 	$(GO) run ./internal/bench/cmd/benchharness -mode full -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
 
 ## bench-short: the same harness in short mode (under 3 minutes on 2 cores)
 .PHONY: bench-short
 bench-short:
 	mkdir -p docs/bench
-	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem -benchtime 300ms ./processor/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
+	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem -benchtime 300ms ./processor/sku/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
 	$(GO) run ./internal/bench/cmd/benchharness -mode short -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
 
 ## clean: remove build output (the dev data folder ./data is kept: rm -rf ./data to start over)

@@ -1,12 +1,14 @@
 // Package processor decides reservation commands exactly once.
 //
-// # The pure core
+// # The pure cores
 //
-// Core.Apply(state, input, now) -> Outputs is the whole contract: validation,
-// idempotency by command_id, stock arithmetic, lazy expiry, low-stock notices.
-// It reads a State, never writes it, never does I/O and never reads a clock;
-// it returns the results and the entity changes (the changelog records). The
-// scenario files in testdata/scenarios drive it directly.
+// sku.Core.Apply(state, input, now) -> Outputs (package processor/sku) is the
+// whole contract: validation, idempotency by command_id, stock arithmetic,
+// lazy expiry, low-stock notices. It reads a State, never writes it, never
+// does I/O and never reads a clock; it returns the results and the entity
+// changes (the changelog records). The scenario files in
+// processor/sku/testdata/scenarios drive it directly. processor/cart is the
+// cart coordinator's core. This package is the loop that runs them.
 //
 // # The partition loop
 //

@@ -450,6 +450,7 @@ func (p *Processor) stopNow(ps []int32, why string) {
 		if w, ok := p.live[n]; ok && !w.revoked.Load() {
 			w.revoked.Store(true)
 			delete(p.queryable, n)
+			delete(p.status, n) // not ready with it, not running it
 			p.metrics.running.Set(float64(len(p.queryable)))
 			ws = append(ws, w)
 		}

@@ -38,7 +38,7 @@ func BenchmarkSink(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
-		_, err := db.Pool.Exec(ctx, `DROP TABLE IF EXISTS stock, reservations, sink_offsets, sink_errors, schema_migrations`)
+		_, err := db.Pool.Exec(ctx, `DROP TABLE IF EXISTS stock, reservations, sink_offsets, sink_errors, replay_runs, `+MigrationsTable)
 		require.NoError(b, err)
 		w, err := New(cfg, WithKafkaOpts(testKafkaOpts...))
 		require.NoError(b, err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -27,6 +29,25 @@ type Config struct {
 	// Exactly one of DSN and Pool.
 	Pool *pgxpool.Pool
 
+	// Schema is the PostgreSQL schema that holds the sink's tables (stock,
+	// reservations, sink_offsets, sink_errors, replay_runs) and its migration
+	// bookkeeping table (MigrationsTable), so that they never meet an
+	// application's tables of the same names. The sink creates the schema
+	// when it is missing and, with DSN, sets search_path to it on every
+	// connection it opens. A Pool must already have it as its search_path
+	// (pgxpool.Config.ConnConfig.RuntimeParams["search_path"]); the sink
+	// checks that when it migrates. A lower-case SQL identifier: [a-z_][a-z0-9_]*,
+	// at most 63 bytes, not starting with pg_.
+	//
+	// `reservations sink --pg-schema` defaults to DefaultSchema. Empty: no
+	// schema of its own; the tables live where the connection's search_path
+	// puts them (normally public), as before this setting existed.
+	//
+	// An install made before this setting, with its tables and its
+	// schema_migrations table in public, is moved into Schema at the first
+	// start (store.adoptLegacy): see docs/SINK_SCHEMA.md.
+	Schema string
+
 	// BatchSize is the most changelog records applied in one Postgres
 	// transaction. Default 5000.
 	BatchSize int
@@ -44,6 +65,36 @@ type Config struct {
 	// RetryMin and RetryMax bound the exponential backoff between attempts
 	// while Postgres fails. Defaults 100ms and 5s.
 	RetryMin, RetryMax time.Duration
+}
+
+// DefaultSchema is the default of `--pg-schema`: the schema of the sink's
+// tables (Config.Schema).
+const DefaultSchema = "reservations"
+
+// MigrationsTable records the sink's applied migrations, in Config.Schema. It
+// was schema_migrations before, a name that golang-migrate, Rails and others
+// use for their own bookkeeping in the same database.
+const MigrationsTable = "reservations_schema_migrations"
+
+// legacyMigrationsTable is the bookkeeping table of installs made before
+// MigrationsTable, in public.
+const legacyMigrationsTable = "schema_migrations"
+
+// schemaName is what Config.Schema accepts: identifiers that need no quoting,
+// so that the name an operator types in psql is the schema's name.
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// validSchema reports why name cannot be a Config.Schema ("" is valid).
+func validSchema(name string) error {
+	switch {
+	case name == "":
+		return nil
+	case !schemaName.MatchString(name):
+		return fmt.Errorf("schema %q: want a lower-case identifier [a-z_][a-z0-9_]* of at most 63 bytes", name)
+	case strings.HasPrefix(name, "pg_"):
+		return fmt.Errorf("schema %q: names starting with pg_ are reserved by PostgreSQL", name)
+	}
+	return nil
 }
 
 // Defaults of Config.
@@ -98,6 +149,9 @@ func (c Config) Validate() error {
 		return errors.New("config: MetadataInterval and PingInterval must be >= 0")
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("config: retry backoff %s..%s: want 0 < RetryMin <= RetryMax", c.RetryMin, c.RetryMax)
+	}
+	if err := validSchema(c.Schema); err != nil {
+		return fmt.Errorf("config: Schema: %w", err)
 	}
 	return nil
 }

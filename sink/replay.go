@@ -86,12 +86,12 @@ func Replay(ctx context.Context, cfg ReplayConfig, opts ...Option) (*ReplaySumma
 
 	pool := cfg.Pool
 	if pool == nil {
-		if pool, err = openPool(ctx, cfg.DSN); err != nil {
+		if pool, err = openPool(ctx, cfg.DSN, cfg.Schema); err != nil {
 			return nil, err
 		}
 		defer pool.Close()
 	}
-	st := &store{pool: pool, topic: cfg.Topic, apply: copyApply}
+	st := &store{pool: pool, topic: cfg.Topic, schema: cfg.Schema, apply: copyApply}
 	mctx, cancel := context.WithTimeout(ctx, pgTimeout)
 	_, err = st.migrate(mctx)
 	cancel()
@@ -210,9 +210,9 @@ func follow(ctx context.Context, st *store, cfg ReplayConfig, covered func(map[i
 	}
 }
 
-// replayLock serialises the start of replays with each other and, being
-// the lock of the topic's batches, with the batches of running sinks.
-const replayLock = `SELECT pg_advisory_xact_lock(hashtextextended('reservations.sink/' || $1, 0))`
+// The start of a replay takes topicLock, the lock of the topic's batches:
+// replays are serialised with each other and with the batches of running
+// sinks.
 
 // startReplay resumes the topic's unfinished replay run, or empties the
 // snapshot and records a new run, in one transaction.
@@ -222,7 +222,7 @@ func (s *store) startReplay(ctx context.Context) (run int64, resumed bool, err e
 		return 0, false, fmt.Errorf("begin replay: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, replayLock, s.topic); err != nil {
+	if _, err := tx.Exec(ctx, topicLock, s.lockName()); err != nil {
 		return 0, false, fmt.Errorf("lock topic %s: %w", s.topic, err)
 	}
 	err = tx.QueryRow(ctx, `UPDATE replay_runs SET resumed_at = now(), resumes = resumes + 1

@@ -29,8 +29,10 @@
 // The Writer is not a consumer group member: it assigns itself every partition
 // of the topic, starting where sink_offsets says (partitions without a row
 // from the beginning), and lists the partitions again every MetadataInterval.
-// The schema is created by embedded migrations (migrations/*.sql, recorded in
-// schema_migrations) at start.
+// The tables live in their own PostgreSQL schema (Config.Schema, default of
+// the command line: DefaultSchema), created at start with the embedded
+// migrations (migrations/*.sql, recorded in MigrationsTable); an install of
+// an older version, in public, is moved there (store.adoptLegacy).
 //
 // Two operator tools build on the Writer and the schema:
 //   - Verify reads the changelog to its end, checks the contract's invariants
@@ -124,18 +126,21 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 		kopts:   o.kafkaOpt,
 	}
 	if w.pool == nil {
-		pcfg, err := pgxpool.ParseConfig(cfg.DSN)
-		if err != nil {
-			return nil, fmt.Errorf("parse postgres DSN: %w", err)
-		}
-		pcfg.MaxConns = 4
-		if w.pool, err = pgxpool.NewWithConfig(context.Background(), pcfg); err != nil {
-			return nil, fmt.Errorf("create postgres pool: %w", err)
+		if w.pool, err = newPool(context.Background(), cfg.DSN, cfg.Schema); err != nil {
+			return nil, err
 		}
 		w.ownPool = true
 	}
-	w.store = &store{pool: w.pool, topic: cfg.Topic, apply: copyApply}
+	w.store = &store{pool: w.pool, topic: cfg.Topic, schema: cfg.Schema, apply: copyApply}
 	return w, nil
+}
+
+// schemaLabel names a Config.Schema in logs.
+func schemaLabel(schema string) string {
+	if schema == "" {
+		return "(search_path of the connection)"
+	}
+	return schema
 }
 
 // Ready reports whether the sink is running and reaches Postgres: false
@@ -253,7 +258,11 @@ func (w *Writer) session(ctx context.Context, bo *backoff) error {
 			return err
 		}
 		w.migrated = true
-		w.log.Info("sink schema ready", "applied_migrations", applied)
+		if w.store.adopted != "" {
+			w.log.Warn("sink tables of an older install adopted", "what", w.store.adopted)
+		}
+		w.log.Info("sink schema ready", "schema", schemaLabel(w.cfg.Schema), "migrations_table", MigrationsTable,
+			"applied_migrations", applied)
 	}
 	octx, cancel := context.WithTimeout(ctx, pgTimeout)
 	pos, seen, err := w.store.positions(octx)

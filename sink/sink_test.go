@@ -309,7 +309,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	assert.Equal(t, len(ms), total, "each migration applied once")
 	var n int
-	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM schema_migrations`).Scan(&n))
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM `+MigrationsTable).Scan(&n))
 	assert.Equal(t, len(ms), n)
 }
 

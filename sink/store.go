@@ -64,6 +64,12 @@ func migrations() ([]migration, error) {
 type store struct {
 	pool  *pgxpool.Pool
 	topic string
+	// schema is Config.Schema: the schema the pool's search_path names ("":
+	// the connection's current schema, whatever it is).
+	schema string
+	// adopted, set by migrate, says what it did to an install of an older
+	// version ("" when nothing), for the log.
+	adopted string
 	// apply writes the entity rows of a batch inside tx. copyApply, unless a
 	// benchmark swaps in another strategy.
 	apply func(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error)
@@ -75,9 +81,11 @@ type rowCounts struct {
 	reservationsUpserted, reservationsDeleted int64
 }
 
-// migrate applies the embedded migrations not yet recorded in
-// schema_migrations, in one transaction under an advisory lock so that sinks
-// starting together do not race. It returns the versions it applied.
+// migrate creates the schema when it is missing, adopts the tables of an
+// install made before the schema setting (adoptLegacy), and applies the
+// embedded migrations not yet recorded in MigrationsTable, in one transaction
+// under an advisory lock so that sinks starting together do not race. It
+// returns the versions it applied.
 func (s *store) migrate(ctx context.Context) ([]int64, error) {
 	ms, err := migrations()
 	if err != nil {
@@ -91,16 +99,23 @@ func (s *store) migrate(ctx context.Context) ([]int64, error) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
 		return nil, fmt.Errorf("lock migrations: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	target, err := s.ensureSchema(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if s.adopted, err = s.adoptLegacy(ctx, tx, target); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+MigrationsTable+` (
 		version    bigint      PRIMARY KEY,
 		name       text        NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
+		return nil, fmt.Errorf("create %s: %w", MigrationsTable, err)
 	}
-	rows, _ := tx.Query(ctx, `SELECT version FROM schema_migrations`)
+	rows, _ := tx.Query(ctx, `SELECT version FROM `+MigrationsTable)
 	done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("read schema_migrations: %w", err)
+		return nil, fmt.Errorf("read %s: %w", MigrationsTable, err)
 	}
 	var applied []int64
 	for _, m := range ms {
@@ -110,7 +125,7 @@ func (s *store) migrate(ctx context.Context) ([]int64, error) {
 		if _, err := tx.Exec(ctx, m.sql); err != nil {
 			return nil, fmt.Errorf("apply migration %s: %w", m.name, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
 			return nil, fmt.Errorf("record migration %s: %w", m.name, err)
 		}
 		applied = append(applied, m.version)
@@ -119,6 +134,213 @@ func (s *store) migrate(ctx context.Context) ([]int64, error) {
 		return nil, fmt.Errorf("commit migrations: %w", err)
 	}
 	return applied, nil
+}
+
+// schemaError is a schema configuration that retrying cannot fix: the sink
+// stops (permanent).
+type schemaError struct{ msg string }
+
+func (e *schemaError) Error() string { return e.msg }
+
+// ensureSchema creates s.schema when it is missing and checks that the
+// connection's search_path puts new tables there (a Pool given to the sink
+// sets it itself). It returns the schema the sink's tables live in: s.schema,
+// or the connection's current schema when s.schema is empty ("" when the
+// search_path names no existing schema).
+func (s *store) ensureSchema(ctx context.Context, tx pgx.Tx) (string, error) {
+	if s.schema != "" {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, s.schema).Scan(&exists); err != nil {
+			return "", fmt.Errorf("look up schema %s: %w", s.schema, err)
+		}
+		// Only when missing: CREATE SCHEMA needs the CREATE privilege on the
+		// database even with IF NOT EXISTS, which a user given a schema made
+		// by its DBA need not have.
+		if !exists {
+			if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{s.schema}.Sanitize()); err != nil {
+				return "", fmt.Errorf("create schema %s: %w", s.schema, err)
+			}
+		}
+	}
+	var current pgtype.Text
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&current); err != nil {
+		return "", fmt.Errorf("read current_schema(): %w", err)
+	}
+	if s.schema != "" && current.String != s.schema {
+		return "", &schemaError{fmt.Sprintf("the sink's tables belong in schema %q, but the connection's search_path (%q first) "+
+			"creates them elsewhere: a pool given to the sink must set search_path to the schema", s.schema, current.String)}
+	}
+	return current.String, nil
+}
+
+// sinkTables are the tables the migrations create, moved by adoptLegacy.
+var sinkTables = []string{"stock", "reservations", "sink_offsets", "sink_errors", "replay_runs"}
+
+// adoptLegacy takes over the tables of an install made before the schema
+// setting, inside the migration's transaction, and says what it did ("" when
+// nothing):
+//
+//   - target already has MigrationsTable: nothing to do;
+//   - target has the sink's legacy bookkeeping table schema_migrations (an
+//     install in target, e.g. public with Schema "" or "public"): it is
+//     renamed to MigrationsTable;
+//   - public has the sink's bookkeeping (schema_migrations or, written by
+//     this version with Schema "", MigrationsTable) and its sink_offsets hold
+//     offsets of this topic: the sink's tables and the bookkeeping move from
+//     public into target, rows, indexes and sequences with them. An install
+//     in public of another topic (another pipeline sharing the database) is
+//     left alone.
+//
+// "The sink's" schema_migrations is one with the columns the sink created
+// (version, name, applied_at) whose version 1 is 0001_init.sql: not
+// golang-migrate's (version, dirty) or Rails' (version) table of that name.
+// A table to move that target already has is a schemaError.
+func (s *store) adoptLegacy(ctx context.Context, tx pgx.Tx, target string) (string, error) {
+	if target == "" {
+		return "", nil
+	}
+	if ok, err := tableExists(ctx, tx, target, MigrationsTable); err != nil || ok {
+		return "", err
+	}
+	ours, err := isSinkBookkeeping(ctx, tx, target, legacyMigrationsTable)
+	if err != nil {
+		return "", err
+	}
+	if ours {
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{target, legacyMigrationsTable}.Sanitize()+
+			` RENAME TO `+MigrationsTable); err != nil {
+			return "", fmt.Errorf("rename %s.%s: %w", target, legacyMigrationsTable, err)
+		}
+		return fmt.Sprintf("renamed %s.%s to %s", target, legacyMigrationsTable, MigrationsTable), nil
+	}
+	const legacySchema = "public"
+	if target == legacySchema {
+		return "", nil
+	}
+	book := MigrationsTable
+	if ok, err := tableExists(ctx, tx, legacySchema, book); err != nil {
+		return "", err
+	} else if !ok {
+		book = legacyMigrationsTable
+		if ours, err = isSinkBookkeeping(ctx, tx, legacySchema, book); err != nil || !ours {
+			return "", err
+		}
+	}
+	if ok, err := tableExists(ctx, tx, legacySchema, "sink_offsets"); err != nil || !ok {
+		return "", err
+	}
+	var mine bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{legacySchema, "sink_offsets"}.Sanitize()+
+		` WHERE topic = $1)`, s.topic).Scan(&mine); err != nil {
+		return "", fmt.Errorf("read %s.sink_offsets: %w", legacySchema, err)
+	}
+	if !mine {
+		return "", nil
+	}
+	var moved []string
+	for _, table := range sinkTables {
+		there, err := tableExists(ctx, tx, legacySchema, table)
+		if err != nil {
+			return "", err
+		}
+		if !there {
+			continue // a migration of a later version than the install's
+		}
+		if clash, err := tableExists(ctx, tx, target, table); err != nil {
+			return "", err
+		} else if clash {
+			return "", &schemaError{fmt.Sprintf("cannot move the sink's tables of an older install from %s into schema %s: "+
+				"%s.%s exists already (move or drop one of them by hand, see docs/SINK_SCHEMA.md)", legacySchema, target, target, table)}
+		}
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{legacySchema, table}.Sanitize()+
+			` SET SCHEMA `+pgx.Identifier{target}.Sanitize()); err != nil {
+			return "", fmt.Errorf("move %s.%s into schema %s: %w", legacySchema, table, target, err)
+		}
+		moved = append(moved, table)
+	}
+	if book != MigrationsTable {
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{legacySchema, book}.Sanitize()+` RENAME TO `+MigrationsTable); err != nil {
+			return "", fmt.Errorf("rename %s.%s: %w", legacySchema, book, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{legacySchema, MigrationsTable}.Sanitize()+
+		` SET SCHEMA `+pgx.Identifier{target}.Sanitize()); err != nil {
+		return "", fmt.Errorf("move %s.%s into schema %s: %w", legacySchema, MigrationsTable, target, err)
+	}
+	return fmt.Sprintf("moved the tables %s and %s.%s (as %s) of an older install from %s into schema %s",
+		strings.Join(moved, ", "), legacySchema, book, MigrationsTable, legacySchema, target), nil
+}
+
+// tableExists reports whether schema.table is a table.
+func tableExists(ctx context.Context, tx pgx.Tx, schema, table string) (bool, error) {
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))`, schema, table).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look up table %s.%s: %w", schema, table, err)
+	}
+	return ok, nil
+}
+
+// isSinkBookkeeping reports whether schema.table is the migration table the
+// sink created (version, name, applied_at; version 1 is 0001_init.sql).
+func isSinkBookkeeping(ctx context.Context, tx pgx.Tx, schema, table string) (bool, error) {
+	if ok, err := tableExists(ctx, tx, schema, table); err != nil || !ok {
+		return false, err
+	}
+	var cols int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+		WHERE table_schema = $1 AND table_name = $2 AND column_name IN ('version', 'name', 'applied_at')`,
+		schema, table).Scan(&cols); err != nil {
+		return false, fmt.Errorf("read the columns of %s.%s: %w", schema, table, err)
+	}
+	if cols != 3 {
+		return false, nil
+	}
+	var first pgtype.Text
+	err := tx.QueryRow(ctx, `SELECT name FROM `+pgx.Identifier{schema, table}.Sanitize()+` WHERE version = 1`).Scan(&first)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s.%s: %w", schema, table, err)
+	}
+	return first.String == "0001_init.sql", nil
+}
+
+// lockName names the advisory lock of the topic's batches in the schema
+// (replays take it too): sinks of one topic in two schemas of a database do
+// not wait for each other. Without a schema it is the name of earlier
+// versions.
+func (s *store) lockName() string {
+	if s.schema == "" {
+		return "reservations.sink/" + s.topic
+	}
+	return "reservations.sink/" + s.schema + "/" + s.topic
+}
+
+// topicLock takes the advisory lock of lockName.
+const topicLock = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+
+// newPool connects to dsn with at most 4 connections whose search_path is
+// schema (when set).
+func newPool(ctx context.Context, dsn, schema string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres DSN: %w", err)
+	}
+	pcfg.MaxConns = 4
+	if schema != "" {
+		// Sent in the startup message: every connection, and every
+		// reconnection, has it before its first statement. schema needs no
+		// quoting (validSchema).
+		pcfg.ConnConfig.RuntimeParams["search_path"] = schema
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("create postgres pool: %w", err)
+	}
+	return pool, nil
 }
 
 // offsets returns the next offset to apply per partition of the topic.
@@ -194,7 +416,7 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64, seen m
 		nexts = append(nexts, o)
 		currents = append(currents, timestamptz(seen[p]))
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('reservations.sink/' || $1, 0))`, s.topic); err != nil {
+	if _, err := tx.Exec(ctx, topicLock, s.lockName()); err != nil {
 		return n, fmt.Errorf("lock topic %s: %w", s.topic, err)
 	}
 	rows, _ := tx.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1 AND partition = ANY($2)`, s.topic, parts)
@@ -422,6 +644,10 @@ func (s *store) ping(ctx context.Context) error {
 // permanent reports whether err is a Postgres error that retrying cannot fix
 // (a broken migration, a missing privilege), as opposed to an outage.
 func permanent(err error) bool {
+	var se *schemaError
+	if errors.As(err, &se) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
 		return false // network, timeout, closed pool: an outage

@@ -32,6 +32,10 @@ type VerifyConfig struct {
 	// are compared with the changelog. Neither: the changelog alone is checked.
 	DSN  string
 	Pool *pgxpool.Pool
+	// Schema is the schema of the sink's tables, as Config.Schema (the
+	// sink's --pg-schema); with DSN the connections' search_path is set to
+	// it, a Pool must have it already. Empty: the connection's search_path.
+	Schema string
 	// Wait is how long Verify waits for the sink's stored offsets to reach the
 	// changelog end before it gives up with a *SinkBehindError. Default 0:
 	// look once.
@@ -58,6 +62,9 @@ func (c VerifyConfig) Validate() error {
 		return fmt.Errorf("verify config: Wait %s: must be >= 0", c.Wait)
 	case c.MaxReport < 0:
 		return fmt.Errorf("verify config: MaxReport %d: must be >= 0", c.MaxReport)
+	}
+	if err := validSchema(c.Schema); err != nil {
+		return fmt.Errorf("verify config: Schema: %w", err)
 	}
 	return nil
 }
@@ -180,8 +187,11 @@ type SinkBehindError struct {
 	// Behind lists, per partition that is behind, the stored next offset
 	// (-1: none) and the changelog end it must reach.
 	Behind map[int32][2]int64
-	// NoSchema: the database has no sink schema (the sink never ran on it).
+	// NoSchema: the database has no sink tables (the sink never ran on it,
+	// or it keeps them in another schema than Schema).
 	NoSchema bool
+	// Schema is VerifyConfig.Schema.
+	Schema string
 	// Replaying: a `replay --to postgres` run is in progress.
 	Replaying bool
 }
@@ -189,7 +199,8 @@ type SinkBehindError struct {
 func (e *SinkBehindError) Error() string {
 	var b strings.Builder
 	if e.NoSchema {
-		fmt.Fprintf(&b, "the database has no sink tables (sink_offsets): the sink never ran on it (waited %s)", e.Wait)
+		fmt.Fprintf(&b, "the database has no sink tables (sink_offsets) in %s: the sink never ran on it, or keeps its tables "+
+			"in another schema (its --pg-schema) (waited %s)", schemaLabel(e.Schema), e.Wait)
 		return b.String()
 	}
 	ps := make([]int32, 0, len(e.Behind))
@@ -268,12 +279,16 @@ func Verify(ctx context.Context, cfg VerifyConfig, opts ...Option) (*Report, err
 	if cfg.DSN != "" || cfg.Pool != nil {
 		pool := cfg.Pool
 		if pool == nil {
-			if pool, err = openPool(ctx, cfg.DSN); err != nil {
+			if pool, err = openPool(ctx, cfg.DSN, cfg.Schema); err != nil {
 				return nil, err
 			}
 			defer pool.Close()
 		}
 		if snap, err = waitSnapshot(ctx, pool, cfg.Topic, bounds, checked, cfg.Wait, log); err != nil {
+			var behind *SinkBehindError
+			if errors.As(err, &behind) {
+				behind.Schema = cfg.Schema
+			}
 			return nil, err
 		}
 		// Read up to what the sink stored, unless that is beyond the log
@@ -354,16 +369,12 @@ func maps(m map[int32]int64) map[int32]int64 {
 	return out
 }
 
-// openPool connects to dsn and checks that Postgres answers.
-func openPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
-	pcfg, err := pgxpool.ParseConfig(dsn)
+// openPool connects to dsn with search_path schema (when set) and checks that
+// Postgres answers.
+func openPool(ctx context.Context, dsn, schema string) (*pgxpool.Pool, error) {
+	pool, err := newPool(ctx, dsn, schema)
 	if err != nil {
-		return nil, fmt.Errorf("parse postgres DSN: %w", err)
-	}
-	pcfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("create postgres pool: %w", err)
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, kafkaTimeout)
 	defer cancel()

@@ -2,7 +2,12 @@ package deploycheck
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,7 +71,8 @@ type container struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMapRef"`
 		SecretRef *struct {
-			Name string `yaml:"name"`
+			Name     string `yaml:"name"`
+			Optional bool   `yaml:"optional"`
 		} `yaml:"secretRef"`
 	} `yaml:"envFrom"`
 	Env []struct {
@@ -178,18 +184,30 @@ type kustomization struct {
 	} `yaml:"images"`
 }
 
-// manifests are the Kubernetes objects of deploy/k8s (kustomization aside).
+// manifests are the Kubernetes objects of deploy/k8s (kustomization aside;
+// the folders below it are overlays applied on their own), and the Secrets
+// that are provided out of band, as deploy/k8s/secrets-example generates
+// them from its *.env.example files.
 type manifests struct {
-	objects []k8sObject
-	kust    kustomization
+	objects  []k8sObject
+	kust     kustomization
+	provided []k8sObject
+}
+
+// baseManifest reports whether rel (relative to deploy/) is a manifest of
+// deploy/k8s itself.
+func baseManifest(rel string) bool {
+	dir, file := path.Split(rel)
+	return dir == "k8s/" && file != "kustomization.yaml" && path.Ext(file) == ".yaml"
 }
 
 func loadManifests(t testing.TB) manifests {
 	t.Helper()
 	var m manifests
 	decodeYAML(t, "k8s/kustomization.yaml", &m.kust)
+	m.provided = exampleSecrets(t)
 	for _, rel := range deployFiles(t) {
-		if !strings.HasPrefix(rel, "k8s/") || rel == "k8s/kustomization.yaml" || filepath.Ext(rel) != ".yaml" {
+		if !baseManifest(rel) {
 			continue
 		}
 		docs, err := yamlDocs(readDeploy(t, rel))
@@ -217,10 +235,11 @@ func as(t testing.TB, raw any, v any) {
 	require.NoError(t, yaml.Unmarshal(b, v))
 }
 
-// get returns the only object of kind and name, decoded into v.
+// get returns the only object of kind and name, decoded into v: one of
+// deploy/k8s, or a Secret provided out of band.
 func (m manifests) get(t testing.TB, kind, name string, v any) k8sObject {
 	t.Helper()
-	for _, o := range m.objects {
+	for _, o := range append(append([]k8sObject(nil), m.objects...), m.provided...) {
 		if o.Kind == kind && o.Metadata.Name == name {
 			if v != nil {
 				as(t, o.raw, v)
@@ -310,18 +329,27 @@ func subset(sub, of map[string]string) bool {
 }
 
 // TestKustomization: the kustomization lists exactly the manifests of
-// deploy/k8s, its namespace exists, and it names the image the workloads use.
+// deploy/k8s (not the overlays in its folders), its namespace exists, it
+// names the image the workloads use, and it creates no Secret: `kubectl apply
+// -k deploy/k8s` must never replace real credentials with placeholders.
 func TestKustomization(t *testing.T) {
 	m := loadManifests(t)
 	var files []string
 	for _, rel := range deployFiles(t) {
-		if strings.HasPrefix(rel, "k8s/") && rel != "k8s/kustomization.yaml" {
+		if baseManifest(rel) {
 			files = append(files, strings.TrimPrefix(rel, "k8s/"))
 		}
 	}
 	res := append([]string(nil), m.kust.Resources...)
 	sort.Strings(res)
 	assert.Equal(t, files, res, "kustomization.yaml resources vs the files of deploy/k8s")
+	for _, r := range m.kust.Resources {
+		assert.NotContains(t, r, "/", "deploy/k8s/kustomization.yaml includes %s: the folders are overlays applied on their own", r)
+	}
+	for _, o := range m.objects {
+		assert.NotEqual(t, "Secret", o.Kind, "deploy/k8s/%s: the default kustomization applies Secret %s over the real one "+
+			"(provide Secrets out of band, see deploy/k8s/secrets-example)", o.file, o.Metadata.Name)
+	}
 	if m.kust.Namespace != "" {
 		m.get(t, "Namespace", m.kust.Namespace, nil)
 	}
@@ -402,6 +430,7 @@ func checkPod(t *testing.T, m manifests, what, sub string, tmpl podTemplate) (co
 			assert.Equal(t, c.Name, e.ValueFrom.ResourceFieldRef.ContainerName, "%s: env %s resourceFieldRef", what, e.Name)
 		}
 	}
+	checkGoMemLimit(t, what, c, env)
 	volumes := map[string]bool{}
 	for _, v := range spec.Volumes {
 		volumes[v.Name] = true
@@ -462,6 +491,11 @@ func TestStatefulSet(t *testing.T) {
 
 	// The stable pod name fences the pod's predecessor.
 	assert.Equal(t, "<from metadata.name>", env["RESERVATIONS_INSTANCE_ID"], "RESERVATIONS_INSTANCE_ID from the downward API")
+
+	// Redirects name the owner pod by its fully qualified name in the
+	// governing Service, which resolves from every namespace:
+	// <pod>.<service>.<namespace>.svc.<cluster domain>:<admin port>.
+	checkAdvertisedAddr(t, c, spec.ServiceName, portOf(t, env["RESERVATIONS_HTTP_ADDR"]))
 
 	// Configuration from a ConfigMap, credentials from a Secret.
 	var cms, secrets int
@@ -562,4 +596,320 @@ func TestSecretsAreSecret(t *testing.T) {
 	for _, o := range m.ofKind("Secret") {
 		assert.Equal(t, "Opaque", fmt.Sprint(o.raw["type"]), "Secret %s type", o.Metadata.Name)
 	}
+}
+
+// checkAdvertisedAddr checks the processor's RESERVATIONS_ADVERTISED_ADDR:
+// $(<pod name var>).<headless service>.$(<namespace var>).svc.<domain>:<port>,
+// both variables from the downward API and defined before it (Kubernetes
+// expands $(VAR) only for variables defined earlier in the list).
+func checkAdvertisedAddr(t *testing.T, c container, headless string, adminPort int) {
+	t.Helper()
+	defined := map[string]string{} // variable -> its downward API field, of the entries before
+	var addr string
+	for _, e := range c.Env {
+		if e.Name == "RESERVATIONS_ADVERTISED_ADDR" {
+			addr = e.Value
+			break
+		}
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			defined[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	require.NotEmpty(t, addr, "StatefulSet: RESERVATIONS_ADVERTISED_ADDR")
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err, addr)
+	assert.Equal(t, strconv.Itoa(adminPort), port, "advertised port is the admin port")
+	re := regexp.MustCompile(`^\$\(([A-Z_][A-Z0-9_]*)\)\.` + regexp.QuoteMeta(headless) + `\.\$\(([A-Z_][A-Z0-9_]*)\)\.svc\.[a-z0-9-]+(\.[a-z0-9-]+)*$`)
+	m := re.FindStringSubmatch(host)
+	if !assert.NotNil(t, m, "RESERVATIONS_ADVERTISED_ADDR host %q: want $(<pod name>).%s.$(<namespace>).svc.<cluster domain>, "+
+		"a name that resolves from other namespaces too", host, headless) {
+		return
+	}
+	assert.Equal(t, "metadata.name", defined[m[1]], "$(%s) must be the pod name (fieldRef metadata.name) defined before RESERVATIONS_ADVERTISED_ADDR", m[1])
+	assert.Equal(t, "metadata.namespace", defined[m[2]], "$(%s) must be the namespace (fieldRef metadata.namespace) defined before RESERVATIONS_ADVERTISED_ADDR", m[2])
+}
+
+// goMemLimitRatio is the share of the container's memory limit that
+// GOMEMLIMIT is set to: ~90%, leaving the rest for memory the Go runtime does
+// not manage.
+const goMemLimitMin, goMemLimitMax = 0.88, 0.92
+
+// checkGoMemLimit: GOMEMLIMIT is a fixed value of about 90% of the
+// container's memory limit (a resourceFieldRef can only give 100%, or a
+// rounded fraction through its divisor, which is no soft limit).
+func checkGoMemLimit(t *testing.T, what string, c container, env map[string]string) {
+	t.Helper()
+	v, ok := env["GOMEMLIMIT"]
+	if !assert.True(t, ok, "%s: GOMEMLIMIT, the Go runtime's soft memory limit, is not set", what) {
+		return
+	}
+	soft, err := parseGoMemLimit(v)
+	if !assert.NoError(t, err, "%s: GOMEMLIMIT %q", what, v) {
+		return
+	}
+	limit, err := parseQuantity(c.Resources.Limits["memory"])
+	require.NoError(t, err, "%s: resources.limits.memory", what)
+	ratio := float64(soft) / float64(limit)
+	assert.True(t, ratio >= goMemLimitMin && ratio <= goMemLimitMax,
+		"%s: GOMEMLIMIT %s is %.1f%% of the memory limit %s: want about 90%% (%.0f..%.0f MiB)", what, v, 100*ratio,
+		c.Resources.Limits["memory"], goMemLimitMin*float64(limit)/(1<<20), goMemLimitMax*float64(limit)/(1<<20))
+}
+
+// parseGoMemLimit parses GOMEMLIMIT: bytes with an optional unit B, KiB, MiB,
+// GiB or TiB (runtime/debug.SetMemoryLimit's syntax).
+func parseGoMemLimit(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			x, err := strconv.ParseInt(n, 10, 64)
+			return x * u.mult, err
+		}
+	}
+	if strings.HasPrefix(v, "<from ") {
+		return 0, fmt.Errorf("a value computed by Kubernetes, want a fixed value")
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// parseQuantity parses a Kubernetes memory quantity (plain bytes, or with a
+// binary Ki..Ti or decimal k..T suffix).
+func parseQuantity(v string) (int64, error) {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			x, err := strconv.ParseInt(n, 10, 64)
+			return x * u.mult, err
+		}
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+func TestParseMemory(t *testing.T) {
+	for v, want := range map[string]int64{"1843MiB": 1843 << 20, "2GiB": 2 << 30, "1000": 1000, "512KiB": 512 << 10} {
+		got, err := parseGoMemLimit(v)
+		require.NoError(t, err, v)
+		assert.Equal(t, want, got, v)
+	}
+	_, err := parseGoMemLimit("<from limits.memory>")
+	assert.Error(t, err)
+	for v, want := range map[string]int64{"2Gi": 2 << 30, "512Mi": 512 << 20, "1G": 1e9, "100": 100} {
+		got, err := parseQuantity(v)
+		require.NoError(t, err, v)
+		assert.Equal(t, want, got, v)
+	}
+}
+
+type networkPolicy struct {
+	Spec struct {
+		PodSelector labelSelector `yaml:"podSelector"`
+		PolicyTypes []string      `yaml:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				PodSelector       *labelSelector `yaml:"podSelector"`
+				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+				IPBlock           any            `yaml:"ipBlock"`
+			} `yaml:"from"`
+			Ports []struct {
+				Protocol string `yaml:"protocol"`
+				Port     any    `yaml:"port"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
+	} `yaml:"spec"`
+}
+
+// TestNetworkPolicy: a NetworkPolicy selects the processor and the sink pods
+// and admits ingress to their admin port only, from this namespace and from
+// namespaces chosen by label: never from everywhere, never to other ports.
+func TestNetworkPolicy(t *testing.T) {
+	m := loadManifests(t)
+	var sts statefulSet
+	as(t, m.ofKind("StatefulSet")[0].raw, &sts)
+	var dep deployment
+	as(t, m.ofKind("Deployment")[0].raw, &dep)
+	pods := map[string]podTemplate{"processor": sts.Spec.Template, "sink": dep.Spec.Template}
+
+	covered := map[string]bool{}
+	for _, o := range m.ofKind("NetworkPolicy") {
+		assert.Equal(t, "networking.k8s.io/v1", o.APIVersion)
+		var np networkPolicy
+		as(t, o.raw, &np)
+		var selects []string
+		for name, tmpl := range pods {
+			if subset(np.Spec.PodSelector.MatchLabels, tmpl.Metadata.Labels) {
+				selects = append(selects, name)
+				covered[name] = true
+			}
+		}
+		if len(selects) == 0 {
+			continue
+		}
+		assert.Contains(t, np.Spec.PolicyTypes, "Ingress", "NetworkPolicy %s: policyTypes", o.Metadata.Name)
+		byNamespace := false
+		for i, rule := range np.Spec.Ingress {
+			assert.NotEmpty(t, rule.From, "NetworkPolicy %s ingress %d: no from admits every source", o.Metadata.Name, i)
+			for _, f := range rule.From {
+				assert.Nil(t, f.IPBlock, "NetworkPolicy %s ingress %d: ipBlock", o.Metadata.Name, i)
+				if f.NamespaceSelector != nil {
+					assert.NotEmpty(t, f.NamespaceSelector.MatchLabels, "NetworkPolicy %s ingress %d: an empty namespaceSelector admits every namespace", o.Metadata.Name, i)
+					byNamespace = true
+				}
+			}
+			if assert.NotEmpty(t, rule.Ports, "NetworkPolicy %s ingress %d: no ports admits every port", o.Metadata.Name, i) {
+				for _, p := range rule.Ports {
+					for _, name := range selects {
+						c := pods[name].Spec.Containers[0]
+						admin := portOf(t, m.env(t, c)["RESERVATIONS_HTTP_ADDR"])
+						assert.True(t, p.Port == "http" || p.Port == admin,
+							"NetworkPolicy %s ingress %d admits port %v of the %s pods: only the admin port (http, %d)", o.Metadata.Name, i, p.Port, name, admin)
+					}
+				}
+			}
+		}
+		assert.True(t, byNamespace, "NetworkPolicy %s: admits no other namespace by label (Prometheus, query clients)", o.Metadata.Name)
+	}
+	assert.True(t, covered["processor"], "no NetworkPolicy selects the processor pods")
+	assert.True(t, covered["sink"], "no NetworkPolicy selects the sink pods")
+}
+
+const secretsExample = "k8s/secrets-example"
+
+// exampleSecrets are the Secrets that deploy/k8s/secrets-example generates,
+// with the keys and values of its *.env.example files: the Secrets the
+// workloads expect to exist.
+func exampleSecrets(t testing.TB) []k8sObject {
+	t.Helper()
+	var k struct {
+		SecretGenerator []struct {
+			Name string   `yaml:"name"`
+			Type string   `yaml:"type"`
+			Envs []string `yaml:"envs"`
+		} `yaml:"secretGenerator"`
+	}
+	decodeYAML(t, secretsExample+"/kustomization.yaml", &k)
+	var out []k8sObject
+	for _, g := range k.SecretGenerator {
+		data := map[string]any{}
+		for _, env := range g.Envs {
+			for _, line := range strings.Split(string(readDeploy(t, secretsExample+"/"+env+".example")), "\n") {
+				line = strings.TrimSpace(line)
+				if line == "" || strings.HasPrefix(line, "#") {
+					continue
+				}
+				key, val, ok := strings.Cut(line, "=")
+				require.True(t, ok, "%s.example: %q is not KEY=VALUE", env, line)
+				data[key] = val
+			}
+		}
+		out = append(out, k8sObject{APIVersion: "v1", Kind: "Secret", Metadata: objectMeta{Name: g.Name},
+			file: secretsExample + "/kustomization.yaml",
+			raw: map[string]any{"apiVersion": "v1", "kind": "Secret", "type": g.Type,
+				"metadata": map[string]any{"name": g.Name}, "stringData": data}})
+	}
+	return out
+}
+
+// TestSecretsExample: the example overlay generates every Secret the
+// workloads reference, in their namespace, under fixed names, from env files
+// that git ignores (only their *.env.example templates are committed).
+func TestSecretsExample(t *testing.T) {
+	m := loadManifests(t)
+	var k struct {
+		Namespace        string `yaml:"namespace"`
+		Resources        []string
+		GeneratorOptions struct {
+			DisableNameSuffixHash bool `yaml:"disableNameSuffixHash"`
+		} `yaml:"generatorOptions"`
+		SecretGenerator []struct {
+			Name string   `yaml:"name"`
+			Envs []string `yaml:"envs"`
+		} `yaml:"secretGenerator"`
+	}
+	decodeYAML(t, secretsExample+"/kustomization.yaml", &k)
+	assert.Equal(t, m.kust.Namespace, k.Namespace, "the Secrets are created in the pipeline's namespace")
+	assert.Empty(t, k.Resources, "the example applies only the generated Secrets")
+	assert.True(t, k.GeneratorOptions.DisableNameSuffixHash, "the workloads name the Secrets: no hash suffix")
+
+	var ignore []string
+	for _, l := range strings.Split(string(readDeploy(t, secretsExample+"/.gitignore")), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			ignore = append(ignore, l)
+		}
+	}
+	generated := map[string]bool{}
+	for _, g := range k.SecretGenerator {
+		generated[g.Name] = true
+		for _, env := range g.Envs {
+			ignored := false
+			for _, p := range ignore {
+				ok, _ := path.Match(p, env)
+				ignored = ignored || ok
+			}
+			assert.True(t, ignored, "%s/%s holds credentials: .gitignore there must ignore it", secretsExample, env)
+		}
+	}
+	for _, kind := range []string{"StatefulSet", "Deployment"} {
+		for _, o := range m.ofKind(kind) {
+			var spec struct {
+				Spec struct {
+					Template podTemplate `yaml:"template"`
+				} `yaml:"spec"`
+			}
+			as(t, o.raw, &spec)
+			for _, c := range spec.Spec.Template.Spec.Containers {
+				for _, ef := range c.EnvFrom {
+					if ef.SecretRef != nil {
+						assert.True(t, generated[ef.SecretRef.Name], "%s %s reads Secret %s, which %s does not generate",
+							kind, o.Metadata.Name, ef.SecretRef.Name, secretsExample)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKustomizeBuild builds deploy/k8s and its overlays with kubectl
+// kustomize (when kubectl is on PATH): the manifests render, deploy/k8s
+// renders no Secret, the example renders the two Secrets from filled-in env
+// files.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not on PATH: the kustomizations are checked by the other tests only")
+	}
+	build := func(dir string) string {
+		t.Helper()
+		out, err := exec.Command(kubectl, "kustomize", dir).CombinedOutput()
+		require.NoError(t, err, "kubectl kustomize %s:\n%s", dir, out)
+		return string(out)
+	}
+	base := build(filepath.Join(deployDir(t), "k8s"))
+	assert.NotRegexp(t, `(?m)^kind: Secret$`, base, "deploy/k8s renders a Secret")
+	assert.Regexp(t, `(?m)^kind: StatefulSet$`, base)
+	assert.Regexp(t, `(?m)^kind: NetworkPolicy$`, base)
+	op := build(filepath.Join(deployDir(t), filepath.FromSlash(operatorDir)))
+	assert.Regexp(t, `(?m)^kind: PrometheusRule$`, op)
+	assert.Regexp(t, `(?m)^kind: PodMonitor$`, op)
+
+	// The example, with its env files filled in from the templates.
+	dir := t.TempDir()
+	src := filepath.Join(deployDir(t), filepath.FromSlash(secretsExample))
+	entries, err := os.ReadDir(src)
+	require.NoError(t, err)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600))
+		if name, ok := strings.CutSuffix(e.Name(), ".example"); ok {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
+		}
+	}
+	secrets := build(dir)
+	assert.Contains(t, secrets, "name: reservations-kafka")
+	assert.Contains(t, secrets, "name: reservations-postgres")
+	assert.Contains(t, secrets, "namespace: reservations")
 }

@@ -71,6 +71,16 @@ type panel struct {
 		RefID      string      `json:"refId"`
 		Datasource *datasource `json:"datasource"`
 	} `json:"targets"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+		Overrides []struct {
+			Properties []struct {
+				ID string `json:"id"`
+			} `json:"properties"`
+		} `json:"overrides"`
+	} `json:"fieldConfig"`
 	Panels []panel `json:"panels"` // of a collapsed row
 }
 
@@ -300,12 +310,10 @@ func send(t *testing.T, kafka int, typ string, args ...string) {
 
 // TestRules checks the structure of the alert rules: every rule is an alert
 // with a parsable expression and duration, a severity, summary, description
-// and a runbook hint whose section exists in deploy/README.md; the alerts the
+// and a runbook_url (TestRunbookLinks checks where it points); the alerts the
 // issue asks for exist with the thresholds it names.
 func TestRules(t *testing.T) {
-	anchors := headingAnchors(string(readDeploy(t, "README.md")))
 	duration := regexp.MustCompile(`^([0-9]+(ms|s|m|h|d|w|y))+$`)
-	runbookRef := regexp.MustCompile(`deploy/README\.md#([a-z0-9_-]+)`)
 	alerts := map[string]rule{}
 	metricsOf := map[string][]string{} // metric -> alerts using it
 	for _, g := range loadRules(t).Groups {
@@ -324,13 +332,10 @@ func TestRules(t *testing.T) {
 				assert.Regexp(t, duration, r.For, "%s: for", r.Alert)
 			}
 			assert.Contains(t, []string{"critical", "warning", "info"}, r.Labels["severity"], "%s: severity", r.Alert)
-			for _, a := range []string{"summary", "description", "runbook"} {
+			for _, a := range []string{"summary", "description", "runbook_url"} {
 				assert.NotEmpty(t, strings.TrimSpace(r.Annotations[a]), "%s: annotation %s", r.Alert, a)
 			}
-			m := runbookRef.FindStringSubmatch(r.Annotations["runbook"])
-			if assert.NotNil(t, m, "%s: the runbook hint links deploy/README.md#<section>", r.Alert) {
-				assert.True(t, anchors[m[1]], "%s: deploy/README.md has no section #%s", r.Alert, m[1])
-			}
+			assert.NotContains(t, r.Annotations, "runbook", "%s: a relative runbook path does not resolve in an alert: use runbook_url", r.Alert)
 		}
 	}
 	for _, m := range []string{
@@ -343,6 +348,9 @@ func TestRules(t *testing.T) {
 		"reservations_dlq_records_total",
 		"reservations_sink_ready",
 		"reservations_sink_stale_partitions_total",
+		"reservations_end_to_end_latency_seconds_bucket",
+		"reservations_state_wipes_total",
+		"reservations_partitions_running",
 	} {
 		assert.NotEmpty(t, metricsOf[m], "no alert uses %s", m)
 	}
@@ -362,6 +370,125 @@ func TestRules(t *testing.T) {
 	stale := alerts["ReservationsSinkStalePartition"].Expr
 	assert.Contains(t, stale, "increase(")
 	assert.Contains(t, stale, "unless")
+
+	// The latency SLO: p95 of the end-to-end (decision) latency above 150 ms
+	// for 10 minutes.
+	slo := alerts["ReservationsEndToEndLatencySLO"]
+	assert.Regexp(t, `histogram_quantile\(0\.95,\s*sum by \((job, )?le\) \(rate\(reservations_end_to_end_latency_seconds_bucket\[`, slo.Expr, "p95 of the end-to-end latency")
+	assert.Regexp(t, `\)\s*> 0\.15\s*$`, slo.Expr, "above 150 ms")
+	assert.Equal(t, "10m", slo.For)
+	// State wipes: increase, and a new series that starts at 1.
+	wipes := alerts["ReservationsStateWiped"].Expr
+	assert.Contains(t, wipes, "increase(reservations_state_wipes_total[")
+	assert.Contains(t, wipes, "unless")
+	// No partitions running: must not go silent when every processor is
+	// down, i.e. when no series of the gauge (and maybe of up) exists.
+	none := alerts["ReservationsNoPartitionsRunning"]
+	job := processorJob(t)
+	assert.Contains(t, none.Expr, `absent(up{job="`+job+`"} == 1)`,
+		"fires when no target of the processor's job is up, or none is scraped at all")
+	assert.Regexp(t, `absent\(sum\(reservations_partitions_running\{job="`+regexp.QuoteMeta(job)+`"`, none.Expr,
+		"fires when no process exports the gauge")
+	assert.Regexp(t, `sum by \(role\) \(reservations_partitions_running\{job="`+regexp.QuoteMeta(job)+`"\}\) == 0`, none.Expr,
+		"fires when the processes run no partition of a role")
+	assert.Equal(t, "critical", none.Labels["severity"])
+	assert.NotEmpty(t, none.For)
+}
+
+// processorJob is the job name under which compose's Prometheus scrapes the
+// processor: the rules that select a job use it, and so do the PodMonitors.
+func processorJob(t testing.TB) string {
+	t.Helper()
+	for job, target := range composeScrapeJobs(t) {
+		if target == "processor" {
+			return job
+		}
+	}
+	require.FailNow(t, "deploy/prometheus/prometheus.yml does not scrape the processor")
+	return ""
+}
+
+// composeScrapeJobs maps the job names of deploy/prometheus/prometheus.yml to
+// the compose service each scrapes.
+func composeScrapeJobs(t testing.TB) map[string]string {
+	t.Helper()
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	decodeYAML(t, "prometheus/prometheus.yml", &cfg)
+	jobs := map[string]string{}
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				host, _, _ := strings.Cut(target, ":")
+				jobs[sc.JobName] = host
+			}
+		}
+	}
+	return jobs
+}
+
+// runbookBase is the runbook base URL that deploy/README.md defines.
+func runbookBase(t testing.TB) string {
+	t.Helper()
+	m := regexp.MustCompile("\\*\\*Runbook base URL:\\*\\* `([^`]+)`").FindStringSubmatch(string(readDeploy(t, "README.md")))
+	require.NotNil(t, m, "deploy/README.md defines no **Runbook base URL:** `...`")
+	return m[1]
+}
+
+// TestRunbookLinks: every alert's runbook_url is the runbook base URL of
+// deploy/README.md, "#", and the alert's name in lower case; the base names
+// this module's repository and a file of it; the anchor is a heading of that
+// file under "## Runbooks"; and every runbook there belongs to one alert.
+func TestRunbookLinks(t *testing.T) {
+	base := runbookBase(t)
+	gomod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	require.NoError(t, err)
+	module := regexp.MustCompile(`(?m)^module (\S+)`).FindSubmatch(gomod)
+	require.NotNil(t, module)
+	repoURL := "https://" + string(module[1]) + "/blob/main/"
+	rel, ok := strings.CutPrefix(base, repoURL)
+	require.True(t, ok, "runbook base URL %s: want the repository of module %s, %s<file>", base, module[1], repoURL)
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), filepath.FromSlash(rel)))
+	require.NoError(t, err, "runbook base URL %s: no file %s in the repository", base, rel)
+
+	// The runbooks: the ### headings of the "## Runbooks" section.
+	runbooks := map[string]bool{}
+	in := false
+	for _, line := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			in = strings.TrimSpace(line[3:]) == "Runbooks"
+		case in && strings.HasPrefix(line, "### "):
+			for a := range headingAnchors(line) {
+				runbooks[a] = true
+			}
+		}
+	}
+	require.NotEmpty(t, runbooks, "%s has no ### runbook sections under ## Runbooks", rel)
+
+	used := map[string]string{}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			u := r.Annotations["runbook_url"]
+			want := base + "#" + strings.ToLower(r.Alert)
+			if !assert.Equal(t, want, u, "%s: runbook_url", r.Alert) {
+				continue
+			}
+			anchor := strings.ToLower(r.Alert)
+			assert.True(t, runbooks[anchor], "%s: %s has no runbook section ### %s", r.Alert, rel, r.Alert)
+			assert.NotContains(t, used, anchor, "%s and %s share a runbook", r.Alert, used[anchor])
+			used[anchor] = r.Alert
+		}
+	}
+	for a := range runbooks {
+		assert.Contains(t, used, a, "runbook #%s of %s belongs to no alert", a, rel)
+	}
 }
 
 // TestDashboard checks the dashboard's structure (unique panel ids, a grid
@@ -384,6 +511,26 @@ func TestDashboard(t *testing.T) {
 	}
 	assert.True(t, dsVar, "a datasource variable of type prometheus, so the dashboard imports anywhere")
 
+	// Filters: namespace (Kubernetes), job, instance, each a multi-value query
+	// variable with All (".*": also matches series without the label, as in
+	// compose, which has no namespace), each narrowed by the ones before it.
+	order := []string{}
+	for _, v := range d.Templating.List {
+		order = append(order, v.Name)
+	}
+	assert.Equal(t, []string{"datasource", "namespace", "job", "instance"}, order, "template variables")
+	for i, name := range dashboardFilters {
+		v, ok := templateVar(d, name)
+		if !assert.True(t, ok, "no template variable %s", name) {
+			continue
+		}
+		assert.Equal(t, "query", v.Type, "variable %s", name)
+		assert.Regexp(t, `^label_values\(.*, `+name+`\)$`, v.queryText(), "variable %s lists its label", name)
+		for _, before := range dashboardFilters[:i] {
+			assert.Contains(t, v.queryText(), before+`=~"$`+before+`"`, "variable %s is narrowed by %s", name, before)
+		}
+	}
+
 	ids := map[int]string{}
 	var exprs []string
 	for _, p := range d.allPanels() {
@@ -399,9 +546,15 @@ func TestDashboard(t *testing.T) {
 			assert.Equal(t, "${datasource}", p.Datasource.UID, "panel %q datasource", p.Title)
 		}
 		assert.NotEmpty(t, p.Targets, "panel %q has no query", p.Title)
+		checkPanelUnit(t, p)
 		refs := map[string]bool{}
 		for _, tg := range p.Targets {
 			assert.NotEmpty(t, tg.Expr, "panel %q", p.Title)
+			for _, sel := range selectors(tg.Expr) {
+				for _, f := range dashboardFilters {
+					assert.Contains(t, sel, f+`=~"$`+f+`"`, "panel %q query %s: selector %s is not filtered by $%s", p.Title, tg.RefID, sel, f)
+				}
+			}
 			if tg.Datasource != nil {
 				assert.Equal(t, "${datasource}", tg.Datasource.UID, "panel %q query %s datasource", p.Title, tg.RefID)
 			}
@@ -443,6 +596,8 @@ func TestDashboard(t *testing.T) {
 		"reservations_kafka_fetch_bytes_total",
 		"go_goroutines",
 		"go_memstats_heap_inuse_bytes",
+		"reservations_partitions_running",
+		"reservations_state_wipes_total",
 	} {
 		assert.True(t, used[m], "no dashboard panel queries %s", m)
 	}
@@ -460,4 +615,156 @@ func TestDashboard(t *testing.T) {
 			assert.True(t, found, "no %s panel of %s", name, h)
 		}
 	}
+}
+
+// dashboardFilters are the template variables every panel query filters by,
+// in the order they narrow each other.
+var dashboardFilters = []string{"namespace", "job", "instance"}
+
+func templateVar(d dashboard, name string) (variable, bool) {
+	for _, v := range d.Templating.List {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return variable{}, false
+}
+
+// selectors returns the vector selectors of a PromQL expression as written:
+// each metric name with its {...} ("" braces when it has none).
+func selectors(expr string) []string {
+	names, err := metricNames(expr)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, n := range names {
+		re := regexp.MustCompile(`(^|[^A-Za-z0-9_:])` + regexp.QuoteMeta(n) + `(\{[^}]*\})?`)
+		for _, m := range re.FindAllStringSubmatch(expr, -1) {
+			out = append(out, n+m[2])
+		}
+	}
+	return out
+}
+
+// quantity is what a query's values measure, as far as the axis unit is
+// concerned.
+type quantity string
+
+const (
+	qTime     quantity = "time"           // seconds
+	qRate     quantity = "events/s"       // rate of a counter of things
+	qByteRate quantity = "bytes/s"        // rate of a byte counter
+	qRatio    quantity = "ratio"          // rate of a seconds counter (CPU), a fraction
+	qBytes    quantity = "bytes"          // a byte gauge
+	qCount    quantity = "count"          // a gauge of things, an increase, a quantile of a count
+	qUnknown  quantity = "(not inferred)" // the rules below do not say
+)
+
+// quantityOf infers the quantity of a panel query from its outermost
+// function and its metric names (Prometheus naming: _seconds, _bytes, _total):
+// a quantile of a _seconds histogram or time() minus a timestamp is time; a
+// rate of a _seconds_total counter is a ratio, of a _bytes_total counter a
+// byte rate, of another counter an event rate; an increase is a count; a
+// gauge is time, bytes or a count by its name.
+func quantityOf(expr string) quantity {
+	names, err := metricNames(expr)
+	if err != nil || len(names) == 0 {
+		return qUnknown
+	}
+	all := func(pred func(string) bool) bool {
+		for _, n := range names {
+			if !pred(n) {
+				return false
+			}
+		}
+		return true
+	}
+	suffix := func(s string) func(string) bool { return func(n string) bool { return strings.HasSuffix(n, s) } }
+	switch {
+	case strings.Contains(expr, "histogram_quantile("):
+		if all(suffix("_seconds_bucket")) {
+			return qTime
+		}
+		return qCount
+	case regexp.MustCompile(`time\(\)\s*-`).MatchString(expr) && all(suffix("_timestamp_seconds")):
+		return qTime
+	case strings.Contains(expr, "rate("):
+		switch {
+		case all(suffix("_seconds_total")):
+			return qRatio
+		case all(suffix("_bytes_total")):
+			return qByteRate
+		case all(func(n string) bool {
+			return !strings.HasSuffix(n, "_seconds_total") && !strings.HasSuffix(n, "_bytes_total")
+		}):
+			return qRate
+		}
+		return qUnknown
+	case strings.Contains(expr, "increase("):
+		return qCount
+	case all(suffix("_seconds")):
+		return qTime
+	case all(suffix("_bytes")):
+		return qBytes
+	case all(func(n string) bool { return !strings.HasSuffix(n, "_seconds") && !strings.HasSuffix(n, "_bytes") }):
+		return qCount
+	}
+	return qUnknown
+}
+
+// unitsOf are the Grafana units that display a quantity.
+var unitsOf = map[quantity][]string{
+	qTime:     {"s", "ms", "µs", "ns", "dtdurations"},
+	qRate:     {"ops", "reqps", "rps", "wps", "cps", "opm"},
+	qByteRate: {"Bps", "binBps", "bps"},
+	qRatio:    {"percentunit"},
+	qBytes:    {"bytes", "decbytes"},
+	qCount:    {"short", "none"},
+}
+
+// checkPanelUnit: a panel shows one quantity on one axis in a unit of that
+// quantity; overrides do not give some series another unit (or axis).
+func checkPanelUnit(t *testing.T, p panel) {
+	t.Helper()
+	unit := p.FieldConfig.Defaults.Unit
+	seen := map[quantity][]string{}
+	for _, tg := range p.Targets {
+		q := quantityOf(tg.Expr)
+		seen[q] = append(seen[q], tg.RefID)
+	}
+	if !assert.Len(t, seen, 1, "panel %q mixes quantities on one axis: %v (split it)", p.Title, seen) {
+		return
+	}
+	for q := range seen {
+		if assert.NotEqual(t, qUnknown, q, "panel %q: cannot tell the quantity of its queries", p.Title) {
+			assert.Contains(t, unitsOf[q], unit, "panel %q shows %s in unit %q", p.Title, q, unit)
+		}
+	}
+	for _, o := range p.FieldConfig.Overrides {
+		for _, prop := range o.Properties {
+			assert.NotContains(t, []string{"unit", "custom.axisPlacement"}, prop.ID,
+				"panel %q: an override sets %s: a second unit or axis in one panel (split it)", p.Title, prop.ID)
+		}
+	}
+}
+
+func TestQuantityOf(t *testing.T) {
+	for expr, want := range map[string]quantity{
+		`histogram_quantile(0.99, sum by (le) (rate(x_seconds_bucket[5m])))`: qTime,
+		`histogram_quantile(0.5, sum by (le) (rate(x_records_bucket[5m])))`:  qCount,
+		`time() - min(x_start_timestamp_seconds > 0)`:                        qTime,
+		`sum(rate(x_total[5m]))`:                                             qRate,
+		`rate(process_cpu_seconds_total[5m])`:                                qRatio,
+		`sum(rate(x_bytes_total[5m]))`:                                       qByteRate,
+		`sum(increase(x_total[5m]))`:                                         qCount,
+		`max(x_duration_seconds)`:                                            qTime,
+		`go_memstats_heap_inuse_bytes`:                                       qBytes,
+		`sum(x_records)`:                                                     qCount,
+		`sum(rate(x_total[5m])) + sum(rate(y_bytes_total[5m]))`:              qUnknown,
+		`max(x_duration_seconds) + sum(y_records)`:                           qUnknown,
+	} {
+		assert.Equal(t, want, quantityOf(expr), expr)
+	}
+	assert.Equal(t, []string{`x{job=~"$job"}`, `y`}, selectors(`sum(x{job=~"$job"}[5m]) / y`))
 }

@@ -4,6 +4,14 @@
 GO      ?= go
 BIN     := ./bin
 PKGS    := ./...
+DATA    := ./data
+
+# Build stamps of `make build` (printed by `reservations version`, labels of
+# reservations_build_info); override on the command line, e.g. VERSION=v1.2.0.
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS    = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 
 .PHONY: run test test-containers vet fmt build bench clean
 
@@ -18,15 +26,18 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list $(PKGS) | grep -v /internal/soak)
 	$(GO) test -race -count=1 -timeout 10m ./internal/soak/
 
-## soak-short: the chaos soak in short mode (about a minute; `make test` runs it too):
-## broker and 3 processors as processes, SIGKILLs, broker faults, a Postgres restart, a corrupted
-## store, then every invariant checked. The last line of the output is the summary.
+## soak-short: the chaos soak in short mode (about 1.5 minutes; `make test` runs it too): broker and
+## 3 processors (each with a cart coordinator) as processes, traffic phases and quiet periods,
+## SIGKILLs, SIGSTOP zombies, broker faults, compactions, a stale-folder rejoin, a Postgres restart,
+## a corrupted store, cart sagas, then every invariant checked (partition ownership from the
+## processors' logs too). The last line of the output is the summary.
 .PHONY: soak-short soak
 soak-short:
 	$(GO) test -race -count=1 -timeout 10m -run '^TestSoak$$' -v ./internal/soak/
 
 ## soak: the full chaos soak (SOAK=full: >= 1,000,000 commands, >= 20 SIGKILLs; no race detector,
-## about 7 minutes). SOAK_COMMANDS, SOAK_KILLS, SOAK_SECONDS, SOAK_SEED, SOAK_DIR: see internal/soak.
+## about 9 minutes). SOAK_COMMANDS, SOAK_KILLS, SOAK_QUIET, SOAK_FREEZES, SOAK_STALE, SOAK_CARTS,
+## SOAK_SECONDS, SOAK_SEED, SOAK_DIR: see internal/soak.
 soak:
 	SOAK=full $(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/soak/
 
@@ -51,10 +62,18 @@ vet:
 fmt:
 	gofmt -w .
 
-## build: the binaries into ./bin
+## build: the binaries into ./bin, stamped with VERSION, COMMIT and BUILD_DATE (see `reservations version`)
 build:
 	mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+## reset: delete the dev data folder ./data (embedded broker log and processor state) to start over;
+## stop `make run` first
+.PHONY: reset
+reset:
+	@if [ -f $(DATA)/dev.lock ] && command -v flock >/dev/null && ! flock -n $(DATA)/dev.lock true; then \
+		echo "make reset: $(DATA) is in use by a running 'reservations dev' (make run): stop it first"; exit 1; fi
+	@rm -rf $(DATA) && echo "make reset: removed $(DATA) (broker log and processor state); the next 'make run' starts empty"
 
 ## bench: the benchmark harness, full mode: this pipeline end to end vs the Postgres
 ## row-lock designs vs the broker's exactly-once pass-through, restore, sink, expiry, pure core.

@@ -54,7 +54,11 @@ Stop it with Ctrl-C (or SIGTERM): the processor stops first at a transaction
 boundary, then the broker writes its log. Started again on the same
 --data-dir, it continues where it stopped. Any Kafka client can talk to the
 broker; send commands with 'reservations send' or kcat (see the startup
-output). To start from scratch, stop it and delete the data folder.`,
+output). To start from scratch, stop it and delete the data folder ('make
+reset' deletes ./data).
+
+The first log line says where the tables go: the Postgres server dev found
+(or was given), or that the sink is off.`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
 			var cfg devConfig
 			s := newSettings("dev")
@@ -79,6 +83,7 @@ func (cfg *devConfig) register(s *settings) {
 	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage+
 		"; empty: a local server if one answers (host=/var/run/postgresql user=postgres, or postgres@127.0.0.1:5432), off: no sink")
 	s.ShowDefault("pg-dsn", "a local server if one answers")
+	s.Secret("pg-dsn")
 	cfg.pipelineConfig.register(s)
 }
 
@@ -101,8 +106,11 @@ func (cfg *devConfig) validate(s *settings) error {
 }
 
 func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	fail := func(err error) int { return c.fail("dev", exitFailure, err) }
+	// First, so that the first log line says where the tables go (or that
+	// they go nowhere, and how to change that).
+	dsn, required := devSinkDSN(ctx, log, s, cfg.PGDSN)
 
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -151,6 +159,9 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		log.Warn("topics already exist with another partition count: --partitions ignored",
 			"partitions", n, "requested", cfg.Partitions)
 	}
+	if err := checkOtherGroups(ctx, log, s, pcfg.Brokers, nil, cfg.inputGroups(), cfg.AllowOtherGroups); err != nil {
+		return fail(err)
+	}
 
 	reg := newRegistry()
 	proc, err := processor.New(pcfg, processor.WithLogger(log.With("component", "processor")), processor.WithRegisterer(reg))
@@ -165,7 +176,6 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	if coord != nil {
 		ready = withCarts{ready, coord}
 	}
-	dsn, required := devSinkDSN(ctx, log, s, cfg.PGDSN)
 	var snk *sinkRunner
 	if dsn != "" {
 		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn},
@@ -178,8 +188,9 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		ready = withSink{ready, snk}
 	}
 	httpAddr := ln.Addr().String()
-	log.Info("reservations dev running", "kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
-		"http", "http://"+httpAddr, "topics", pcfg.Topics.Commands+" .results .changelog .dlq", "partitions", n)
+	log.Info("reservations dev running", append([]any{"kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
+		"http", "http://" + httpAddr, "topics", pcfg.Topics.Commands + " .results .changelog .dlq", "partitions", n},
+		buildInfo().LogAttrs()...)...)
 	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn, cfg.Carts)
 
 	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, snk); err != nil {

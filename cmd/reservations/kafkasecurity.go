@@ -33,6 +33,7 @@ var kafkaSecurityFlag = map[string]string{
 	"SASLMechanism":      "kafka-sasl-mechanism",
 	"User":               "kafka-user",
 	"Password":           "kafka-password",
+	"Token":              "kafka-oauth-token",
 }
 
 func (k *kafkaSecurity) register(s *settings) {
@@ -48,11 +49,18 @@ func (k *kafkaSecurity) register(s *settings) {
 	s.Bool(&c.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", false,
 		"accept any broker certificate (needs --kafka-tls): for tests only, it allows a man in the middle")
 	s.String(&c.SASLMechanism, "kafka-sasl-mechanism", "",
-		"SASL mechanism: "+strings.Join(kafkaauth.Mechanisms, ", ")+" (empty: no SASL; PLAIN sends the password in clear: use it with --kafka-tls)")
-	s.String(&c.User, "kafka-user", "", "SASL user (required with --kafka-sasl-mechanism)")
+		"SASL mechanism: "+strings.Join(kafkaauth.Mechanisms, ", ")+
+			" (empty: no SASL; PLAIN sends the password and OAUTHBEARER the token in clear: use them with --kafka-tls)")
+	s.String(&c.User, "kafka-user", "", "SASL user (required with PLAIN and SCRAM)")
 	s.String(&c.Password, "kafka-password", "",
-		"SASL password (required with --kafka-sasl-mechanism); never printed. Prefer the environment variable "+
-			envName("kafka-password")+" to the flag, which other users of the machine can read in the process list")
+		"SASL password (required with PLAIN and SCRAM); never printed. Prefer the environment variable "+
+			envName("kafka-password")+" (or "+envName("kafka-password")+fileSuffix+
+			") to the flag, which other users of the machine can read in the process list")
+	s.Secret("kafka-password")
+	s.String(&c.Token, "kafka-oauth-token", "",
+		"bearer token of SASL OAUTHBEARER (required with it), e.g. a JWT; read once at start, so restart before it expires; "+
+			"never printed. Prefer "+envName("kafka-oauth-token")+fileSuffix+" or "+envName("kafka-oauth-token")+" to the flag")
+	s.Secret("kafka-oauth-token")
 }
 
 // validate checks the settings and builds the client options, reporting each
@@ -95,13 +103,17 @@ var flagReason = strings.NewReplacer(
 // Opts returns the client options of the settings (validate builds them).
 func (k *kafkaSecurity) Opts() []kgo.Opt { return k.opts }
 
-// log logs how the subcommand connects to brokers, the password redacted,
-// and warns when the password came as a flag.
+// log logs how the subcommand connects to brokers, the password and the
+// token redacted, and warns when one of them came as a flag.
 func (k *kafkaSecurity) log(log *slog.Logger, s *settings, brokers []string) {
 	log.Info("kafka connection", "brokers", brokers, "security", k.Config.Summary(), "kafka", k.Config)
 	if k.Config.Password != "" && s.Source("kafka-password") == fromFlag {
 		log.Warn("the Kafka password was given as a flag, which other users of this machine can read in the process list: " +
-			"set " + envName("kafka-password") + " instead")
+			"set " + envName("kafka-password") + " or " + envName("kafka-password") + fileSuffix + " instead")
+	}
+	if k.Config.Token != "" && s.Source("kafka-oauth-token") == fromFlag {
+		log.Warn("the Kafka OAuth token was given as a flag, which other users of this machine can read in the process list: " +
+			"set " + envName("kafka-oauth-token") + fileSuffix + " or " + envName("kafka-oauth-token") + " instead")
 	}
 }
 

@@ -179,7 +179,7 @@ func TestKafkaSASL(t *testing.T) {
 // password's default and help never show a value.
 func TestKafkaSecurityFlags(t *testing.T) {
 	want := []string{"kafka-tls", "kafka-ca-file", "kafka-cert-file", "kafka-key-file",
-		"kafka-tls-insecure-skip-verify", "kafka-sasl-mechanism", "kafka-user", "kafka-password"}
+		"kafka-tls-insecure-skip-verify", "kafka-sasl-mechanism", "kafka-user", "kafka-password", "kafka-oauth-token"}
 	for _, cmd := range commands() {
 		s, _ := cmd.setup()
 		var got []string

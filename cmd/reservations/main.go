@@ -6,11 +6,15 @@
 //	reservations sink           the Postgres snapshot of the changelog, alone
 //	reservations verify         check the changelog's invariants and Postgres against it
 //	reservations replay         rebuild a processor's Badger folder or the Postgres snapshot
+//	reservations version        print the version, commit and build date
 //
 // This package is wiring only: flags and environment -> Config structs, slog,
 // a Prometheus registry, signal.NotifyContext, an errgroup of components, and
 // a non-zero exit with a clear message. Every flag --some-flag is also read
-// from RESERVATIONS_SOME_FLAG; `reservations config-table` prints all of them.
+// from RESERVATIONS_SOME_FLAG (or from a subcommand-prefixed variable where
+// the meaning differs between subcommands, e.g. RESERVATIONS_SINK_HTTP_ADDR,
+// and for secrets from the file named by RESERVATIONS_SOME_FLAG_FILE);
+// `reservations config-table` prints all of them.
 //
 // Exit codes: 0 success; 1 runtime failure (for send: the command was
 // rejected; for verify: a mismatch); 2 invalid usage or configuration; 3 send
@@ -23,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -63,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type cli struct {
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	// jsonLog is the subcommand's logger when it logs JSON (--log-format
+	// json): fail then reports through it.
+	jsonLog *slog.Logger
 }
 
 // command is one subcommand.
@@ -88,6 +96,7 @@ func commands() []*command {
 		sinkCommand(),
 		verifyCommand(),
 		replayCommand(),
+		versionCommand(),
 		configTableCommand(),
 	}
 	out := all[:0]
@@ -129,6 +138,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		c.usage(c.stdout)
 		return exitOK
 	}
+	if name == "--version" || name == "-version" {
+		name = "version"
+	}
 	cmd := lookupCommand(name)
 	if cmd == nil {
 		fmt.Fprintf(c.stderr, "reservations: unknown subcommand %q\n\n", name)
@@ -160,8 +172,14 @@ func (c *cli) usageFailure(cmd string, err error) int {
 	return exitUsage
 }
 
-// fail reports a runtime error and returns code.
+// fail reports a runtime error and returns code: a line "reservations
+// <cmd>: <error>", or with --log-format json one error record with the
+// fields err and exit_code.
 func (c *cli) fail(cmd string, code int, err error) int {
+	if c.jsonLog != nil {
+		c.jsonLog.Error("reservations "+cmd+" failed", "err", err.Error(), "exit_code", code)
+		return code
+	}
 	fmt.Fprintf(c.stderr, "reservations %s: %v\n", cmd, err)
 	return code
 }
@@ -183,8 +201,10 @@ Subcommands:
 	tw.Flush()
 	fmt.Fprint(w, `
 Run 'reservations <subcommand> -h' for its flags. Every flag --some-flag can
-also be set with the environment variable RESERVATIONS_SOME_FLAG; a flag on the
-command line wins over the environment.
+also be set with the environment variable RESERVATIONS_SOME_FLAG (the sink's
+--http-addr: RESERVATIONS_SINK_HTTP_ADDR), and secrets (passwords, tokens,
+DSNs) with RESERVATIONS_SOME_FLAG_FILE naming a file that holds them; a flag on
+the command line wins over the environment.
 `)
 }
 

@@ -95,13 +95,15 @@ func devSinkDSN(ctx context.Context, log *slog.Logger, s *settings, dsn string) 
 		return "", false
 	case "":
 	default:
-		log.Info("postgres sink on", "dsn", redactDSN(dsn))
+		log.Info("postgres sink on: writing tables stock and reservations into the database of "+s.Name("pg-dsn"),
+			"dsn", redactDSN(dsn))
 		return dsn, true
 	}
 	for _, d := range localDSNs {
 		err := probePostgres(ctx, d)
 		if err == nil {
-			log.Info("postgres sink on: found a local server ("+s.Name("pg-dsn")+" not set)", "dsn", d)
+			log.Info("postgres sink on: writing tables stock and reservations into a local PostgreSQL server it found ("+
+				s.Name("pg-dsn")+" not set; off turns the sink off)", "dsn", redactDSN(d))
 			return d, false
 		}
 		log.Debug("no local postgres", "dsn", d, "err", err)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -25,7 +23,7 @@ import (
 // pipelineConfig is what dev and serve share: logging, the admin HTTP
 // listener, topic names and the processor's tuning.
 type pipelineConfig struct {
-	LogLevel           slog.Level
+	Log                logFlags
 	HTTPAddr           string
 	AdvertisedAddr     string
 	TopicPrefix        string
@@ -38,11 +36,14 @@ type pipelineConfig struct {
 	TransactionTimeout time.Duration
 	Carts              bool
 	CartGroup          string
+	AllowOtherGroups   []string
 }
 
+// names are the topic names of the prefix.
+func (p *pipelineConfig) names() topics.Names { return topics.NewNames(p.TopicPrefix) }
+
 func (p *pipelineConfig) register(s *settings) {
-	p.LogLevel = slog.LevelInfo
-	s.Var(logLevel{&p.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	p.Log.register(s, slog.LevelInfo)
 	s.String(&p.HTTPAddr, "http-addr", "127.0.0.1:8080",
 		"admin HTTP listener (host:port) serving /healthz, /readyz, /metrics and the interactive queries under /v1/")
 	s.String(&p.AdvertisedAddr, "advertised-addr", "",
@@ -70,6 +71,11 @@ func (p *pipelineConfig) register(s *settings) {
 		"also run the cart coordinator (all-or-nothing cart holds: <prefix>.cart-commands -> <prefix>.cart-results) in this process")
 	s.String(&p.CartGroup, "cart-group", "reservations-cart-coordinator",
 		"consumer group of the cart coordinator, also the prefix of its transactional id")
+	s.Var(list{&p.AllowOtherGroups}, "allow-other-groups",
+		"other consumer groups allowed on <prefix>.commands and .cart-commands, comma-separated (*: no check); "+
+			"without it, a group besides --group and --cart-group with members or committed offsets there stops the start: "+
+			"a second deployment would decide every command again")
+	s.ShowDefault("allow-other-groups", "none")
 }
 
 // validate checks the shared settings, naming the one that is wrong.
@@ -193,32 +199,18 @@ func (p *pipelineConfig) advertisedAddr(listening net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
 // newRegistry returns the process's Prometheus registry: Go runtime and
-// process collectors and reservations_build_info.
+// process collectors and reservations_build_info, whose labels are the
+// values `reservations version` prints (buildInfo).
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	version, revision := "(devel)", "unknown"
-	goVersion := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && s.Value != "" {
-				revision = s.Value
-			}
-		}
-	}
+	b := buildInfo()
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "reservations", Name: "build_info",
-		Help: "Always 1; the labels name the running build.",
-	}, []string{"version", "revision", "goversion"})
-	info.WithLabelValues(version, revision, goVersion).Set(1)
+		Help: "Always 1; the labels name the running build (as `reservations version` prints it): " +
+			"build_date is the build time, or the commit time for a binary built without the Makefile's ldflags.",
+	}, []string{"version", "revision", "build_date", "goversion"})
+	info.WithLabelValues(b.Version, b.Commit, b.Date, b.GoVersion).Set(1)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"sync"
 	"time"
 )
@@ -11,6 +13,7 @@ import (
 // "replay: 42.0% (1234 of 2938 records), 1500 records/s".
 type progress struct {
 	w        io.Writer
+	log      *slog.Logger // with --log-format json: lines become JSON records
 	what     string
 	interval time.Duration
 	now      func() time.Time
@@ -25,6 +28,17 @@ func newProgress(w io.Writer, what string) *progress {
 	now := time.Now
 	t := now()
 	return &progress{w: w, what: what, interval: time.Second, now: now, started: t, last: t}
+}
+
+// newProgress returns the progress of a subcommand on c.stderr: lines of
+// text, or with --log-format json one JSON record per line (level INFO,
+// printed whatever --log-level says, as the text lines are).
+func (c *cli) newProgress(what string, l logFlags) *progress {
+	p := newProgress(c.stderr, what)
+	if l.Format == logFormatJSON {
+		p.log = newLogger(c.stderr, logFlags{Level: slog.LevelInfo, Format: logFormatJSON})
+	}
+	return p
 }
 
 // update notes that done of total records are processed and prints a line if
@@ -42,6 +56,11 @@ func (p *progress) update(done, total int64) {
 	pct := 100.0
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
+	}
+	if p.log != nil {
+		p.log.Info("progress", "what", p.what, "percent", math.Round(pct*10)/10, "done", done, "total", total,
+			"records_per_second", math.Round(max(rate, 0)))
+		return
 	}
 	fmt.Fprintf(p.w, "%s: %5.1f%% (%d of %d records), %.0f records/s\n", p.what, pct, done, total, max(rate, 0))
 }

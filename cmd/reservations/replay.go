@@ -33,7 +33,7 @@ type replayFlags struct {
 	OnlyPartitions []int32
 	Full           bool
 	PGDSN          string
-	LogLevel       slog.Level
+	Log            logFlags
 }
 
 func replayCommand() *command {
@@ -96,8 +96,8 @@ func (cfg *replayFlags) register(s *settings) {
 	s.ShowDefault("only-partitions", "all")
 	s.Bool(&cfg.Full, "full", false, "--to badger: wipe the stores and rebuild them in full, instead of replaying only the tail")
 	s.String(&cfg.PGDSN, "pg-dsn", "", "--to postgres: "+pgDSNUsage+" (required with --to postgres)")
-	cfg.LogLevel = slog.LevelWarn
-	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	s.Secret("pg-dsn")
+	cfg.Log.register(s, slog.LevelWarn)
 	cfg.Security.register(s)
 }
 
@@ -135,11 +135,11 @@ func (cfg *replayFlags) validate(s *settings) error {
 }
 
 func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	if err := cfg.connect(ctx, log, s); err != nil {
 		return c.fail("replay", exitFailure, err)
 	}
-	prog := newProgress(c.stderr, "replay --to postgres")
+	prog := c.newProgress("replay --to postgres", cfg.Log)
 	sum, err := sink.Replay(ctx, sink.ReplayConfig{
 		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN},
 		Progress: prog.update,
@@ -163,7 +163,7 @@ func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags
 }
 
 func runReplayBadger(ctx context.Context, c *cli, s *settings, cfg replayFlags) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	fail := func(err error) int {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted (%w): run it again to resume", err)
@@ -209,7 +209,7 @@ func runReplayBadger(ctx context.Context, c *cli, s *settings, cfg replayFlags) 
 		total += end[p] - from[p]
 	}
 
-	prog := newProgress(c.stderr, "replay --to badger")
+	prog := c.newProgress("replay --to badger", cfg.Log)
 	started := time.Now()
 	var covered int64
 	for _, p := range parts {

@@ -32,6 +32,7 @@ type sendConfig struct {
 	Items                                              string
 	Qty, OnHand, Delta, ExpectedOnHand, Threshold, TTL *int64
 
+	Log      logFlags
 	Security kafkaSecurity
 }
 
@@ -185,6 +186,7 @@ func (cfg *sendConfig) register(s *settings) {
 	s.String(&cfg.Store, "store", "", "store_id (reserve)")
 	s.String(&cfg.Order, "order", "", "order_id (commit)")
 	s.String(&cfg.Reason, "reason", "", "reason: audit text")
+	cfg.Log.registerFormat(s)
 	cfg.Security.register(s)
 }
 
@@ -452,6 +454,7 @@ func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
 var errNoResult = errors.New("no result")
 
 func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
+	c.logger(cfg.Log) // send logs nothing but its failure
 	names := topics.NewNames(cfg.TopicPrefix)
 	if out.Cart {
 		names = names.Cart() // cart-commands in, cart-results out

@@ -38,8 +38,16 @@ SKU another instance owns is redirected (307) to that instance's
 
 TLS and SASL: --kafka-tls, --kafka-ca-file, --kafka-cert-file and
 --kafka-key-file, --kafka-sasl-mechanism with --kafka-user and the password
-in RESERVATIONS_KAFKA_PASSWORD. The instance checks at startup that it can
-connect and authenticate, and exits 1 saying why when it cannot.
+in RESERVATIONS_KAFKA_PASSWORD (or a file named by
+RESERVATIONS_KAFKA_PASSWORD_FILE), or OAUTHBEARER with a token in
+RESERVATIONS_KAFKA_OAUTH_TOKEN(_FILE). The instance checks at startup that it
+can connect and authenticate, and exits 1 saying why when it cannot.
+
+One deployment per topic prefix: before starting, the instance looks for
+consumer groups other than --group and --cart-group with members or
+committed offsets on <prefix>.commands and .cart-commands (another
+deployment would decide every command a second time) and exits 1 naming
+them, unless --allow-other-groups lists them.
 
 The topics must exist with the contract's layout (commands, results and
 changelog with one partition count, changelog compacted): the processor
@@ -96,7 +104,7 @@ func (cfg *serveConfig) validate(s *settings) error {
 }
 
 func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	fail := func(err error) int { return c.fail("serve", exitFailure, err) }
 
 	pcfg := cfg.processorConfig(cfg.Brokers, cfg.StateDir)
@@ -124,6 +132,9 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 		}
 		return fail(err)
 	}
+	if err := checkOtherGroups(ctx, log, s, cfg.Brokers, pcfg.KafkaOpts, cfg.inputGroups(), cfg.AllowOtherGroups); err != nil {
+		return fail(err)
+	}
 
 	reg := newRegistry()
 	proc, err := processor.New(pcfg, processor.WithLogger(log.With("component", "processor")), processor.WithRegisterer(reg))
@@ -138,9 +149,9 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 	if coord != nil {
 		ready = withCarts{proc, coord}
 	}
-	log.Info("reservations serve running", "brokers", cfg.Brokers, "state_dir", cfg.StateDir,
-		"http", "http://"+ln.Addr().String(), "advertised_addr", pcfg.AdvertisedAddr,
-		"group", pcfg.Group, "transactional_id", proc.TransactionalID())
+	log.Info("reservations serve running", append([]any{"brokers", cfg.Brokers, "state_dir", cfg.StateDir,
+		"http", "http://" + ln.Addr().String(), "advertised_addr", pcfg.AdvertisedAddr,
+		"group", pcfg.Group, "transactional_id", proc.TransactionalID()}, buildInfo().LogAttrs()...)...)
 	if pcfg.AdvertisedAddr == "" {
 		log.Info("no advertised address: a query for a SKU another instance owns answers 503 instead of redirecting to the owner; set " +
 			s.Name("advertised-addr") + " to redirect")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -20,10 +21,27 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// fileSuffix makes the name of the variable that holds a secret setting's
+// value in a file: RESERVATIONS_PG_DSN_FILE for RESERVATIONS_PG_DSN.
+const fileSuffix = "_FILE"
+
 // setting describes one configuration knob: a flag and its environment variable.
 type setting struct {
-	Flag    string // without dashes
-	Env     string
+	Flag string // without dashes
+	Env  string // the setting's own variable: envName(Flag), or a subcommand-prefixed name (see settings.Env)
+	// Fallback are older or shared variables read, in order, only when Env
+	// (and its _FILE variable) is unset or empty. A variable whose meaning
+	// differs between subcommands (the sink's admin address is not the
+	// processor's) gets a prefixed Env and keeps the shared name as a
+	// fallback, so one environment can configure every subcommand.
+	Fallback []string
+	// FallbackNote says, in the config table, what the fallback variables
+	// mean elsewhere.
+	FallbackNote string
+	// Secret settings (passwords, tokens, DSNs) can also be read from a file
+	// named by Env+"_FILE" (and each fallback's _FILE variable); their value
+	// never appears in messages.
+	Secret  bool
 	Default string // as shown in help and in the config table
 	// DefaultText marks Default as a description ("required", "random")
 	// rather than a value.
@@ -47,6 +65,9 @@ type settings struct {
 	fs     *flag.FlagSet
 	list   []setting
 	source map[string]int
+	// envFrom is the variable a value from the environment was read from
+	// (the setting's own, a fallback, or a _FILE variable), for messages.
+	envFrom map[string]string
 	// invalid is the first value a Set rejected.
 	invalid *usageError
 }
@@ -55,7 +76,7 @@ func newSettings(cmd string) *settings {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // run prints help and errors itself
 	fs.Usage = func() {}
-	return &settings{fs: fs, source: make(map[string]int)}
+	return &settings{fs: fs, source: make(map[string]int), envFrom: make(map[string]string)}
 }
 
 // add registers v (whose current value is the default) under name. want
@@ -138,7 +159,11 @@ func (c *checked) Set(v string) error {
 		if c.want != "" {
 			err = errors.New(c.want)
 		}
-		c.s.invalid = &usageError{fmt.Sprintf("invalid value %q for %s: %v", v, c.s.Name(c.name), err)}
+		if st := c.s.lookup(c.name); st != nil && st.Secret {
+			c.s.invalid = &usageError{fmt.Sprintf("invalid value for %s: %v", c.s.Name(c.name), err)}
+		} else {
+			c.s.invalid = &usageError{fmt.Sprintf("invalid value %q for %s: %v", v, c.s.Name(c.name), err)}
+		}
 	}
 	return err
 }
@@ -147,17 +172,53 @@ type checkedBool struct{ *checked }
 
 func (checkedBool) IsBoolFlag() bool { return true }
 
+// lookup returns the registered setting name, or nil.
+func (s *settings) lookup(name string) *setting {
+	for i := range s.list {
+		if s.list[i].Flag == name {
+			return &s.list[i]
+		}
+	}
+	return nil
+}
+
+// mustLookup returns the registered setting name; a missing one is a
+// programming error.
+func (s *settings) mustLookup(name string) *setting {
+	st := s.lookup(name)
+	if st == nil {
+		panic("settings: no setting " + name)
+	}
+	return st
+}
+
 // ShowDefault replaces the default shown for name by a description, for
 // computed or required settings.
 func (s *settings) ShowDefault(name, text string) {
-	for i := range s.list {
-		if s.list[i].Flag == name {
-			s.list[i].Default = text
-			s.list[i].DefaultText = true
-			return
-		}
-	}
-	panic("settings: no setting " + name)
+	st := s.mustLookup(name)
+	st.Default = text
+	st.DefaultText = true
+}
+
+// Env gives setting name its own variable env instead of envName(name), and
+// keeps fallback variables (read in order when env is unset or empty; a flag
+// still wins over all of them); note says what the fallbacks mean elsewhere.
+// It is for settings whose meaning differs between subcommands: the sink's
+// admin address is RESERVATIONS_SINK_HTTP_ADDR, with RESERVATIONS_HTTP_ADDR
+// (the processor's) as a fallback for environments that hold only the sink's
+// settings.
+func (s *settings) Env(name, env, note string, fallback ...string) {
+	st := s.mustLookup(name)
+	st.Env = env
+	st.Fallback = fallback
+	st.FallbackNote = note
+}
+
+// Secret marks setting name as a secret: its value may come from the file
+// named by <VAR>_FILE (trailing newline trimmed; <VAR> and <VAR>_FILE both
+// set is an error), and it is never printed in messages.
+func (s *settings) Secret(name string) {
+	s.mustLookup(name).Secret = true
 }
 
 // Settings lists the registered settings in registration order.
@@ -166,13 +227,22 @@ func (s *settings) Settings() []setting { return s.list }
 // Source reports where the value of name came from.
 func (s *settings) Source(name string) int { return s.source[name] }
 
+// EnvFrom returns the environment variable the value of name was read from
+// ("" unless Source(name) is fromEnv).
+func (s *settings) EnvFrom(name string) string { return s.envFrom[name] }
+
 // Name names a setting in error messages: "--name (RESERVATIONS_NAME)", or
-// the other way round when the value came from the environment.
+// the other way round, naming the variable read, when the value came from the
+// environment.
 func (s *settings) Name(name string) string {
-	if s.source[name] == fromEnv {
-		return fmt.Sprintf("%s (--%s)", envName(name), name)
+	if s.source[name] == fromEnv && s.envFrom[name] != "" {
+		return fmt.Sprintf("%s (--%s)", s.envFrom[name], name)
 	}
-	return fmt.Sprintf("--%s (%s)", name, envName(name))
+	env := envName(name)
+	if st := s.lookup(name); st != nil {
+		env = st.Env
+	}
+	return fmt.Sprintf("--%s (%s)", name, env)
 }
 
 // Invalid returns the error for an invalid value of setting name.
@@ -217,16 +287,67 @@ func (s *settings) Parse(args []string, lookupEnv func(string) (string, bool)) (
 		if s.source[st.Flag] == fromFlag {
 			continue
 		}
-		v, ok := lookupEnv(st.Env)
-		if !ok || v == "" {
+		v, from, err := s.fromEnv(st, lookupEnv)
+		if err != nil {
+			return nil, err
+		}
+		if from == "" {
 			continue
 		}
 		s.source[st.Flag] = fromEnv
+		s.envFrom[st.Flag] = from
 		if err := s.fs.Set(st.Flag, v); err != nil {
 			return nil, s.invalid
 		}
 	}
 	return pos, nil
+}
+
+// envVars lists the variables st is read from, in precedence order: its own,
+// its _FILE variable (secrets), then each fallback and its _FILE variable.
+func (st setting) envVars() []string {
+	var out []string
+	for _, env := range append([]string{st.Env}, st.Fallback...) {
+		out = append(out, env)
+		if st.Secret {
+			out = append(out, env+fileSuffix)
+		}
+	}
+	return out
+}
+
+// fromEnv returns the value of st from the environment and the variable it
+// came from ("" when none is set). The first of st.Env and the fallbacks that
+// is set (non-empty), directly or through its _FILE variable, wins; a
+// variable and its _FILE variable both set is an error, as is a _FILE
+// variable naming a file that cannot be read or is empty.
+func (*settings) fromEnv(st setting, lookupEnv func(string) (string, bool)) (value, from string, err error) {
+	get := func(k string) string { v, _ := lookupEnv(k); return v }
+	for _, env := range append([]string{st.Env}, st.Fallback...) {
+		v := get(env)
+		var file string
+		if st.Secret {
+			file = get(env + fileSuffix)
+		}
+		switch {
+		case v != "" && file != "":
+			return "", "", &usageError{fmt.Sprintf("%s and %s are both set (--%s): set only one of them",
+				env, env+fileSuffix, st.Flag)}
+		case file != "":
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return "", "", &usageError{fmt.Sprintf("invalid %s (--%s): %v", env+fileSuffix, st.Flag, err)}
+			}
+			value := strings.TrimRight(string(b), "\r\n")
+			if value == "" {
+				return "", "", &usageError{fmt.Sprintf("invalid %s (--%s): %s is empty", env+fileSuffix, st.Flag, file)}
+			}
+			return value, env + fileSuffix, nil
+		case v != "":
+			return v, env, nil
+		}
+	}
+	return "", "", nil
 }
 
 // WriteHelp writes the flag listing of the help text.
@@ -240,8 +361,36 @@ func (s *settings) WriteHelp(w io.Writer) {
 		if def == "" {
 			def = "none"
 		}
-		fmt.Fprintf(w, "  --%s  %s  (default: %s)\n      %s\n", st.Flag, st.Env, def, st.Usage)
+		fmt.Fprintf(w, "  --%s  %s  (default: %s)\n      %s\n", st.Flag, st.envHelp(), def, st.Usage)
 	}
+}
+
+// envHelp names the variables of st for the help text, in precedence order:
+// "RESERVATIONS_SINK_HTTP_ADDR, else RESERVATIONS_HTTP_ADDR",
+// "RESERVATIONS_PG_DSN (or RESERVATIONS_PG_DSN_FILE)".
+func (st setting) envHelp() string {
+	var out []string
+	for _, env := range append([]string{st.Env}, st.Fallback...) {
+		if st.Secret {
+			env += " (or " + env + fileSuffix + ")"
+		}
+		out = append(out, env)
+	}
+	return strings.Join(out, ", else ")
+}
+
+// fallbackUsage describes a fallback variable in the config table.
+func fallbackUsage(st setting) string {
+	out := fmt.Sprintf("read only when %s is unset or empty", st.Env)
+	if st.FallbackNote != "" {
+		out += ": " + st.FallbackNote
+	}
+	return out
+}
+
+// fileUsage describes the _FILE variable of a secret setting in the config table.
+func fileUsage(env string) string {
+	return fmt.Sprintf("a file holding the value of %s (a mounted secret; trailing newline trimmed); setting both is an error", env)
 }
 
 // WriteMarkdown writes the settings as a Markdown table: flag, env var,
@@ -261,6 +410,15 @@ func (s *settings) WriteMarkdown(w io.Writer) {
 			def = "`" + st.Default + "`"
 		}
 		fmt.Fprintf(w, "| `--%s` | `%s` | %s | %s |\n", st.Flag, st.Env, def, cell(st.Usage))
+		// One more row per other variable that sets the flag, so that each
+		// row names one variable (tools parse the table).
+		for _, env := range st.envVars()[1:] {
+			def, usage := "none", fileUsage(strings.TrimSuffix(env, fileSuffix))
+			if !strings.HasSuffix(env, fileSuffix) {
+				def, usage = "(fallback)", fallbackUsage(st)
+			}
+			fmt.Fprintf(w, "| `--%s` | `%s` | %s | %s |\n", st.Flag, env, def, cell(usage))
+		}
 	}
 }
 

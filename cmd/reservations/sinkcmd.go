@@ -52,11 +52,14 @@ func (k *kafkaFlags) connect(ctx context.Context, log *slog.Logger, s *settings)
 	return k.Security.check(ctx, k.Brokers)
 }
 
+// sinkHTTPAddrEnv is the sink's own variable for --http-addr.
+const sinkHTTPAddrEnv = envPrefix + "SINK_HTTP_ADDR"
+
 type sinkFlags struct {
 	kafkaFlags
 	PGDSN     string
 	HTTPAddr  string
-	LogLevel  slog.Level
+	Log       logFlags
 	BatchSize int
 	BatchWait time.Duration
 }
@@ -91,7 +94,9 @@ of a SKU of another partition, its rows cannot be told apart: the sink exits
 cleanup.policy=compact, as for the processor. 'reservations dev' runs the same sink in-process; run this one next
 to 'reservations serve' instances (one is enough; a second on the same
 database is harmless). Admin HTTP: /healthz, /readyz (the sink reaches
-Postgres), /metrics. It checks at startup that it can connect and
+Postgres), /metrics, on --http-addr: RESERVATIONS_SINK_HTTP_ADDR, or
+RESERVATIONS_HTTP_ADDR when that is not set (the processor's variable: in an
+environment shared with serve, set RESERVATIONS_SINK_HTTP_ADDR). It checks at startup that it can connect and
 authenticate to Kafka (--kafka-* settings for TLS and SASL), and exits 1
 saying why when it cannot.`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
@@ -115,9 +120,14 @@ func (cfg *sinkFlags) register(s *settings) {
 	cfg.kafkaFlags.register(s)
 	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage)
 	s.ShowDefault("pg-dsn", "required")
-	s.String(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8081", "admin HTTP listener (host:port) serving /healthz, /readyz and /metrics")
-	cfg.LogLevel = slog.LevelInfo
-	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	s.String(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8081", "admin HTTP listener (host:port) of the sink serving /healthz, /readyz and /metrics")
+	// RESERVATIONS_HTTP_ADDR is the processor's admin address (8080): the
+	// sink's has its own variable, so that one environment configures both;
+	// the shared name still works where it is the only one set.
+	s.Env("http-addr", sinkHTTPAddrEnv, "the processor's admin address in an environment shared with serve and dev, "+
+		"so set "+sinkHTTPAddrEnv+" there", envName("http-addr"))
+	s.Secret("pg-dsn")
+	cfg.Log.register(s, slog.LevelInfo)
 	s.Int(&cfg.BatchSize, "batch-size", sink.DefaultBatchSize, "most changelog records written to Postgres in one transaction")
 	s.Duration(&cfg.BatchWait, "batch-wait", sink.DefaultBatchWait, "longest a record waits for its batch to fill before the batch is written")
 	cfg.Security.register(s)
@@ -143,7 +153,7 @@ func (cfg *sinkFlags) validate(s *settings) error {
 }
 
 func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	fail := func(err error) int { return c.fail("sink", exitFailure, err) }
 	ln, err := listenHTTP(s, cfg.HTTPAddr)
 	if err != nil {
@@ -162,8 +172,12 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 	}
 	defer w.Close()
 	snk := &sinkRunner{w: w, required: true}
-	log.Info("reservations sink running", "brokers", cfg.Brokers, "topic", cfg.changelog(),
-		"dsn", redactDSN(cfg.PGDSN), "http", "http://"+ln.Addr().String())
+	log.Info("reservations sink running", append([]any{"brokers", cfg.Brokers, "topic", cfg.changelog(),
+		"dsn", redactDSN(cfg.PGDSN), "http", "http://" + ln.Addr().String()}, buildInfo().LogAttrs()...)...)
+	if from := s.EnvFrom("http-addr"); from == envName("http-addr") {
+		log.Info("the sink's admin address comes from " + from + ", the variable of the processor's (serve, dev); " +
+			"set " + sinkHTTPAddrEnv + " to give the sink its own, so that one environment configures both")
+	}
 	err = runComponents(ctx, log, adminHandler(sinkOnly{snk}, reg, nil), ln, "shutting down the sink",
 		component{"sink", func(gctx context.Context) error { return snk.run(gctx, log) }})
 	if err != nil {

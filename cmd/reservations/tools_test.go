@@ -62,7 +62,7 @@ func startPipeline(t *testing.T, parts int32, withSink bool) *pipeline {
 	c := kafkatest.New(t)
 	p := &pipeline{t: t, c: c, names: c.Topics(t, parts), parts: parts, stateDir: t.TempDir(),
 		db: pgtest.NewDatabase(t), done: make(chan error, 2)}
-	log := newLogger(os.Stderr, slog.LevelWarn)
+	log := newLogger(os.Stderr, logFlags{Level: slog.LevelWarn})
 	proc, err := processor.New(processor.Config{
 		Brokers: c.Brokers, Topics: p.names, Group: p.names.Commands + "-group", StateDir: p.stateDir,
 		CommitInterval: 20 * time.Millisecond, TransactionTimeout: 5 * time.Second, SessionTimeout: 6 * time.Second,
@@ -501,7 +501,7 @@ func TestDevSinkOff(t *testing.T) {
 		cfg.register(s)
 		_, err := s.Parse([]string{"--pg-dsn=" + dsn}, envMap())
 		require.NoError(t, err)
-		got, required := devSinkDSN(context.Background(), newLogger(&stderr, slog.LevelInfo), s, cfg.PGDSN)
+		got, required := devSinkDSN(context.Background(), newLogger(&stderr, logFlags{Level: slog.LevelInfo}), s, cfg.PGDSN)
 		assert.False(t, required)
 		if got != "" {
 			t.Logf("a local PostgreSQL answers at %s: the sink would run against it", got)

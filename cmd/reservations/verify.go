@@ -15,7 +15,7 @@ type verifyFlags struct {
 	PGDSN     string
 	Wait      time.Duration
 	MaxReport int
-	LogLevel  slog.Level
+	Log       logFlags
 }
 
 func verifyCommand() *command {
@@ -70,10 +70,10 @@ topic, the sink still behind the changelog end after --wait).`,
 func (cfg *verifyFlags) register(s *settings) {
 	cfg.kafkaFlags.register(s)
 	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage+", compared with the changelog (empty: only the changelog is checked)")
+	s.Secret("pg-dsn")
 	s.Duration(&cfg.Wait, "wait", 30*time.Second, "how long to wait for the sink's stored offsets to reach the changelog end (0: do not wait)")
 	s.Int(&cfg.MaxReport, "max-report", sink.DefaultMaxReport, "how many mismatches the report lists (all are counted)")
-	cfg.LogLevel = slog.LevelWarn
-	s.Var(logLevel{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	cfg.Log.register(s, slog.LevelWarn)
 	cfg.Security.register(s)
 }
 
@@ -92,11 +92,11 @@ func (cfg *verifyFlags) validate(s *settings) error {
 }
 
 func runVerify(ctx context.Context, c *cli, s *settings, cfg verifyFlags) int {
-	log := newLogger(c.stderr, cfg.LogLevel)
+	log := c.logger(cfg.Log)
 	if err := cfg.connect(ctx, log, s); err != nil {
 		return c.fail("verify", exitIncomplete, fmt.Errorf("no verdict: %w", err))
 	}
-	prog := newProgress(c.stderr, "verify: reading the changelog")
+	prog := c.newProgress("verify: reading the changelog", cfg.Log)
 	rep, err := sink.Verify(ctx, sink.VerifyConfig{
 		Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Wait: cfg.Wait, MaxReport: cfg.MaxReport,
 		Progress: prog.update,

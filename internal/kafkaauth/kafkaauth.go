@@ -1,12 +1,18 @@
 // Package kafkaauth turns the Kafka security settings of the pipeline (TLS,
-// mutual TLS, SASL PLAIN and SCRAM-SHA-256/512) into franz-go client options,
-// built with franz-go's own packages: kgo.DialTLSConfig, sasl/plain and
-// sasl/scram.
+// mutual TLS, SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER) into franz-go
+// client options, built with franz-go's own packages: kgo.DialTLSConfig,
+// sasl/plain, sasl/scram and sasl/oauth.
+//
+// OAUTHBEARER takes a static bearer token (Token): it is sent as is at every
+// authentication, including the re-authentications a broker with
+// connections.max.reauth.ms asks for, so the process must be restarted with a
+// new token before the broker stops accepting the old one. Fetching tokens
+// from an identity provider is not built in.
 //
 // Invariants:
-//   - The password is never printed: String, GoString and LogValue redact it,
-//     and no error of this package contains it (errors name the setting, and a
-//     value only when it is not secret).
+//   - The password and the token are never printed: String, GoString and
+//     LogValue redact them, and no error of this package contains them (errors
+//     name the setting, and a value only when it is not secret).
 //   - Opts validates first: a Config that fails Validate builds no options.
 //   - The zero Config is valid and means plaintext without SASL (Opts returns
 //     no options), so a deployment that does not need security sets nothing.
@@ -27,6 +33,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
@@ -36,10 +43,11 @@ const (
 	MechanismPlain       = "PLAIN"
 	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
 	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
+	MechanismOAuthBearer = "OAUTHBEARER"
 )
 
 // Mechanisms lists the supported SASL mechanisms.
-var Mechanisms = []string{MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512}
+var Mechanisms = []string{MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512, MechanismOAuthBearer}
 
 // redacted replaces a set password wherever a Config is printed.
 const redacted = "[redacted]"
@@ -61,15 +69,19 @@ type Config struct {
 	// allows a man in the middle. Default false. Requires TLS.
 	InsecureSkipVerify bool
 
-	// SASLMechanism is "" (no SASL, the default), PLAIN, SCRAM-SHA-256 or
-	// SCRAM-SHA-512 (case-insensitive). PLAIN sends the password as is: use it
-	// with TLS only.
+	// SASLMechanism is "" (no SASL, the default), PLAIN, SCRAM-SHA-256,
+	// SCRAM-SHA-512 or OAUTHBEARER (case-insensitive). PLAIN sends the
+	// password as is, OAUTHBEARER the token: use them with TLS only.
 	SASLMechanism string
-	// User and Password are the SASL credentials; both are required with a
-	// mechanism and must be empty without one. Password is never printed
-	// (nor encoded as JSON).
+	// User and Password are the SASL credentials of PLAIN and SCRAM; both are
+	// required with those mechanisms and must be empty with OAUTHBEARER or
+	// without SASL. Password is never printed (nor encoded as JSON).
 	User     string
 	Password string `json:"-"`
+	// Token is the bearer token of OAUTHBEARER (RFC 6750 syntax, e.g. a JWT):
+	// required with that mechanism, empty otherwise. It is static (see the
+	// package comment) and never printed (nor encoded as JSON).
+	Token string `json:"-"`
 }
 
 // InvalidError reports a setting of a Config that cannot work. Callers map
@@ -96,6 +108,20 @@ func (c Config) Validate() error {
 		bad("SASLMechanism", "%q: want one of %s (or empty for no SASL)", c.SASLMechanism, strings.Join(Mechanisms, ", "))
 	}
 	switch {
+	case mech == MechanismOAuthBearer:
+		if c.User != "" {
+			bad("User", "not used with SASL mechanism %s (the token names the principal)", mech)
+		}
+		if c.Password != "" {
+			bad("Password", "not used with SASL mechanism %s (the token names the principal)", mech)
+		}
+		switch {
+		case c.Token == "":
+			bad("Token", "required with SASL mechanism %s", mech)
+		case !isBearerToken(c.Token):
+			bad("Token", "not a bearer token: want letters, digits and -._~+/ with trailing = (RFC 6750), "+
+				"e.g. a JWT; check for quotes, spaces or line breaks around it")
+		}
 	case mech != "" && known:
 		if c.User == "" {
 			bad("User", "required with SASL mechanism %s", mech)
@@ -103,12 +129,18 @@ func (c Config) Validate() error {
 		if c.Password == "" {
 			bad("Password", "required with SASL mechanism %s", mech)
 		}
+		if c.Token != "" {
+			bad("Token", "set, but the SASL mechanism is %s, not %s", mech, MechanismOAuthBearer)
+		}
 	case mech == "":
 		if c.User != "" {
 			bad("User", "set, but no SASL mechanism is (set SASLMechanism)")
 		}
 		if c.Password != "" {
 			bad("Password", "set, but no SASL mechanism is (set SASLMechanism)")
+		}
+		if c.Token != "" {
+			bad("Token", "set, but no SASL mechanism is (set SASLMechanism)")
 		}
 	}
 	files := []struct{ field, path string }{{"CAFile", c.CAFile}, {"CertFile", c.CertFile}, {"KeyFile", c.KeyFile}}
@@ -139,6 +171,24 @@ func (c Config) Validate() error {
 		bad("InsecureSkipVerify", "set, but TLS is off (set TLS)")
 	}
 	return errors.Join(errs...)
+}
+
+// isBearerToken reports whether t has the syntax of an RFC 6750 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isBearerToken(t string) bool {
+	body := strings.TrimRight(t, "=")
+	if body == "" {
+		return false
+	}
+	for _, r := range body {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-._~+/", r):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // mechanism returns the canonical spelling of c.SASLMechanism and whether it
@@ -216,6 +266,8 @@ func (c Config) saslMechanism() sasl.Mechanism {
 		return scram.Auth{User: c.User, Pass: c.Password}.AsSha256Mechanism()
 	case MechanismSCRAMSHA512:
 		return scram.Auth{User: c.User, Pass: c.Password}.AsSha512Mechanism()
+	case MechanismOAuthBearer:
+		return oauth.Auth{Token: c.Token}.AsMechanism()
 	}
 	return nil
 }
@@ -226,7 +278,7 @@ func (c Config) saslMechanism() sasl.Mechanism {
 // EOF in the first real request. extra options come after c's (a dialer, a
 // logger). The error wraps the client's (errors.Is(err,
 // kerr.SaslAuthenticationFailed) holds for a broker that answers a failed
-// login with that code) and never contains the password.
+// login with that code) and never contains the password or the token.
 func (c Config) Check(ctx context.Context, brokers []string, extra ...kgo.Opt) error {
 	opts, err := c.Opts()
 	if err != nil {
@@ -256,6 +308,8 @@ func (c Config) hint(err error) string {
 	var recordHeader tls.RecordHeaderError
 	var op *net.OpError
 	switch {
+	case errors.Is(err, kerr.SaslAuthenticationFailed) && mech == MechanismOAuthBearer:
+		return "authentication failed: check the token (expired? issued for this cluster?) and the SASL mechanism"
 	case errors.Is(err, kerr.SaslAuthenticationFailed):
 		return "authentication failed: check the user, the password and the SASL mechanism"
 	case errors.Is(err, kerr.UnsupportedSaslMechanism):
@@ -277,6 +331,9 @@ func (c Config) hint(err error) string {
 		return "the broker refused the TLS handshake: it may not trust the client certificate"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		switch {
+		case mech == MechanismOAuthBearer:
+			return "the broker closed the connection while authenticating: a rejected or expired token, " +
+				"a broker without OAUTHBEARER, or a listener that wants TLS"
 		case mech != "" && c.TLS:
 			return "the broker closed the connection while authenticating: wrong user, password or SASL mechanism"
 		case mech != "":
@@ -317,23 +374,26 @@ func (c Config) Summary() string {
 }
 
 // password is how a password appears when c is printed.
-func (c Config) password() string {
-	if c.Password == "" {
+func (c Config) password() string { return redact(c.Password) }
+
+// redact is how a secret appears when c is printed: empty, or redacted.
+func redact(secret string) string {
+	if secret == "" {
 		return ""
 	}
 	return redacted
 }
 
-// String prints every setting, the password redacted.
+// String prints every setting, the password and the token redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("{TLS:%t CAFile:%q CertFile:%q KeyFile:%q InsecureSkipVerify:%t SASLMechanism:%q User:%q Password:%q}",
-		c.TLS, c.CAFile, c.CertFile, c.KeyFile, c.InsecureSkipVerify, c.SASLMechanism, c.User, c.password())
+	return fmt.Sprintf("{TLS:%t CAFile:%q CertFile:%q KeyFile:%q InsecureSkipVerify:%t SASLMechanism:%q User:%q Password:%q Token:%q}",
+		c.TLS, c.CAFile, c.CertFile, c.KeyFile, c.InsecureSkipVerify, c.SASLMechanism, c.User, c.password(), redact(c.Token))
 }
 
-// GoString is String for %#v, so that no verb prints the password.
+// GoString is String for %#v, so that no verb prints the password or the token.
 func (c Config) GoString() string { return "kafkaauth.Config" + c.String() }
 
-// LogValue logs every setting as a group, the password redacted.
+// LogValue logs every setting as a group, the password and the token redacted.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Bool("tls", c.TLS),
@@ -344,5 +404,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("sasl_mechanism", c.SASLMechanism),
 		slog.String("user", c.User),
 		slog.String("password", c.password()),
+		slog.String("oauth_token", redact(c.Token)),
 	)
 }

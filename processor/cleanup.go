@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,8 +43,11 @@ func wipeMarked(dir string) bool {
 // without a mark (the process was killed) is marked now. Runs on the main loop,
 // which alone creates partitions, so a folder is never removed under one.
 func (p *Processor) cleanupStores(now time.Time) {
-	if now.Sub(p.lastCleanup) < time.Minute {
-		return
+	p.mu.Lock()
+	joined := p.joined
+	p.mu.Unlock()
+	if !joined || now.Sub(p.lastCleanup) < time.Minute {
+		return // not before the group assigned us what we own
 	}
 	p.lastCleanup = now
 	prefix := p.io.Changelog + "-"
@@ -70,6 +74,14 @@ func (p *Processor) cleanupStores(now time.Time) {
 			continue
 		}
 		if away := now.Sub(fi.ModTime()); away >= p.cfg.StateCleanupDelay {
+			// Not a folder another process has open (replay while we run).
+			s, err := statestore.Open(dir, statestore.Options{})
+			if errors.Is(err, statestore.ErrLocked) {
+				continue
+			}
+			if err == nil {
+				_ = s.Close()
+			}
 			if err := statestore.Remove(dir); err != nil {
 				p.log.Warn("state cleanup", "dir", dir, "err", err)
 				continue

@@ -26,10 +26,15 @@ const (
 	HeaderSourceTopic   = "source_topic"
 	HeaderSourcePart    = "source_partition"
 	HeaderSourceOffset  = "source_offset"
+	// HeaderValueDropped marks a DLQ copy without the record's value (its
+	// value made even the copy too large for the broker).
+	HeaderValueDropped = "value_dropped"
 )
 
 // ownedAtRefresh is how often a running partition refreshes its store's
-// owned_at (on a commit; transactions run at least every SweepInterval).
+// owned_at, on a commit the broker accepted with writes of the partition (so
+// the stored value can be up to this much older than the truth: the stale-store
+// rule errs towards a full restore).
 const ownedAtRefresh = 30 * time.Second
 
 // maxCache bounds the decoded entities a partition keeps in memory.
@@ -51,6 +56,10 @@ type job struct {
 	// deadline (apply only): fire no more timers after it (beyond a minimum),
 	// so that a burst of due holds never makes a transaction too long to commit.
 	deadline time.Time
+	// owned (commit only): when the committed transaction, which wrote for
+	// this partition and was fenced by the group generation, began to end;
+	// zero when it wrote nothing here (or only locally: an empty transaction).
+	owned time.Time
 }
 
 // applied is a partition's answer to an apply job.
@@ -124,6 +133,8 @@ type partition struct {
 	broken error
 	// deadline is the open transaction's timer deadline (see job.deadline).
 	deadline time.Time
+	// dropValue makes toDLQ leave out the record's value (poison.go).
+	dropValue bool
 
 	store   *statestore.Store
 	offset  int64     // next changelog offset the store reflects
@@ -173,12 +184,10 @@ func (w *partition) run(restored chan<- restoreDone) {
 	defer close(w.exit)
 	defer func() {
 		if w.store != nil {
-			if w.broken == nil && !w.ownedAt.IsZero() {
-				// The store mirrors the log up to our last commit: remember when we
-				// stopped owning it, for the stale-store rule of the next restore.
-				if err := w.markOwned(); err != nil {
-					w.log.Warn("record owned_at", "err", err)
-				}
+			// owned_at stays the time of the last commit that proved ownership
+			// (at most ownedAtRefresh old): never "now", which a frozen or lost
+			// instance cannot vouch for.
+			if !w.ownedAt.IsZero() {
 				markReleased(w.store.Dir())
 			}
 			if err := w.store.Close(); err != nil {
@@ -241,7 +250,7 @@ func (w *partition) handleJob(j job) {
 		if w.broken != nil {
 			return
 		}
-		if err := w.commit(); err != nil {
+		if err := w.commit(j.owned); err != nil {
 			// The transaction is committed in Kafka; the store is merely
 			// behind, and the restore after a restart replays the tail.
 			w.log.Error("write committed state; restart to restore from the changelog", "err", err)
@@ -372,7 +381,12 @@ func (w *partition) toDLQ(r *kgo.Record, msg string) {
 		kgo.RecordHeader{Key: HeaderSourcePart, Value: []byte(strconv.Itoa(int(r.Partition)))},
 		kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 	)
-	w.produce(&kgo.Record{Topic: env.io.DLQ, Partition: w.p % env.layout.dlqPartitions, Key: r.Key, Value: r.Value, Headers: hs}, w.promise)
+	value := r.Value
+	if w.dropValue {
+		value = nil
+		hs = append(hs, kgo.RecordHeader{Key: HeaderValueDropped, Value: []byte("true")})
+	}
+	w.produce(&kgo.Record{Topic: env.io.DLQ, Partition: w.p % env.layout.dlqPartitions, Key: r.Key, Value: value, Headers: hs}, w.promise)
 	env.metrics.dlq.Inc()
 	w.log.Debug("dead letter", "offset", r.Offset, "err", msg)
 }
@@ -388,7 +402,7 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 
 // commit writes the committed transaction's changes and changelog offset to the
 // store in one Badger write, then moves them into the cache.
-func (w *partition) commit() error {
+func (w *partition) commit(owned time.Time) error {
 	next := w.offset
 	if m := w.maxOff.Load(); m >= 0 {
 		next = m + 1
@@ -399,8 +413,8 @@ func (w *partition) commit() error {
 		}
 		w.offset = next
 	}
-	if time.Since(w.ownedAt) > ownedAtRefresh {
-		if err := w.markOwned(); err != nil {
+	if !owned.IsZero() && owned.Sub(w.ownedAt) > ownedAtRefresh {
+		if err := w.markOwned(owned); err != nil {
 			return err
 		}
 	}

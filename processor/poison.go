@@ -35,6 +35,7 @@ func deterministicProduceErr(err error) bool {
 type poisonState struct {
 	suspectLo, suspectHi int64 // source offsets to isolate; lo > hi: none
 	poison               map[int64]string
+	refusals             map[int64]int // refusals of a poison offset the broker rejected too
 	// lo and hi are the source offsets handled in the open transaction.
 	lo, hi int64
 }
@@ -50,36 +51,64 @@ func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func
 		ps.lo = r.Offset
 	}
 	ps.hi = r.Offset
-	if msg, ok := ps.poison[r.Offset]; ok {
-		w.log.Error("dead-lettering a command whose decision the broker rejects", "offset", r.Offset, "err", msg)
-		w.env.metrics.poison.Inc()
-		w.role.refuse(r, "its decision cannot be written: "+msg, now)
-		return
-	}
-	if !ps.suspect(r.Offset) {
+	msg, poison := ps.poison[r.Offset]
+	if !poison && !ps.suspect(r.Offset) {
 		handle(r, now)
 		return
 	}
 	if err := w.produceErr(); err != nil {
 		return // the transaction already failed: isolate the rest in the next retry
 	}
-	handle(r, now)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 2*w.env.cfg.TransactionTimeout)
-	err := w.env.flush(ctx)
-	cancel()
-	if err == nil {
-		err = w.produceErr()
+	if poison {
+		w.refuse(r, msg, now)
+	} else {
+		handle(r, now)
 	}
-	if err != nil && deterministicProduceErr(err) {
-		if ps.poison == nil {
-			ps.poison = make(map[int64]string)
+	if ps.suspect(r.Offset) {
+		// Flush on its own to see whether this record's outputs are rejected.
+		// A stop (revoke, shutdown) cancels the wait: the transaction aborts.
+		ctx, cancel := context.WithTimeout(w.ctx, 2*w.env.cfg.TransactionTimeout)
+		err := w.env.flush(ctx)
+		cancel()
+		if err == nil {
+			err = w.produceErr()
 		}
-		ps.poison[r.Offset] = err.Error()
-		w.log.Warn("found the command whose decision the broker rejects; it is dead-lettered in the retry",
-			"offset", r.Offset, "err", err)
+		if err != nil && deterministicProduceErr(err) {
+			if poison {
+				ps.refusals[r.Offset]++ // even the refusal is rejected: refuse with less
+			} else {
+				if ps.poison == nil {
+					ps.poison, ps.refusals = make(map[int64]string), make(map[int64]int)
+				}
+				ps.poison[r.Offset] = err.Error()
+			}
+			w.log.Warn("found the command whose decision the broker rejects; it is refused in the retry",
+				"offset", r.Offset, "refusals_rejected", ps.refusals[r.Offset], "err", err)
+		}
 	}
 	if r.Offset >= ps.suspectHi {
 		ps.suspectLo, ps.suspectHi = 0, -1
+	}
+}
+
+// refuse answers a poison record without deciding it. If the broker rejected
+// a refusal already (its DLQ copy is too large, say), the copy goes without
+// the value (header value_dropped); after that, the record is skipped with an
+// error log, so that the partition never stalls on it.
+func (w *partition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
+	w.env.metrics.poison.Inc()
+	switch w.poison.refusals[r.Offset] {
+	case 0:
+		w.log.Error("refusing a command whose decision the broker rejects", "offset", r.Offset, "err", msg)
+		w.role.refuse(r, "its decision cannot be written: "+msg, now)
+	case 1:
+		w.log.Error("refusing a command whose decision the broker rejects, without its value in the DLQ copy", "offset", r.Offset, "err", msg)
+		w.dropValue = true
+		w.role.refuse(r, "its decision cannot be written: "+msg, now)
+		w.dropValue = false
+	default:
+		w.log.Error("skipping a command whose decision and refusal the broker both reject: it gets no result",
+			"offset", r.Offset, "err", msg)
 	}
 }
 
@@ -105,6 +134,7 @@ func (s *poisonState) forgetBelow(next int64) {
 	for off := range s.poison {
 		if off < next {
 			delete(s.poison, off)
+			delete(s.refusals, off)
 		}
 	}
 }

@@ -42,27 +42,40 @@ func TestPoisonCommandIsDeadLettered(t *testing.T) {
 	}
 	poison := reserve(long(), "P", long(), 1)
 	poison.CartID = long()
-	h.send(poison, reserve("ok-2", "P", "r2", 1))
-	h.waitDecided(60*time.Second, poison.CommandID, "ok-2")
+	// A second poison so large that even its DLQ copy is rejected: the copy
+	// goes without the value (the old refusal retried the same copy forever).
+	huge := reserve(long(), "P", long(), 1)
+	huge.CartID, huge.StoreID = long(), long()
+	huge.Reason = long() + long()
+	h.send(poison, reserve("ok-2", "P", "r2", 1), huge, reserve("ok-3", "P", "r3", 1))
+	h.waitDecided(60*time.Second, poison.CommandID, "ok-2", huge.CommandID, "ok-3")
+	assert.Equal(t, schemas.ReasonInvalidCommand, h.decisive(huge.CommandID).Reason)
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("ok-3").Outcome)
 	res := h.decisive(poison.CommandID)
 	assert.Equal(t, schemas.OutcomeRejected, res.Outcome)
 	assert.Equal(t, schemas.ReasonInvalidCommand, res.Reason)
 	assert.Contains(t, res.Message, "cannot be written")
 	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("ok-2").Outcome, "the partition goes on")
-	assert.Equal(t, 1.0, in.counter("reservations_poison_commands_total"))
+	assert.GreaterOrEqual(t, in.counter("reservations_poison_commands_total"), 3.0, "two poisons, the second refused twice")
 
 	dlq := h.c.Client(t, kgo.ConsumeTopics(h.names.DLQ), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var got []*kgo.Record
-	for len(got) < 1 && ctx.Err() == nil {
+	for len(got) < 2 && ctx.Err() == nil {
 		got = append(got, dlq.PollFetches(ctx).Records()...)
 	}
-	require.Len(t, got, 1)
+	require.Len(t, got, 2)
 	assert.Contains(t, string(got[0].Value), poison.CommandID)
+	assert.Empty(t, got[1].Value, "the huge poison's copy has no value")
+	dropped := false
+	for _, hd := range got[1].Headers {
+		dropped = dropped || hd.Key == processor.HeaderValueDropped
+	}
+	assert.True(t, dropped, "value_dropped header")
 	in.stop(t)
 	state := h.changelogState()
 	assertInvariants(t, state)
-	assert.Equal(t, int64(2), state[schemas.StockKey("P")].Stock.Reserved, "r1 and r2, nothing of the poison")
+	assert.Equal(t, int64(3), state[schemas.StockKey("P")].Stock.Reserved, "r1, r2 and r3, nothing of the poisons")
 }

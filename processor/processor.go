@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,11 +68,15 @@ type Processor struct {
 	parts   map[int32]*partition // owned by the main loop
 	// live are the partitions in parts (guarded by mu), so that the group
 	// goroutine can stop a revoked or lost partition at once (stopNow).
-	live     map[int32]*partition
-	restored chan restoreDone
-	status   map[int32]string // guarded by mu; for readiness
-	joined   bool             // guarded by mu: the group assigned us (possibly nothing)
-	brokerOK bool             // guarded by mu: the last broker ping answered
+	live map[int32]*partition
+	// assignment is this member's whole assignment of the latest generation
+	// (from SyncGroup; empty after a loss): a partition is started, and a
+	// transaction may write for it, only while it is in there.
+	assignment atomic.Pointer[map[int32]bool]
+	restored   chan restoreDone
+	status     map[int32]string // guarded by mu; for readiness
+	joined     bool             // guarded by mu: the group assigned us (possibly nothing)
+	brokerOK   bool             // guarded by mu: the last broker ping answered
 	// Interactive queries (guarded by mu).
 	queryable map[int32]*partition // running partitions
 	owners    map[int32]string     // partition -> advertised address, from DescribeGroups
@@ -246,6 +251,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	}
 	p.ctx = ctx
 	p.restored = make(chan restoreDone, 64)
+	p.lastCleanup = time.Now() // the first cleanup waits a minute past the start (and the first assignment)
 	p.mu.Lock()
 	p.failErr = nil
 	p.events = nil
@@ -407,6 +413,7 @@ func (p *Processor) onRevoked(_ context.Context, _ *kgo.Client, m map[string][]i
 }
 
 func (p *Processor) onLost(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+	p.assignment.Store(&map[int32]bool{})
 	if ps := m[p.io.Commands]; len(ps) > 0 {
 		p.stopNow(ps, "lost")
 		p.pushEvent(groupEvent{parts: ps})
@@ -424,6 +431,7 @@ func (p *Processor) onSynced(m map[string][]int32) {
 	for _, n := range m[p.io.Commands] {
 		keep[n] = true
 	}
+	p.assignment.Store(&keep)
 	var gone []int32
 	p.mu.Lock()
 	for n := range p.live {
@@ -497,6 +505,13 @@ func (p *Processor) handleEvents() {
 				p.log.Info("partition revoked", "partition", n)
 				continue
 			}
+			if !p.owns(n) {
+				// Assigned, then revoked before we got here, and the revoke did
+				// not reach our callback (the session passes on only the first
+				// revoke between two transaction ends).
+				p.log.Info("partition assigned and revoked again before it started", "partition", n)
+				continue
+			}
 			w := newPartition(p.env, p.ctx, n)
 			p.parts[n] = w
 			p.mu.Lock()
@@ -513,6 +528,9 @@ func (p *Processor) handleEvents() {
 func (p *Processor) setStatus(n int32, s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if w := p.parts[n]; s != "" && w != nil && w.revoked.Load() {
+		return // stopped by the group meanwhile (stopNow, under mu)
+	}
 	if s == "" {
 		delete(p.status, n)
 	} else {
@@ -763,9 +781,9 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	fenced := kgo.PreTxnCommitFnContext(endCtx, p.fence(wrote, p.sess.Client().CommittedOffsets()[p.io.Commands]))
 	committed, err := p.sess.End(fenced, try)
 	endCancel()
-	if errors.Is(err, errNotMember) {
-		p.log.Info("transaction aborted: this instance is not in the group (lost or rejoining); its partitions stop",
-			"records", n)
+	if errors.Is(err, errNotMember) || errors.Is(err, errNotOwner) {
+		p.log.Info("transaction aborted: fenced before its offset commit (not in the group, or a partition it wrote for is not assigned to it)",
+			"records", n, "err", err)
 		err = nil
 	}
 	p.metrics.commitSeconds.Observe(time.Since(endStart).Seconds())
@@ -788,13 +806,17 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	for _, w := range p.parts {
-		if kind == jobCommit && w.wrote {
+		j := job{kind: kind}
+		if committed && err == nil && w.wrote {
+			// The broker accepted this partition's writes with our member and
+			// generation: we owned it when this transaction began to end.
 			w.lastCommit = endStart
+			j.owned = endStart
 		}
 		w.wrote = false
 		if w.ready.Load() {
 			select {
-			case w.jobs <- job{kind: kind}:
+			case w.jobs <- j:
 			case <-w.exit:
 			}
 		}
@@ -804,6 +826,17 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	return nil
 }
+
+// owns reports whether partition n is in this member's latest assignment.
+func (p *Processor) owns(n int32) bool {
+	a := p.assignment.Load()
+	return a != nil && (*a)[n]
+}
+
+// errNotOwner fails the offset commit of a transaction that wrote for a
+// partition outside this member's latest assignment: the group generation
+// would not fence it (KIP-447 checks member and generation, not ownership).
+var errNotOwner = errors.New("wrote for a partition this member does not own")
 
 // errNotMember fails the offset commit of a transaction while the client has no
 // member id or generation: such a commit would not be fenced (brokers accept a
@@ -822,6 +855,11 @@ func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) fu
 	return func(req *kmsg.TxnOffsetCommitRequest) error {
 		if req.MemberID == "" || req.Generation < 0 {
 			return errNotMember
+		}
+		for _, n := range wrote {
+			if !p.owns(n) {
+				return fmt.Errorf("partition %d: %w", n, errNotOwner)
+			}
 		}
 		i := slices.IndexFunc(req.Topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return t.Topic == topic })
 		if i < 0 {

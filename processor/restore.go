@@ -112,7 +112,7 @@ func (w *partition) restore(ctx context.Context) error {
 	if err := store.SetMeta(statestore.MetaTopicID, env.layout.changelogID); err != nil {
 		return err
 	}
-	if err := w.markOwned(); err != nil {
+	if err := w.markOwned(time.Now()); err != nil {
 		return err
 	}
 	removeReleased(dir)
@@ -135,13 +135,13 @@ func (w *partition) restore(ctx context.Context) error {
 // full instead of replaying its tail.
 const StaleStoreFraction = 0.5
 
-// markOwned records in the store that it mirrors its changelog partition now.
-func (w *partition) markOwned() error {
-	now := time.Now()
-	if err := w.store.SetOwnedAt(now); err != nil {
+// markOwned records in the store that it mirrored its changelog partition as
+// its owner at t.
+func (w *partition) markOwned(t time.Time) error {
+	if err := w.store.SetOwnedAt(t); err != nil {
 		return err
 	}
-	w.ownedAt = now
+	w.ownedAt = t
 	return nil
 }
 

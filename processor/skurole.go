@@ -233,7 +233,12 @@ func (s *skuPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 	}
 	res := schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: string(r.Key), Outcome: schemas.OutcomeRejected,
 		Reason: schemas.ReasonInvalidCommand, Message: msg, Partition: s.w.p, Offset: r.Offset, DecidedAt: now}
-	s.emit(sku.Outputs{Results: []schemas.Result{res}}, r)
+	results := []schemas.Result{res}
+	s.emit(sku.Outputs{Results: results}, r)
+	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
+		// The cart saga waiting for this line gets its (rejected) decision.
+		s.replyToCart(cmd.CommandID, cmd.CartID, results)
+	}
 }
 
 // replyToCart routes the decision on command id (the first result carrying it;

@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -134,4 +135,37 @@ func TestUndecodableStoreEntryRebuildsThePartition(t *testing.T) {
 	state := h.changelogState()
 	assertInvariants(t, state)
 	assert.Equal(t, int64(0), state[schemas.StockKey("Z")].Stock.Reserved)
+}
+
+// The other side of the stale-store rule: a store that comes back soon (well
+// within half the changelog's delete.retention.ms, 1 day by default) replays
+// only the tail the other owner wrote, not the whole log.
+func TestRecentStoreReplaysOnlyTheTail(t *testing.T) {
+	h := newHarness(t, 1)
+	dirA := t.TempDir()
+	a := h.start(dirA)
+	var first []schemas.Command
+	for i := range 40 {
+		first = append(first, reserve(fmt.Sprintf("a-%d", i), "T", fmt.Sprintf("ra-%d", i), 1))
+	}
+	h.send(append([]schemas.Command{stockSet("set", "T", 1000)}, first...)...)
+	h.waitDecided(30*time.Second, append([]string{"set"}, idsOf(first)...)...)
+	a.stop(t)
+
+	b := h.start("")
+	h.send(reserve("b-1", "T", "rb-1", 1))
+	h.waitDecided(30*time.Second, "b-1")
+	b.stop(t)
+
+	a2 := h.start(dirA)
+	h.waitReady(a2)
+	assert.Zero(t, a2.counter("reservations_state_wipes_total"), "no full rebuild")
+	restored := a2.counter("reservations_restored_records_total")
+	total := float64(h.endOffsets(h.names.Changelog)[0])
+	assert.Positive(t, restored, "the tail B wrote is replayed")
+	assert.Less(t, restored, total/4, "only the tail (%v of %v changelog offsets)", restored, total)
+	h.send(cmdFor(schemas.TypeRelease, "rel", "T", "rb-1"))
+	h.waitDecided(30*time.Second, "rel")
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("rel").Outcome, "A knows B's hold")
+	a2.stop(t)
 }

@@ -56,6 +56,9 @@ type job struct {
 	// deadline (apply only): fire no more timers after it (beyond a minimum),
 	// so that a burst of due holds never makes a transaction too long to commit.
 	deadline time.Time
+	// noTimers (apply only): the partition's committed offset is not known
+	// yet, so it fires no timers and sweeps nothing in this transaction.
+	noTimers bool
 	// owned (commit only): when the committed transaction, which wrote for
 	// this partition and was fenced by the group generation, began to end;
 	// zero when it wrote nothing here (or only locally: an empty transaction).
@@ -235,7 +238,7 @@ func (w *partition) handleJob(j job) {
 			return
 		}
 		w.deadline = j.deadline
-		err := w.apply(j.records, j.now)
+		err := w.apply(j.records, j.now, j.noTimers)
 		if errors.Is(err, statestore.ErrCorrupt) {
 			// A value the store cannot read or decode fails every retry of the
 			// batch: escalate. The store is marked to be wiped, and the processor
@@ -300,10 +303,12 @@ func (w *partition) cacheSet(c Change) {
 
 // apply decides the due timers at now and records (all of this partition, in
 // offset order), producing every output into the open transaction.
-func (w *partition) apply(records []*kgo.Record, now schemas.Millis) error {
-	w.role.fireDue(now)
-	if now >= w.sweep.next {
-		w.sweepStep(now)
+func (w *partition) apply(records []*kgo.Record, now schemas.Millis, noTimers bool) error {
+	if !noTimers {
+		w.role.fireDue(now)
+		if now >= w.sweep.next {
+			w.sweepStep(now)
+		}
 	}
 	for _, r := range records {
 		w.handleGuarded(r, now, w.role.handle)

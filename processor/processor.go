@@ -676,15 +676,23 @@ func (p *Processor) records(fs kgo.Fetches) ([]*kgo.Record, error) {
 
 func (p *Processor) nextDue() schemas.Millis {
 	var m schemas.Millis
+	known := p.committedOffsets()
 	for _, w := range p.parts {
-		if !w.ready.Load() {
-			continue
+		if _, ok := known[w.p]; !ok || !w.ready.Load() {
+			continue // timers wait until the partition's committed offset is known (see fence)
 		}
 		if d := schemas.Millis(w.nextDue.Load()); d > 0 && (m == 0 || d < m) {
 			m = d
 		}
 	}
 	return m
+}
+
+// committedOffsets returns the committed offsets of the input partitions the
+// client knows: a newly assigned partition appears once the group's offset
+// fetch for it ended (it can wait for the previous owner's transaction).
+func (p *Processor) committedOffsets() map[int32]kgo.EpochOffset {
+	return p.sess.Client().CommittedOffsets()[p.io.Commands]
 }
 
 func (p *Processor) anyDue(now schemas.Millis) bool {
@@ -702,6 +710,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	// Timers fire for at most a tenth of the transaction timeout (at least the
 	// commit interval) per transaction, besides MaxExpiriesPerTransaction.
 	timerDeadline := start.Add(max(p.cfg.CommitInterval, p.cfg.TransactionTimeout/10))
+	known := p.committedOffsets()
 	n := 0
 	ok := true
 	var stamps []time.Time
@@ -709,7 +718,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		for _, r := range recs {
 			stamps = append(stamps, r.Timestamp)
 		}
-		if err := p.dispatch(recs, timerDeadline); err != nil {
+		if err := p.dispatch(recs, timerDeadline, known); err != nil {
 			p.log.Warn("batch failed: aborting the transaction", "err", err)
 			ok = false
 			break
@@ -781,7 +790,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	fenced := kgo.PreTxnCommitFnContext(endCtx, p.fence(wrote, p.sess.Client().CommittedOffsets()[p.io.Commands]))
 	committed, err := p.sess.End(fenced, try)
 	endCancel()
-	if errors.Is(err, errNotMember) || errors.Is(err, errNotOwner) {
+	if errors.Is(err, errNotMember) || errors.Is(err, errNotOwner) || errors.Is(err, errUnknownOffset) {
 		p.log.Info("transaction aborted: fenced before its offset commit (not in the group, or a partition it wrote for is not assigned to it)",
 			"records", n, "err", err)
 		err = nil
@@ -838,6 +847,11 @@ func (p *Processor) owns(n int32) bool {
 // would not fence it (KIP-447 checks member and generation, not ownership).
 var errNotOwner = errors.New("wrote for a partition this member does not own")
 
+// errUnknownOffset fails the offset commit of a transaction that wrote for a
+// partition (timers, sweeps) whose committed offset the client does not know
+// yet; the loop fires no timers for such a partition (nextDue, dispatch).
+var errUnknownOffset = errors.New("committed offset not known yet")
+
 // errNotMember fails the offset commit of a transaction while the client has no
 // member id or generation: such a commit would not be fenced (brokers accept a
 // transactional offset commit without group metadata), so it is not sent and
@@ -847,9 +861,9 @@ var errNotMember = errors.New("not a member of the consumer group")
 // fence returns the hook that completes a transaction's TxnOffsetCommit: it
 // adds the committed offset (unchanged) of every partition the transaction
 // wrote for but consumed nothing from, so the broker validates the member and
-// generation for it too, and it refuses to commit without group metadata. A
-// partition without a known committed offset commits 0, which (with the
-// consumer's reset to the start) means the same as no commit.
+// generation for it too. It refuses to commit without group metadata, for a
+// partition outside the latest assignment, and for one whose committed offset
+// the client does not know yet.
 func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) func(*kmsg.TxnOffsetCommitRequest) error {
 	topic, id := p.io.Commands, p.lay.commandsID
 	return func(req *kmsg.TxnOffsetCommitRequest) error {
@@ -873,11 +887,14 @@ func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) fu
 			if slices.ContainsFunc(rt.Partitions, func(rp kmsg.TxnOffsetCommitRequestTopicPartition) bool { return rp.Partition == n }) {
 				continue
 			}
-			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-			rp.Partition, rp.Offset, rp.LeaderEpoch = n, 0, -1
-			if eo, ok := committed[n]; ok {
-				rp.Offset, rp.LeaderEpoch = eo.Offset, eo.Epoch
+			eo, ok := committed[n]
+			if !ok {
+				// Just assigned, the group's offset fetch not done: committing a
+				// guess would move the group's offset (back to 0, say).
+				return fmt.Errorf("partition %d: %w", n, errUnknownOffset)
 			}
+			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+			rp.Partition, rp.Offset, rp.LeaderEpoch = n, eo.Offset, eo.Epoch
 			rp.Metadata = &req.MemberID
 			rt.Partitions = append(rt.Partitions, rp)
 		}
@@ -891,7 +908,7 @@ func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) fu
 // dispatch hands each running partition its records (and the clock) and waits
 // for all of them: the barrier that keeps one transaction consistent. A
 // partition that stops meanwhile (revoked, lost, shutdown) fails the batch.
-func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time) error {
+func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[int32]kgo.EpochOffset) error {
 	now := schemas.MillisOf(p.now())
 	by := make(map[int32][]*kgo.Record)
 	for _, r := range recs {
@@ -915,8 +932,9 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time) error {
 		if !w.ready.Load() || w.revoked.Load() {
 			continue
 		}
+		_, offsetKnown := known[n]
 		select {
-		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done, deadline: deadline}:
+		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done, deadline: deadline, noTimers: !offsetKnown}:
 			pending[n] = w
 		case <-w.exit:
 			fail(fmt.Errorf("partition %d stopped", n))

@@ -20,8 +20,18 @@ import (
 
 // runBroker is the broker child: a single-node kfake cluster on a fixed
 // loopback port with its log in DataDir. Signals: SIGUSR1 starts the fault
-// injector, SIGUSR2 stops it and prints "faults <json faultReport>", SIGTERM
+// injector, SIGUSR2 stops it and prints "faults <json faultReport>", SIGHUP
+// compacts every compacted topic (kfake's Cluster.Compact: superseded records
+// and tombstones older than the topic's delete.retention.ms go; the last batch
+// of a partition stays) and prints "compacted <milliseconds it took>", SIGTERM
 // closes the cluster.
+//
+// Compact runs on the cluster's loop, so no request is served while it runs.
+// Unlike Kafka's cleaner (which stops at the first unstable offset) it also
+// compacts records of open transactions: a committed record superseded by
+// one of an open transaction that later aborts would be lost. The chaos
+// compacts only while no transaction is open on the changelogs (see
+// chaos.compact).
 func runBroker(c childConfig) int {
 	cl, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
@@ -36,7 +46,7 @@ func runBroker(c childConfig) int {
 	}
 	defer cl.Close()
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGTERM)
 	fmt.Println("ready", cl.ListenAddrs()[0])
 
 	inj := &injector{cl: cl, names: topics.NewNames(c.Prefix), rng: rand.New(rand.NewPCG(c.Seed, 1))}
@@ -44,12 +54,19 @@ func runBroker(c childConfig) int {
 	var done chan faultReport
 	for s := range sigs {
 		switch s {
+		case syscall.SIGHUP:
+			began := time.Now()
+			fmt.Fprintf(os.Stderr, "%s soak: compacting\n", began.Format("15:04:05.000"))
+			cl.Compact()
+			fmt.Fprintf(os.Stderr, "%s soak: compacted in %s\n", time.Now().Format("15:04:05.000"), time.Since(began))
+			fmt.Println("compacted", time.Since(began).Milliseconds())
 		case syscall.SIGUSR1:
 			if stop == nil {
 				stop, done = make(chan struct{}), make(chan faultReport, 1)
 				go func() { done <- inj.run(stop) }()
 			}
 		case syscall.SIGUSR2, syscall.SIGTERM:
+			fmt.Fprintf(os.Stderr, "%s soak: %s\n", time.Now().Format("15:04:05.000"), s)
 			rep := faultReport{}
 			if stop != nil {
 				close(stop)

@@ -27,13 +27,16 @@ type checker struct {
 	rs      *results
 	rep     *report
 	pool    *pgxpool.Pool
-	stopped time.Time // when the processors were stopped
+	stopped time.Time      // when the processors were stopped
+	walk    *changelogWalk // the mirror's, or nil: read the changelog
+	walked  *changelogWalk // the walk the checks used
 
 	// Figures for the report.
 	changelogRecords int
 	dlqRecords       int
 	forwarded        int
 	pgRows           int
+	carts            cartFigures
 }
 
 // endOffsets lists the end offsets of topic.
@@ -127,31 +130,47 @@ type changelogState struct {
 	commands map[string]int
 }
 
-// changelog reads the whole changelog through a changelogWalk.
+// changelog takes the walk of the mirror, which read the changelog while the
+// soak ran (the changelog was compacted meanwhile: reading it now would miss
+// records), or, without a mirror, reads the whole changelog through a new walk.
 func (c *checker) changelog(ctx context.Context) (*changelogState, error) {
-	w := newChangelogWalk(c.rep)
-	if _, err := readTopic(ctx, c.brokers, c.names.Changelog, w.add); err != nil {
-		return nil, err
+	w := c.walk
+	if w == nil {
+		w = newChangelogWalk(c.rep)
+		if _, err := readTopic(ctx, c.brokers, c.names.Changelog, w.add); err != nil {
+			return nil, err
+		}
 	}
+	c.walked = w
 	c.changelogRecords = w.records
 	c.rep.check(invTerminal, "%d changelog records", w.records)
+	c.rep.check(invTombstone, "%d tombstones", w.tombstones)
 	return w.st, nil
 }
 
 // changelogWalk checks every version of every entity in offset order:
-// versions go up by one, stock is consistent, and a reservation in a terminal
-// state never changes again.
+// versions go up by one, stock is consistent, a reservation in a terminal
+// state never changes again, and a tombstone deletes a live command or
+// terminal reservation past the dedupe window. An entity deleted twice was
+// kept by a store that missed its tombstone (a stale store replaying only its
+// tail after compaction removed the tombstone: MEMBERSHIP.md rule 3), and its
+// owner's sweep deleted it again.
 type changelogWalk struct {
-	rep     *report
-	st      *changelogState
-	version map[string]int64
-	status  map[string]string // of every reservation key
-	records int
+	rep        *report
+	window     time.Duration // the processors' dedupe window
+	st         *changelogState
+	version    map[string]int64
+	status     map[string]string         // of every reservation key; kept after its tombstone
+	decidedAt  map[string]schemas.Millis // updated_at of every live command/ key
+	orders     map[string]string         // order_id of consumed reservations of coordinated carts
+	records    int
+	tombstones int
 }
 
 func newChangelogWalk(rep *report) *changelogWalk {
-	return &changelogWalk{rep: rep, st: &changelogState{entities: map[string]processor.Change{}, commands: map[string]int{}},
-		version: map[string]int64{}, status: map[string]string{}}
+	return &changelogWalk{rep: rep, window: dedupeWindow,
+		st:      &changelogState{entities: map[string]processor.Change{}, commands: map[string]int{}},
+		version: map[string]int64{}, status: map[string]string{}, decidedAt: map[string]schemas.Millis{}, orders: map[string]string{}}
 }
 
 func (w *changelogWalk) add(r *kgo.Record) {
@@ -166,6 +185,7 @@ func (w *changelogWalk) add(r *kgo.Record) {
 	switch {
 	case ch.Command != nil:
 		w.st.commands[strings.TrimPrefix(key, schemas.CommandPrefix)]++
+		w.decidedAt[key] = ch.Command.UpdatedAt
 	case ch.Stock != nil:
 		s := ch.Stock
 		if s.Version != w.version[key]+1 || s.Available != s.OnHand-s.Reserved || s.OnHand < 0 || schemas.StockKey(s.SKU) != key {
@@ -186,9 +206,47 @@ func (w *changelogWalk) add(r *kgo.Record) {
 			w.rep.violate(invTerminal, "%s: reservation %+v does not belong to its key", at, res.Reservation)
 		}
 		w.version[key], w.status[key] = res.Version, res.Reservation.Status
+		if res.Reservation.Status == schemas.StatusConsumed && strings.HasPrefix(res.Reservation.CartID, cartPrefix) {
+			w.orders[key] = res.Reservation.OrderID
+		}
 		w.st.entities[key] = ch
-	default: // a tombstone: only terminal reservations and commands past the dedupe window (24 h) get one
-		w.rep.violate(invTerminal, "%s: tombstone (status %q) within the dedupe window", at, w.status[key])
+	default:
+		w.tombstone(r, key, at)
+	}
+}
+
+// tombstone checks a tombstone: only a live command/ entry or a live terminal
+// reservation gets one, once its dedupe window passed (the sweep deletes what
+// it decided or ended at least a window ago; 1 s of slack for the clock).
+func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
+	w.tombstones++
+	ts := schemas.MillisOf(r.Timestamp)
+	early := func(updated schemas.Millis) bool {
+		return ts < updated+schemas.Millis(w.window.Milliseconds())-1000
+	}
+	switch schemas.KeyKind(key) {
+	case schemas.CommandPrefix:
+		decided, live := w.decidedAt[key]
+		switch {
+		case !live:
+			w.rep.violate(invTombstone, "%s: tombstone of a command that is not in the log (deleted before, or never decided): a store kept what the changelog deleted", at)
+		case early(decided):
+			w.rep.violate(invTombstone, "%s: tombstone at %s, decided at %s: within the dedupe window", at, ts, decided)
+		}
+		delete(w.decidedAt, key)
+	case schemas.ReservationPrefix:
+		e, live := w.st.entities[key]
+		switch {
+		case !live:
+			w.rep.violate(invTombstone, "%s: tombstone of a reservation that is not in the log (status %q before): a store kept what the changelog deleted", at, w.status[key])
+		case e.Reservation.Reservation.Status == schemas.StatusActive:
+			w.rep.violate(invTombstone, "%s: tombstone of an active reservation", at)
+		case early(e.Reservation.UpdatedAt):
+			w.rep.violate(invTombstone, "%s: tombstone at %s, %s at %s: within the dedupe window", at, ts, e.Reservation.Reservation.Status, e.Reservation.UpdatedAt)
+		}
+		delete(w.st.entities, key)
+	default:
+		w.rep.violate(invTombstone, "%s: tombstone of a %q entity", at, schemas.KeyKind(key))
 		delete(w.st.entities, key)
 	}
 }
@@ -291,12 +349,26 @@ func (c *checker) decisions(st *changelogState) {
 			}
 		}
 	}
+	lines := 0
+	for id := range c.rs.lines { // per-SKU commands of cart sagas: the coordinator sent them
+		lines++
+		n := 0
+		if r := c.rs.byID[id]; r != nil {
+			n = r.decisive
+		}
+		if n != 1 {
+			c.rep.violate(invOnce, "line command %s of a cart saga: %d decisions, want 1", id, n)
+		}
+		if n := st.commands[id]; n != 1 {
+			c.rep.violate(invOnce, "line command %s: %d command/ records in the changelog, want 1", id, n)
+		}
+	}
 	for id := range st.commands {
-		if _, ok := c.led.cmds[id]; !ok {
+		if _, ok := c.led.cmds[id]; !ok && !c.rs.lines[id] {
 			c.rep.violate(invOnce, "command/%s in the changelog was never sent", id)
 		}
 	}
-	c.rep.check(invOnce, "%d command ids", ids)
+	c.rep.check(invOnce, "%d command ids, %d line commands of cart sagas", ids, lines)
 	c.rep.check(invInvalid, "%d invalid commands", invalid)
 }
 
@@ -416,7 +488,7 @@ func (c *checker) postgres(ctx context.Context, st *changelogState) error {
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		behind, err := c.sinkBehind(ctx, ends)
+		behind, err := sinkBehind(ctx, c.pool, c.names.Changelog, ends)
 		if err == nil && behind == "" {
 			break
 		}
@@ -481,9 +553,10 @@ func (c *checker) postgres(ctx context.Context, st *changelogState) error {
 	return nil
 }
 
-// sinkBehind describes the partitions whose stored offset is below end ("" when none).
-func (c *checker) sinkBehind(ctx context.Context, ends map[int32]int64) (string, error) {
-	rows, _ := c.pool.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1`, c.names.Changelog)
+// sinkBehind describes the partitions of topic whose offset the sink stored is
+// below end ("" when none).
+func sinkBehind(ctx context.Context, pool *pgxpool.Pool, topic string, ends map[int32]int64) (string, error) {
+	rows, _ := pool.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1`, topic)
 	stored := map[int32]int64{}
 	var p int32
 	var o int64

@@ -74,7 +74,13 @@ type rec struct {
 	id         string // command_id of a decodable command, "" for a malformed record
 	partition  int32  // -1: by key (murmur2)
 	resend     bool
+	made       time.Time // when the generator made it (re-sends stay well within the dedupe window)
 }
+
+// resendWithin bounds the age of a command the generator re-sends: the
+// processors' dedupe window is 1 minute, and a command re-sent after it would
+// rightly be decided again.
+const resendWithin = 20 * time.Second
 
 // load generates the command stream: one stock.set per SKU first, then
 // Producers concurrent producers, paced to spread their commands over Load.
@@ -87,10 +93,11 @@ type load struct {
 	skus   []string
 	hot    []string
 	led    *ledger
+	carts  *cartLedger
 }
 
 func newLoad(sz size, names topics.Names, parts int32, prod, manual *kgo.Client) *load {
-	l := &load{sz: sz, names: names, parts: parts, prod: prod, manual: manual, led: newLedger()}
+	l := &load{sz: sz, names: names, parts: parts, prod: prod, manual: manual, led: newLedger(), carts: newCartLedger()}
 	for i := range sz.SKUs {
 		l.skus = append(l.skus, fmt.Sprintf("SKU-%05d", i))
 	}
@@ -122,11 +129,11 @@ func (l *load) stock(ctx context.Context) error {
 	return nil
 }
 
-// run sends the rest of the commands from the producers and returns when all
-// are sent (or ctx ended).
-func (l *load) run(ctx context.Context, start time.Time) error {
+// run sends the rest of the commands from the producers, and the cart
+// commands, paced by the phases, and returns when all are sent (or ctx ended).
+func (l *load) run(ctx context.Context, ph phases) error {
 	total := max(0, l.sz.Commands-len(l.skus))
-	errs := make(chan error, l.sz.Producers)
+	errs := make(chan error, l.sz.Producers+1)
 	var wg sync.WaitGroup
 	for i := range l.sz.Producers {
 		n := total / l.sz.Producers
@@ -134,8 +141,9 @@ func (l *load) run(ctx context.Context, start time.Time) error {
 			n++
 		}
 		g := &gen{l: l, p: i, rng: rand.New(rand.NewPCG(l.sz.Seed, uint64(i)+100)), manual: i == l.sz.Producers-1}
-		wg.Go(func() { errs <- g.run(ctx, n, start) })
+		wg.Go(func() { errs <- g.run(ctx, n, ph) })
 	}
+	wg.Go(func() { errs <- l.runCarts(ctx, ph) })
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -264,8 +272,8 @@ type hold struct {
 	short   bool
 }
 
-// run sends n records in batches, paced to end around start + Load.
-func (g *gen) run(ctx context.Context, n int, start time.Time) error {
+// run sends n records in batches, paced over the traffic phases.
+func (g *gen) run(ctx context.Context, n int, ph phases) error {
 	const batch = 20
 	rate := float64(n) / g.l.sz.Load.Seconds()
 	for sent := 0; sent < n; {
@@ -277,7 +285,7 @@ func (g *gen) run(ctx context.Context, n int, start time.Time) error {
 		if err := g.l.send(ctx, recs); err != nil {
 			return err
 		}
-		due := start.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+		due := ph.wall(time.Duration(float64(sent) / rate * float64(time.Second)))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -305,18 +313,24 @@ func (g *gen) sku() string {
 // next returns the next record: mostly valid commands, plus re-sent command
 // ids (3%), invalid commands (2%) and malformed records (0.7%).
 func (g *gen) next() rec {
-	switch n := g.rng.IntN(1000); {
-	case n < 30 && len(g.recent) > 0:
+	n := g.rng.IntN(1000)
+	if n < 30 && len(g.recent) > 0 {
 		r := g.recent[g.rng.IntN(len(g.recent))]
-		r.partition = g.partition()
-		r.resend = true
-		return r
+		if time.Since(r.made) < resendWithin {
+			r.partition = g.partition()
+			r.resend = true
+			return r
+		}
+		n = 1000 // too old to re-send: a new command instead
+	}
+	switch {
 	case n < 50:
 		return g.invalid()
 	case n < 57:
 		return g.malformed()
 	}
 	r := g.l.command(g.valid(), g.partition(), false)
+	r.made = time.Now()
 	if len(g.recent) < 100 {
 		g.recent = append(g.recent, r)
 	} else {
@@ -436,7 +450,7 @@ func (g *gen) invalid() rec {
 	g.l.led.mu.Lock()
 	g.l.led.cmds[id] = &sentCmd{typ: c.Type, reason: reason}
 	g.l.led.mu.Unlock()
-	r := rec{key: []byte(key), value: []byte(v), id: id, partition: g.partition()}
+	r := rec{key: []byte(key), value: []byte(v), id: id, partition: g.partition(), made: time.Now()}
 	if len(g.recent) < 100 {
 		g.recent = append(g.recent, r)
 	}

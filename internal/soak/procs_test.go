@@ -25,6 +25,7 @@ import (
 
 	"github.com/reservations/reservations/internal/kafkatest"
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -43,10 +44,11 @@ type childConfig struct {
 	DataDir string
 
 	// Processor.
-	Brokers  []string
-	Group    string
-	StateDir string
-	Name     string // advertised as the group member's client id
+	Brokers   []string
+	Group     string
+	CartGroup string // when set, the process also runs the cart coordinator in this group
+	StateDir  string
+	Name      string // advertised as the group member's client id, and the instance id
 }
 
 // Timeouts of the processors: short, so that a killed instance's partitions
@@ -56,6 +58,16 @@ const (
 	heartbeatInterval  = 400 * time.Millisecond
 	transactionTimeout = 5 * time.Second
 )
+
+// dedupeWindow of the processors and coordinators: the minimum (1 min), so
+// that their sweeps tombstone decided commands and ended reservations (and
+// emptied carts' decisions) during the soak, and compaction has tombstones to
+// remove (see chaos.staleLeave).
+const dedupeWindow = time.Minute
+
+// cartComponent is the logger component of the cart coordinator in a
+// processor process (as `reservations serve --carts` names it).
+const cartComponent = "cart-coordinator"
 
 func TestMain(m *testing.M) {
 	if js := os.Getenv(envChild); js != "" {
@@ -80,30 +92,68 @@ func runChild(js string) int {
 	return 2
 }
 
-// runProcessor is the processor child: processor.Run until SIGTERM.
+// runProcessor is the processor child: processor.Run until SIGTERM, and with
+// CartGroup the cart coordinator beside it (RoleCart, its own group, the same
+// state root and instance id), as `reservations serve --carts` runs them.
 func runProcessor(c childConfig) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", c.Name)
-	p, err := processor.New(processor.Config{
-		Brokers:            c.Brokers,
-		Topics:             topics.NewNames(c.Prefix),
-		Group:              c.Group,
-		StateDir:           c.StateDir,
+	rules := sku.DefaultRules()
+	rules.DedupeWindow = dedupeWindow
+	cfg := processor.Config{
+		Brokers:  c.Brokers,
+		Topics:   topics.NewNames(c.Prefix),
+		Group:    c.Group,
+		StateDir: c.StateDir,
+		// The instance name, like a pod name: stable across restarts on the
+		// folder, and one id for both roles (each reading or creating
+		// StateDir/instance-id at the same time could disagree).
+		InstanceID:         c.Name,
 		AdvertisedAddr:     c.Name + ":1",
 		TransactionTimeout: transactionTimeout,
 		SessionTimeout:     sessionTimeout,
+		Rules:              rules,
 		KafkaOpts:          append(kafkatest.ClientOpts(), kgo.HeartbeatInterval(heartbeatInterval)),
-	}, processor.WithLogger(log))
+	}
+	procs := map[string]*processor.Processor{}
+	p, err := processor.New(cfg, processor.WithLogger(log))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	procs["processor"] = p
+	if c.CartGroup != "" {
+		cc := cfg
+		cc.Role, cc.Group = processor.RoleCart, c.CartGroup
+		coord, err := processor.New(cc, processor.WithLogger(log.With("component", cartComponent)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		procs[cartComponent] = coord
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := p.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "processor:", err)
-		return 1
+	type done struct {
+		name string
+		err  error
 	}
-	return 0
+	dones := make(chan done, len(procs))
+	for name, p := range procs {
+		go func() { dones <- done{name, p.Run(ctx)} }()
+	}
+	rc := 0
+	for range procs {
+		d := <-dones
+		if d.err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", d.name, d.err)
+			rc = 1
+		} else if ctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "%s stopped without being asked to\n", d.name)
+			rc = 1
+		}
+		stop() // one ended: end the other too
+	}
+	return rc
 }
 
 // child is a child process of the test, with its output in a log file.
@@ -119,6 +169,9 @@ type child struct {
 	// logFrom is the size of log when the child started; started, when.
 	logFrom int64
 	started time.Time
+	carts   bool // a processor child that also runs the cart coordinator
+	// killedAt is when kill saw the process dead (zero unless killed).
+	killedAt time.Time
 }
 
 // joined reports whether the processor child has been assigned partitions
@@ -129,9 +182,50 @@ type child struct {
 // SyncGroup cancels the pending-sync timer), so the dead member would keep
 // its partitions until the next rebalance removes it after the rebalance
 // timeout (60 s): the soak's occasional 60-80 s recoveries.
+//
+// A child with the cart coordinator is in two groups and has joined when both
+// assigned it partitions.
 func (c *child) joined() bool {
-	return countInLog(c.log, c.logFrom, "partition assigned") > 0 || time.Since(c.started) > 30*time.Second
+	if time.Since(c.started) > 30*time.Second {
+		return true
+	}
+	b, err := os.ReadFile(c.log)
+	if err != nil || c.logFrom > int64(len(b)) {
+		return false
+	}
+	var sku, cart bool
+	for _, l := range bytes.Split(b[c.logFrom:], []byte("\n")) {
+		if bytes.Contains(l, []byte("partition assigned")) {
+			if bytes.Contains(l, []byte("component="+cartComponent)) {
+				cart = true
+			} else {
+				sku = true
+			}
+		}
+	}
+	return sku && (cart || !c.carts)
 }
+
+// runs reports whether the processor child runs partitions of the SKU role,
+// and with carts also of the cart role (its log says "partition running").
+func (c *child) runs(carts bool) bool {
+	b, err := os.ReadFile(c.log)
+	if err != nil || c.logFrom > int64(len(b)) {
+		return false
+	}
+	var sku, cart bool
+	for _, raw := range bytes.Split(b[c.logFrom:], []byte("\n")) {
+		if l, ok := parseLogLine(string(raw)); ok && l.msg == "partition running" {
+			sku = sku || l.role() == "sku"
+			cart = cart || l.role() == "cart"
+		}
+	}
+	return sku && (cart || !carts)
+}
+
+// freeze stops the process with SIGSTOP, thaw continues it (SIGCONT).
+func (c *child) freeze() error { return c.cmd.Process.Signal(syscall.SIGSTOP) }
+func (c *child) thaw() error   { return c.cmd.Process.Signal(syscall.SIGCONT) }
 
 // startChild runs the test binary as a child with cfg. Its stderr (and stdout
 // when stdout is nil) is appended to logFile. onExit is called when the
@@ -156,7 +250,8 @@ func startChild(t *testing.T, cfg childConfig, logFile string, stdout io.Writer,
 	}
 	cmd.SysProcAttr = sysProcAttr()
 	require.NoError(t, cmd.Start())
-	c := &child{name: cfg.Name, cmd: cmd, log: logFile, done: make(chan struct{}), logFrom: logFrom, started: time.Now()}
+	c := &child{name: cfg.Name, cmd: cmd, log: logFile, done: make(chan struct{}), logFrom: logFrom, started: time.Now(),
+		carts: cfg.CartGroup != ""}
 	go func() {
 		c.err = cmd.Wait()
 		close(c.done)
@@ -172,8 +267,17 @@ func startChild(t *testing.T, cfg childConfig, logFile string, stdout io.Writer,
 // open, the Badger store is not closed) and waits for it.
 func (c *child) kill() {
 	c.expected.Store(true)
-	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Process.Kill() // also ends a process stopped with SIGSTOP
 	<-c.done
+	if c.killedAt.IsZero() {
+		c.killedAt = time.Now()
+	}
+}
+
+// terminate sends SIGTERM without waiting (see running and err).
+func (c *child) terminate() {
+	c.expected.Store(true)
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 }
 
 // stop ends the child with SIGTERM and returns its exit error (nil: exit 0);
@@ -243,10 +347,26 @@ type instance struct {
 	dir   string
 	log   string
 	proc  *child
+	procs []*child // every process started on the folder, in order
 	start func() *child
 	// protectUntil: not chosen for a kill before this time (the restart on a
 	// corrupted store must get to restore first).
 	protectUntil time.Time
+	// frozen: its process is stopped with SIGSTOP (a zombie); away: stopped for
+	// a stale-folder rejoin. Neither is chosen for another fault.
+	frozen, away bool
+}
+
+// launch starts a process on the instance's folder.
+func (in *instance) launch() {
+	in.proc = in.start()
+	in.procs = append(in.procs, in.proc)
+}
+
+// available reports whether the instance can take a fault now: it runs, has
+// joined its groups, and is neither frozen nor away.
+func (in *instance) available() bool {
+	return in.proc.running() && in.proc.joined() && !in.frozen && !in.away
 }
 
 // brokerProc is the broker child with its control channel: it prints

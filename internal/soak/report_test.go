@@ -18,11 +18,16 @@ const (
 	invAgree      = "results and changelog agree on every SKU's stock and every active hold"
 	invTerminal   = "no reservation changed after a terminal state, versions +1"
 	invExpired    = "every hold past expires_at expired"
+	invEnded      = "every hold ended at most once (expired, released or committed)"
+	invTombstone  = "tombstones only past the dedupe window, each entity deleted once (none revived)"
+	invStale      = "a store away longer than half delete.retention.ms is rebuilt in full, never tail-replayed"
+	invOwnership  = "a partition runs on one instance at a time (partition running .. last_commit, from the logs)"
+	invCarts      = "cart commands: one result each, all or nothing, no saga left"
 	invPostgres   = "Postgres equals the changelog"
 	invDLQ        = "DLQ holds every malformed record, once"
 	invForward    = "misrouted commands forwarded once, every decision made by the owner partition"
 	invProcesses  = "processes: no panic, race or unexpected exit; corrupted store wiped"
-	invLiveness   = "liveness: partitions decide again within 60 s of a kill, commands within the drain limit"
+	invLiveness   = "liveness: partitions decide again within 60 s of a kill or freeze, a frozen member is expelled, commands within the drain limit"
 )
 
 // maxRecovery bounds the time from a kill until every partition the killed
@@ -31,7 +36,8 @@ const (
 const maxRecovery = time.Minute
 
 var invariants = []string{invOnce, invInvalid, invOversell, invContinuity, invStock, invAgree, invTerminal,
-	invExpired, invPostgres, invDLQ, invForward, invProcesses, invLiveness}
+	invExpired, invEnded, invTombstone, invStale, invOwnership, invCarts, invPostgres, invDLQ, invForward,
+	invProcesses, invLiveness}
 
 // report collects violations per invariant (safe for concurrent use) and
 // what was checked.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,12 +46,37 @@ type results struct {
 	active  map[string]schemas.Millis    // active reservations (sku/id) and their expires_at
 	notices map[string]int               // expired, low_stock
 	lags    []int64                      // expiry notices of timers: decided_at - expires_at (ms)
+	lagAt   []int64                      // their expires_at (ms), in the order of lags
+	// lines are the command ids of per-SKU commands the cart coordinator sent
+	// (cart.LineCommandID: "cart-" and 32 hex digits); they are not in the ledger.
+	lines map[string]bool
+	// ended says how each reservation (sku/id) ended: expired, released or
+	// committed; a second end is a violation.
+	ended map[string]string
+	// expiredWith are the reservations (sku/id) an unprepare expired in its
+	// decision, with that decision's offset (see walk).
+	expiredWith map[string]int64
 }
 
 func newResults(cl *kgo.Client, led *ledger, rep *report) *results {
 	return &results{cl: cl, led: led, rep: rep, byID: map[string]*idResults{}, dead: map[pos]int{},
 		times: map[int32][]int64{}, last: map[int32]int64{}, views: map[string]schemas.StockView{},
-		qty: map[string]int64{}, active: map[string]schemas.Millis{}, notices: map[string]int{}}
+		qty: map[string]int64{}, active: map[string]schemas.Millis{}, notices: map[string]int{},
+		lines: map[string]bool{}, ended: map[string]string{}, expiredWith: map[string]int64{}}
+}
+
+// isLineID reports whether id has the form of the command ids the cart
+// coordinator gives its per-SKU commands (cart.LineCommandID).
+func isLineID(id string) bool {
+	if len(id) != len("cart-")+32 || !strings.HasPrefix(id, "cart-") {
+		return false
+	}
+	for _, c := range id[len("cart-"):] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // run polls until ctx ends.
@@ -99,11 +125,16 @@ func (rs *results) observe(r *kgo.Record) {
 		rs.notices[res.Type]++
 		if res.Type == schemas.TypeExpired && res.Offset == -1 && res.Reservation != nil {
 			rs.lags = append(rs.lags, int64(res.DecidedAt-res.Reservation.ExpiresAt))
+			rs.lagAt = append(rs.lagAt, int64(res.Reservation.ExpiresAt))
 		}
 		rs.walk(&res, sentCmd{})
 		return
 	}
 	cmd, known := rs.led.cmd(res.CommandID)
+	if !known && isLineID(res.CommandID) { // a step of a cart saga
+		rs.lines[res.CommandID] = true
+		cmd, known = sentCmd{typ: res.Type}, true
+	}
 	if !known { // the result of a dead-lettered record (no usable or an invalid command_id)
 		rs.dead[pos{res.Partition, res.Offset}]++
 		return
@@ -144,6 +175,17 @@ func (rs *results) walk(res *schemas.Result, cmd sentCmd) {
 	}
 	accepted := res.Outcome == schemas.OutcomeAccepted
 	if accepted && res.Reservation != nil {
+		switch res.Type {
+		case schemas.TypeExpired, schemas.TypeRelease, schemas.TypeCommit:
+			if how, ok := rs.ended[rkey]; ok {
+				rs.rep.violate(invEnded, "reservation %s ended twice: %s, then %s (%s at %d/%d)",
+					rkey, how, res.Type, res.CommandID, res.Partition, res.Offset)
+			} else {
+				rs.ended[rkey] = res.Type
+			}
+		}
+	}
+	if accepted && res.Reservation != nil {
 		defer func() {
 			if res.Reservation.Status == schemas.StatusActive {
 				rs.active[rkey] = res.Reservation.ExpiresAt
@@ -176,7 +218,18 @@ func (rs *results) walk(res *schemas.Result, cmd sentCmd) {
 		q = res.Reservation.Quantity
 	}
 	switch {
+	case res.Type == schemas.TypeUnprepare && accepted && res.Reservation != nil && res.Reservation.Status == schemas.StatusExpired:
+		// A hold past its expires_at expires in its unprepare's decision; the
+		// result shows the final stock (the hold's quantity given back), and
+		// the expired notice that follows repeats it (processor/core.go,
+		// unprepare).
+		want.Reserved -= q
+		rs.expiredWith[rkey] = res.Offset
 	case res.Type == schemas.TypeExpired:
+		if off, ok := rs.expiredWith[rkey]; ok && off == res.Offset {
+			delete(rs.expiredWith, rkey) // given back by the unprepare's result
+			break
+		}
 		want.Reserved -= q
 	case !accepted, res.Type == schemas.TypeLowStock, res.Type == schemas.TypeExtend:
 	case res.Type == schemas.TypeReserve:
@@ -205,28 +258,38 @@ func (rs *results) walk(res *schemas.Result, cmd sentCmd) {
 // undecided returns how many sent commands have no decision yet, or fewer
 // results than acknowledged sends.
 func (rs *results) undecided() int {
+	n, _ := rs.undecidedIDs(0)
+	return n
+}
+
+// undecidedIDs also returns up to max of those command ids, with their types.
+func (rs *results) undecidedIDs(max int) (int, []string) {
 	type sent struct {
-		id    string
-		acked int
+		id, typ string
+		acked   int
 	}
 	rs.led.mu.Lock() // not while holding rs.mu: observe locks mu, then the ledger
 	all := make([]sent, 0, len(rs.led.cmds))
 	for id, c := range rs.led.cmds {
 		if c.acked > 0 {
-			all = append(all, sent{id, c.acked})
+			all = append(all, sent{id, c.typ, c.acked})
 		}
 	}
 	rs.led.mu.Unlock()
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	n := 0
+	var ids []string
 	for _, c := range all {
 		st := rs.byID[c.id]
 		if st == nil || st.decisive == 0 || st.decisive+st.dups < c.acked {
 			n++
+			if len(ids) < max {
+				ids = append(ids, c.id+" ("+c.typ+")")
+			}
 		}
 	}
-	return n
+	return n, ids
 }
 
 // dueHolds counts the active reservations (as the results report them) that

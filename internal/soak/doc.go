@@ -1,4 +1,4 @@
-// Package soak is the chaos soak of the reservation pipeline (issue 6): a
+// Package soak is the chaos soak of the reservation pipeline: a
 // standalone kfake broker process that injects faults, three processor
 // instances as separate OS processes in one consumer group (each also running
 // the cart coordinator in a second group), the Postgres sink, and a load

@@ -61,6 +61,10 @@ type Processor struct {
 	lay         layout
 	env         *partitionEnv
 	lastCleanup time.Time // of unowned store folders (main loop)
+	// learned are committed offsets of running partitions read from the group
+	// because the client does not list them (learnOffsets; main loop).
+	learned   map[int32]kgo.EpochOffset
+	learnedAt time.Time
 
 	mu      sync.Mutex
 	events  []groupEvent
@@ -252,6 +256,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.ctx = ctx
 	p.restored = make(chan restoreDone, 64)
 	p.lastCleanup = time.Now() // the first cleanup waits a minute past the start (and the first assignment)
+	p.learned = make(map[int32]kgo.EpochOffset)
 	p.mu.Lock()
 	p.failErr = nil
 	p.events = nil
@@ -553,6 +558,7 @@ func (p *Processor) stopPartition(w *partition) {
 	<-w.exit
 	if p.parts[w.p] == w {
 		delete(p.parts, w.p)
+		delete(p.learned, w.p)
 		p.mu.Lock()
 		delete(p.live, w.p)
 		p.mu.Unlock()
@@ -624,6 +630,7 @@ func (p *Processor) loop(ctx context.Context) error {
 			return err
 		}
 		p.cleanupStores(time.Now())
+		p.learnOffsets(ctx)
 		wait := p.cfg.TimerTick
 		now := p.now()
 		if due := p.nextDue(); due > 0 {
@@ -690,9 +697,65 @@ func (p *Processor) nextDue() schemas.Millis {
 
 // committedOffsets returns the committed offsets of the input partitions the
 // client knows: a newly assigned partition appears once the group's offset
-// fetch for it ended (it can wait for the previous owner's transaction).
+// fetch for it ended (it can wait for the previous owner's transaction), or
+// once learnOffsets read it from the group (a partition that was never
+// committed, which the client never lists).
 func (p *Processor) committedOffsets() map[int32]kgo.EpochOffset {
-	return p.sess.Client().CommittedOffsets()[p.io.Commands]
+	known := p.sess.Client().CommittedOffsets()[p.io.Commands]
+	if len(p.learned) == 0 {
+		return known
+	}
+	out := make(map[int32]kgo.EpochOffset, len(known)+len(p.learned))
+	for n, eo := range p.learned {
+		out[n] = eo
+	}
+	for n, eo := range known {
+		out[n] = eo
+	}
+	return out
+}
+
+// learnOffsets (main loop, at most once a second) reads from the group, with
+// RequireStable, the committed offsets of running partitions the client does
+// not know. The answer is stable: no transaction of ours is open, a pending
+// one of a previous owner makes the fetch fail (it is tried again), and only
+// the owner commits. A partition without a commit gets offset 0 (the consumer
+// starts at the log start, as without a commit).
+func (p *Processor) learnOffsets(ctx context.Context) {
+	if time.Since(p.learnedAt) < time.Second {
+		return
+	}
+	known := p.sess.Client().CommittedOffsets()[p.io.Commands]
+	var missing []int32
+	for n, w := range p.parts {
+		_, k := known[n]
+		_, l := p.learned[n]
+		if !k && !l && w.ready.Load() && !w.revoked.Load() {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	p.learnedAt = time.Now()
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := p.adm.FetchOffsetsForTopics(kadm.RequireStable(fctx), p.cfg.Group, p.io.Commands)
+	if err != nil {
+		p.log.Debug("committed offsets not known yet", "partitions", missing, "err", err)
+		return
+	}
+	for _, n := range missing {
+		o, ok := resp.Lookup(p.io.Commands, n)
+		if !ok || o.Err != nil {
+			continue
+		}
+		eo := kgo.EpochOffset{Epoch: o.LeaderEpoch, Offset: o.At}
+		if o.At < 0 {
+			eo = kgo.EpochOffset{Epoch: -1, Offset: 0}
+		}
+		p.learned[n] = eo
+	}
 }
 
 func (p *Processor) anyDue(now schemas.Millis) bool {
@@ -787,7 +850,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	endStart := time.Now()
 	endCtx, endCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
-	fenced := kgo.PreTxnCommitFnContext(endCtx, p.fence(wrote, p.sess.Client().CommittedOffsets()[p.io.Commands]))
+	fenced := kgo.PreTxnCommitFnContext(endCtx, p.fence(wrote, p.committedOffsets()))
 	committed, err := p.sess.End(fenced, try)
 	endCancel()
 	if errors.Is(err, errNotMember) || errors.Is(err, errNotOwner) || errors.Is(err, errUnknownOffset) {

@@ -722,16 +722,23 @@ type networkPolicy struct {
 	} `yaml:"spec"`
 }
 
+// adminPods returns the pod templates that serve an admin port: the
+// processor's StatefulSet and the sink's Deployment.
+func adminPods(t testing.TB, m manifests) map[string]podTemplate {
+	t.Helper()
+	var sts statefulSet
+	as(t, m.ofKind("StatefulSet")[0].raw, &sts)
+	var dep deployment
+	as(t, m.ofKind("Deployment")[0].raw, &dep)
+	return map[string]podTemplate{"processor": sts.Spec.Template, "sink": dep.Spec.Template}
+}
+
 // TestNetworkPolicy: a NetworkPolicy selects the processor and the sink pods
 // and admits ingress to their admin port only, from this namespace and from
 // namespaces chosen by label: never from everywhere, never to other ports.
 func TestNetworkPolicy(t *testing.T) {
 	m := loadManifests(t)
-	var sts statefulSet
-	as(t, m.ofKind("StatefulSet")[0].raw, &sts)
-	var dep deployment
-	as(t, m.ofKind("Deployment")[0].raw, &dep)
-	pods := map[string]podTemplate{"processor": sts.Spec.Template, "sink": dep.Spec.Template}
+	pods := adminPods(t, m)
 
 	covered := map[string]bool{}
 	for _, o := range m.ofKind("NetworkPolicy") {

@@ -117,11 +117,7 @@ type podMonitor struct {
 // the overlay's kustomization lists its files.
 func TestPodMonitors(t *testing.T) {
 	m := loadManifests(t)
-	var sts statefulSet
-	as(t, m.ofKind("StatefulSet")[0].raw, &sts)
-	var dep deployment
-	as(t, m.ofKind("Deployment")[0].raw, &dep)
-	pods := map[string]podTemplate{"processor": sts.Spec.Template, "sink": dep.Spec.Template}
+	pods := adminPods(t, m)
 
 	overlay := loadOverlay(t, operatorDir)
 	jobs := composeScrapeJobs(t)

@@ -225,8 +225,9 @@ func (c *chaos) onStable(do func()) {
 	try()
 }
 
-// stable reports whether the groups are stable (not rebalancing).
-func (c *chaos) stable() bool {
+// describeGroups describes the processors' group (and the cart
+// coordinators' when carts run).
+func (c *chaos) describeGroups() ([]string, kadm.DescribedGroups, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	groups := []string{c.group}
@@ -234,6 +235,12 @@ func (c *chaos) stable() bool {
 		groups = append(groups, cartGroup)
 	}
 	described, err := c.adm.DescribeGroups(ctx, groups...)
+	return groups, described, err
+}
+
+// stable reports whether the groups are stable (not rebalancing).
+func (c *chaos) stable() bool {
+	groups, described, err := c.describeGroups()
 	if err != nil {
 		return false
 	}
@@ -345,13 +352,7 @@ func (c *chaos) thawWhenExpelled(in *instance, f *freeze) {
 // member reports whether the named instance is a member of its groups (true
 // when the groups cannot be described).
 func (c *chaos) member(name string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	groups := []string{c.group}
-	if c.sz.Carts > 0 {
-		groups = append(groups, cartGroup)
-	}
-	described, err := c.adm.DescribeGroups(ctx, groups...)
+	groups, described, err := c.describeGroups()
 	if err != nil {
 		return true
 	}

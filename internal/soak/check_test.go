@@ -229,7 +229,7 @@ func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
 		decided, live := w.decidedAt[key]
 		switch {
 		case !live:
-			w.rep.violate(invTombstone, "%s: tombstone of a command that is not in the log (deleted before, or never decided): a store kept what the changelog deleted", at)
+			w.rep.violate(invRetomb, "%s: tombstone of a command that is not in the log (deleted before, or never decided): a store kept what the changelog deleted", at)
 		case early(decided):
 			w.rep.violate(invTombstone, "%s: tombstone at %s, decided at %s: within the dedupe window", at, ts, decided)
 		}
@@ -238,7 +238,7 @@ func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
 		e, live := w.st.entities[key]
 		switch {
 		case !live:
-			w.rep.violate(invTombstone, "%s: tombstone of a reservation that is not in the log (status %q before): a store kept what the changelog deleted", at, w.status[key])
+			w.rep.violate(invRetomb, "%s: tombstone of a reservation that is not in the log (status %q before): a store kept what the changelog deleted", at, w.status[key])
 		case e.Reservation.Reservation.Status == schemas.StatusActive:
 			w.rep.violate(invTombstone, "%s: tombstone of an active reservation", at)
 		case early(e.Reservation.UpdatedAt):

@@ -517,17 +517,49 @@ func (p *Processor) handleEvents() {
 				p.log.Info("partition assigned and revoked again before it started", "partition", n)
 				continue
 			}
-			w := newPartition(p.env, p.ctx, n)
-			p.parts[n] = w
-			p.mu.Lock()
-			p.live[n] = w
-			p.mu.Unlock()
-			p.setStatus(n, "restoring")
+			p.startPartition(n)
 			p.log.Info("partition assigned: restoring", "partition", n)
-			go w.run(p.restored)
 		}
 	}
 	p.resumeUnpaused()
+}
+
+// startPartition starts partition n (restore, then ready); fetching it stays
+// paused until it is ready (resumeUnpaused).
+func (p *Processor) startPartition(n int32) {
+	w := newPartition(p.env, p.ctx, n)
+	p.parts[n] = w
+	p.mu.Lock()
+	p.live[n] = w
+	p.mu.Unlock()
+	p.setStatus(n, "restoring")
+	go w.run(p.restored)
+}
+
+// resync restarts the partitions of a transaction whose commit the loop asked
+// for but End did not confirm. Their local state cannot be trusted: a broker
+// may have committed what the client reports as failed (franz-go turns an
+// unconfirmed EndTxn, e.g. UNKNOWN_SERVER_ERROR, into an abort), and then the
+// log has a transaction the store does not. A restart restores them from the
+// changelog (usually a tail of one transaction or none).
+func (p *Processor) resync(parts []int32) {
+	var restart []int32
+	for _, n := range parts {
+		w, ok := p.parts[n]
+		if !ok || !w.ready.Load() || w.revoked.Load() || !p.owns(n) {
+			continue
+		}
+		p.stopPartition(w)
+		restart = append(restart, n)
+	}
+	if len(restart) == 0 {
+		return
+	}
+	p.sess.Client().PauseFetchPartitions(map[string][]int32{p.io.Commands: restart})
+	for _, n := range restart {
+		p.startPartition(n)
+	}
+	p.log.Info("transaction commit not confirmed: restoring the partitions it wrote for from the changelog", "partitions", restart)
 }
 
 func (p *Processor) setStatus(n int32, s string) {
@@ -895,6 +927,9 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	}
 	if err != nil {
 		return fmt.Errorf("end transaction: %w", err)
+	}
+	if try == kgo.TryCommit && !empty && !committed {
+		p.resync(wrote)
 	}
 	return nil
 }

@@ -306,7 +306,8 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	// this fences a predecessor (a crashed or restarted instance) and aborts its
 	// open transaction at once, instead of leaving it to block restores until
 	// the transaction timeout.
-	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+	pid, epoch, err := sess.Client().ProducerID(ctx)
+	if err != nil {
 		sess.Close()
 		return fmt.Errorf("init transactional producer %s: %w", p.TransactionalID(), err)
 	}
@@ -317,6 +318,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.env = p.newEnv()
 	go p.pingBrokers(ctx, sess.Client())
 	p.log.Info("processor started", "role", p.role.name(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
+		"producer_id", pid, "producer_epoch", epoch,
 		"commands", t.Commands, "partitions", p.lay.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)

@@ -165,12 +165,13 @@ type changelogWalk struct {
 	orders     map[string]string         // order_id of consumed reservations of coordinated carts
 	records    int
 	tombstones int
+	deleted    map[string]string // key -> where and by whom its last tombstone was written (for the report)
 }
 
 func newChangelogWalk(rep *report) *changelogWalk {
 	return &changelogWalk{rep: rep, window: dedupeWindow,
 		st:      &changelogState{entities: map[string]processor.Change{}, commands: map[string]int{}},
-		version: map[string]int64{}, status: map[string]string{}, decidedAt: map[string]schemas.Millis{}, orders: map[string]string{}}
+		version: map[string]int64{}, status: map[string]string{}, decidedAt: map[string]schemas.Millis{}, orders: map[string]string{}, deleted: map[string]string{}}
 }
 
 func (w *changelogWalk) add(r *kgo.Record) {
@@ -220,6 +221,10 @@ func (w *changelogWalk) add(r *kgo.Record) {
 // it decided or ended at least a window ago; 1 s of slack for the clock).
 func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
 	w.tombstones++
+	defer func() {
+		w.deleted[key] = fmt.Sprintf("%d/%d (producer %d epoch %d, at %s)", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, r.Timestamp.Format("15:04:05.000"))
+	}()
+	this := fmt.Sprintf("producer %d epoch %d, at %s", r.ProducerID, r.ProducerEpoch, r.Timestamp.Format("15:04:05.000"))
 	ts := schemas.MillisOf(r.Timestamp)
 	early := func(updated schemas.Millis) bool {
 		return ts < updated+schemas.Millis(w.window.Milliseconds())-1000
@@ -229,7 +234,7 @@ func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
 		decided, live := w.decidedAt[key]
 		switch {
 		case !live:
-			w.rep.violate(invRetomb, "%s: tombstone of a command that is not in the log (deleted before, or never decided): a store kept what the changelog deleted", at)
+			w.rep.violate(invRetomb, "%s (%s): tombstone of a command that is not in the log (deleted before at %s, or never decided): a store kept what the changelog deleted", at, this, w.deleted[key])
 		case early(decided):
 			w.rep.violate(invTombstone, "%s: tombstone at %s, decided at %s: within the dedupe window", at, ts, decided)
 		}
@@ -238,7 +243,7 @@ func (w *changelogWalk) tombstone(r *kgo.Record, key, at string) {
 		e, live := w.st.entities[key]
 		switch {
 		case !live:
-			w.rep.violate(invRetomb, "%s: tombstone of a reservation that is not in the log (status %q before): a store kept what the changelog deleted", at, w.status[key])
+			w.rep.violate(invRetomb, "%s (%s): tombstone of a reservation that is not in the log (status %q before, deleted at %s): a store kept what the changelog deleted", at, this, w.status[key], w.deleted[key])
 		case e.Reservation.Reservation.Status == schemas.StatusActive:
 			w.rep.violate(invTombstone, "%s: tombstone of an active reservation", at)
 		case early(e.Reservation.UpdatedAt):

@@ -7,7 +7,7 @@ import (
 )
 
 // configTableCommand prints the configuration surface as Markdown, one table
-// per subcommand, for the README. Hidden from the usage.
+// per subcommand, for docs/CONFIGURATION.md. Hidden from the usage.
 func configTableCommand() *command {
 	return &command{
 		name:    "config-table",
@@ -16,7 +16,7 @@ func configTableCommand() *command {
 		hidden:  true,
 		help: `
 Prints every setting of every subcommand (or of the named ones) as a Markdown
-table: flag, environment variable, default, description. The README includes
+table: flag, environment variable, default, description. docs/CONFIGURATION.md includes
 this output verbatim.`,
 		setup: func() (*settings, func(context.Context, *cli, []string) int) {
 			s := newSettings("config-table")

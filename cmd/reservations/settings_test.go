@@ -224,13 +224,15 @@ func TestConfigTable(t *testing.T) {
 	assert.Equal(t, exitUsage, code)
 }
 
-// TestReadmeMatchesConfigTable: every flag row of the README's tables is a
-// row `reservations config-table` prints, every setting is documented, and
-// the README's links to its own headings resolve.
-func TestReadmeMatchesConfigTable(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+// TestConfigurationDocMatchesConfigTable: every flag row of the tables in
+// docs/CONFIGURATION.md is a row `reservations config-table` prints, every
+// setting is documented there, and the document's links to its own headings
+// resolve.
+func TestConfigurationDocMatchesConfigTable(t *testing.T) {
+	const doc = "docs/CONFIGURATION.md"
+	b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(doc)))
 	require.NoError(t, err)
-	readme := string(b)
+	text := string(b)
 	code, table, _ := runCLI(envMap(), "config-table")
 	require.Equal(t, exitOK, code)
 	generated := map[string]bool{}
@@ -238,29 +240,29 @@ func TestReadmeMatchesConfigTable(t *testing.T) {
 		generated[line] = true
 	}
 	rows := 0
-	for _, line := range strings.Split(readme, "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if strings.HasPrefix(line, "| `--") {
 			rows++
-			assert.True(t, generated[line], "README row differs from `reservations config-table`:\n%s", line)
+			assert.True(t, generated[line], "%s: row differs from `reservations config-table`:\n%s", doc, line)
 		}
 	}
 	assert.Greater(t, rows, 40)
 	for _, cmd := range commands() {
 		s, _ := cmd.setup()
 		for _, st := range s.Settings() {
-			documented := regexp.MustCompile("`--" + regexp.QuoteMeta(st.Flag) + "[` ]").MatchString(readme)
-			assert.True(t, documented, "reservations %s --%s is not in the README", cmd.name, st.Flag)
+			documented := regexp.MustCompile("`--" + regexp.QuoteMeta(st.Flag) + "[` ]").MatchString(text)
+			assert.True(t, documented, "reservations %s --%s is not in %s", cmd.name, st.Flag, doc)
 		}
 	}
 	anchors := map[string]bool{}
 	drop := regexp.MustCompile(`[^\p{L}\p{N} _-]`)
-	for _, line := range strings.Split(readme, "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if strings.HasPrefix(line, "#") {
 			h := strings.ToLower(drop.ReplaceAllString(strings.TrimSpace(strings.TrimLeft(line, "#")), ""))
 			anchors[strings.ReplaceAll(h, " ", "-")] = true
 		}
 	}
-	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(readme, -1) {
-		assert.True(t, anchors[m[1]], "README links to #%s, which is no heading", m[1])
+	for _, m := range regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatch(text, -1) {
+		assert.True(t, anchors[m[1]], "%s links to #%s, which is no heading", doc, m[1])
 	}
 }

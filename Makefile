@@ -2,6 +2,9 @@
 # kfake-backed pipeline and Postgres tests); .ci/run is what CI runs.
 
 GO      ?= go
+# linters, run from the module proxy at a pinned version (no go.mod entry)
+STATICCHECK_VERSION ?= v0.8.2
+GOVULNCHECK_VERSION ?= v1.9.0
 BIN     := ./bin
 PKGS    := ./...
 DATA    := ./data
@@ -57,6 +60,13 @@ vet:
 	$(GO) vet $(PKGS)
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed (run 'make fmt'):"; echo "$$unformatted"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+## vulncheck: govulncheck against the Go vulnerability database (needs https://vuln.go.dev; not part of
+## `make vet` because the database is not reachable from every build machine).
+.PHONY: vulncheck
+vulncheck:
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) $(PKGS)
 
 ## fmt: format all Go files
 fmt:

@@ -3,7 +3,6 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -281,14 +280,6 @@ func reserve(id, sku, res string, qty int64) schemas.Command {
 
 func cmdFor(typ, id, sku, res string) schemas.Command {
 	return schemas.Command{CommandID: id, Type: typ, SKU: sku, ReservationID: res}
-}
-
-func ids(prefix string, n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s%d", prefix, i)
-	}
-	return out
 }
 
 // duplicates counts duplicate results read (mu held).

@@ -285,7 +285,6 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		// so a revoke the transact session swallows still stops the partition.
 		kgo.Balancers(assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.TransactionalID(p.TransactionalID()),
 		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
@@ -331,7 +330,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.mu.Lock()
 	p.sess = nil
 	p.mu.Unlock()
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+	if !errors.Is(runErr, context.Canceled) { // loop returns only on an error or a cancel
 		return runErr
 	}
 	return nil
@@ -824,6 +823,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		if n >= p.cfg.MaxBatch || time.Since(start) >= p.cfg.CommitInterval {
 			break
 		}
+		//lint:ignore SA1012 a nil context makes PollRecords return what is buffered without waiting (kgo documents it)
 		recs, _ = p.records(p.sess.PollRecords(nil, p.cfg.MaxBatch-n))
 		if len(recs) == 0 && p.cfg.Linger > 0 {
 			// Nothing buffered: give an in-flight fetch a moment to land.

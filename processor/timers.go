@@ -65,5 +65,3 @@ func (t *timers) abort() {
 	}
 	t.popped = t.popped[:0]
 }
-
-func (t *timers) len() int { return len(t.h) }

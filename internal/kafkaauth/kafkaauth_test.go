@@ -130,7 +130,7 @@ func TestNeverPrintsPassword(t *testing.T) {
 		"%v":       fmt.Sprintf("%v", c),
 		"%+v":      fmt.Sprintf("%+v", c),
 		"%#v":      fmt.Sprintf("%#v", c),
-		"%s":       fmt.Sprintf("%s", c),
+		"%s":       fmt.Sprintf("%s", c), //lint:ignore S1025 the test is about what %s prints
 		"%v ptr":   fmt.Sprintf("%v", &c),
 		"%+v nest": fmt.Sprintf("%+v", wrapper{c}),
 		"slog":     logged.String(),

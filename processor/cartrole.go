@@ -109,7 +109,7 @@ func (c *cartPartition) handle(r *kgo.Record, now schemas.Millis) {
 		w.toDLQ(r, "empty record key")
 		return
 	}
-	in := cart.Input{Key: string(r.Key), Partition: w.p, Offset: r.Offset}
+	in := cart.Input{Key: string(r.Key), Partition: w.p, Offset: r.Offset, Produced: schemas.MillisOf(r.Timestamp)}
 	if lineResult(r) {
 		res, err := cart.DecodeLineResult(r.Value)
 		if err != nil || res.CommandID == "" {

@@ -148,6 +148,10 @@ type partition struct {
 	raw     map[string][]byte // their changelog values (nil: tombstone)
 	poison  poisonState
 	sweep   sweeper
+	stream  streamClock
+	// backlog is set by the main loop when the last fetch of this partition
+	// left records unread (lag > 0); the sweep then keeps to stream time.
+	backlog atomic.Bool
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -307,12 +311,13 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis, noTimers bo
 	if !noTimers {
 		w.role.fireDue(now)
 		if now >= w.sweep.next {
-			w.sweepStep(now)
+			w.sweepStep(now, w.stream.clock(now, w.backlog.Load()))
 		}
 	}
 	for _, r := range records {
 		w.handleGuarded(r, now, w.role.handle)
 	}
+	w.stream.observe(records, now)
 	w.updateDue()
 	return w.err
 }

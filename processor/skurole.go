@@ -154,7 +154,7 @@ func (s *skuPartition) handle(r *kgo.Record, now schemas.Millis) {
 	if !r.Timestamp.IsZero() {
 		env.metrics.processLatency.Observe(max(0, now.Time().Sub(r.Timestamp).Seconds()))
 	}
-	out := s.core.Apply(s, sku.Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset}, now)
+	out := s.core.Apply(s, sku.Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset, Produced: schemas.MillisOf(r.Timestamp)}, now)
 	s.emit(out, r)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		s.replyToCart(cmd.CommandID, cmd.CartID, out.Results)

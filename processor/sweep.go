@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -17,10 +19,16 @@ type sweeper struct {
 }
 
 // sweepStep scans the next SweepBatch keys of the store and tombstones what
-// the role forgets (entries past its window that the core agrees to drop).
-func (w *partition) sweepStep(now schemas.Millis) {
+// the role forgets (entries past its window that the core agrees to drop),
+// measuring the window at clock (see streamClock); the next step is due a
+// SweepInterval after now.
+func (w *partition) sweepStep(now, clock schemas.Millis) {
 	env := w.env
-	horizon := now - schemas.Millis(env.role.sweepWindow().Milliseconds())
+	w.sweep.next = now + schemas.Millis(env.cfg.SweepInterval.Milliseconds())
+	if clock <= 0 {
+		return // the partition's stream time is not known yet
+	}
+	horizon := clock - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
 	next, err := w.store.ScanFrom(w.sweep.cursor, env.cfg.SweepBatch, func(key string, val []byte) error {
 		at, ok := trailingUpdatedAt(val)
@@ -37,7 +45,7 @@ func (w *partition) sweepStep(now schemas.Millis) {
 		if at > horizon {
 			return nil // still within the window: most entries
 		}
-		if t, ok := w.role.forget(key, val, now); ok {
+		if t, ok := w.role.forget(key, val, clock); ok {
 			tombs = append(tombs, t)
 		}
 		return nil
@@ -47,7 +55,6 @@ func (w *partition) sweepStep(now schemas.Millis) {
 		return
 	}
 	w.sweep.cursor = next
-	w.sweep.next = now + schemas.Millis(env.cfg.SweepInterval.Milliseconds())
 	for i := range tombs {
 		if !w.putChange(&tombs[i]) {
 			return
@@ -78,4 +85,52 @@ func trailingUpdatedAt(val []byte) (schemas.Millis, bool) {
 		return 0, false
 	}
 	return schemas.MillisOf(t), true
+}
+
+// streamGrace is how long a partition that has consumed nothing since it
+// started waits before it takes itself to be caught up (see streamClock).
+const streamGrace = schemas.Millis(10_000)
+
+// streamClock is the time a partition's sweep measures the dedupe window
+// against. A decided command may only be forgotten once no retry produced
+// within the window can still be waiting unread in the partition: with a
+// backlog that is the newest record timestamp consumed (stream time, as in
+// Kafka Streams), caught up it is the processing clock. Without it a backlog
+// longer than the window (an outage, a slow restore) would let the sweep
+// delete decisions whose retries are still queued, and those would be decided
+// again.
+type streamClock struct {
+	newest schemas.Millis // newest record timestamp consumed, 0: none yet
+	at     schemas.Millis // processing time when newest was consumed
+	since  schemas.Millis // processing time of the partition's first job
+}
+
+// observe advances the stream time past records (after they were decided).
+func (s *streamClock) observe(records []*kgo.Record, now schemas.Millis) {
+	if s.since == 0 {
+		s.since = now
+	}
+	for _, r := range records {
+		if ts := schemas.MillisOf(r.Timestamp); ts > s.newest {
+			s.newest, s.at = ts, now
+		}
+	}
+}
+
+// clock returns the sweep's time at now: 0 (sweep nothing) while nothing was
+// consumed for less than streamGrace since the partition started; the stream
+// time while the last fetch left a backlog; otherwise the stream time moved on
+// by the processing time since, never past now.
+func (s *streamClock) clock(now schemas.Millis, backlog bool) schemas.Millis {
+	switch {
+	case s.newest == 0:
+		if s.since == 0 || now-s.since < streamGrace {
+			return 0
+		}
+		return now
+	case backlog:
+		return min(now, s.newest)
+	default:
+		return min(now, s.newest+(now-s.at))
+	}
 }

@@ -133,6 +133,10 @@ type Input struct {
 	LineResult *schemas.Result
 	Partition  int32
 	Offset     int64
+	// Produced is the record's timestamp (the producer's clock), 0 if unknown:
+	// a cart command retried within the dedupe window of its decision is a
+	// duplicate however late it is processed (see Core.Apply).
+	Produced schemas.Millis
 }
 
 // Outputs are what one input produces, in the order they must be written:

@@ -49,8 +49,8 @@ var phaseTypes = map[string]string{
 // a cart command (in.Command) or a per-SKU decision routed back to the cart
 // (in.LineResult). An input that is neither produces nothing.
 //
-// A cart command decided within the dedupe window gets its stored result
-// again (duplicate); one that the cart's saga runs or queues gets nothing (its
+// A cart command produced (in.Produced, else now) within the dedupe window of
+// its decision gets its stored result again (duplicate); one that the cart's saga runs or queues gets nothing (its
 // one result comes when it is done). An invalid one is rejected at once; one
 // of a busy cart waits in the cart's queue (cart_busy beyond Rules.MaxQueue
 // commands or Rules.MaxQueuedLines lines); otherwise its saga starts, unless
@@ -108,6 +108,15 @@ func (c *Core) window() time.Duration {
 	return c.Rules.DedupeWindow
 }
 
+// producedAt is the instant a command's dedupe window is measured at: its
+// record's timestamp, unless unknown or ahead of now.
+func producedAt(produced, now schemas.Millis) schemas.Millis {
+	if produced <= 0 || produced > now {
+		return now
+	}
+	return produced
+}
+
 // remembered reports whether an instant is still within the dedupe window.
 func (c *Core) remembered(at, now schemas.Millis) bool {
 	return int64(now)-int64(at) < c.window().Milliseconds()
@@ -151,7 +160,7 @@ func clone(e Entity) Entity {
 
 func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 	cmd := in.Command
-	if d, ok := st.Decision(cmd.CommandID); ok && c.remembered(d.UpdatedAt, now) {
+	if d, ok := st.Decision(cmd.CommandID); ok && c.remembered(d.UpdatedAt, producedAt(in.Produced, now)) {
 		res := d.Result
 		res.Duplicate = true
 		return Outputs{Results: []schemas.CartResult{res}}

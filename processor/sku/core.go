@@ -67,6 +67,10 @@ type Input struct {
 	FieldErr  *schemas.FieldError // a field of the wrong JSON type, found by the decoder
 	Partition int32
 	Offset    int64
+	// Produced is the command record's timestamp (the producer's clock), 0 if
+	// unknown. A retry is a duplicate when it was produced within DedupeWindow
+	// of the first decision, however late it is processed (see Apply).
+	Produced schemas.Millis
 }
 
 // Core decides commands. It is pure: no I/O, no clock; the caller passes now.
@@ -123,9 +127,15 @@ type outputs3 struct {
 }
 
 // Apply decides one command against st at time now.
+//
+// A command whose id was decided before is answered with the stored result
+// (duplicate) when it was produced within DedupeWindow of that decision: the
+// window is measured at min(in.Produced, now), so a retry that waited in a
+// backlog is still recognised (the sweep keeps decisions while a backlog may
+// hold such retries); a producer clock ahead of ours counts as now.
 func (c *Core) Apply(st State, in Input, now schemas.Millis) Outputs {
 	prev, had := st.Decision(in.Command.CommandID)
-	if had && c.remembered(prev.UpdatedAt, now) {
+	if had && c.remembered(prev.UpdatedAt, producedAt(in.Produced, now)) {
 		r := prev.Result
 		r.Duplicate = true
 		return Outputs{Results: []schemas.Result{r}}
@@ -191,6 +201,15 @@ func changesHint(typ string) int {
 func newOutputs2() Outputs {
 	b := new(outputs2)
 	return Outputs{Results: b.results[:0:1], Changes: b.changes[:0:2]}
+}
+
+// producedAt is the instant a command's dedupe window is measured at: its
+// record's timestamp, unless unknown or ahead of now.
+func producedAt(produced, now schemas.Millis) schemas.Millis {
+	if produced <= 0 || produced > now {
+		return now
+	}
+	return produced
 }
 
 func (c *Core) remembered(decidedAt, now schemas.Millis) bool {

@@ -248,12 +248,3 @@ func TestBestOfPrefersBudget(t *testing.T) {
 	assert.False(t, b.WithinBudget)
 	assert.Equal(t, 64, b.Clients)
 }
-
-func TestPprofSeconds(t *testing.T) {
-	for in, want := range map[string]float64{"0": 0, "270ms": 0.27, "1.50s": 1.5, "2.10mins": 126, "10us": 1e-5, "x": -1} {
-		assert.InDelta(t, want, pprofSeconds(in), 1e-9, in)
-	}
-	assert.Equal(t, "github.com/twmb/franz-go/pkg/kfake", pkgOf("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"))
-	assert.Equal(t, "runtime", pkgOf("runtime.mallocgc (inline)"))
-	assert.Equal(t, "encoding/json", pkgOf("encoding/json.(*decodeState).object"))
-}

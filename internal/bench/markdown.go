@@ -477,19 +477,13 @@ func (rep *Report) profileSection(m *md) {
 		m.p("| %s | %.1f | %.0f%% |", s.Name, s.Seconds, s.Percent)
 	}
 	m.p("")
-	m.p("`go tool pprof -top %s` (top 25, flat):", ps.File)
+	m.p("Heaviest functions by flat time (as `go tool pprof -top %s`, top 25):", ps.File)
 	m.p("")
-	m.p("```")
-	m.p("%s", ps.Top)
-	m.p("```")
-	m.p("")
-	if ps.ProcessorCum != "" {
-		m.p("The processor's goroutines, cumulative (`go tool pprof -top -cum -tagfocus=component=processor %s`):", ps.File)
+	funcTable(m, ps.Top)
+	if len(ps.ProcessorCum) > 0 {
+		m.p("The processor's goroutines, cumulative (as `go tool pprof -top -cum -tagfocus=component=processor %s`; shares of all samples):", ps.File)
 		m.p("")
-		m.p("```")
-		m.p("%s", ps.ProcessorCum)
-		m.p("```")
-		m.p("")
+		funcTable(m, ps.ProcessorCum)
 	}
 	if rp := rep.RestoreProfile; rp != nil && rp.Error == "" {
 		m.p("### Restore phase")
@@ -508,6 +502,15 @@ func (rep *Report) profileSection(m *md) {
 		}
 		m.p("")
 	}
+}
+
+func funcTable(m *md, fs []FuncShare) {
+	m.p("| flat s | flat%% | cum s | cum%% | function |")
+	m.p("|---|---|---|---|---|")
+	for _, f := range fs {
+		m.p("| %.2f | %.1f%% | %.2f | %.1f%% | %s |", f.Flat, f.FlatPercent, f.Cum, f.CumPercent, f.Name)
+	}
+	m.p("")
 }
 
 // missedNotes explains each missed target from this run's data.

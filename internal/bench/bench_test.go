@@ -248,3 +248,15 @@ func TestBestOfPrefersBudget(t *testing.T) {
 	assert.False(t, b.WithinBudget)
 	assert.Equal(t, 64, b.Clients)
 }
+
+// TestMarkdownOfEmptyReport renders the report templates on a report that
+// measured nothing: every optional section says so instead of failing.
+func TestMarkdownOfEmptyReport(t *testing.T) {
+	md := (&Report{Mode: ModeTiny, Headline: map[string]float64{}}).markdown()
+	for _, s := range []string{"## Targets", "0 of 0 targets met", "## Carts: all-or-nothing 3-line holds\n\nNot measured this run.",
+		"No profile this run (pass `-cpuprofile`).", "## Method and fairness", goBenchCmd} {
+		assert.Contains(t, md, s)
+	}
+	assert.NotContains(t, md, "### Missed targets")
+	assert.NotContains(t, md, "{{")
+}

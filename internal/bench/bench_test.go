@@ -146,17 +146,24 @@ func TestRunTiny(t *testing.T) {
 	}
 }
 
-// TestOversellCheckDetects makes sure the SQL check fails on an oversold and
-// on an inconsistent table, and passes on a consistent one.
-func TestOversellCheckDetects(t *testing.T) {
+// tinyRun is a run of the tiny preset on a fresh database of the test server.
+func tinyRun(ctx context.Context, t *testing.T) *run {
+	t.Helper()
 	db := pgtest.NewDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	pg, err := openPostgres(ctx, db.DSN, logWriter{t})
 	require.NoError(t, err)
 	cfg, err := Config{Mode: ModeTiny}.withDefaults()
 	require.NoError(t, err)
-	r := &run{cfg: cfg, out: logWriter{t}, pg: pg}
+	return &run{cfg: cfg, out: logWriter{t}, pg: pg}
+}
+
+// TestOversellCheckDetects makes sure the SQL check fails on an oversold and
+// on an inconsistent table, and passes on a consistent one.
+func TestOversellCheckDetects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := tinyRun(ctx, t)
+	pg, cfg := r.pg, r.cfg
 	require.NoError(t, r.createSQLSchema(ctx, "bench_ser"))
 	pool, err := pg.pool(ctx, "bench_ser", 2)
 	require.NoError(t, err)
@@ -259,4 +266,29 @@ func TestMarkdownOfEmptyReport(t *testing.T) {
 	}
 	assert.NotContains(t, md, "### Missed targets")
 	assert.NotContains(t, md, "{{")
+}
+
+func TestRoutesLookup(t *testing.T) {
+	var rs routes[route]
+	a := &route{tag: "c1.hot"}
+	rs.add(a.tag, a)
+	for _, tc := range []struct {
+		id   string
+		want *route
+		n    int
+	}{
+		{"c1.hot.7", a, 7},
+		{"c1.hot.0", a, 0},
+		{"c2.hot.7", nil, 0},
+		{"c1.hot.-1", nil, 0},
+		{"c1.hot.x", nil, 0},
+		{"nodot", nil, 0},
+	} {
+		ro, n := rs.lookup(tc.id)
+		assert.Same(t, tc.want, ro, tc.id)
+		assert.Equal(t, tc.n, n, tc.id)
+	}
+	rs.remove(a.tag)
+	ro, _ := rs.lookup("c1.hot.7")
+	assert.Nil(t, ro)
 }

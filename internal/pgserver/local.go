@@ -70,7 +70,7 @@ func StartLocal(ctx context.Context, opts Options) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	// A port that was free a moment ago may be taken by a parallel test
+	// A port that was free a moment ago may be taken by a parallel
 	// process before postgres binds it: try a few.
 	for attempt := 0; ; attempt++ {
 		c.port, err = freePort()
@@ -352,7 +352,7 @@ func worldTraversable(dir string) bool {
 	}
 }
 
-// sweepStale removes cluster directories whose owning test process is gone
+// sweepStale removes cluster directories whose owning process is gone
 // (killed before it could clean up), stopping a postgres still running there.
 func sweepStale(base string) {
 	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
@@ -363,7 +363,7 @@ func sweepStale(base string) {
 			// Being created right now (no owner file yet, or one not yet
 			// written: an empty file parses as no pid), or not ours: leave
 			// young ones alone. Treating a half-written owner file as stale
-			// removed a parallel test process's brand-new cluster directory.
+			// removed a parallel process's brand-new cluster directory.
 			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
 				continue
 			}

@@ -191,82 +191,46 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	c.Mode = p.Mode
-	if c.Partitions == 0 {
-		c.Partitions = p.Partitions
-	}
-	if c.SKUs == 0 {
-		c.SKUs = p.SKUs
-	}
+	orPreset(&c.Partitions, p.Partitions)
+	orPreset(&c.SKUs, p.SKUs)
 	if len(c.CommitIntervals) == 0 {
 		c.CommitIntervals = p.CommitIntervals
 	}
-	if c.MaxBatch == 0 {
-		c.MaxBatch = p.MaxBatch
-	}
+	orPreset(&c.MaxBatch, p.MaxBatch)
 	if len(c.Concurrencies) == 0 {
 		c.Concurrencies = p.Concurrencies
 	}
-	if c.PoolCap == 0 {
-		c.PoolCap = p.PoolCap
-	}
-	if c.Rounds == 0 {
-		c.Rounds = p.Rounds
-	}
-	if c.MinOps == 0 {
-		c.MinOps = p.MinOps
-	}
-	if c.MaxOps == 0 {
-		c.MaxOps = p.MaxOps
-	}
-	if c.StepTimeout == 0 {
-		c.StepTimeout = p.StepTimeout
-	}
-	if c.OpenLoopOps == 0 {
-		c.OpenLoopOps = p.OpenLoopOps
-	}
-	if c.PacedDuration == 0 {
-		c.PacedDuration = p.PacedDuration
-	}
-	if c.RestoreReservations == 0 {
-		c.RestoreReservations = p.RestoreReservations
-	}
-	if c.ExpiryHolds == 0 {
-		c.ExpiryHolds = p.ExpiryHolds
-	}
-	if c.ExpiryMinTTL == 0 {
-		c.ExpiryMinTTL = p.ExpiryMinTTL
-	}
-	if c.ExpiryWindow == 0 {
-		c.ExpiryWindow = p.ExpiryWindow
-	}
-	if c.MemoryReservations == 0 {
-		c.MemoryReservations = p.MemoryReservations
-	}
-	if c.CoreDuration == 0 {
-		c.CoreDuration = p.CoreDuration
-	}
-	if c.CartSKUs == 0 {
-		c.CartSKUs = p.CartSKUs
-	}
-	if c.CartRounds == 0 {
-		c.CartRounds = p.CartRounds
-	}
-	if c.CartMinCarts == 0 {
-		c.CartMinCarts = p.CartMinCarts
-	}
-	if c.CartMaxCarts == 0 {
-		c.CartMaxCarts = p.CartMaxCarts
-	}
-	if c.CartStepTimeout == 0 {
-		c.CartStepTimeout = p.CartStepTimeout
-	}
-	if c.Timeout == 0 {
-		c.Timeout = p.Timeout
-	}
+	orPreset(&c.PoolCap, p.PoolCap)
+	orPreset(&c.Rounds, p.Rounds)
+	orPreset(&c.MinOps, p.MinOps)
+	orPreset(&c.MaxOps, p.MaxOps)
+	orPreset(&c.StepTimeout, p.StepTimeout)
+	orPreset(&c.OpenLoopOps, p.OpenLoopOps)
+	orPreset(&c.PacedDuration, p.PacedDuration)
+	orPreset(&c.RestoreReservations, p.RestoreReservations)
+	orPreset(&c.ExpiryHolds, p.ExpiryHolds)
+	orPreset(&c.ExpiryMinTTL, p.ExpiryMinTTL)
+	orPreset(&c.ExpiryWindow, p.ExpiryWindow)
+	orPreset(&c.MemoryReservations, p.MemoryReservations)
+	orPreset(&c.CoreDuration, p.CoreDuration)
+	orPreset(&c.CartSKUs, p.CartSKUs)
+	orPreset(&c.CartRounds, p.CartRounds)
+	orPreset(&c.CartMinCarts, p.CartMinCarts)
+	orPreset(&c.CartMaxCarts, p.CartMaxCarts)
+	orPreset(&c.CartStepTimeout, p.CartStepTimeout)
+	orPreset(&c.Timeout, p.Timeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c, c.validate()
+}
+
+// orPreset sets a zero *v to the preset's value.
+func orPreset[T comparable](v *T, preset T) {
+	var zero T
+	if *v == zero {
+		*v = preset
+	}
 }
 
 func (c Config) validate() error {

@@ -146,17 +146,24 @@ func TestRunTiny(t *testing.T) {
 	}
 }
 
-// TestOversellCheckDetects makes sure the SQL check fails on an oversold and
-// on an inconsistent table, and passes on a consistent one.
-func TestOversellCheckDetects(t *testing.T) {
+// tinyRun is a run of the tiny preset on a fresh database of the test server.
+func tinyRun(ctx context.Context, t *testing.T) *run {
+	t.Helper()
 	db := pgtest.NewDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	pg, err := openPostgres(ctx, db.DSN, logWriter{t})
 	require.NoError(t, err)
 	cfg, err := Config{Mode: ModeTiny}.withDefaults()
 	require.NoError(t, err)
-	r := &run{cfg: cfg, out: logWriter{t}, pg: pg}
+	return &run{cfg: cfg, out: logWriter{t}, pg: pg}
+}
+
+// TestOversellCheckDetects makes sure the SQL check fails on an oversold and
+// on an inconsistent table, and passes on a consistent one.
+func TestOversellCheckDetects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := tinyRun(ctx, t)
+	pg, cfg := r.pg, r.cfg
 	require.NoError(t, r.createSQLSchema(ctx, "bench_ser"))
 	pool, err := pg.pool(ctx, "bench_ser", 2)
 	require.NoError(t, err)
@@ -249,11 +256,39 @@ func TestBestOfPrefersBudget(t *testing.T) {
 	assert.Equal(t, 64, b.Clients)
 }
 
-func TestPprofSeconds(t *testing.T) {
-	for in, want := range map[string]float64{"0": 0, "270ms": 0.27, "1.50s": 1.5, "2.10mins": 126, "10us": 1e-5, "x": -1} {
-		assert.InDelta(t, want, pprofSeconds(in), 1e-9, in)
+// TestMarkdownOfEmptyReport renders the report templates on a report that
+// measured nothing: every optional section says so instead of failing.
+func TestMarkdownOfEmptyReport(t *testing.T) {
+	md := (&Report{Mode: ModeTiny, Headline: map[string]float64{}}).markdown()
+	for _, s := range []string{"## Targets", "0 of 0 targets met", "## Carts: all-or-nothing 3-line holds\n\nNot measured this run.",
+		"No profile this run (pass `-cpuprofile`).", "## Method and fairness", goBenchCmd} {
+		assert.Contains(t, md, s)
 	}
-	assert.Equal(t, "github.com/twmb/franz-go/pkg/kfake", pkgOf("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"))
-	assert.Equal(t, "runtime", pkgOf("runtime.mallocgc (inline)"))
-	assert.Equal(t, "encoding/json", pkgOf("encoding/json.(*decodeState).object"))
+	assert.NotContains(t, md, "### Missed targets")
+	assert.NotContains(t, md, "{{")
+}
+
+func TestRoutesLookup(t *testing.T) {
+	var rs routes[route]
+	a := &route{tag: "c1.hot"}
+	rs.add(a.tag, a)
+	for _, tc := range []struct {
+		id   string
+		want *route
+		n    int
+	}{
+		{"c1.hot.7", a, 7},
+		{"c1.hot.0", a, 0},
+		{"c2.hot.7", nil, 0},
+		{"c1.hot.-1", nil, 0},
+		{"c1.hot.x", nil, 0},
+		{"nodot", nil, 0},
+	} {
+		ro, n := rs.lookup(tc.id)
+		assert.Same(t, tc.want, ro, tc.id)
+		assert.Equal(t, tc.n, n, tc.id)
+	}
+	rs.remove(a.tag)
+	ro, _ := rs.lookup("c1.hot.7")
+	assert.Nil(t, ro)
 }

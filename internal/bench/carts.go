@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -228,7 +226,7 @@ func (r *run) startCartPipeline(ctx context.Context, brokers []string, ci time.D
 	if err != nil {
 		return nil, err
 	}
-	e := &cartEnv{pipeEnv: pe, crt: &cartRouter{routes: map[string]*cartRoute{}}}
+	e := &cartEnv{pipeEnv: pe, crt: &cartRouter{}}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -268,19 +266,8 @@ func (r *run) startCartPipeline(ctx context.Context, brokers []string, ci time.D
 		go func() { e.cdone <- e.coord.Run(cctx) }()
 	})
 	e.ccancel = ccancel
-	deadline := time.Now().Add(60 * time.Second)
-	for !e.coord.Ready() || len(e.coord.Status()) != int(r.cfg.Partitions) {
-		select {
-		case err := <-e.cdone:
-			e.cdone <- err
-			return nil, fmt.Errorf("cart coordinator stopped before it was ready: %w", err)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("cart coordinator not ready within 60s")
-		}
+	if err := waitReady(ctx, e.coord, r.cfg.Partitions, e.cdone, 60*time.Second, 10*time.Millisecond, "cart coordinator"); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
@@ -319,21 +306,8 @@ type cartRoute struct {
 
 // cartRouter reads the cart results topic and hands each result to its route.
 type cartRouter struct {
-	mu     sync.RWMutex
-	routes map[string]*cartRoute
-	bad    atomic.Int64 // results that could not be read
-}
-
-func (rt *cartRouter) add(ro *cartRoute) {
-	rt.mu.Lock()
-	rt.routes[ro.tag] = ro
-	rt.mu.Unlock()
-}
-
-func (rt *cartRouter) remove(ro *cartRoute) {
-	rt.mu.Lock()
-	delete(rt.routes, ro.tag)
-	rt.mu.Unlock()
+	routes[cartRoute]
+	bad atomic.Int64 // results that could not be read
 }
 
 func (rt *cartRouter) handle(rec *kgo.Record, now time.Time) {
@@ -342,15 +316,8 @@ func (rt *cartRouter) handle(rec *kgo.Record, now time.Time) {
 		rt.bad.Add(1)
 		return
 	}
-	dot := strings.LastIndexByte(res.CommandID, '.')
-	if dot < 0 {
-		return
-	}
-	rt.mu.RLock()
-	ro := rt.routes[res.CommandID[:dot]]
-	rt.mu.RUnlock()
-	n, err := strconv.Atoi(res.CommandID[dot+1:])
-	if ro == nil || err != nil || n < 0 || n >= len(ro.ch) {
+	ro, n := rt.lookup(res.CommandID)
+	if ro == nil || n >= len(ro.ch) {
 		return
 	}
 	if res.Duplicate {
@@ -456,8 +423,8 @@ func (e *cartEnv) step(ctx context.Context, p *cartPlan, clients int) (CartStep,
 	for i := range ro.ch {
 		ro.ch[i] = make(chan cartAnswer, 1)
 	}
-	e.crt.add(ro)
-	defer e.crt.remove(ro)
+	e.crt.add(ro.tag, ro)
+	defer e.crt.remove(ro.tag)
 	s0, c0 := e.txnStats(), gatherTxnStats(e.creg, "reservations_cart")
 	h0, ch0 := histSums(e.reg), histSums(e.creg)
 	cartLoop(ctx, cartPipeExec{e, ro}, p, clients, e.r.cfg.CartStepTimeout, &st)

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/reservations/reservations/internal/pgtest"
 	"github.com/reservations/reservations/schemas"
 )
 
@@ -70,14 +69,10 @@ func TestResultProblem(t *testing.T) {
 // TestSQLCartCheckDetects runs carts through the SQL baseline, checks them,
 // then breaks a cart and a SKU and makes sure the check says so.
 func TestSQLCartCheckDetects(t *testing.T) {
-	db := pgtest.NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pg, err := openPostgres(ctx, db.DSN, logWriter{t})
-	require.NoError(t, err)
-	cfg, err := Config{Mode: ModeTiny}.withDefaults()
-	require.NoError(t, err)
-	r := &run{cfg: cfg, out: logWriter{t}, pg: pg}
+	r := tinyRun(ctx, t)
+	pg, cfg := r.pg, r.cfg
 	require.NoError(t, r.createCartSchema(ctx))
 	pool, err := pg.pool(ctx, sqlCartSchema, 4)
 	require.NoError(t, err)

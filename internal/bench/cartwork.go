@@ -223,12 +223,7 @@ type CartStep struct {
 }
 
 // Series names the curve of a cart step (system, and commit interval).
-func (s *CartStep) Series() string {
-	if s.CommitInterval > 0 {
-		return fmt.Sprintf("%s %s", s.System, fmtDur(s.CommitInterval))
-	}
-	return s.System
-}
+func (s *CartStep) Series() string { return seriesName(s.System, s.CommitInterval) }
 
 // cartLoop runs p's carts on `clients` closed-loop clients until every cart
 // ran or timeout passed (clients then take no new cart).

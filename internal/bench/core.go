@@ -255,12 +255,8 @@ func measureBadger(ctx context.Context, d time.Duration) (Badger, error) {
 	for (time.Since(start) < d || len(lat) < 3) && len(lat) < 10_000 && ctx.Err() == nil {
 		clear(batch)
 		for range b.KeysPerBatch {
-			sku := uniformSKU(n % 10_000)
-			id := fmt.Sprintf("r-%d", n)
-			e := schemas.ReservationEntity{Reservation: schemas.Reservation{ReservationID: id, SKU: sku, Quantity: 1,
-				Status: schemas.StatusActive, ExpiresAt: now, CartID: "cart-" + id}, Version: 1, Event: schemas.EventReserved,
-				CommandID: "c-" + id, UpdatedAt: now}
-			batch[schemas.ReservationKey(sku, id)] = schemas.AppendReservationEntity(nil, &e)
+			k, v := reservationRecord(n, now)
+			batch[k] = v
 			n++
 		}
 		t := time.Now()
@@ -280,6 +276,17 @@ func measureBadger(ctx context.Context, d time.Duration) (Badger, error) {
 	return b, nil
 }
 
+// reservationRecord is the changelog key and entity JSON of the i-th active
+// reservation of the core measurements (SKUs of the uniform set).
+func reservationRecord(i int, now schemas.Millis) (string, []byte) {
+	sku := uniformSKU(i % 10_000)
+	id := fmt.Sprintf("r-%d", i)
+	e := schemas.ReservationEntity{Reservation: schemas.Reservation{ReservationID: id, SKU: sku, Quantity: 1,
+		Status: schemas.StatusActive, ExpiresAt: now, CartID: "cart-" + id}, Version: 1, Event: schemas.EventReserved,
+		CommandID: "c-" + id, UpdatedAt: now}
+	return schemas.ReservationKey(sku, id), schemas.AppendReservationEntity(nil, &e)
+}
+
 // timerModel mirrors the processor's expiry timer entry (processor/timers.go).
 type timerModel struct {
 	at  schemas.Millis
@@ -294,19 +301,11 @@ type timerModel struct {
 func measureMemory(n int) Memory {
 	m := Memory{Reservations: n}
 	now := schemas.MillisOf(time.Now())
-	raw := func(i int) (string, []byte) {
-		sku := uniformSKU(i % 10_000)
-		id := fmt.Sprintf("r-%d", i)
-		e := schemas.ReservationEntity{Reservation: schemas.Reservation{ReservationID: id, SKU: sku, Quantity: 1,
-			Status: schemas.StatusActive, ExpiresAt: now, CartID: "cart-" + id}, Version: 1, Event: schemas.EventReserved,
-			CommandID: "c-" + id, UpdatedAt: now}
-		return schemas.ReservationKey(sku, id), schemas.AppendReservationEntity(nil, &e)
-	}
 	runtime.GC()
 	base := heapInUse()
 	timers := make([]timerModel, 0) // grown like the processor's heap slice
 	for i := range n {
-		k, v := raw(i)
+		k, v := reservationRecord(i, now)
 		c, err := processor.DecodeChange(k, v)
 		if err != nil {
 			panic(fmt.Sprintf("decode generated entity: %v", err))
@@ -318,7 +317,7 @@ func measureMemory(n int) Memory {
 	m.TimersBytes = (heapInUse() - min(base, heapInUse())) / uint64(n)
 	cache := make(map[string]processor.Change)
 	for i := range n {
-		k, v := raw(i)
+		k, v := reservationRecord(i, now)
 		c, _ := processor.DecodeChange(k, v)
 		cache[k] = c
 	}

@@ -76,8 +76,8 @@ func (e *pipeEnv) expiry(ctx context.Context) (Expiry, error) {
 	bg := genPlan(WorkloadUniform, e.r.tag("b"), min(clients*int(window/(10*time.Millisecond)), 300_000), cfg.SKUs, seedOf("background", clients))
 	bg.encode()
 	bgRoute := newRoute(bg.tag, bg.slots, -1, true)
-	e.rt.add(bgRoute)
-	defer e.rt.remove(bgRoute)
+	e.rt.add(bgRoute.tag, bgRoute)
+	defer e.rt.remove(bgRoute.tag)
 	bgDone := make(chan struct{})
 	ex.Background = Step{System: SystemPipeline, Workload: WorkloadUniform, CommitInterval: e.ci}
 	go func() {

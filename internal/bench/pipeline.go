@@ -99,27 +99,55 @@ func newRoute(tag string, slots, want int, closed bool) *route {
 // the route of its command_id's tag; results without a command_id (notices)
 // go to the notice hook.
 type router struct {
-	mu     sync.RWMutex
-	routes map[string]*route
+	routes[route]
 	notice atomic.Pointer[func(r *kgo.Record, seen time.Time)]
+}
+
+// routes maps the tag of a command_id ("tag.N") to the route of a step.
+type routes[R any] struct {
+	mu sync.RWMutex
+	m  map[string]*R
+}
+
+func (rs *routes[R]) add(tag string, ro *R) {
+	rs.mu.Lock()
+	if rs.m == nil {
+		rs.m = map[string]*R{}
+	}
+	rs.m[tag] = ro
+	rs.mu.Unlock()
+}
+
+func (rs *routes[R]) remove(tag string) {
+	rs.mu.Lock()
+	delete(rs.m, tag)
+	rs.mu.Unlock()
+}
+
+// lookup returns the route of id's tag and the command's index N; nil when
+// id is not "tag.N" of a route.
+func (rs *routes[R]) lookup(id string) (*R, int) {
+	dot := strings.LastIndexByte(id, '.')
+	if dot < 0 {
+		return nil, 0
+	}
+	n, err := strconv.Atoi(id[dot+1:])
+	if err != nil || n < 0 {
+		return nil, 0
+	}
+	rs.mu.RLock()
+	ro := rs.m[id[:dot]]
+	rs.mu.RUnlock()
+	if ro == nil {
+		return nil, 0
+	}
+	return ro, n
 }
 
 var (
 	acceptedBytes  = []byte(`"outcome":"accepted"`)
 	duplicateBytes = []byte(`"duplicate":true`)
 )
-
-func (rt *router) add(ro *route) {
-	rt.mu.Lock()
-	rt.routes[ro.tag] = ro
-	rt.mu.Unlock()
-}
-
-func (rt *router) remove(ro *route) {
-	rt.mu.Lock()
-	delete(rt.routes, ro.tag)
-	rt.mu.Unlock()
-}
 
 func (rt *router) handle(r *kgo.Record, now time.Time) {
 	id := ""
@@ -135,15 +163,8 @@ func (rt *router) handle(r *kgo.Record, now time.Time) {
 		}
 		return
 	}
-	dot := strings.LastIndexByte(id, '.')
-	if dot < 0 {
-		return
-	}
-	rt.mu.RLock()
-	ro := rt.routes[id[:dot]]
-	rt.mu.RUnlock()
-	n, err := strconv.Atoi(id[dot+1:])
-	if ro == nil || err != nil || n < 0 || n >= len(ro.sent) {
+	ro, n := rt.lookup(id)
+	if ro == nil || n >= len(ro.sent) {
 		return
 	}
 	oc := outcome{accepted: bytes.Contains(r.Value, acceptedBytes), duplicate: bytes.Contains(r.Value, duplicateBytes)}
@@ -205,7 +226,7 @@ func (r *run) startPipeline(ctx context.Context, brokers []string, ci time.Durat
 // startPipelineWith is startPipeline on the topics of prefix, with the given
 // initial stock.
 func (r *run) startPipelineWith(ctx context.Context, brokers []string, ci time.Duration, prefix string, stock []stockLine) (_ *pipeEnv, err error) {
-	e := &pipeEnv{r: r, brokers: brokers, ci: ci, rt: &router{routes: make(map[string]*route)}}
+	e := &pipeEnv{r: r, brokers: brokers, ci: ci, rt: &router{}}
 	e.names = topics.NewNames(prefix)
 	if err := ensureTopics(ctx, brokers, e.names, r.cfg.Partitions); err != nil {
 		return nil, err
@@ -248,7 +269,7 @@ func (r *run) startPipelineWith(ctx context.Context, brokers []string, ci time.D
 		go func() { e.done <- e.proc.Run(pctx) }()
 	})
 	e.pcancel = pcancel
-	if err := e.waitReady(ctx, 60*time.Second); err != nil {
+	if err := waitReady(ctx, e.proc, r.cfg.Partitions, e.done, 60*time.Second, 10*time.Millisecond, "processor"); err != nil {
 		return nil, err
 	}
 	// The initial stock (the uniform SKUs, with ample stock).
@@ -266,18 +287,22 @@ func (r *run) startPipelineWith(ctx context.Context, brokers []string, ci time.D
 	return e, nil
 }
 
-func (e *pipeEnv) waitReady(ctx context.Context, timeout time.Duration) error {
+// waitReady polls (every poll) until p is ready with every one of partitions
+// assigned, and fails when p stops (its Run result, put back on done for
+// whoever stops it), ctx ends or timeout passes. what names p in errors.
+func waitReady(ctx context.Context, p *processor.Processor, partitions int32, done chan error, timeout, poll time.Duration, what string) error {
 	deadline := time.Now().Add(timeout)
-	for !e.proc.Ready() || len(e.proc.Status()) != int(e.r.cfg.Partitions) {
+	for !p.Ready() || len(p.Status()) != int(partitions) {
 		select {
-		case err := <-e.done:
-			return fmt.Errorf("processor stopped before it was ready: %w", err)
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("%s stopped before it was ready: %w", what, err)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(poll):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processor not ready within %s", timeout)
+			return fmt.Errorf("%s not ready within %s", what, timeout)
 		}
 	}
 	return nil
@@ -331,8 +356,8 @@ func (x pipeExec) exec(ctx context.Context, o *op) (outcome, error) {
 // setStock sets the stock of one SKU and waits for the result.
 func (e *pipeEnv) setStock(ctx context.Context, tag, sku string, onHand int64) error {
 	ro := newRoute(tag, 1, 1, true)
-	e.rt.add(ro)
-	defer e.rt.remove(ro)
+	e.rt.add(ro.tag, ro)
+	defer e.rt.remove(ro.tag)
 	o := op{id: tag + ".0", sku: sku, value: stockSetValue(tag+".0", sku, onHand)}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -352,8 +377,8 @@ func (e *pipeEnv) closed(ctx context.Context, p *plan, clients int) (Step, error
 		}
 	}
 	ro := newRoute(p.tag, p.slots, -1, true)
-	e.rt.add(ro)
-	defer e.rt.remove(ro)
+	e.rt.add(ro.tag, ro)
+	defer e.rt.remove(ro.tag)
 	t0 := e.txnStats()
 	closedLoop(ctx, pipeExec{e, ro}, p, clients, e.r.cfg.StepTimeout, &st)
 	e.txnStats().since(t0, &st)
@@ -376,8 +401,8 @@ func (e *pipeEnv) produceAll(ctx context.Context, p *plan, rate float64, timeout
 		st.Kind, st.TargetRate = KindPaced, rate
 	}
 	ro := newRoute(p.tag, p.slots, p.ops, false)
-	e.rt.add(ro)
-	defer e.rt.remove(ro)
+	e.rt.add(ro.tag, ro)
+	defer e.rt.remove(ro.tag)
 	var prodErrs atomic.Int64
 	promise := func(_ *kgo.Record, err error) {
 		if err != nil {

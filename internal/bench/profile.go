@@ -1,18 +1,17 @@
 package bench
 
 import (
-	"context"
+	"cmp"
 	"fmt"
-	"os/exec"
-	"regexp"
+	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
+
+	"github.com/google/pprof/profile"
 )
 
-// ProfileSummary says where the CPU time of the pipeline phase went, from the
-// CPU profile (summarised with `go tool pprof`, when the go command is there).
+// ProfileSummary says where the CPU time of a phase went, read from its CPU
+// profile with github.com/google/pprof/profile.
 type ProfileSummary struct {
 	File string `json:"file"`
 	// TotalSeconds of CPU samples (2 cores busy for 10 s = 20 s).
@@ -23,11 +22,13 @@ type ProfileSummary struct {
 	Components []Share `json:"components"`
 	// Packages split the flat samples by Go package.
 	Packages []Share `json:"packages"`
-	// Top is `go tool pprof -top` (flat) of everything; ProcessorCum is
-	// `-top -cum` of the processor's goroutines (of everything when the profile
-	// has no labels).
-	Top          string `json:"top"`
-	ProcessorCum string `json:"processor_cum"`
+	// Top are the heaviest functions of everything by flat time (as `go tool
+	// pprof -top`); ProcessorCum the heaviest of the processor's goroutines by
+	// cumulative time (as `-top -cum -tagfocus=component=processor`; of
+	// everything when the profile has no labels). Percentages are of all
+	// samples.
+	Top          []FuncShare `json:"top"`
+	ProcessorCum []FuncShare `json:"processor_cum"`
 	// Hot are the heaviest non-runtime functions of ProcessorCum ("name (cum%)").
 	Hot   []string `json:"hot"`
 	Error string   `json:"error,omitempty"`
@@ -40,80 +41,167 @@ type Share struct {
 	Percent float64 `json:"percent"`
 }
 
-func pprofText(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof"}, args...)...).Output()
-	return string(out), err
+// FuncShare is the CPU time of one function: flat (in the function itself)
+// and cumulative (in it and what it called).
+type FuncShare struct {
+	Name        string  `json:"name"`
+	Flat        float64 `json:"flat_seconds"`
+	FlatPercent float64 `json:"flat_percent"`
+	Cum         float64 `json:"cum_seconds"`
+	CumPercent  float64 `json:"cum_percent"`
 }
 
-var (
-	totalRe = regexp.MustCompile(`Total samples = ([0-9.]+[a-zµ]*)`)
-	tagRe   = regexp.MustCompile(`^\s*([0-9.]+[a-zµ]*) \(\s*([0-9.]+)%\): (\S+)`)
-	durRe   = regexp.MustCompile(`^([0-9.]+)([a-zµ]*)$`)
+// Rows of the summary's function lists.
+const (
+	topRows = 25
+	cumRows = 40
+	hotRows = 8
 )
 
 func summarizeProfile(path string) *ProfileSummary {
 	ps := &ProfileSummary{File: path}
-	all, err := pprofText("-top", "-nodecount=100000", path)
-	if err != nil {
-		ps.Error = "go tool pprof: " + err.Error() + " (run `go tool pprof -top " + path + "` by hand)"
-		return ps
-	}
-	if m := totalRe.FindStringSubmatch(all); m != nil {
-		ps.TotalSeconds = pprofSeconds(m[1])
-	}
-	ps.Top = topLines(all, 25)
-	ps.Packages = packageShares(all, ps.TotalSeconds)
-	if tags, err := pprofText("-tags", path); err == nil {
-		labeled := 0.0
-		in := false
-		for _, line := range strings.Split(tags, "\n") {
-			t := strings.TrimSpace(line)
-			switch m := tagRe.FindStringSubmatch(line); {
-			case strings.HasPrefix(t, "component:"):
-				in = true
-			case in && m != nil:
-				d := pprofSeconds(m[1])
-				labeled += d
-				ps.Components = append(ps.Components, Share{Name: m[3], Seconds: d})
-			case t == "":
-				in = false
-			}
-		}
-		if rest := ps.TotalSeconds - labeled; rest > 0.001 {
-			ps.Components = append(ps.Components, Share{Name: "unlabeled", Seconds: rest})
-		}
-		for i := range ps.Components {
-			ps.Components[i].Percent = pct(ps.Components[i].Seconds, ps.TotalSeconds)
-		}
-	}
-	args := []string{"-top", "-cum", "-nodecount=40"}
-	if len(ps.Components) > 0 {
-		args = append(args, "-tagfocus=component=processor")
-	}
-	if pt, err := pprofText(append(args, path)...); err == nil {
-		ps.ProcessorCum = topLines(pt, 40)
-		ps.Hot = hotFunctions(ps.ProcessorCum, 8)
+	if err := ps.read(path); err != nil {
+		ps.Error = err.Error() + " (run `go tool pprof -top " + path + "` by hand)"
 	}
 	return ps
 }
 
-// hotFunctions picks the first n rows of a `-top -cum` listing that are
-// neither the runtime nor goroutine entry plumbing, as "function (cum%)".
-func hotFunctions(cum string, n int) []string {
-	var out []string
-	for _, line := range strings.Split(cum, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || strings.Contains(line, "flat%") {
+// read fills ps from the CPU profile at path.
+func (ps *ProfileSummary) read(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open cpu profile: %w", err)
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		return fmt.Errorf("parse cpu profile: %w", err)
+	}
+	cpu := slices.IndexFunc(p.SampleType, func(t *profile.ValueType) bool { return t.Type == "cpu" && t.Unit == "nanoseconds" })
+	if cpu < 0 {
+		return fmt.Errorf("%s is not a CPU profile (no cpu/nanoseconds sample type)", path)
+	}
+
+	var total int64
+	components := map[string]int64{}
+	for _, s := range p.Sample {
+		total += s.Value[cpu]
+		if c := s.Label["component"]; len(c) > 0 {
+			components[c[0]] += s.Value[cpu]
+		}
+	}
+	ps.TotalSeconds = seconds(total)
+	var labeled int64
+	for name, v := range components {
+		labeled += v
+		ps.Components = append(ps.Components, Share{Name: name, Seconds: seconds(v)})
+	}
+	slices.SortFunc(ps.Components, func(a, b Share) int {
+		return cmp.Or(cmp.Compare(b.Seconds, a.Seconds), strings.Compare(a.Name, b.Name))
+	})
+	if rest := seconds(total - labeled); len(components) > 0 && rest > 0.001 {
+		ps.Components = append(ps.Components, Share{Name: "unlabeled", Seconds: rest})
+	}
+	for i := range ps.Components {
+		ps.Components[i].Percent = pct(ps.Components[i].Seconds, ps.TotalSeconds)
+	}
+
+	all := functionTimes(p.Sample, cpu, func(*profile.Sample) bool { return true })
+	ps.Top = topFunctions(all, total, func(a, b FuncShare) bool { return a.Flat > b.Flat }, topRows)
+	byPkg := map[string]float64{}
+	for name, t := range all {
+		byPkg[pkgOf(name)] += seconds(t.flat)
+	}
+	for name, s := range byPkg {
+		if s > 0 {
+			ps.Packages = append(ps.Packages, Share{Name: name, Seconds: s, Percent: pct(s, ps.TotalSeconds)})
+		}
+	}
+	slices.SortFunc(ps.Packages, func(a, b Share) int {
+		return cmp.Or(cmp.Compare(b.Seconds, a.Seconds), strings.Compare(a.Name, b.Name))
+	})
+
+	focus := func(*profile.Sample) bool { return true }
+	if len(components) > 0 {
+		focus = func(s *profile.Sample) bool { return slices.Contains(s.Label["component"], "processor") }
+	}
+	ps.ProcessorCum = topFunctions(functionTimes(p.Sample, cpu, focus), total,
+		func(a, b FuncShare) bool { return a.Cum > b.Cum }, cumRows)
+	ps.Hot = hotFunctions(ps.ProcessorCum, hotRows)
+	return nil
+}
+
+// funcTime is a function's flat and cumulative sample value.
+type funcTime struct{ flat, cum int64 }
+
+// functionTimes sums the value at index v of the samples keep accepts per
+// function: flat to the innermost frame of the leaf location, cumulative once
+// per sample to every function on its stack (inlined frames included).
+func functionTimes(samples []*profile.Sample, v int, keep func(*profile.Sample) bool) map[string]*funcTime {
+	out := map[string]*funcTime{}
+	at := func(name string) *funcTime {
+		t := out[name]
+		if t == nil {
+			t = &funcTime{}
+			out[name] = t
+		}
+		return t
+	}
+	for _, s := range samples {
+		if !keep(s) || len(s.Location) == 0 {
 			continue
 		}
-		fn := strings.TrimSuffix(strings.Join(f[5:], " "), " (inline)")
-		switch pkg := pkgOf(fn); {
+		val := s.Value[v]
+		seen := map[string]bool{}
+		for i, loc := range s.Location {
+			for j, line := range loc.Line {
+				if line.Function == nil {
+					continue
+				}
+				name := line.Function.Name
+				if i == 0 && j == 0 {
+					at(name).flat += val
+				}
+				if !seen[name] {
+					seen[name] = true
+					at(name).cum += val
+				}
+			}
+		}
+	}
+	return out
+}
+
+// topFunctions returns the first n functions in the order of heavier (then by
+// name), with their percentages of total.
+func topFunctions(times map[string]*funcTime, total int64, heavier func(a, b FuncShare) bool, n int) []FuncShare {
+	out := make([]FuncShare, 0, len(times))
+	for name, t := range times {
+		out = append(out, FuncShare{Name: name, Flat: seconds(t.flat), Cum: seconds(t.cum),
+			FlatPercent: pct(float64(t.flat), float64(total)), CumPercent: pct(float64(t.cum), float64(total))})
+	}
+	slices.SortFunc(out, func(a, b FuncShare) int {
+		switch {
+		case heavier(a, b):
+			return -1
+		case heavier(b, a):
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out[:min(n, len(out))]
+}
+
+// hotFunctions picks the first n functions that are neither the runtime nor
+// goroutine entry plumbing, as "function (cum%)".
+func hotFunctions(cum []FuncShare, n int) []string {
+	var out []string
+	for _, f := range cum {
+		switch pkg := pkgOf(f.Name); {
 		case pkg == "runtime", pkg == "syscall", strings.HasPrefix(pkg, "internal/"), pkg == "sync", pkg == "runtime/pprof":
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s (%s)", shortFn(fn), f[4]))
+		out = append(out, fmt.Sprintf("%s (%.1f%%)", shortFn(f.Name), f.CumPercent))
 		if len(out) == n {
 			break
 		}
@@ -129,6 +217,8 @@ func shortFn(fn string) string {
 	return fn
 }
 
+func seconds(ns int64) float64 { return float64(ns) / 1e9 }
+
 func pct(part, total float64) float64 {
 	if total <= 0 {
 		return 0
@@ -136,100 +226,20 @@ func pct(part, total float64) float64 {
 	return 100 * part / total
 }
 
-// topLines keeps the header line and the first n rows of `pprof -top`.
-func topLines(s string, n int) string {
-	var out []string
-	rows := -1
-	for _, line := range strings.Split(s, "\n") {
-		if strings.Contains(line, "flat%") {
-			rows = 0
-		}
-		if rows >= 0 && rows <= n {
-			out = append(out, line)
-			rows++
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// packageShares sums the flat column of `pprof -top` by package.
-func packageShares(s string, total float64) []Share {
-	by := make(map[string]float64)
-	started := false
-	for _, line := range strings.Split(s, "\n") {
-		if strings.Contains(line, "flat%") {
-			started = true
-			continue
-		}
-		f := strings.Fields(line)
-		if !started || len(f) < 6 {
-			continue
-		}
-		d := pprofSeconds(f[0])
-		if d < 0 {
-			continue
-		}
-		by[pkgOf(strings.Join(f[5:], " "))] += d
-	}
-	var out []Share
-	for k, v := range by {
-		out = append(out, Share{Name: k, Seconds: v, Percent: pct(v, total)})
-	}
-	slices.SortFunc(out, func(a, b Share) int {
-		switch {
-		case a.Seconds > b.Seconds:
-			return -1
-		case a.Seconds < b.Seconds:
-			return 1
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	return out
-}
-
-// pkgOf returns the package of a pprof function name, with the runtime's
-// internal packages and the runtime folded together.
+// pkgOf returns the package of a function name, with the runtime's internal
+// packages and the runtime folded together.
 func pkgOf(fn string) string {
-	fn = strings.TrimSuffix(fn, " (inline)")
 	slash := strings.LastIndexByte(fn, '/')
 	dot := strings.IndexByte(fn[slash+1:], '.')
 	pkg := fn
 	if dot >= 0 {
 		pkg = fn[:slash+1+dot]
 	}
-	if pkg == "runtime" || strings.HasPrefix(pkg, "internal/runtime") || pkg == "internal/runtime/syscall" {
+	if pkg == "runtime" || strings.HasPrefix(pkg, "internal/runtime") {
 		return "runtime"
 	}
 	if pkg == "syscall" || strings.HasPrefix(pkg, "internal/poll") {
 		return "syscall"
 	}
 	return pkg
-}
-
-// pprofSeconds parses a pprof time ("0", "270ms", "1.50s", "2.10mins",
-// "1.1hrs") into seconds; -1 when it is not one.
-func pprofSeconds(s string) float64 {
-	m := durRe.FindStringSubmatch(s)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	switch m[2] {
-	case "", "s":
-		return v
-	case "ns":
-		return v / 1e9
-	case "us", "µs":
-		return v / 1e6
-	case "ms":
-		return v / 1e3
-	case "min", "mins":
-		return v * 60
-	case "hr", "hrs":
-		return v * 3600
-	}
-	return -1
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -131,19 +130,8 @@ func (r *run) readyRun(ctx context.Context, pcfg processor.Config, res *Restore)
 		cancel()
 		<-done
 	}()
-	deadline := time.Now().Add(10 * time.Minute)
-	for !p.Ready() || len(p.Status()) != int(r.cfg.Partitions) {
-		select {
-		case err := <-done:
-			done <- err
-			return fmt.Errorf("processor stopped before it was ready: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return errors.New("processor not ready within 10m")
-		}
+	if err := waitReady(ctx, p, r.cfg.Partitions, done, 10*time.Minute, 5*time.Millisecond, "processor"); err != nil {
+		return err
 	}
 	res.ReadySeconds = time.Since(t0).Seconds()
 	res.ReadyRecordsPerS = float64(res.Records) / res.ReadySeconds

@@ -34,23 +34,35 @@ var sqlSchemas = map[string]string{SystemSerializable: "bench_ser", SystemBestSQ
 
 // createSQLSchema (re)creates a baseline's tables with the uniform SKUs.
 func (r *run) createSQLSchema(ctx context.Context, schema string) error {
-	if err := r.pg.exec(ctx,
-		`DROP SCHEMA IF EXISTS `+schema+` CASCADE`,
-		`CREATE SCHEMA `+schema,
-		`CREATE TABLE `+schema+`.stock (
+	rows := make([][]any, r.cfg.SKUs)
+	for i := range rows {
+		rows[i] = []any{uniformSKU(i), int64(uniformOnHand), int64(0)}
+	}
+	return r.createStockSchema(ctx, schema, rows, `
+			extensions     int         NOT NULL DEFAULT 0,
+			cart_id        text        NOT NULL DEFAULT '',
+			order_id       text        NOT NULL DEFAULT ''`)
+}
+
+// createStockSchema (re)creates schema with a stock table loaded with rows
+// (sku, on_hand, reserved) and a reservations table whose columns after
+// expires_at are moreColumns; then runs extra statements and ANALYZE.
+func (r *run) createStockSchema(ctx context.Context, schema string, rows [][]any, moreColumns string, extra ...string) error {
+	stmts := append([]string{
+		`DROP SCHEMA IF EXISTS ` + schema + ` CASCADE`,
+		`CREATE SCHEMA ` + schema,
+		`CREATE TABLE ` + schema + `.stock (
 			sku      text   PRIMARY KEY,
 			on_hand  bigint NOT NULL,
 			reserved bigint NOT NULL DEFAULT 0)`,
-		`CREATE TABLE `+schema+`.reservations (
+		`CREATE TABLE ` + schema + `.reservations (
 			reservation_id text        PRIMARY KEY,
 			sku            text        NOT NULL,
 			quantity       bigint      NOT NULL,
 			status         text        NOT NULL,
-			expires_at     timestamptz NOT NULL,
-			extensions     int         NOT NULL DEFAULT 0,
-			cart_id        text        NOT NULL DEFAULT '',
-			order_id       text        NOT NULL DEFAULT '')`,
-	); err != nil {
+			expires_at     timestamptz NOT NULL,` + moreColumns + `)`,
+	}, extra...)
+	if err := r.pg.exec(ctx, stmts...); err != nil {
 		return err
 	}
 	pool, err := r.pg.pool(ctx, schema, 1)
@@ -58,10 +70,6 @@ func (r *run) createSQLSchema(ctx context.Context, schema string) error {
 		return err
 	}
 	defer pool.Close()
-	rows := make([][]any, r.cfg.SKUs)
-	for i := range rows {
-		rows[i] = []any{uniformSKU(i), int64(uniformOnHand), int64(0)}
-	}
 	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"sku", "on_hand", "reserved"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("load stock of %s: %w", schema, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -43,41 +42,13 @@ const (
 
 // createCartSchema (re)creates the cart baseline's tables with the cart stock.
 func (r *run) createCartSchema(ctx context.Context) error {
-	s := sqlCartSchema
-	if err := r.pg.exec(ctx,
-		`DROP SCHEMA IF EXISTS `+s+` CASCADE`,
-		`CREATE SCHEMA `+s,
-		`CREATE TABLE `+s+`.stock (
-			sku      text   PRIMARY KEY,
-			on_hand  bigint NOT NULL,
-			reserved bigint NOT NULL DEFAULT 0)`,
-		`CREATE TABLE `+s+`.reservations (
-			reservation_id text        PRIMARY KEY,
-			sku            text        NOT NULL,
-			quantity       bigint      NOT NULL,
-			status         text        NOT NULL,
-			expires_at     timestamptz NOT NULL,
-			cart_id        text        NOT NULL)`,
-		`CREATE INDEX ON `+s+`.reservations (cart_id)`,
-	); err != nil {
-		return err
-	}
-	pool, err := r.pg.pool(ctx, s, 1)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 	var rows [][]any
 	for _, l := range cartStock(r.cfg.CartSKUs) {
 		rows = append(rows, []any{l.sku, l.onHand, int64(0)})
 	}
-	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"stock"}, []string{"sku", "on_hand", "reserved"}, pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("load stock of %s: %w", s, err)
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE stock`); err != nil {
-		return fmt.Errorf("analyze %s: %w", s, err)
-	}
-	return nil
+	return r.createStockSchema(ctx, sqlCartSchema, rows, `
+			cart_id        text        NOT NULL`,
+		`CREATE INDEX ON `+sqlCartSchema+`.reservations (cart_id)`)
 }
 
 // sqlCartExec runs cart commands as single transactions.

@@ -72,11 +72,14 @@ type Step struct {
 }
 
 // Series names the curve a step belongs to (system, and commit interval).
-func (s *Step) Series() string {
-	if s.CommitInterval > 0 {
-		return fmt.Sprintf("%s %s", s.System, fmtDur(s.CommitInterval))
+func (s *Step) Series() string { return seriesName(s.System, s.CommitInterval) }
+
+// seriesName is a system, with its commit interval when it has one.
+func seriesName(system string, ci time.Duration) string {
+	if ci > 0 {
+		return system + " " + fmtDur(ci)
 	}
-	return s.System
+	return system
 }
 
 func fmtDur(d time.Duration) string {

@@ -17,8 +17,9 @@
 //     port. When the test process runs as root, the cluster runs as the
 //     `postgres` OS user.
 //
-// Servers the harness starts run with fsync, synchronous_commit and
-// full_page_writes off. If no server can be had the test fails (it never
+// Steps 2 and 3 are internal/pgserver; this package is the testing.TB wrapper
+// around it. Servers the harness starts run with fsync, synchronous_commit
+// and full_page_writes off. If no server can be had the test fails (it never
 // skips) with a message saying how to get PostgreSQL.
 //
 // Invariants: a server the harness starts is stopped when the test process
@@ -50,7 +51,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/reservations/reservations/internal/dockerprobe"
+	"github.com/reservations/reservations/internal/pgserver"
 )
 
 // EnvDSN names the environment variable holding the DSN of an existing server.
@@ -59,7 +60,7 @@ const EnvDSN = "RESERVATIONS_TEST_PG_DSN"
 // howToGet is appended to every "no server" failure.
 func howToGet() string {
 	return "install PostgreSQL server binaries (`apt-get install -y postgresql`), " +
-		"start a Docker engine (the harness then runs " + containerImage + " with testcontainers), " +
+		"start a Docker engine (the harness then runs " + pgserver.ContainerImage + " with testcontainers), " +
 		"or set " + EnvDSN + " to the DSN of a server whose user may CREATE DATABASE " +
 		"(e.g. `docker run -d -p 127.0.0.1:5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15` and " +
 		EnvDSN + "=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)"
@@ -67,20 +68,9 @@ func howToGet() string {
 
 // Server is a PostgreSQL server on which tests create databases.
 type Server struct {
-	dsn    string   // DSN of the maintenance database
-	source string   // where the server comes from, for logs and messages
-	ctl    control  // nil for a server named by EnvDSN
-	local  *cluster // the throwaway cluster, when ctl is one
-	notes  []string // why earlier sources were passed over
-}
-
-// control runs a server this process started: a throwaway cluster or a
-// container. start and stop are idempotent; close stops and removes it.
-type control interface {
-	start() error
-	stop() error
-	running() bool
-	close()
+	dsn    string           // DSN of the maintenance database
+	source string           // where the server comes from, for logs and messages
+	pg     *pgserver.Server // nil for a server named by EnvDSN
 }
 
 // Database is a database created for one test.
@@ -125,7 +115,7 @@ func Shared(t testing.TB) *Server {
 		if dsn := os.Getenv(EnvDSN); dsn != "" {
 			shared.srv, shared.err = openDSN(dsn)
 			if shared.err != nil {
-				shared.err = fmt.Errorf("%s=%q: %w", EnvDSN, redact(dsn), shared.err)
+				shared.err = fmt.Errorf("%s=%q: %w", EnvDSN, pgserver.RedactDSN(dsn), shared.err)
 			}
 			return
 		}
@@ -150,7 +140,11 @@ func NewServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("pgtest: start a private PostgreSQL server: %v\n%s", err, howToGet())
 	}
-	t.Cleanup(srv.ctl.close)
+	t.Cleanup(func() {
+		if err := srv.pg.Stop(); err != nil {
+			t.Logf("pgtest: remove private server: %v", err)
+		}
+	})
 	srv.log(t)
 	return srv
 }
@@ -158,22 +152,16 @@ func NewServer(t testing.TB) *Server {
 // start starts a server this process runs: a container when a Docker engine
 // answers and the container comes up, else a throwaway cluster.
 func start() (*Server, error) {
-	var notes []string
-	if err := dockerprobe.Engine(); err != nil {
-		notes = append(notes, "no Docker engine: "+err.Error())
-	} else {
-		srv, err := startContainer()
-		if err == nil {
-			return srv, nil
-		}
-		notes = append(notes, "container "+containerImage+": "+err.Error())
-	}
-	srv, err := startLocal()
+	pg, err := pgserver.Start(context.Background(), pgserver.Options{Docker: true})
 	if err != nil {
-		return nil, fmt.Errorf("%s; throwaway cluster: %w", strings.Join(notes, "; "), err)
+		return nil, err
 	}
-	srv.notes = notes
-	return srv, nil
+	return wrap(pg), nil
+}
+
+// wrap makes a server this process started one on which tests create databases.
+func wrap(pg *pgserver.Server) *Server {
+	return &Server{dsn: pg.DSN(), source: pg.Source(), pg: pg}
 }
 
 // log says in t's log which server t got and why earlier sources were passed
@@ -181,7 +169,10 @@ func start() (*Server, error) {
 func (s *Server) log(t testing.TB) {
 	t.Helper()
 	t.Logf("pgtest: PostgreSQL server: %s", s.source)
-	for _, n := range s.notes {
+	if s.pg == nil {
+		return
+	}
+	for _, n := range s.pg.Notes() {
 		t.Logf("pgtest: passed over: %s", n)
 	}
 }
@@ -197,8 +188,8 @@ func Main(m *testing.M) {
 // StopShared stops the shared server and removes its directory if this process
 // started it. It is for TestMain functions that cannot use Main.
 func StopShared() {
-	if shared.srv != nil && shared.srv.ctl != nil {
-		shared.srv.ctl.close()
+	if shared.srv != nil && shared.srv.pg != nil {
+		_ = shared.srv.pg.Stop() // the process is ending: nothing to report to
 	}
 }
 
@@ -207,16 +198,16 @@ func (s *Server) DSN() string { return s.dsn }
 
 // CanRestart reports whether Stop and Start work on s (a server this process
 // started: a throwaway cluster or a container).
-func (s *Server) CanRestart() bool { return s.ctl != nil }
+func (s *Server) CanRestart() bool { return s.pg != nil }
 
 // Stop shuts the server down (fast shutdown: sessions are terminated). The
 // databases survive; Start brings the server back on the same port.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	if s.ctl == nil {
+	if s.pg == nil {
 		t.Fatalf("pgtest: the server named by %s cannot be stopped from a test; use pgtest.NewServer", EnvDSN)
 	}
-	if err := s.ctl.stop(); err != nil {
+	if err := s.pg.Halt(context.Background()); err != nil {
 		t.Fatalf("pgtest: stop server: %v", err)
 	}
 }
@@ -224,10 +215,10 @@ func (s *Server) Stop(t testing.TB) {
 // Start starts a server stopped by Stop and waits until it accepts connections.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	if s.ctl == nil {
+	if s.pg == nil {
 		t.Fatalf("pgtest: the server named by %s cannot be started from a test; use pgtest.NewServer", EnvDSN)
 	}
-	if err := s.ctl.start(); err != nil {
+	if err := s.pg.Resume(context.Background()); err != nil {
 		t.Fatalf("pgtest: start server: %v", err)
 	}
 }
@@ -253,7 +244,7 @@ func (s *Server) NewDatabase(t testing.TB) *Database {
 	}
 	t.Cleanup(func() {
 		pool.Close()
-		if s.ctl != nil && !s.ctl.running() {
+		if s.pg != nil && !s.pg.Running() {
 			return // a stopped server of ours: its data goes away with it
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -293,7 +284,7 @@ func openDSN(dsn string) (*Server, error) {
 	if !ok {
 		return nil, fmt.Errorf("user may not create databases (needs CREATEDB)")
 	}
-	return &Server{dsn: dsn, source: EnvDSN + "=" + redact(dsn)}, nil
+	return &Server{dsn: dsn, source: EnvDSN + "=" + pgserver.RedactDSN(dsn)}, nil
 }
 
 // databaseName makes a unique, valid, unquoted identifier from a test name.
@@ -327,25 +318,4 @@ func withDatabase(dsn, db string) (string, error) {
 	}
 	// Keyword/value form: a later keyword overrides an earlier one.
 	return strings.TrimSpace(dsn) + " dbname=" + db, nil
-}
-
-// redact hides a password in a DSN for error messages.
-func redact(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN)"
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		return u.String()
-	}
-	fields := strings.Fields(dsn)
-	for i, f := range fields {
-		if strings.HasPrefix(f, "password=") {
-			fields[i] = "password=xxxxx"
-		}
-	}
-	return strings.Join(fields, " ")
 }

@@ -1,10 +1,10 @@
 package pgtest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/internal/dockerprobe"
+	"github.com/reservations/reservations/internal/pgserver"
 )
 
 func TestMain(m *testing.M) {
@@ -80,7 +81,7 @@ func TestSharedServerSettings(t *testing.T) {
 	want := map[string]string{
 		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200",
 	}
-	if srv.local != nil {
+	if srv.pg.Dir() != "" {
 		want["listen_addresses"] = "127.0.0.1" // a container listens on its own interfaces
 	}
 	for name, want := range want {
@@ -96,20 +97,20 @@ func TestServerStopStart(t *testing.T) {
 	t.Parallel()
 	t.Run("local", func(t *testing.T) {
 		t.Parallel()
-		srv, err := startLocal()
+		pg, err := pgserver.StartLocal(context.Background(), pgserver.Options{})
 		require.NoError(t, err, howToGet())
-		t.Cleanup(srv.ctl.close)
-		checkStopStart(t, srv)
+		t.Cleanup(func() { assert.NoError(t, pg.Stop()) })
+		checkStopStart(t, wrap(pg))
 	})
 	t.Run("container", func(t *testing.T) {
 		t.Parallel()
 		if err := dockerprobe.Engine(); err != nil {
 			t.Skipf("no Docker engine: %v", err)
 		}
-		srv, err := startContainer()
+		pg, err := pgserver.StartContainer(context.Background(), pgserver.Options{})
 		require.NoError(t, err)
-		t.Cleanup(srv.ctl.close)
-		checkStopStart(t, srv)
+		t.Cleanup(func() { assert.NoError(t, pg.Stop()) })
+		checkStopStart(t, wrap(pg))
 	})
 }
 
@@ -176,12 +177,6 @@ func TestWithDatabase(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	assert.Equal(t, "postgres://u:xxxxx@h/db", redact("postgres://u:secret@h/db"))
-	assert.Equal(t, "host=h password=xxxxx user=u", redact("host=h password=secret user=u"))
-	assert.Equal(t, "postgres://h/db", redact("postgres://h/db"))
-}
-
 func TestDatabaseName(t *testing.T) {
 	n := databaseName("TestX/sub test#1-" + strings.Repeat("y", 100))
 	assert.LessOrEqual(t, len(n), 63)
@@ -210,68 +205,6 @@ func TestHelperNoServer(t *testing.T) {
 		return // subprocess helper of TestNoServerFails
 	}
 	New(t)
-}
-
-// TestKilledProcessTakesServerDown starts a shared server in a subprocess,
-// kills the subprocess with SIGKILL (no cleanup can run) and checks that the
-// server goes down and its directory is swept by the next start.
-func TestKilledProcessTakesServerDown(t *testing.T) {
-	t.Parallel()
-	if _, err := findBinaries(); err != nil {
-		t.Fatalf("pgtest: %v\n%s", err, howToGet())
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldServer$", "-test.v")
-	cmd.Env = append(os.Environ(), helperEnv+"=hold", EnvDSN+"=", dockerprobe.EnvDocker+"=0")
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-
-	var dsn, dir string
-	sc := bufio.NewScanner(stdout)
-	for (dsn == "" || dir == "") && sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "DSN "); ok {
-			dsn = v
-		}
-		if v, ok := strings.CutPrefix(line, "DIR "); ok {
-			dir = v
-		}
-	}
-	require.NotEmpty(t, dsn, "helper printed no DSN")
-	require.NotEmpty(t, dir, "helper printed no directory")
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	require.NoError(t, err, "helper's server is not up")
-	conn.Close(ctx)
-
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-
-	require.Eventually(t, func() bool {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(cctx, dsn+"&connect_timeout=1")
-		if err == nil {
-			conn.Close(ctx)
-			return false
-		}
-		return true
-	}, 30*time.Second, 50*time.Millisecond, "server of a killed test process still accepts connections")
-
-	sweepStale(filepath.Dir(dir))
-	_, err = os.Stat(dir)
-	assert.True(t, os.IsNotExist(err), "directory %s of a dead test process not swept: %v", dir, err)
-}
-
-func TestHelperHoldServer(t *testing.T) {
-	if os.Getenv(helperEnv) != "hold" {
-		return // subprocess helper of TestKilledProcessTakesServerDown
-	}
-	srv := Shared(t)
-	require.NotNil(t, srv.local, "not a throwaway cluster: %s", srv.source)
-	fmt.Printf("DSN %s\nDIR %s\n", srv.DSN(), srv.local.dir)
-	time.Sleep(time.Hour) // until killed
 }
 
 // TestFallbackToLocal runs the source selection in a subprocess whose
@@ -342,29 +275,8 @@ func dockerSocketHere() bool {
 
 // closedPort returns a loopback port nothing listens on.
 func closedPort(t *testing.T) int {
-	p, err := freePort()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	return p
-}
-
-// sweepStale removes only directories whose owner is gone: not one whose
-// owner file is still being written (empty), nor one of a live owner.
-func TestSweepStaleSparesDirectoriesBeingCreated(t *testing.T) {
-	base := t.TempDir()
-	mk := func(owner *string) string {
-		dir, err := os.MkdirTemp(base, dirPrefix)
-		require.NoError(t, err)
-		if owner != nil {
-			require.NoError(t, os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(*owner), 0o644))
-		}
-		return dir
-	}
-	empty, live := "", strconv.Itoa(os.Getpid())
-	dead := "999999999" // above any pid_max
-	creating, halfWritten, ours, gone := mk(nil), mk(&empty), mk(&live), mk(&dead)
-	sweepStale(base)
-	for _, d := range []string{creating, halfWritten, ours} {
-		assert.DirExists(t, d)
-	}
-	assert.NoDirExists(t, gone)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

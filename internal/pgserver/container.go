@@ -1,4 +1,4 @@
-package pgtest
+package pgserver
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 )
 
-// containerImage is the PostgreSQL image run when a Docker engine answers.
-const containerImage = "postgres:15-alpine"
+// ContainerImage is the PostgreSQL image run when a Docker engine answers.
+const ContainerImage = "postgres:15-alpine"
 
 // Time limits of containers.
 const (
@@ -36,10 +36,11 @@ type pgContainer struct {
 	closed bool
 }
 
-// startContainer runs a PostgreSQL container with the settings of the
-// throwaway cluster and waits until it accepts connections.
-func startContainer() (*Server, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
+// StartContainer runs a PostgreSQL container with the settings of the local
+// cluster and waits until it accepts connections, whatever opts.Docker says.
+func StartContainer(ctx context.Context, opts Options) (*Server, error) {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, containerStartTimeout)
 	defer cancel()
 	// The host port is chosen here so that it survives a restart (Docker
 	// gives a container a new ephemeral port on every start). A port that was
@@ -50,9 +51,9 @@ func startContainer() (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := runContainer(ctx, port)
+		c, err := runContainer(ctx, port, opts.settings())
 		if err == nil {
-			return &Server{dsn: c.dsn, source: "container " + containerImage + " (testcontainers) at " + redact(c.dsn), ctl: c}, nil
+			return &Server{dsn: c.dsn, source: "container " + ContainerImage + " (testcontainers) at " + RedactDSN(c.dsn), ctl: c}, nil
 		}
 		errs = append(errs, fmt.Errorf("host port %d: %w", port, err))
 		if ctx.Err() != nil {
@@ -64,19 +65,17 @@ func startContainer() (*Server, error) {
 
 // runContainer runs the container with 5432 published on port of the Docker
 // host.
-func runContainer(ctx context.Context, port int) (*pgContainer, error) {
-	ctr, err := tcpostgres.Run(ctx, containerImage,
+func runContainer(ctx context.Context, port int, settings []string) (*pgContainer, error) {
+	cmd := []string{"postgres"}
+	for _, s := range settings {
+		cmd = append(cmd, "-c", s)
+	}
+	ctr, err := tcpostgres.Run(ctx, ContainerImage,
 		tcpostgres.WithUsername("postgres"),
 		tcpostgres.WithPassword("postgres"),
 		tcpostgres.WithDatabase("postgres"),
 		tcpostgres.BasicWaitStrategies(),
-		testcontainers.WithCmd("postgres",
-			"-c", "fsync=off",
-			"-c", "synchronous_commit=off",
-			"-c", "full_page_writes=off",
-			"-c", "max_connections=200",
-			"-c", "shared_buffers=128MB",
-		),
+		testcontainers.WithCmd(cmd...),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 			hc.PortBindings = network.PortMap{
 				network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}},
@@ -95,15 +94,15 @@ func runContainer(ctx context.Context, port int) (*pgContainer, error) {
 	c := &pgContainer{ctr: ctr, up: true,
 		dsn: fmt.Sprintf("postgres://postgres:postgres@%s/postgres?sslmode=disable",
 			net.JoinHostPort(host, strconv.Itoa(port)))}
-	if err := waitAccepting(c.dsn, nil); err != nil {
-		c.close()
-		return nil, fmt.Errorf("container at %s: %w", redact(c.dsn), err)
+	if err := waitAccepting(ctx, c.dsn, nil); err != nil {
+		_ = c.close()
+		return nil, fmt.Errorf("container at %s: %w", RedactDSN(c.dsn), err)
 	}
 	return c, nil
 }
 
-// start starts a stopped container and waits until it accepts connections.
-func (c *pgContainer) start() error {
+// resume starts a stopped container and waits until it accepts connections.
+func (c *pgContainer) resume(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -112,23 +111,23 @@ func (c *pgContainer) start() error {
 	if c.up {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), containerOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, containerOpTimeout)
 	defer cancel()
 	if err := c.ctr.Start(ctx); err != nil {
 		return fmt.Errorf("start container: %w", err)
 	}
 	c.up = true
-	return waitAccepting(c.dsn, nil)
+	return waitAccepting(ctx, c.dsn, nil)
 }
 
-// stop stops the container; its data survives for start.
-func (c *pgContainer) stop() error {
+// halt stops the container; its data survives for resume.
+func (c *pgContainer) halt(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.up {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), containerOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, containerOpTimeout)
 	defer cancel()
 	grace := containerStopGrace
 	if err := c.ctr.Stop(ctx, &grace); err != nil {
@@ -145,14 +144,17 @@ func (c *pgContainer) running() bool {
 }
 
 // close removes the container and its data.
-func (c *pgContainer) close() {
+func (c *pgContainer) close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return
+		return nil
 	}
 	c.closed, c.up = true, false
 	ctx, cancel := context.WithTimeout(context.Background(), containerOpTimeout)
 	defer cancel()
-	_ = c.ctr.Terminate(ctx)
+	if err := c.ctr.Terminate(ctx); err != nil {
+		return fmt.Errorf("terminate container: %w", err)
+	}
+	return nil
 }

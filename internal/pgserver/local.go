@@ -1,4 +1,4 @@
-package pgtest
+package pgserver
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ import (
 
 // dirPrefix names the temporary directories of throwaway clusters; the sweep
 // of stale directories only ever touches directories with this prefix.
-const dirPrefix = "reservations-pgtest-"
+const dirPrefix = "reservations-pg-"
 
 // Time limits of the throwaway cluster.
 const (
@@ -38,6 +38,8 @@ type cluster struct {
 	dir  string              // root: data/, the unix socket, postgres.log, owner.pid
 	cred *syscall.Credential // nil: run as the current user
 	port int
+	// settings are the server's -c settings.
+	settings []string
 
 	mu     sync.Mutex
 	proc   *os.Process
@@ -45,8 +47,9 @@ type cluster struct {
 	closed bool
 }
 
-// startLocal creates and starts a throwaway cluster.
-func startLocal() (*Server, error) {
+// StartLocal creates and starts a local cluster, whatever opts.Docker says.
+func StartLocal(ctx context.Context, opts Options) (*Server, error) {
+	opts = opts.withDefaults()
 	bin, err := findBinaries()
 	if err != nil {
 		return nil, err
@@ -62,33 +65,32 @@ func startLocal() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
 	}
-	c := &cluster{bin: bin, dir: dir, cred: cred}
-	if err := c.init(); err != nil {
+	c := &cluster{bin: bin, dir: dir, cred: cred, settings: append(opts.settings(), localSettings...)}
+	if err := c.init(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	// A port that was free a moment ago may be taken by a parallel test
+	// A port that was free a moment ago may be taken by a parallel
 	// process before postgres binds it: try a few.
 	for attempt := 0; ; attempt++ {
 		c.port, err = freePort()
 		if err != nil {
 			break
 		}
-		err = c.start()
+		err = c.start(ctx)
 		if err == nil || !errors.Is(err, errPortInUse) || attempt == 4 {
 			break
 		}
 	}
 	if err != nil {
-		c.close()
+		_ = c.close()
 		return nil, err
 	}
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-	return &Server{dsn: dsn, source: "throwaway cluster from " + bin + " in " + dir, ctl: c, local: c}, nil
+	return &Server{dsn: c.dsn(), source: fmt.Sprintf("throwaway cluster from %s in %s on port %d", bin, dir, c.port), ctl: c, dir: dir}, nil
 }
 
 // init writes the owner file and runs initdb.
-func (c *cluster) init() error {
+func (c *cluster) init(ctx context.Context) error {
 	// Written whole or not at all (rename), so that a parallel sweepStale
 	// never reads a half-written owner.
 	tmp := filepath.Join(c.dir, "owner.pid.tmp")
@@ -106,7 +108,7 @@ func (c *cluster) init() error {
 	if err := os.Chmod(c.dir, 0o700); err != nil {
 		return fmt.Errorf("chmod cluster directory: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(c.bin, "initdb"),
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "initdb"),
 		"-D", filepath.Join(c.dir, "data"),
 		"--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C",
 		"--no-sync", "--no-instructions")
@@ -122,8 +124,17 @@ func (c *cluster) init() error {
 
 var errPortInUse = errors.New("port in use")
 
-// start launches postgres and waits until it accepts connections.
-func (c *cluster) start() error {
+// dsn is the URL of the cluster's maintenance database.
+func (c *cluster) dsn() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
+// resume starts postgres again after halt.
+func (c *cluster) resume(ctx context.Context) error { return c.start(ctx) }
+
+// start launches postgres and waits until it accepts connections. The server
+// outlives ctx, which bounds only the wait.
+func (c *cluster) start(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -139,19 +150,11 @@ func (c *cluster) start() error {
 	}
 	defer logFile.Close() // the child keeps its own descriptor
 
-	cmd := exec.Command(filepath.Join(c.bin, "postgres"),
-		"-D", filepath.Join(c.dir, "data"),
-		"-p", strconv.Itoa(c.port),
-		"-k", c.dir,
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
-		"-c", "max_connections=200",
-		"-c", "shared_buffers=128MB",
-		"-c", "log_min_messages=warning",
-		"-c", "logging_collector=off",
-	)
+	args := []string{"-D", filepath.Join(c.dir, "data"), "-p", strconv.Itoa(c.port), "-k", c.dir}
+	for _, s := range c.settings {
+		args = append(args, "-c", s)
+	}
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), args...)
 	cmd.Dir = c.dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -177,7 +180,7 @@ func (c *cluster) start() error {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 
-	if err := c.waitReady(exited); err != nil {
+	if err := waitAccepting(ctx, c.dsn(), exited); err != nil {
 		_ = cmd.Process.Signal(syscall.SIGQUIT)
 		select {
 		case <-exited:
@@ -195,18 +198,13 @@ func (c *cluster) start() error {
 	return nil
 }
 
-// waitReady polls until the server accepts a connection, exits or times out.
-func (c *cluster) waitReady(exited <-chan struct{}) error {
-	return waitAccepting(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port), exited)
-}
-
 // waitAccepting polls dsn until the server accepts a connection, exited is
-// closed (nil: never) or readyTimeout passes.
-func waitAccepting(dsn string, exited <-chan struct{}) error {
+// closed (nil: never), ctx ends or readyTimeout passes.
+func waitAccepting(ctx context.Context, dsn string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, dsn)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(cctx, dsn)
 		cancel()
 		if err == nil {
 			conn.Close(context.Background())
@@ -218,6 +216,8 @@ func waitAccepting(dsn string, exited <-chan struct{}) error {
 		select {
 		case <-exited:
 			return errors.New("exited before accepting connections")
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %w (last attempt: %w)", ctx.Err(), err)
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
@@ -229,6 +229,10 @@ func (c *cluster) running() bool {
 	defer c.mu.Unlock()
 	return c.proc != nil
 }
+
+// halt shuts postgres down: fast shutdown, then immediate, then SIGKILL. ctx
+// is not consulted: a shutdown once begun is seen through.
+func (c *cluster) halt(context.Context) error { return c.stop() }
 
 // stop shuts postgres down: fast shutdown, then immediate, then SIGKILL.
 func (c *cluster) stop() error {
@@ -254,12 +258,15 @@ func (c *cluster) stop() error {
 }
 
 // close stops postgres and removes the cluster directory.
-func (c *cluster) close() {
+func (c *cluster) close() error {
 	_ = c.stop()
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
-	_ = os.RemoveAll(c.dir)
+	if err := os.RemoveAll(c.dir); err != nil {
+		return fmt.Errorf("remove cluster directory: %w", err)
+	}
+	return nil
 }
 
 // findBinaries returns the directory holding initdb and postgres: the newest
@@ -318,7 +325,7 @@ func serverCredential() (*syscall.Credential, error) {
 // server user can reach it and the unix socket path fits, else /tmp.
 func tempBase() string {
 	base := os.TempDir()
-	// sun_path holds 107 bytes: base + /reservations-pgtest-NNNNNNNNNN/.s.PGSQL.NNNNN
+	// sun_path holds 107 bytes: base + /reservations-pg-NNNNNNNNNN/.s.PGSQL.NNNNN
 	if len(base)+len(dirPrefix)+32 > 100 || !worldTraversable(base) {
 		return "/tmp"
 	}
@@ -345,7 +352,7 @@ func worldTraversable(dir string) bool {
 	}
 }
 
-// sweepStale removes cluster directories whose owning test process is gone
+// sweepStale removes cluster directories whose owning process is gone
 // (killed before it could clean up), stopping a postgres still running there.
 func sweepStale(base string) {
 	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
@@ -356,7 +363,7 @@ func sweepStale(base string) {
 			// Being created right now (no owner file yet, or one not yet
 			// written: an empty file parses as no pid), or not ours: leave
 			// young ones alone. Treating a half-written owner file as stale
-			// removed a parallel test process's brand-new cluster directory.
+			// removed a parallel process's brand-new cluster directory.
 			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
 				continue
 			}

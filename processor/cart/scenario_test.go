@@ -3,8 +3,6 @@ package cart
 import (
 	"flag"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,16 +23,16 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenar
 //
 //	rules [max_queue=N] [max_holds=N] [max_queued_lines=N] [window=D]
 //	                                the coordinator's rules (default DefaultRules)
-//	stock SKU=N ...                 set on_hand of SKUs in the SKU model
+//	stock SKU=N ...                 set on_hand of SKUs (a stock.set to the SKU core)
 //	send [key=K]                    the JSON cart commands that follow, to the coordinator (key: cart_id, or K)
 //	deliver [SEL ...]               decide in-flight per-SKU commands: all, oldest first, or the oldest
 //	                                of each selector in the order given (SEL: SKU or SKU@CART)
 //	reply [SEL ...]                 hand in-flight line results to the coordinator, like deliver
 //	run                             deliver and reply until nothing is in flight
 //	redeliver SKU                   hand the last line result of SKU to the coordinator again
-//	advance D                       move the clock; the SKU model expires due holds
+//	advance D                       move the clock; the SKU core's timers expire due holds
 //	cart CART                       the coordinator's cart entity
-//	stocks                          every SKU of the SKU model and its active holds
+//	stocks                          every SKU of the SKU core and its active holds
 //	inflight                        per-SKU commands and line results in flight
 //	check                           the simulator's invariants (sim.violations)
 func TestScenarios(t *testing.T) {
@@ -79,11 +77,7 @@ func runDirective(s *sim, directive string, input []string) []string {
 			sku, v, _ := strings.Cut(a, "=")
 			n, err := strconv.ParseInt(v, 10, 64)
 			require.NoError(t, err)
-			if st := s.sku.stock[sku]; st != nil {
-				st.onHand = n
-			} else {
-				s.sku.stock[sku] = &simStock{onHand: n}
-			}
+			s.sku.setStock(sku, n, s.now)
 		}
 	case "send":
 		key := ""
@@ -286,7 +280,7 @@ func formatCartResult(r *schemas.CartResult) []string {
 	return got
 }
 
-// formatDecision renders a per-SKU decision of the SKU model.
+// formatDecision renders a per-SKU decision of the SKU core.
 func formatDecision(c *schemas.Command, r *schemas.Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s@%s res=%s %s%s", r.Type, r.SKU, c.CartID, r.ReservationID, r.Outcome, prefixed(" ", r.Reason))
@@ -358,11 +352,12 @@ func formatCart(s *sim, cartID string) []string {
 
 func formatStocks(s *sim) []string {
 	var got []string
-	for _, sku := range slices.Sorted(maps.Keys(s.sku.stock)) {
-		st := s.sku.stock[sku]
+	all := s.sku.reservations()
+	for _, name := range s.sku.skus() {
+		st, _ := s.sku.stock(name)
 		var active []string
-		for _, k := range slices.Sorted(maps.Keys(s.sku.res)) {
-			if r := s.sku.res[k]; r.SKU == sku && r.Status == schemas.StatusActive {
+		for _, r := range all {
+			if r.SKU == name && r.Status == schemas.StatusActive {
 				a := fmt.Sprintf("%s:%d", r.ReservationID, r.Quantity)
 				if r.Prepared {
 					a += ":prepared"
@@ -371,7 +366,7 @@ func formatStocks(s *sim) []string {
 			}
 		}
 		got = append(got, fmt.Sprintf("%s on_hand=%d reserved=%d available=%d active=[%s]",
-			sku, st.onHand, st.reserved, st.onHand-st.reserved, strings.Join(active, " ")))
+			name, st.OnHand, st.Reserved, st.Available, strings.Join(active, " ")))
 	}
 	return got
 }

@@ -208,7 +208,7 @@ func TestWorstCaseBytes(t *testing.T) {
 func TestCartSizeIncident(t *testing.T) {
 	s := newSim(t, DefaultRules(), t0)
 	for i := range 100 {
-		s.sku.stock[fmt.Sprintf("SKU-%06d", i)] = &simStock{onHand: 1_000_000}
+		s.sku.setStock(fmt.Sprintf("SKU-%06d", i), 1_000_000, t0)
 	}
 	reasons := map[string]int{}
 	s.onResult = func(r *schemas.CartResult) { reasons[r.Outcome+" "+r.Reason]++ }
@@ -234,6 +234,6 @@ func TestCartSizeIncident(t *testing.T) {
 	e, found := s.state.Cart("cart-1")
 	require.True(t, found)
 	assert.Len(t, e.Holds, 100)
-	assert.Len(t, s.sku.res, 100, "reservations: only the first cart.reserve sent per-SKU commands")
+	assert.Len(t, s.sku.reservations(), 100, "reservations: only the first cart.reserve sent per-SKU commands")
 	assert.Empty(t, s.violations())
 }

@@ -19,7 +19,7 @@ import (
 // invalid ones) arrive at random moments, per-SKU commands and line results
 // are delivered in random order (with duplicate line results), and the clock
 // jumps so that holds expire mid-saga. The invariants of sim.violations hold
-// after every step; each cart result is checked against the SKU model when
+// after every step; each cart result is checked against the SKU core's state when
 // it is emitted; and once everything is delivered: exactly one result per cart
 // command id, no saga left running, and every hold that ended was ended by a
 // cart command entitled to end it.
@@ -71,7 +71,7 @@ func randomRun(t *testing.T, seed uint64) *propRun {
 		sku := fmt.Sprintf("SKU-%d", i)
 		r.skus = append(r.skus, sku)
 		r.initial[sku] = int64(rng.IntN(9))
-		r.s.sku.stock[sku] = &simStock{onHand: r.initial[sku]}
+		r.s.sku.setStock(sku, r.initial[sku], t0)
 	}
 	for i := range 1 + rng.IntN(5) {
 		r.carts = append(r.carts, fmt.Sprintf("cart-%d", i))
@@ -168,10 +168,10 @@ func (r *propRun) holds(cart, sku, id string) bool {
 	return ok && slices.ContainsFunc(e.Holds, func(h Hold) bool { return h.SKU == sku && h.ReservationID == id })
 }
 
-// res returns the SKU model's reservation, or nil.
-func (r *propRun) res(sku, id string) *simRes { return r.s.sku.res[resKey(sku, id)] }
+// res returns the SKU processor's reservation, or nil.
+func (r *propRun) res(sku, id string) *simRes { return r.s.sku.res(sku, id) }
 
-// checkResult checks a cart result against the SKU model at the moment it is
+// checkResult checks a cart result against the SKU core's state at the moment it is
 // emitted.
 func (r *propRun) checkResult(cr *schemas.CartResult) {
 	t := r.t
@@ -250,6 +250,11 @@ func (r *propRun) checkResult(cr *schemas.CartResult) {
 			} else {
 				if l.Outcome == schemas.OutcomeAccepted {
 					r.stats["unprepared line"]++
+					if l.Status == schemas.StatusExpired {
+						// Its expires_at passed while it was prepared: the
+						// SKU core expires it in the unprepare decision.
+						r.stats["unprepared line expired"]++
+					}
 				}
 				require.NotEqual(t, "cart "+cmd.CommandID, res.endedBy, "rejected commit %s consumed %s", cmd.CommandID, l.SKU)
 			}
@@ -290,7 +295,7 @@ func (r *propRun) final() {
 		}
 	}
 	consumed := map[string]int64{}
-	for _, res := range r.s.sku.res {
+	for _, res := range r.s.sku.reservations() {
 		if res.Status == schemas.StatusConsumed {
 			consumed[res.SKU] += res.Quantity
 		}
@@ -317,7 +322,9 @@ func (r *propRun) final() {
 		}
 	}
 	for _, sku := range r.skus {
-		require.Equal(t, r.initial[sku], r.s.sku.stock[sku].onHand+consumed[sku], "stock of %s is conserved", sku)
+		st, ok := r.s.sku.stock(sku)
+		require.True(t, ok, "stock of %s", sku)
+		require.Equal(t, r.initial[sku], st.OnHand+consumed[sku], "stock of %s is conserved", sku)
 	}
 	// Accepted reserves: each line is active, expired, or ended by a later
 	// release/commit of the cart (checked above).
@@ -360,6 +367,7 @@ func TestPropertyCoverage(t *testing.T) {
 		"dup line result ignored",
 		"compensated line",
 		"unprepared line",
+		"unprepared line expired",
 	} {
 		require.Positive(t, total[k], "no %q in 100 runs: %v", k, total)
 	}

@@ -1,96 +1,89 @@
 package cart
 
 import (
-	"flag"
 	"fmt"
-	"maps"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/datadriven"
 	"github.com/stretchr/testify/require"
 
-	"github.com/reservations/reservations/internal/scenario"
 	"github.com/reservations/reservations/schemas"
 )
 
-var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenario files")
-
 // TestScenarios runs the data-driven scenarios of testdata/scenarios through
-// the simulator (sim_test.go). Each block is a directive (and its input
-// lines), "----", and the expected output, ended by a blank line. The clock
-// starts at 2026-01-01T00:00:00Z.
+// the simulator (sim_test.go), in the format of github.com/cockroachdb/datadriven:
+// each block is a directive (and its input lines), "----", and the expected
+// output, ended by a blank line. The clock starts at 2026-01-01T00:00:00Z.
+// `go test -run TestScenarios ./processor/cart -rewrite` writes the actual
+// outputs back into the files (review the diff).
 //
 //	rules [max_queue=N] [max_holds=N] [max_queued_lines=N] [window=D]
 //	                                the coordinator's rules (default DefaultRules)
-//	stock SKU=N ...                 set on_hand of SKUs in the SKU model
+//	stock SKU=N ...                 set on_hand of SKUs (a stock.set to the SKU core)
 //	send [key=K]                    the JSON cart commands that follow, to the coordinator (key: cart_id, or K)
 //	deliver [SEL ...]               decide in-flight per-SKU commands: all, oldest first, or the oldest
 //	                                of each selector in the order given (SEL: SKU or SKU@CART)
 //	reply [SEL ...]                 hand in-flight line results to the coordinator, like deliver
 //	run                             deliver and reply until nothing is in flight
 //	redeliver SKU                   hand the last line result of SKU to the coordinator again
-//	advance D                       move the clock; the SKU model expires due holds
+//	advance D                       move the clock; the SKU core's timers expire due holds
 //	cart CART                       the coordinator's cart entity
-//	stocks                          every SKU of the SKU model and its active holds
+//	stocks                          every SKU of the SKU core and its active holds
 //	inflight                        per-SKU commands and line results in flight
 //	check                           the simulator's invariants (sim.violations)
 func TestScenarios(t *testing.T) {
-	scenario.RunDir(t, "testdata/scenarios/*.txt", *rewrite, func(t *testing.T) scenario.Directive {
+	datadriven.Walk(t, "testdata/scenarios", func(t *testing.T, path string) {
 		s := newSim(t, DefaultRules(), scenarioStart)
-		return func(directive string, input []string) []string { return runDirective(s, directive, input) }
+		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
+			return strings.Join(runDirective(s, td), "\n")
+		})
 	})
 }
 
 var scenarioStart = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 
-func runDirective(s *sim, directive string, input []string) []string {
+// words returns the directive's bare arguments (words without =).
+func words(t testing.TB, td *datadriven.TestData) []string {
+	var w []string
+	for _, a := range td.CmdArgs {
+		require.Empty(t, a.Vals, "%s: %s: unexpected %s", td.Pos, td.Cmd, a)
+		w = append(w, a.Key)
+	}
+	return w
+}
+
+func runDirective(s *sim, td *datadriven.TestData) []string {
 	t := s.t
-	f := strings.Fields(directive)
 	var got []string
-	switch f[0] {
+	switch td.Cmd {
 	case "rules":
-		for _, a := range f[1:] {
-			k, v, _ := strings.Cut(a, "=")
-			switch k {
-			case "max_queue", "max_holds", "max_queued_lines":
-				n, err := strconv.Atoi(v)
-				require.NoError(t, err)
-				switch k {
-				case "max_queue":
-					s.core.Rules.MaxQueue = n
-				case "max_holds":
-					s.core.Rules.MaxHolds = n
-				default:
-					s.core.Rules.MaxQueuedLines = n
-				}
+		r := &s.core.Rules
+		for _, a := range td.CmdArgs {
+			switch a.Key {
+			case "max_queue":
+				a.Scan(t, 0, &r.MaxQueue)
+			case "max_holds":
+				a.Scan(t, 0, &r.MaxHolds)
+			case "max_queued_lines":
+				a.Scan(t, 0, &r.MaxQueuedLines)
 			case "window":
-				d, err := time.ParseDuration(v)
-				require.NoError(t, err)
-				s.core.Rules.DedupeWindow = d
+				a.Scan(t, 0, &r.DedupeWindow)
 			default:
-				t.Fatalf("rules: unknown %q", a)
+				t.Fatalf("%s: rules: unknown %q", td.Pos, a)
 			}
 		}
 	case "stock":
-		for _, a := range f[1:] {
-			sku, v, _ := strings.Cut(a, "=")
-			n, err := strconv.ParseInt(v, 10, 64)
-			require.NoError(t, err)
-			if st := s.sku.stock[sku]; st != nil {
-				st.onHand = n
-			} else {
-				s.sku.stock[sku] = &simStock{onHand: n}
-			}
+		for _, a := range td.CmdArgs {
+			var n int64
+			a.Scan(t, 0, &n)
+			s.sku.setStock(a.Key, n, s.now)
 		}
 	case "send":
-		key := ""
-		if len(f) > 1 && strings.HasPrefix(f[1], "key=") {
-			key = strings.TrimPrefix(f[1], "key=")
-		}
-		for _, l := range input {
+		var key string
+		td.MaybeScanArgs(t, "key", &key)
+		for _, l := range strings.FieldsFunc(td.Input, func(r rune) bool { return r == '\n' }) {
 			cmd, err := schemas.DecodeCartCommand([]byte(l), 0)
 			var fe *schemas.FieldError
 			if err != nil {
@@ -110,12 +103,12 @@ func runDirective(s *sim, directive string, input []string) []string {
 			got = append(got, formatOutputs(&o)...)
 		}
 	case "deliver":
-		for _, i := range pick(t, f[1:], len(s.cmds), func(i int) (string, string) { return s.cmds[i].SKU, s.cmds[i].CartID }) {
+		for _, i := range pick(t, words(t, td), len(s.cmds), func(i int) (string, string) { return s.cmds[i].SKU, s.cmds[i].CartID }) {
 			cmd, res := s.deliver(i)
 			got = append(got, formatDecision(&cmd, &res))
 		}
 	case "reply":
-		for _, i := range pick(t, f[1:], len(s.replies), func(i int) (string, string) { return s.replies[i].res.SKU, s.replies[i].key }) {
+		for _, i := range pick(t, words(t, td), len(s.replies), func(i int) (string, string) { return s.replies[i].res.SKU, s.replies[i].key }) {
 			rp, o := s.reply(i)
 			got = append(got, formatReply(&rp, &o)...)
 		}
@@ -131,20 +124,21 @@ func runDirective(s *sim, directive string, input []string) []string {
 			}
 		}
 	case "redeliver":
-		rp, ok := s.last[f[1]]
-		require.True(t, ok, "no line result of %s", f[1])
+		name := arg(t, td)
+		rp, ok := s.last[name]
+		require.True(t, ok, "no line result of %s", name)
 		s.replies = append(s.replies, rp)
 		rp, o := s.reply(len(s.replies) - 1)
 		got = append(got, formatReply(&rp, &o)...)
 	case "advance":
-		d, err := time.ParseDuration(f[1])
+		d, err := time.ParseDuration(arg(t, td))
 		require.NoError(t, err)
 		for _, r := range s.advance(schemas.Millis(d.Milliseconds())) {
 			got = append(got, fmt.Sprintf("expired %s/%s", r.SKU, r.ReservationID))
 		}
 		got = append(got, "now "+clock(s.now))
 	case "cart":
-		got = formatCart(s, f[1])
+		got = formatCart(s, arg(t, td))
 	case "stocks":
 		got = formatStocks(s)
 	case "inflight":
@@ -163,9 +157,16 @@ func runDirective(s *sim, directive string, input []string) []string {
 			got = []string{"ok"}
 		}
 	default:
-		t.Fatalf("unknown directive %q", directive)
+		t.Fatalf("%s: unknown directive %q", td.Pos, td.Cmd)
 	}
 	return got
+}
+
+// arg returns the directive's one bare argument.
+func arg(t testing.TB, td *datadriven.TestData) string {
+	w := words(t, td)
+	require.Len(t, w, 1, "%s: %s wants one argument", td.Pos, td.Cmd)
+	return w[0]
 }
 
 // pick returns the indexes of the in-flight items sels select, one at a time
@@ -286,7 +287,7 @@ func formatCartResult(r *schemas.CartResult) []string {
 	return got
 }
 
-// formatDecision renders a per-SKU decision of the SKU model.
+// formatDecision renders a per-SKU decision of the SKU core.
 func formatDecision(c *schemas.Command, r *schemas.Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s@%s res=%s %s%s", r.Type, r.SKU, c.CartID, r.ReservationID, r.Outcome, prefixed(" ", r.Reason))
@@ -358,11 +359,12 @@ func formatCart(s *sim, cartID string) []string {
 
 func formatStocks(s *sim) []string {
 	var got []string
-	for _, sku := range slices.Sorted(maps.Keys(s.sku.stock)) {
-		st := s.sku.stock[sku]
+	all := s.sku.reservations()
+	for _, name := range s.sku.skus() {
+		st, _ := s.sku.stock(name)
 		var active []string
-		for _, k := range slices.Sorted(maps.Keys(s.sku.res)) {
-			if r := s.sku.res[k]; r.SKU == sku && r.Status == schemas.StatusActive {
+		for _, r := range all {
+			if r.SKU == name && r.Status == schemas.StatusActive {
 				a := fmt.Sprintf("%s:%d", r.ReservationID, r.Quantity)
 				if r.Prepared {
 					a += ":prepared"
@@ -371,7 +373,7 @@ func formatStocks(s *sim) []string {
 			}
 		}
 		got = append(got, fmt.Sprintf("%s on_hand=%d reserved=%d available=%d active=[%s]",
-			sku, st.onHand, st.reserved, st.onHand-st.reserved, strings.Join(active, " ")))
+			name, st.OnHand, st.Reserved, st.Available, strings.Join(active, " ")))
 	}
 	return got
 }

@@ -1,6 +1,8 @@
 package cart
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -9,136 +11,170 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
 )
 
 // This file is a simulator of the cart saga end to end, for the scenario and
 // property tests: the coordinator (Core over Entities, every change taken
-// through the changelog codec) and a tiny in-memory model of the SKU
-// processor that decides per-SKU commands per the contract and routes the
-// decisions of reply_to=cart commands back to the coordinator. Nothing moves
-// by itself: the test chooses which per-SKU command or line result is
-// delivered next, and when the clock moves.
+// through the changelog codec) and the SKU processor's pure core (sku.Core over
+// one partition's sku.Entities), which decides the per-SKU commands and whose
+// decisions of reply_to=cart commands are routed back to the coordinator. Both
+// sides see the records the processor would produce: per-SKU commands go
+// through schemas.AppendCommand and schemas.DecodeCommand, line results
+// through schemas.AppendResult and DecodeLineResult, SKU changes through the
+// SKU changelog codec. Nothing moves by itself: the test chooses which per-SKU
+// command or line result is delivered next, and when the clock moves.
 
-// simRes is one reservation of the SKU model.
+// simRes is one reservation of the SKU processor's state, with the reasons
+// ("cart <command_id>") of the commands that created and ended it.
 type simRes struct {
 	schemas.Reservation
 	createdBy string // reason of the reserve that created it
 	endedBy   string // reason of the command that released or committed it
 }
 
-type simStock struct{ onHand, reserved int64 }
-
-// skuModel decides per-SKU commands like the SKU processor (contract v1 plus
-// the prepare/unprepare extension), without partitions or a changelog.
-type skuModel struct {
-	stock   map[string]*simStock
-	res     map[string]*simRes // key sku + "\x00" + reservation_id
-	decided map[string]schemas.Result
-	invalid []string // per-SKU commands that broke the contract (the coordinator's fault)
+// skuSim is the SKU processor as the simulator runs it: one partition of the
+// real pure core, its timers fired by the clock.
+type skuSim struct {
+	t       testing.TB
+	core    sku.Core
+	state   sku.Entities
+	offset  int64             // next offset of the SKU commands partition
+	sets    int               // stock.set commands the test sent
+	created map[string]string // reservation key -> reason of the reserve that created it
+	ended   map[string]string // reservation key -> reason of the release or commit that ended it
+	invalid []string          // per-SKU commands that broke the contract (the coordinator's fault)
 }
 
-func newSKUModel() *skuModel {
-	return &skuModel{stock: map[string]*simStock{}, res: map[string]*simRes{}, decided: map[string]schemas.Result{}}
+func newSKUSim(t testing.TB) *skuSim {
+	return &skuSim{t: t, core: sku.Core{Rules: sku.DefaultRules()}, state: sku.Entities{},
+		created: map[string]string{}, ended: map[string]string{}}
 }
 
-// skuDedupeWindow is the SKU processor's dedupe window (the contract's default).
-const skuDedupeWindow = schemas.Millis(24 * 60 * 60 * 1000)
-
-func resKey(sku, id string) string { return sku + "\x00" + id }
-
-// expireDue expires the active, unprepared holds due at now, as the SKU
-// processor's timers (and its lazy expiry at decision time) do.
-func (m *skuModel) expireDue(now schemas.Millis) []*simRes {
-	var due []*simRes
-	for _, r := range m.res {
-		if r.Status == schemas.StatusActive && !r.Prepared && r.ExpiresAt <= now {
-			due = append(due, r)
-		}
-	}
-	slices.SortFunc(due, func(a, b *simRes) int {
-		if a.ExpiresAt != b.ExpiresAt {
-			return int(a.ExpiresAt - b.ExpiresAt)
-		}
-		return strings.Compare(resKey(a.SKU, a.ReservationID), resKey(b.SKU, b.ReservationID))
-	})
-	for _, r := range due {
-		r.Status = schemas.StatusExpired
-		m.stock[r.SKU].reserved -= r.Quantity
-	}
-	return due
-}
-
-func (m *skuModel) decide(cmd schemas.Command, now schemas.Millis) schemas.Result {
-	if r, ok := m.decided[cmd.CommandID]; ok && now-r.DecidedAt < skuDedupeWindow {
-		r.Duplicate = true
-		return r
-	}
-	m.expireDue(now)
-	out := schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: cmd.SKU, ReservationID: cmd.ReservationID, DecidedAt: now}
-	st := m.stock[cmd.SKU]
-	var res *simRes
-	reject := func(reason, msg string) {
-		out.Outcome, out.Reason, out.Message = schemas.OutcomeRejected, reason, msg
-	}
-	switch fe := cmd.Validate(); {
-	case fe != nil:
-		m.invalid = append(m.invalid, fmt.Sprintf("%s %s: %v", cmd.Type, cmd.CommandID, fe))
-		reject(schemas.ReasonInvalidCommand, fe.Error())
-	case st == nil:
-		reject(schemas.ReasonUnknownSKU, "unknown sku "+cmd.SKU)
-	case cmd.Type == schemas.TypeReserve:
-		if old, ok := m.res[resKey(cmd.SKU, cmd.ReservationID)]; ok {
-			res = old
-			reject(schemas.ReasonReservationExists, "reservation "+cmd.ReservationID+" exists")
-			break
-		}
-		q := *cmd.Quantity
-		if avail := st.onHand - st.reserved; avail <= 0 || q > avail {
-			reject(schemas.ReasonInsufficientStock, fmt.Sprintf("quantity %d exceeds available %d", q, avail))
-			break
-		}
-		res = &simRes{Reservation: schemas.Reservation{ReservationID: cmd.ReservationID, SKU: cmd.SKU, Quantity: q,
-			Status: schemas.StatusActive, ExpiresAt: now + schemas.Millis(cmd.TTL()*1000), CartID: cmd.CartID}, createdBy: cmd.Reason}
-		m.res[resKey(cmd.SKU, cmd.ReservationID)] = res
-		st.reserved += q
-		out.Outcome = schemas.OutcomeAccepted
-	default:
-		res = m.res[resKey(cmd.SKU, cmd.ReservationID)]
-		switch {
-		case res == nil:
-			reject(schemas.ReasonUnknownReservation, "no reservation "+cmd.ReservationID+" for sku "+cmd.SKU)
-		case res.Status != schemas.StatusActive:
-			reject(schemas.ReasonReservationNotActive, "reservation is "+res.Status)
-		case res.Prepared && (cmd.Type == schemas.TypeRelease || cmd.Type == schemas.TypePrepare):
-			reject(schemas.ReasonReservationPrepared, "reservation is prepared")
-		default:
-			out.Outcome = schemas.OutcomeAccepted
-			switch cmd.Type {
-			case schemas.TypeRelease:
-				res.Status, res.endedBy = schemas.StatusReleased, cmd.Reason
-				st.reserved -= res.Quantity
-			case schemas.TypePrepare:
-				res.Prepared, res.OrderID = true, cmd.OrderID
-			case schemas.TypeUnprepare:
-				res.Prepared = false
-			case schemas.TypeCommit:
-				res.Status, res.Prepared, res.OrderID, res.endedBy = schemas.StatusConsumed, false, cmd.OrderID, cmd.Reason
-				st.reserved -= res.Quantity
-				st.onHand -= res.Quantity
-			default:
-				panic("sku model: command type " + cmd.Type)
+// put applies the changes of a decision through the SKU changelog codec, as a
+// restore would read them, and notes which command created or ended each
+// reservation.
+func (m *skuSim) put(changes []sku.Change, reason string) {
+	for i := range changes {
+		c := &changes[i]
+		b, err := sku.EncodeChange(c)
+		require.NoError(m.t, err)
+		d, err := sku.DecodeChange(c.Key, b)
+		require.NoError(m.t, err)
+		m.state.Apply([]sku.Change{d})
+		if r := d.Reservation; r != nil {
+			switch r.Event {
+			case schemas.EventReserved:
+				m.created[d.Key] = reason
+			case schemas.EventReleased, schemas.EventCommitted:
+				m.ended[d.Key] = reason
 			}
 		}
 	}
-	if st != nil {
-		out.Stock = &schemas.StockView{OnHand: st.onHand, Reserved: st.reserved, Available: st.onHand - st.reserved}
+}
+
+// setStock sets on_hand of sku with a stock.set command, as an operator would.
+func (m *skuSim) setStock(name string, onHand int64, now schemas.Millis) {
+	m.sets++
+	cmd := schemas.Command{CommandID: fmt.Sprintf("sim-stock-%d", m.sets), Type: schemas.TypeStockSet, SKU: name, OnHand: &onHand}
+	res := m.decide(cmd, now)
+	require.Equal(m.t, schemas.OutcomeAccepted, res.Outcome, "stock.set %s=%d: %+v", name, onHand, res)
+}
+
+// decide decides a per-SKU command as the SKU processor's partition does: the
+// record decoded from its wire encoding, the timers due now fired first, then
+// the core's decision. It returns the result the processor routes to the cart
+// (the first result carrying the command id).
+func (m *skuSim) decide(cmd schemas.Command, now schemas.Millis) schemas.Result {
+	v := schemas.AppendCommand(nil, &cmd)
+	dec, err := schemas.DecodeCommand(v, 0)
+	var fe *schemas.FieldError
+	if err != nil && !errors.As(err, &fe) {
+		m.t.Fatalf("per-SKU command %s is undecodable: %v (%s)", cmd.CommandID, err, v)
 	}
-	if res != nil {
-		cp := res.Reservation
-		out.Reservation = &cp
+	m.expireDue(now)
+	in := sku.Input{Key: cmd.SKU, Command: dec, FieldErr: fe, Offset: m.offset}
+	m.offset++
+	o := m.core.Apply(m.state, in, now)
+	m.put(o.Changes, dec.Reason)
+	i := slices.IndexFunc(o.Results, func(r schemas.Result) bool { return r.CommandID == cmd.CommandID })
+	require.GreaterOrEqual(m.t, i, 0, "no result for %s: %+v", cmd.CommandID, o.Results)
+	res := o.Results[i]
+	if res.Reason == schemas.ReasonInvalidCommand || res.Reason == schemas.ReasonSKUMismatch {
+		m.invalid = append(m.invalid, fmt.Sprintf("%s %s: %s %s", cmd.Type, cmd.CommandID, res.Reason, res.Message))
 	}
-	m.decided[cmd.CommandID] = out
+	return res
+}
+
+// skus lists the SKUs the processor knows, sorted.
+func (m *skuSim) skus() []string {
+	var out []string
+	for _, c := range m.state {
+		if c.Stock != nil {
+			out = append(out, c.Stock.SKU)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stock returns the stock entity of name.
+func (m *skuSim) stock(name string) (schemas.StockEntity, bool) { return m.state.Stock(name) }
+
+// res returns reservation (sku, id), or nil.
+func (m *skuSim) res(name, id string) *simRes {
+	e, ok := m.state.Reservation(name, id)
+	if !ok {
+		return nil
+	}
+	k := schemas.ReservationKey(name, id)
+	return &simRes{Reservation: e.Reservation, createdBy: m.created[k], endedBy: m.ended[k]}
+}
+
+// reservations lists every reservation, by SKU then id.
+func (m *skuSim) reservations() []*simRes {
+	var out []*simRes
+	for _, c := range m.state {
+		if r := c.Reservation; r != nil {
+			out = append(out, m.res(r.Reservation.SKU, r.Reservation.ReservationID))
+		}
+	}
+	slices.SortFunc(out, func(a, b *simRes) int {
+		return cmp.Or(strings.Compare(a.SKU, b.SKU), strings.Compare(a.ReservationID, b.ReservationID))
+	})
+	return out
+}
+
+// expireDue fires the expiry timers due at now, as the SKU processor's
+// partition does before deciding: every active, unprepared hold whose
+// expires_at is <= now expires (sku.Core.Expire), earliest first. It returns
+// the expired reservations.
+func (m *skuSim) expireDue(now schemas.Millis) []schemas.Reservation {
+	type timer struct {
+		at      schemas.Millis
+		sku, id string
+	}
+	var due []timer
+	for _, name := range m.skus() {
+		for _, id := range m.state.DueReservations(name, now) {
+			r, _ := m.state.Reservation(name, id)
+			due = append(due, timer{r.Reservation.ExpiresAt, name, id})
+		}
+	}
+	slices.SortFunc(due, func(a, b timer) int {
+		return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.sku, b.sku), strings.Compare(a.id, b.id))
+	})
+	var out []schemas.Reservation
+	for _, d := range due {
+		o := m.core.Expire(m.state, 0, d.sku, d.id, now)
+		m.put(o.Changes, "")
+		for _, r := range o.Results {
+			if r.Type == schemas.TypeExpired && r.Reservation != nil {
+				out = append(out, *r.Reservation)
+			}
+		}
+	}
 	return out
 }
 
@@ -152,7 +188,7 @@ type sim struct {
 	t       testing.TB
 	core    Core
 	state   Entities
-	sku     *skuModel
+	sku     *skuSim
 	now     schemas.Millis
 	offset  int64             // next offset of the cart-commands partition
 	cmds    []schemas.Command // per-SKU commands in flight
@@ -168,7 +204,7 @@ type sim struct {
 }
 
 func newSim(t testing.TB, rules Rules, now schemas.Millis) *sim {
-	return &sim{t: t, core: Core{Rules: rules}, state: Entities{}, sku: newSKUModel(), now: now, last: map[string]reply{}}
+	return &sim{t: t, core: Core{Rules: rules}, state: Entities{}, sku: newSKUSim(t), now: now, last: map[string]reply{}}
 }
 
 // apply runs one record of the cart-commands topic through the coordinator,
@@ -206,8 +242,11 @@ func (s *sim) deliver(i int) (schemas.Command, schemas.Result) {
 	cmd := s.cmds[i]
 	s.cmds = slices.Delete(s.cmds, i, i+1)
 	res := s.sku.decide(cmd, s.now)
-	if cmd.ReplyTo == schemas.ReplyToCart {
-		rp := reply{key: cmd.CartID, res: res}
+	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
+		// Routed as the processor routes it: its wire encoding, keyed by cart.
+		routed, err := DecodeLineResult(schemas.AppendResult(nil, &res))
+		require.NoError(s.t, err)
+		rp := reply{key: cmd.CartID, res: routed}
 		s.replies = append(s.replies, rp)
 		s.last[cmd.SKU] = rp
 	}
@@ -222,7 +261,7 @@ func (s *sim) reply(i int) (reply, Outputs) {
 	return rp, s.apply(Input{Key: rp.key, LineResult: &res})
 }
 
-func (s *sim) advance(ms schemas.Millis) []*simRes {
+func (s *sim) advance(ms schemas.Millis) []schemas.Reservation {
 	s.now += ms
 	return s.sku.expireDue(s.now)
 }
@@ -259,22 +298,23 @@ func (s *sim) violations() []string {
 		}
 	}
 	sum := map[string]int64{}
-	for _, r := range s.sku.res {
+	all := s.sku.reservations()
+	for _, r := range all {
 		if r.Status == schemas.StatusActive {
 			sum[r.SKU] += r.Quantity
 		}
 	}
-	for _, sku := range slices.Sorted(maps.Keys(s.sku.stock)) {
-		st := s.sku.stock[sku]
-		if st.reserved != sum[sku] || st.onHand-st.reserved < 0 || st.onHand < 0 {
-			out = append(out, fmt.Sprintf("VIOLATION %s: on_hand=%d reserved=%d sum(active)=%d", sku, st.onHand, st.reserved, sum[sku]))
+	for _, name := range s.sku.skus() {
+		st, _ := s.sku.stock(name)
+		if st.Reserved != sum[name] || st.Available != st.OnHand-st.Reserved || st.Available < 0 || st.OnHand < 0 {
+			out = append(out, fmt.Sprintf("VIOLATION %s: on_hand=%d reserved=%d available=%d sum(active)=%d",
+				name, st.OnHand, st.Reserved, st.Available, sum[name]))
 		}
 	}
 	for _, inv := range s.sku.invalid {
 		out = append(out, "VIOLATION invalid per-SKU command "+inv)
 	}
-	for _, k := range slices.Sorted(maps.Keys(s.sku.res)) {
-		r := s.sku.res[k]
+	for _, r := range all {
 		if r.CartID == "" {
 			continue
 		}
@@ -292,7 +332,7 @@ func (s *sim) violations() []string {
 			continue
 		}
 		for _, h := range c.Cart.Holds {
-			r := s.sku.res[resKey(h.SKU, h.ReservationID)]
+			r := s.sku.res(h.SKU, h.ReservationID)
 			if r == nil || (r.Status != schemas.StatusActive && r.Status != schemas.StatusExpired) {
 				st := "unknown"
 				if r != nil {

@@ -2,24 +2,23 @@ package sku
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/datadriven"
 	"github.com/stretchr/testify/require"
 
-	"github.com/reservations/reservations/internal/scenario"
 	"github.com/reservations/reservations/schemas"
 )
 
-var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenario files")
-
 // TestScenarios runs the data-driven scenarios of testdata/scenarios through the
-// pure core. Each block is a directive (and its input lines), "----", and the
-// expected output, ended by a blank line:
+// pure core, in the format of github.com/cockroachdb/datadriven: each block is a
+// directive (and its input lines), "----", and the expected output, ended by a
+// blank line. `go test -run TestScenarios ./processor/sku -rewrite` writes the
+// actual outputs back into the files (review the diff).
 //
 //	now 2026-01-01T00:00:00Z       set the clock
 //	advance 15m                    move the clock and fire due expiry timers
@@ -28,42 +27,42 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of scenar
 //	reservation SKU ID             print the reservation entity
 //	check                          assert reserved == sum(active quantities) and on_hand >= 0 for every SKU
 func TestScenarios(t *testing.T) {
-	scenario.RunDir(t, "testdata/scenarios/*.txt", *rewrite, func(t *testing.T) scenario.Directive {
-		s := &scenarioState{t: t, core: Core{Rules: DefaultRules()}, state: make(Entities)}
+	datadriven.Walk(t, "testdata/scenarios", func(t *testing.T, path string) {
+		s := &scenarioState{core: Core{Rules: DefaultRules()}, state: make(Entities)}
 		s.now = schemas.MillisOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		return s.run
+		datadriven.RunTest(t, path, s.run)
 	})
 }
 
 type scenarioState struct {
-	t      *testing.T
 	core   Core
 	state  Entities
 	now    schemas.Millis
 	offset int64
 }
 
-func (s *scenarioState) run(directive string, input []string) []string {
-	t := s.t
-	f := strings.Fields(directive)
-	switch f[0] {
+// arg returns the i-th bare argument of the directive (a word without =).
+func arg(t *testing.T, td *datadriven.TestData, i int) string {
+	require.Greater(t, len(td.CmdArgs), i, "%s: %s wants %d arguments", td.Pos, td.Cmd, i+1)
+	return td.CmdArgs[i].Key
+}
+
+func (s *scenarioState) run(t *testing.T, td *datadriven.TestData) string {
+	var got []string
+	switch td.Cmd {
 	case "now":
-		tm, err := time.Parse(time.RFC3339, f[1])
+		tm, err := time.Parse(time.RFC3339, arg(t, td, 0))
 		require.NoError(t, err)
 		s.now = schemas.MillisOf(tm)
-		return nil
 	case "advance":
-		d, err := time.ParseDuration(f[1])
+		d, err := time.ParseDuration(arg(t, td, 0))
 		require.NoError(t, err)
 		s.now += schemas.Millis(d.Milliseconds())
-		return s.fireTimers()
+		got = s.fireTimers()
 	case "send":
-		key := ""
-		if len(f) > 1 && strings.HasPrefix(f[1], "key=") {
-			key = strings.TrimPrefix(f[1], "key=")
-		}
-		var got []string
-		for _, l := range input {
+		var key string
+		td.MaybeScanArgs(t, "key", &key)
+		for _, l := range strings.FieldsFunc(td.Input, func(r rune) bool { return r == '\n' }) {
 			cmd, err := schemas.DecodeCommand([]byte(l), 0)
 			var fe *schemas.FieldError
 			if err != nil {
@@ -82,31 +81,31 @@ func (s *scenarioState) run(directive string, input []string) []string {
 				got = append(got, formatResult(&r))
 			}
 		}
-		return got
 	case "stock":
-		st, ok := s.state.Stock(f[1])
+		st, ok := s.state.Stock(arg(t, td, 0))
 		if !ok {
-			return []string{"unknown"}
+			return "unknown"
 		}
 		thr := "none"
 		if st.LowStockThreshold != nil {
 			thr = fmt.Sprint(*st.LowStockThreshold)
 		}
-		return []string{fmt.Sprintf("on_hand=%d reserved=%d available=%d threshold=%s version=%d event=%s",
-			st.OnHand, st.Reserved, st.Available, thr, st.Version, st.Event)}
+		return fmt.Sprintf("on_hand=%d reserved=%d available=%d threshold=%s version=%d event=%s",
+			st.OnHand, st.Reserved, st.Available, thr, st.Version, st.Event)
 	case "reservation":
-		r, ok := s.state.Reservation(f[1], f[2])
+		r, ok := s.state.Reservation(arg(t, td, 0), arg(t, td, 1))
 		if !ok {
-			return []string{"unknown"}
+			return "unknown"
 		}
 		b, err := json.Marshal(r)
 		require.NoError(t, err)
-		return []string{string(b)}
+		return string(b)
 	case "check":
-		return s.check()
+		got = s.check()
+	default:
+		t.Fatalf("%s: unknown directive %q", td.Pos, td.Cmd)
 	}
-	t.Fatalf("unknown directive %q", directive)
-	return nil
+	return strings.Join(got, "\n")
 }
 
 // fireTimers expires every active reservation due at s.now, earliest first.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -191,10 +192,63 @@ func TestEncodeChangeMoreThanOne(t *testing.T) {
 	assert.Error(t, err)
 }
 
+// UpdatedAt reads from the end of a value what a full decode reads, for every
+// kind of entity the appenders write: an appender that wrote another field
+// after updated_at fails here.
+func TestUpdatedAtAgreesWithDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	at := MillisOf(time.Date(2026, 3, 4, 5, 6, 7, 890e6, time.UTC))
+	for _, prefix := range keyPrefixes {
+		for i := range 300 {
+			c := randChange(rng, prefix)
+			switch i {
+			case 0:
+				setUpdatedAt(&c, 0) // encodes as ""
+			case 1:
+				setUpdatedAt(&c, at)
+			}
+			v, err := EncodeChange(&c)
+			require.NoError(t, err)
+			got, ok := UpdatedAt(v)
+			require.True(t, ok, "%s: the tail of %s", prefix, v)
+			d, err := DecodeChange(c.Key, v)
+			require.NoError(t, err)
+			require.Equal(t, d.UpdatedAt(), got, "%s: %s", prefix, v)
+			require.Equal(t, c.UpdatedAt(), got, "%s: %s", prefix, v)
+		}
+	}
+	// Anything else is declined (and then decoded).
+	for _, v := range []string{
+		``, `}`, `{}`, `""}`, `{"updated_at":"2026-03-04T05:06:07.890Z"}`, `{"updated_at":""}`,
+		`{"a":1,"updated_at":"2026-03-04T05:06:07.890Z" }`, `{"a":1,"updated_at":"2026-13-04T05:06:07.890Z"}`,
+		`{"a":1,"updated_at":"2026-03-04T05:06:07.89Z"}`, `{"a":1,"updated_at":"2026-03-04T05:06:07.890+01:00"}`,
+		`{"x":"updated_at","updated_at":"2026-03-04 05:06:07.890Z"}`, `{"a":1,"updated_at":null}`,
+		`{"a":1,"updated_at":"2026-03-04T05:06:07.890Z","b":2}`,
+	} {
+		_, ok := UpdatedAt([]byte(v))
+		assert.False(t, ok, v)
+	}
+}
+
+func setUpdatedAt(c *Change, at Millis) {
+	switch {
+	case c.Stock != nil:
+		c.Stock.UpdatedAt = at
+	case c.Reservation != nil:
+		c.Reservation.UpdatedAt = at
+	case c.Command != nil:
+		c.Command.UpdatedAt = at
+	case c.Cart != nil:
+		c.Cart.UpdatedAt = at
+	case c.CartCommand != nil:
+		c.CartCommand.UpdatedAt = at
+	}
+}
+
 // FuzzDecodeChange: DecodeChange never panics; anything that is not a JSON
 // object is an error, and so is a key of an unknown kind; a value it reads is
 // the entity of its key kind, and encodes (EncodeChange) and decodes back to
-// the same change. Seeds: the f.Add
+// the same change, with an updated_at that UpdatedAt reads. Seeds: the f.Add
 // calls and testdata/fuzz/FuzzDecodeChange. To fuzz:
 //
 //	go test -run '^$' -fuzz '^FuzzDecodeChange$' -fuzztime 60s ./schemas/
@@ -249,6 +303,9 @@ func FuzzDecodeChange(f *testing.F) {
 		}
 		if enc2, _ := EncodeChange(&back); string(enc2) != string(enc) {
 			t.Fatalf("encoding not stable:\n%s\n%s", enc, enc2)
+		}
+		if at, ok := UpdatedAt(enc); !ok || at != c.UpdatedAt() {
+			t.Fatalf("UpdatedAt of %s: %s, %v; decoded %s", enc, at, ok, c.UpdatedAt())
 		}
 	})
 }

@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // Appenders encode results and changelog entities without reflection: they
@@ -119,9 +120,7 @@ func AppendCommandEntity(b []byte, c *CommandEntity) []byte {
 	b = strconv.AppendInt(b, c.Version, 10)
 	b = append(b, `,"event":`...)
 	b = appendString(b, c.Event)
-	b = append(b, `,"updated_at":`...)
-	b = c.UpdatedAt.AppendJSON(b)
-	return append(b, '}')
+	return appendUpdatedAt(b, c.UpdatedAt)
 }
 
 // appendTail appends the version/event/command_id/updated_at fields shared by
@@ -133,9 +132,48 @@ func appendTail(b []byte, version int64, event, commandID string, at Millis) []b
 	b = appendString(b, event)
 	b = append(b, `,"command_id":`...)
 	b = appendString(b, commandID)
-	b = append(b, `,"updated_at":`...)
+	return appendUpdatedAt(b, at)
+}
+
+// updatedAtTail is how every changelog entity value ends before its time:
+// each entity appender (AppendStockEntity, AppendReservationEntity,
+// AppendCommandEntity, AppendCartEntity, AppendCartDecided) writes updated_at
+// last, through appendUpdatedAt. UpdatedAt relies on it;
+// TestUpdatedAtAgreesWithDecode holds every appender to it.
+const updatedAtTail = `,"updated_at":`
+
+// appendUpdatedAt appends the last field of a changelog entity, updated_at,
+// and closes the object.
+func appendUpdatedAt(b []byte, at Millis) []byte {
+	b = append(b, updatedAtTail...)
 	b = at.AppendJSON(b)
 	return append(b, '}')
+}
+
+// UpdatedAt reads the updated_at of a changelog entity value from its end,
+// without decoding the rest: the sweep reads it from every stored entity, and
+// most are within the window and need nothing else. It reports false when the
+// value does not end the way the appenders end every entity (then decode the
+// value: DecodeChange and Change.UpdatedAt). A value it accepts need not be
+// valid JSON: it only looks at the tail.
+func UpdatedAt(value []byte) (Millis, bool) {
+	const empty = updatedAtTail + `""}`
+	if string(value[max(len(value)-len(empty), 0):]) == empty {
+		return 0, true // the zero time encodes as ""
+	}
+	n := len(updatedAtTail) + len(`"`) + len(TimeLayout) + len(`"}`)
+	if len(value) < n {
+		return 0, false
+	}
+	tail := value[len(value)-n:]
+	if string(tail[:len(updatedAtTail)+1]) != updatedAtTail+`"` || string(tail[n-2:]) != `"}` {
+		return 0, false
+	}
+	t, err := time.Parse(TimeLayout, string(tail[len(updatedAtTail)+1:n-2]))
+	if err != nil {
+		return 0, false
+	}
+	return MillisOf(t), true
 }
 
 // appendString appends s as a JSON string: printable ASCII without escapes is
@@ -382,9 +420,7 @@ func AppendCartEntity(b []byte, e *CartEntity) []byte {
 	b = appendString(b, e.Event)
 	b = append(b, `,"command_id":`...)
 	b = appendString(b, e.CommandID)
-	b = append(b, `,"updated_at":`...)
-	b = e.UpdatedAt.AppendJSON(b)
-	return append(b, '}')
+	return appendUpdatedAt(b, e.UpdatedAt)
 }
 
 // AppendCartDecided appends d as JSON.
@@ -397,7 +433,5 @@ func AppendCartDecided(b []byte, d *CartDecided) []byte {
 	b = strconv.AppendInt(b, d.Version, 10)
 	b = append(b, `,"event":`...)
 	b = appendString(b, d.Event)
-	b = append(b, `,"updated_at":`...)
-	b = d.UpdatedAt.AppendJSON(b)
-	return append(b, '}')
+	return appendUpdatedAt(b, d.UpdatedAt)
 }

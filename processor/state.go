@@ -58,17 +58,18 @@ func EncodeChange(c *Change) ([]byte, error) {
 	return sku.EncodeChange(&c.Change)
 }
 
-// DecodeChange reads changelog record (key, value) of either role; a nil value
-// is a tombstone. A value that cannot be what the processor wrote is an error
-// (see sku.DecodeChange and cart.DecodeChange).
+// DecodeChange reads changelog record (key, value) of either role with the
+// changelog decoder, schemas.DecodeChange, and wraps what it read in the
+// loop's Change; a nil value is a tombstone. A value that cannot be what the
+// processor wrote is an error (see schemas.DecodeChange), with the tombstone of
+// key.
 func DecodeChange(key string, val []byte) (Change, error) {
-	if val != nil && cart.KeyKind(key) != "" {
-		cc, err := cart.DecodeChange(key, val)
-		if err != nil {
-			return tombstone(key), err
-		}
-		return cartChange(&cc), nil
+	d, err := schemas.DecodeChange(key, val)
+	if err != nil {
+		return tombstone(key), err
 	}
-	c, err := sku.DecodeChange(key, val)
-	return Change{Change: c}, err
+	if d.Cart != nil || d.CartCommand != nil {
+		return cartChange(&cart.Change{Key: key, Cart: d.Cart, Decided: d.CartCommand}), nil
+	}
+	return Change{Change: sku.Change{Key: key, Stock: d.Stock, Reservation: d.Reservation, Command: d.Command}}, nil
 }

@@ -1,10 +1,6 @@
 package processor
 
 import (
-	"bytes"
-	"encoding/json"
-	"time"
-
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/schemas"
@@ -31,16 +27,14 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	horizon := clock - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
 	next, err := w.store.ScanFrom(w.sweep.cursor, env.cfg.SweepBatch, func(key string, val []byte) error {
-		at, ok := trailingUpdatedAt(val)
+		at, ok := schemas.UpdatedAt(val) // from the value's end: no decoding
 		if !ok {
-			var e struct {
-				UpdatedAt schemas.Millis `json:"updated_at"`
-			}
-			if err := json.Unmarshal(val, &e); err != nil {
+			c, err := schemas.DecodeChange(key, val)
+			if err != nil {
 				w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 				return nil
 			}
-			at = e.UpdatedAt
+			at = c.UpdatedAt()
 		}
 		if at > horizon {
 			return nil // still within the window: most entries
@@ -62,31 +56,6 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	}
 	env.metrics.tombstoned.Add(float64(len(tombs)))
 }
-
-// updatedAtTail is how every entity value the processor writes ends: its
-// appenders (schemas.Append*Entity, cart.AppendEntity/AppendDecided) write
-// updated_at last, in schemas.TimeLayout.
-var updatedAtTail = []byte(`"updated_at":"`)
-
-// trailingUpdatedAt reads the updated_at an entity value ends with, without
-// decoding the rest; false when the value does not end that way (then the
-// caller decodes it).
-func trailingUpdatedAt(val []byte) (schemas.Millis, bool) {
-	n := len(updatedAtTail) + len(schemas.TimeLayout) + len(`"}`)
-	if len(val) < n {
-		return 0, false
-	}
-	tail := val[len(val)-n:]
-	if !bytes.HasPrefix(tail, updatedAtTail) || !bytes.HasSuffix(tail, []byte(`"}`)) {
-		return 0, false
-	}
-	t, err := time.Parse(schemas.TimeLayout, string(tail[len(updatedAtTail):n-2]))
-	if err != nil {
-		return 0, false
-	}
-	return schemas.MillisOf(t), true
-}
-
 // streamGrace is how long a partition that has consumed nothing since it
 // started waits before it takes itself to be caught up (see streamClock).
 const streamGrace = schemas.Millis(10_000)

@@ -12,9 +12,11 @@ import (
 	"github.com/reservations/reservations/schemas"
 )
 
-// The sweep's shortcut reads updated_at from the end of every kind of entity
-// the processor writes, and declines anything else (which is then decoded).
-func TestTrailingUpdatedAt(t *testing.T) {
+// The sweep's shortcut (schemas.UpdatedAt) reads updated_at from the end of
+// every kind of entity the processor writes (EncodeChange), and declines
+// anything else (which is then decoded). schemas.TestUpdatedAtAgreesWithDecode
+// holds the appenders to it.
+func TestSweepReadsUpdatedAt(t *testing.T) {
 	at := schemas.MillisOf(time.Date(2026, 3, 4, 5, 6, 7, 890e6, time.UTC))
 	changes := []Change{
 		{Change: sku.Change{Key: schemas.StockKey("A"), Stock: &schemas.StockEntity{SKU: "A", UpdatedAt: at}}},
@@ -27,7 +29,7 @@ func TestTrailingUpdatedAt(t *testing.T) {
 	for _, c := range changes {
 		v, err := EncodeChange(&c)
 		require.NoError(t, err)
-		got, ok := trailingUpdatedAt(v)
+		got, ok := schemas.UpdatedAt(v)
 		assert.True(t, ok, "%s: %s", c.Key, v)
 		assert.Equal(t, at, got, c.Key)
 	}
@@ -35,7 +37,7 @@ func TestTrailingUpdatedAt(t *testing.T) {
 		``, `{}`, `{"updated_at":"2026-03-04T05:06:07.890Z" }`, `{"updated_at":"2026-13-04T05:06:07.890Z"}`,
 		`{"x":"updated_at","updated_at":"2026-03-04 05:06:07.890Z"}`, `{"updated_at":""}`,
 	} {
-		_, ok := trailingUpdatedAt([]byte(v))
+		_, ok := schemas.UpdatedAt([]byte(v))
 		assert.False(t, ok, v)
 	}
 }

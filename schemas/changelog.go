@@ -47,10 +47,15 @@ var keyEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
 // CommandKey is the changelog key of a decided command (the idempotency record).
 func CommandKey(commandID string) string { return CommandPrefix + commandID }
 
-// KeyKind returns the entity prefix of a changelog key ("stock/", "reservation/",
-// "command/") or "" for a key of an unknown kind.
+// keyPrefixes are the prefixes of every changelog key kind: the SKU
+// processor's (stock/, reservation/, command/) and the cart coordinator's
+// (cart/, cart-command/: extension (k), on the cart-changelog topic).
+var keyPrefixes = [...]string{StockPrefix, ReservationPrefix, CommandPrefix, CartPrefix, CartCommandPrefix}
+
+// KeyKind returns the prefix of a changelog key (one of keyPrefixes), or ""
+// for a key of an unknown kind.
 func KeyKind(key string) string {
-	for _, p := range [...]string{StockPrefix, ReservationPrefix, CommandPrefix} {
+	for _, p := range keyPrefixes {
 		if strings.HasPrefix(key, p) {
 			return p
 		}

@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // Appenders encode results and changelog entities without reflection: they
@@ -119,9 +120,7 @@ func AppendCommandEntity(b []byte, c *CommandEntity) []byte {
 	b = strconv.AppendInt(b, c.Version, 10)
 	b = append(b, `,"event":`...)
 	b = appendString(b, c.Event)
-	b = append(b, `,"updated_at":`...)
-	b = c.UpdatedAt.AppendJSON(b)
-	return append(b, '}')
+	return appendUpdatedAt(b, c.UpdatedAt)
 }
 
 // appendTail appends the version/event/command_id/updated_at fields shared by
@@ -133,9 +132,48 @@ func appendTail(b []byte, version int64, event, commandID string, at Millis) []b
 	b = appendString(b, event)
 	b = append(b, `,"command_id":`...)
 	b = appendString(b, commandID)
-	b = append(b, `,"updated_at":`...)
+	return appendUpdatedAt(b, at)
+}
+
+// updatedAtTail is how every changelog entity value ends before its time:
+// each entity appender (AppendStockEntity, AppendReservationEntity,
+// AppendCommandEntity, AppendCartEntity, AppendCartDecided) writes updated_at
+// last, through appendUpdatedAt. UpdatedAt relies on it;
+// TestUpdatedAtAgreesWithDecode holds every appender to it.
+const updatedAtTail = `,"updated_at":`
+
+// appendUpdatedAt appends the last field of a changelog entity, updated_at,
+// and closes the object.
+func appendUpdatedAt(b []byte, at Millis) []byte {
+	b = append(b, updatedAtTail...)
 	b = at.AppendJSON(b)
 	return append(b, '}')
+}
+
+// UpdatedAt reads the updated_at of a changelog entity value from its end,
+// without decoding the rest: the sweep reads it from every stored entity, and
+// most are within the window and need nothing else. It reports false when the
+// value does not end the way the appenders end every entity (then decode the
+// value: DecodeChange and Change.UpdatedAt). A value it accepts need not be
+// valid JSON: it only looks at the tail.
+func UpdatedAt(value []byte) (Millis, bool) {
+	const empty = updatedAtTail + `""}`
+	if string(value[max(len(value)-len(empty), 0):]) == empty {
+		return 0, true // the zero time encodes as ""
+	}
+	n := len(updatedAtTail) + len(`"`) + len(TimeLayout) + len(`"}`)
+	if len(value) < n {
+		return 0, false
+	}
+	tail := value[len(value)-n:]
+	if string(tail[:len(updatedAtTail)+1]) != updatedAtTail+`"` || string(tail[n-2:]) != `"}` {
+		return 0, false
+	}
+	t, err := time.Parse(TimeLayout, string(tail[len(updatedAtTail)+1:n-2]))
+	if err != nil {
+		return 0, false
+	}
+	return MillisOf(t), true
 }
 
 // appendString appends s as a JSON string: printable ASCII without escapes is
@@ -288,4 +326,112 @@ func appendOptInt(b []byte, name string, v *int64) []byte {
 	}
 	b = append(b, name...)
 	return strconv.AppendInt(b, *v, 10)
+}
+
+// The cart coordinator writes a cart entity on every input of a saga and a
+// decided cart command at its end.
+
+// AppendCartEntity appends e as JSON.
+func AppendCartEntity(b []byte, e *CartEntity) []byte {
+	b = append(b, `{"cart_id":`...)
+	b = appendString(b, e.CartID)
+	b = append(b, `,"holds":`...)
+	if e.Holds == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range e.Holds {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			h := &e.Holds[i]
+			b = append(b, `{"sku":`...)
+			b = appendString(b, h.SKU)
+			b = append(b, `,"reservation_id":`...)
+			b = appendString(b, h.ReservationID)
+			b = append(b, `,"quantity":`...)
+			b = strconv.AppendInt(b, h.Quantity, 10)
+			b = append(b, `,"expires_at":`...)
+			b = h.ExpiresAt.AppendJSON(b)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"saga":`...)
+	if s := e.Saga; s == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, `{"command":`...)
+		b = AppendCartCommand(b, &s.Command)
+		b = append(b, `,"partition":`...)
+		b = strconv.AppendInt(b, int64(s.Partition), 10)
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendInt(b, s.Offset, 10)
+		b = append(b, `,"phase":`...)
+		b = appendString(b, s.Phase)
+		b = append(b, `,"lines":`...)
+		if s.Lines == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i := range s.Lines {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				l := &s.Lines[i]
+				b = AppendCartLineFields(append(b, '{'), &l.CartLine)
+				b = append(b, `,"pending":`...)
+				b = strconv.AppendBool(b, l.Pending)
+				b = append(b, `,"held":`...)
+				b = strconv.AppendBool(b, l.Held)
+				b = append(b, `,"prepared":`...)
+				b = strconv.AppendBool(b, l.Prepared)
+				b = append(b, '}')
+			}
+			b = append(b, ']')
+		}
+		b = append(b, `,"started_at":`...)
+		b = s.StartedAt.AppendJSON(b)
+		b = append(b, '}')
+	}
+	b = append(b, `,"queue":`...)
+	if e.Queue == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range e.Queue {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			q := &e.Queue[i]
+			b = append(b, `{"command":`...)
+			b = AppendCartCommand(b, &q.Command)
+			b = append(b, `,"partition":`...)
+			b = strconv.AppendInt(b, int64(q.Partition), 10)
+			b = append(b, `,"offset":`...)
+			b = strconv.AppendInt(b, q.Offset, 10)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, e.Version, 10)
+	b = append(b, `,"event":`...)
+	b = appendString(b, e.Event)
+	b = append(b, `,"command_id":`...)
+	b = appendString(b, e.CommandID)
+	return appendUpdatedAt(b, e.UpdatedAt)
+}
+
+// AppendCartDecided appends d as JSON.
+func AppendCartDecided(b []byte, d *CartDecided) []byte {
+	b = append(b, `{"command_id":`...)
+	b = appendString(b, d.CommandID)
+	b = append(b, `,"result":`...)
+	b = AppendCartResult(b, &d.Result)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, d.Version, 10)
+	b = append(b, `,"event":`...)
+	b = appendString(b, d.Event)
+	return appendUpdatedAt(b, d.UpdatedAt)
 }

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -178,13 +177,16 @@ func storableKey(k string) error {
 	return nil
 }
 
+// decodeStock reads the value of stock/<sku> with the changelog decoder
+// (schemas.DecodeChange) into the row the sink writes.
 func decodeStock(sku string, value []byte) (*stockRow, error) {
-	var e schemas.StockEntity
-	if err := json.Unmarshal(value, &e); err != nil {
-		return nil, fmt.Errorf("decode stock entity: %w", err)
+	c, err := schemas.DecodeChange(schemas.StockKey(sku), value)
+	if err != nil {
+		return nil, err
 	}
-	if e.SKU != sku {
-		return nil, fmt.Errorf("stock entity sku %q does not match its key", e.SKU)
+	e := c.Stock
+	if e == nil {
+		return nil, fmt.Errorf("decode changelog key %q: a tombstone, not an entity", schemas.StockKey(sku))
 	}
 	if hasNUL(e.Event, e.CommandID) {
 		return nil, fmt.Errorf("stock entity: %w", errNUL)
@@ -196,15 +198,18 @@ func decodeStock(sku string, value []byte) (*stockRow, error) {
 	}, nil
 }
 
+// decodeReservation reads the value of reservation key with the changelog
+// decoder (schemas.DecodeChange) into the row the sink writes.
 func decodeReservation(key string, value []byte) (*reservationRow, error) {
-	var e schemas.ReservationEntity
-	if err := json.Unmarshal(value, &e); err != nil {
-		return nil, fmt.Errorf("decode reservation entity: %w", err)
+	c, err := schemas.DecodeChange(key, value)
+	if err != nil {
+		return nil, err
+	}
+	e := c.Reservation
+	if e == nil {
+		return nil, fmt.Errorf("decode changelog key %q: a tombstone, not an entity", key)
 	}
 	r := &e.Reservation
-	if schemas.ReservationKey(r.SKU, r.ReservationID) != key {
-		return nil, fmt.Errorf("reservation entity sku %q and reservation_id %q do not match its key", r.SKU, r.ReservationID)
-	}
 	if hasNUL(r.Status, r.CartID, r.OrderID, r.StoreID, e.Event, e.CommandID) {
 		return nil, fmt.Errorf("reservation entity: %w", errNUL)
 	}

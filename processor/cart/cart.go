@@ -25,15 +25,15 @@ import (
 
 // Changelog key prefixes of the coordinator's state (cart-changelog topic).
 const (
-	CartPrefix    = "cart/"
-	DecidedPrefix = "cart-command/"
+	CartPrefix    = schemas.CartPrefix
+	DecidedPrefix = schemas.CartCommandPrefix
 )
 
 // CartKey is the changelog key of a cart's entity.
-func CartKey(cartID string) string { return CartPrefix + cartID }
+func CartKey(cartID string) string { return schemas.CartKey(cartID) }
 
 // DecidedKey is the changelog key of a decided cart command (idempotency).
-func DecidedKey(commandID string) string { return DecidedPrefix + commandID }
+func DecidedKey(commandID string) string { return schemas.CartCommandKey(commandID) }
 
 // Saga phases.
 const (
@@ -45,64 +45,24 @@ const (
 	PhaseRelease    = "release"    // cart.release: release every hold
 )
 
-// Hold is an active reservation of the cart, as the coordinator knows it.
-type Hold struct {
-	SKU           string         `json:"sku"`
-	ReservationID string         `json:"reservation_id"`
-	Quantity      int64          `json:"quantity"`
-	ExpiresAt     schemas.Millis `json:"expires_at"`
-}
-
-// Line is one line of the saga in progress.
-type Line struct {
-	schemas.CartLine
-	// Pending: the per-SKU command of the current phase awaits its result.
-	Pending bool `json:"pending"`
-	// Held: the reservation is held by this saga (accepted reserve, or a hold
-	// of the cart for commit/release).
-	Held bool `json:"held"`
-	// Prepared: the hold was prepared by this saga's commit.
-	Prepared bool `json:"prepared"`
-}
-
-// Saga is the cart command in progress.
-type Saga struct {
-	Command   schemas.CartCommand `json:"command"`
-	Partition int32               `json:"partition"`
-	Offset    int64               `json:"offset"`
-	Phase     string              `json:"phase"`
-	Lines     []Line              `json:"lines"`
-	StartedAt schemas.Millis      `json:"started_at"`
-}
-
-// Queued is a cart command waiting for the saga of its cart to end.
-type Queued struct {
-	Command   schemas.CartCommand `json:"command"`
-	Partition int32               `json:"partition"`
-	Offset    int64               `json:"offset"`
-}
-
-// Entity is the changelog value under cart/<cart_id>.
-type Entity struct {
-	CartID    string         `json:"cart_id"`
-	Holds     []Hold         `json:"holds"`
-	Saga      *Saga          `json:"saga"`
-	Queue     []Queued       `json:"queue"`
-	Version   int64          `json:"version"`
-	Event     string         `json:"event"`
-	CommandID string         `json:"command_id"`
-	UpdatedAt schemas.Millis `json:"updated_at"`
-}
-
-// Decided is the changelog value under cart-command/<command_id>: the original
-// result of a decided cart command, kept for the dedupe window.
-type Decided struct {
-	CommandID string             `json:"command_id"`
-	Result    schemas.CartResult `json:"result"`
-	Version   int64              `json:"version"`
-	Event     string             `json:"event"`
-	UpdatedAt schemas.Millis     `json:"updated_at"`
-}
+// The coordinator's changelog values are defined in package schemas, with
+// their codec (schemas.AppendCartEntity, schemas.AppendCartDecided,
+// schemas.DecodeChange); the core names them as follows.
+type (
+	// Hold is an active reservation of the cart, as the coordinator knows it.
+	Hold = schemas.CartHold
+	// Line is one line of the saga in progress.
+	Line = schemas.CartSagaLine
+	// Saga is the cart command in progress.
+	Saga = schemas.CartSaga
+	// Queued is a cart command waiting for the saga of its cart to end.
+	Queued = schemas.CartQueued
+	// Entity is the changelog value under cart/<cart_id>.
+	Entity = schemas.CartEntity
+	// Decided is the changelog value under cart-command/<command_id>: the
+	// original result of a decided cart command, kept for the dedupe window.
+	Decided = schemas.CartDecided
+)
 
 // Change is the new value of one coordinator entity: exactly one of Cart and
 // Decided, or neither for a tombstone of Key.

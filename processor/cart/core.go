@@ -165,7 +165,7 @@ func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 		res.Duplicate = true
 		return Outputs{Results: []schemas.CartResult{res}}
 	}
-	if ent, ok := st.Cart(in.Key); ok && ent.busyWith(cmd.CommandID) {
+	if ent, ok := st.Cart(in.Key); ok && busyWith(&ent, cmd.CommandID) {
 		return Outputs{} // its one result comes when its saga is done
 	}
 	r := c.newRun(st, in.Key, now)
@@ -183,10 +183,10 @@ func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 	case r.cart.Saga != nil && len(r.cart.Queue) >= c.maxQueue():
 		r.decide(&q, schemas.OutcomeRejected, schemas.ReasonCartBusy,
 			fmt.Sprintf("cart %s has %d cart commands waiting, the limit", in.Key, len(r.cart.Queue)), nil)
-	case r.cart.Saga != nil && r.cart.queuedLines()+len(cmd.Items) > c.maxQueuedLines():
+	case r.cart.Saga != nil && queuedLines(&r.cart)+len(cmd.Items) > c.maxQueuedLines():
 		r.decide(&q, schemas.OutcomeRejected, schemas.ReasonCartBusy,
 			fmt.Sprintf("cart %s has %d lines waiting in %d cart commands: %d more would exceed the limit of %d",
-				in.Key, r.cart.queuedLines(), len(r.cart.Queue), len(cmd.Items), c.maxQueuedLines()), nil)
+				in.Key, queuedLines(&r.cart), len(r.cart.Queue), len(cmd.Items), c.maxQueuedLines()), nil)
 	case r.cart.Saga != nil:
 		r.cart.Queue = append(r.cart.Queue, q)
 		r.touch(EventQueued, cmd.CommandID)
@@ -200,7 +200,7 @@ func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 
 // busyWith reports whether the cart's saga runs, or its queue holds, the cart
 // command id.
-func (e *Entity) busyWith(commandID string) bool {
+func busyWith(e *Entity, commandID string) bool {
 	if e.Saga != nil && e.Saga.Command.CommandID == commandID {
 		return true
 	}
@@ -344,7 +344,7 @@ func (r *run) advance() {
 		r.finishRejected()
 	case PhaseRelease:
 		r.keepHolds(s.Lines, all)
-		if failed, first := failures(s.stillHeld()); failed > 0 {
+		if failed, first := failures(stillHeld(s)); failed > 0 {
 			r.finishSaga(schemas.OutcomeRejected, first.Reason,
 				fmt.Sprintf("%d of %d holds not released", failed, len(s.Lines)))
 			return
@@ -375,7 +375,7 @@ func (r *run) advance() {
 }
 
 // stillHeld returns the lines whose reservation is still active.
-func (s *Saga) stillHeld() []Line {
+func stillHeld(s *Saga) []Line {
 	var held []Line
 	for _, l := range s.Lines {
 		if l.Held {

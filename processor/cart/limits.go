@@ -17,7 +17,7 @@ package cart
 //   - the queue: at most Rules.MaxQueue (16) cart commands, whose cart.reserve
 //     lines total at most Rules.MaxQueuedLines (100); beyond: cart_busy.
 //
-// Worst case per element, from AppendEntity (TestWorstCaseBytes checks each
+// Worst case per element, from schemas.AppendCartEntity (TestWorstCaseBytes checks each
 // figure against the encoder). Ids (command_id, cart_id, reservation_id,
 // order_id) are at most 128 characters, and a character encodes to at most 6
 // bytes ("<" is written \u003c, a control character \u00XX, an invalid byte
@@ -95,7 +95,7 @@ func (c *Core) maxQueuedLines() int {
 }
 
 // queuedLines counts the lines of the waiting cart commands.
-func (e *Entity) queuedLines() int {
+func queuedLines(e *Entity) int {
 	n := 0
 	for i := range e.Queue {
 		n += len(e.Queue[i].Command.Items)

@@ -219,9 +219,7 @@ func (s *sim) apply(in Input) Outputs {
 		if c.Cart != nil && len(b) > s.maxCartBytes {
 			s.maxCartBytes, s.maxCartKey = len(b), c.Key
 		}
-		d, err := DecodeChange(c.Key, b)
-		require.NoError(s.t, err)
-		s.state.Apply([]Change{d})
+		s.state.Apply([]Change{decodeChange(s.t, c.Key, b)})
 	}
 	for i := range o.Results {
 		s.results = append(s.results, o.Results[i])
@@ -292,9 +290,9 @@ func (s *sim) violations() []string {
 		if held > s.core.maxHolds() {
 			out = append(out, fmt.Sprintf("VIOLATION %s keeps %d holds and reserve lines, over the limit of %d", k, held, s.core.maxHolds()))
 		}
-		if len(e.Queue) > s.core.maxQueue() || e.queuedLines() > s.core.maxQueuedLines() {
+		if len(e.Queue) > s.core.maxQueue() || queuedLines(e) > s.core.maxQueuedLines() {
 			out = append(out, fmt.Sprintf("VIOLATION %s queues %d commands of %d lines, over the limits of %d and %d",
-				k, len(e.Queue), e.queuedLines(), s.core.maxQueue(), s.core.maxQueuedLines()))
+				k, len(e.Queue), queuedLines(e), s.core.maxQueue(), s.core.maxQueuedLines()))
 		}
 	}
 	sum := map[string]int64{}
@@ -319,7 +317,7 @@ func (s *sim) violations() []string {
 			continue
 		}
 		ent, ok := s.state.Cart(r.CartID)
-		if r.Status == schemas.StatusActive && !(ok && ent.owns(r.SKU, r.ReservationID)) {
+		if r.Status == schemas.StatusActive && !(ok && owns(&ent, r.SKU, r.ReservationID)) {
 			out = append(out, fmt.Sprintf("VIOLATION %s/%s of %s is active but no hold of the cart", r.SKU, r.ReservationID, r.CartID))
 		}
 		if r.Prepared && !(ok && ent.Saga != nil && ent.Saga.Command.Type == schemas.TypeCartCommit) {
@@ -346,7 +344,7 @@ func (s *sim) violations() []string {
 }
 
 // owns reports whether sku/id is a hold of the cart or a held line of its saga.
-func (e *Entity) owns(sku, id string) bool {
+func owns(e *Entity, sku, id string) bool {
 	for _, h := range e.Holds {
 		if h.SKU == sku && h.ReservationID == id {
 			return true

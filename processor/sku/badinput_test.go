@@ -277,27 +277,6 @@ func TestBadInputInt64Edges(t *testing.T) {
 	assert.Equal(t, schemas.StockView{}, *s.View())
 }
 
-// Changelog values that cannot be what the processor wrote are errors, so that
-// a corrupt changelog or state store is detected (restore and the partition's
-// state reads treat a decode error as corruption): a JSON null value (a
-// tombstone is a record without a value), and an entity whose own identity
-// disagrees with its key.
-func TestBadInputChangelogValues(t *testing.T) {
-	for _, tc := range []struct{ key, val string }{
-		{"stock/A", `null`},
-		{"reservation/A/r", `null`},
-		{"command/c", `null`},
-		{"stock/A", `{}`},
-		{"stock/A", `{"sku":"B","on_hand":1,"reserved":0,"available":1}`},
-		{"reservation/A/r", `{"reservation":{"reservation_id":"x","sku":"A","quantity":1,"status":"active"}}`},
-		{"reservation/A/r", `{"reservation":{"reservation_id":"r","sku":"B","quantity":1,"status":"active"}}`},
-		{"command/c", `{"command_id":"d","result":{"command_id":"d"}}`},
-	} {
-		_, err := DecodeChange(tc.key, []byte(tc.val))
-		assert.Error(t, err, "%s = %s", tc.key, tc.val)
-	}
-}
-
 // A sanity check of the reference model's reading of the contract: a record of
 // each type with every optional field set (at its limit where it has one) is
 // valid for the model as for the decoder.

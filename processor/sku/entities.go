@@ -1,8 +1,6 @@
 package sku
 
 import (
-	"encoding/json"
-	"fmt"
 	"sort"
 
 	"github.com/reservations/reservations/schemas"
@@ -66,7 +64,8 @@ func (e Entities) DueReservations(sku string, now schemas.Millis) []string {
 	return ids
 }
 
-// EncodeChange returns the changelog value of c (nil for a tombstone).
+// EncodeChange returns the changelog value of c (nil for a tombstone). The
+// changelog is read back with schemas.DecodeChange.
 func EncodeChange(c *Change) ([]byte, error) {
 	switch {
 	case c.Stock != nil:
@@ -77,43 +76,4 @@ func EncodeChange(c *Change) ([]byte, error) {
 		return schemas.AppendCommandEntity(make([]byte, 0, 640), c.Command), nil
 	}
 	return nil, nil
-}
-
-// DecodeChange reads changelog record (key, value); a nil value is a tombstone.
-// A value that cannot be what the processor wrote is an error: keys of unknown
-// kinds, invalid JSON, anything but an object (JSON null is not a tombstone),
-// and an entity whose own identity disagrees with its key.
-func DecodeChange(key string, val []byte) (Change, error) {
-	c := Change{Key: key}
-	if val == nil {
-		return c, nil
-	}
-	var err error
-	var id string // the key the entity says it has
-	switch schemas.KeyKind(key) {
-	case schemas.StockPrefix:
-		c.Stock = new(schemas.StockEntity)
-		if err = json.Unmarshal(val, c.Stock); err == nil {
-			id = schemas.StockKey(c.Stock.SKU)
-		}
-	case schemas.ReservationPrefix:
-		c.Reservation = new(schemas.ReservationEntity)
-		if err = json.Unmarshal(val, c.Reservation); err == nil {
-			id = schemas.ReservationKey(c.Reservation.Reservation.SKU, c.Reservation.Reservation.ReservationID)
-		}
-	case schemas.CommandPrefix:
-		c.Command = new(schemas.CommandEntity)
-		if err = json.Unmarshal(val, c.Command); err == nil {
-			id = schemas.CommandKey(c.Command.CommandID)
-		}
-	default:
-		return c, fmt.Errorf("decode changelog key %q: unknown key kind", key)
-	}
-	if err != nil {
-		return c, fmt.Errorf("decode changelog key %q: %w", key, err)
-	}
-	if id != key {
-		return c, fmt.Errorf("decode changelog key %q: the value is the entity of %q", key, id)
-	}
-	return c, nil
 }

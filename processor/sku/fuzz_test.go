@@ -1,11 +1,10 @@
 package sku
 
-// Fuzz targets of the processor: the changelog decoder and the pure core. The
-// seed corpus is in testdata/fuzz/<target>/ (plus the f.Add seeds below), and
-// plain `go test` runs it. To fuzz:
+// Fuzz target of the pure core (the changelog decoder's, FuzzDecodeChange, is
+// in package schemas). The seed corpus is in testdata/fuzz/<target>/ (plus the
+// f.Add seeds below), and plain `go test` runs it. To fuzz:
 //
-//	go test -run '^$' -fuzz '^FuzzApply$' -fuzztime 60s ./processor/
-//	go test -run '^$' -fuzz '^FuzzDecodeChange$' -fuzztime 60s ./processor/
+//	go test -run '^$' -fuzz '^FuzzApply$' -fuzztime 60s ./processor/sku/
 
 import (
 	"encoding/json"
@@ -19,59 +18,6 @@ import (
 
 	"github.com/reservations/reservations/schemas"
 )
-
-// FuzzDecodeChange: DecodeChange never panics; anything that is not a JSON
-// object is an error, and so is a key of an unknown kind; a value it reads
-// encodes (EncodeChange) and decodes back to the same change.
-func FuzzDecodeChange(f *testing.F) {
-	f.Add("stock/A", []byte(`{"sku":"A","on_hand":10,"reserved":3,"available":7,"low_stock_threshold":2,"version":4,"event":"reserved","command_id":"c-1","updated_at":"2026-01-01T00:00:00.000Z"}`))
-	f.Add("reservation/A/r-1", []byte(`{"reservation":{"reservation_id":"r-1","sku":"A","quantity":3,"status":"active","expires_at":"2026-01-01T00:15:00.000Z","extensions":0,"cart_id":"c","order_id":""},"version":1,"event":"reserved","command_id":"c-1","updated_at":"2026-01-01T00:00:00.000Z"}`))
-	f.Add("command/c-1", []byte(`{"command_id":"c-1","result":{"command_id":"c-1","type":"reserve","sku":"A","outcome":"accepted","stock":{"on_hand":1,"reserved":1,"available":0}},"version":1,"event":"decided","updated_at":"2026-01-01T00:00:00.000Z"}`))
-	f.Add("weird/x", []byte(`{}`))
-	f.Fuzz(func(t *testing.T, key string, val []byte) {
-		if tomb, err := DecodeChange(key, nil); err != nil || !tomb.Tombstone() || tomb.Key != key {
-			t.Fatalf("nil value of %q: want a tombstone, got %+v, %v", key, tomb, err)
-		}
-		c, err := DecodeChange(key, val)
-		kind := schemas.KeyKind(key)
-		switch {
-		case kind == "" && err == nil:
-			t.Fatalf("key %q of an unknown kind decoded without error", key)
-		case !json.Valid(val) && err == nil:
-			t.Fatalf("invalid JSON decoded without error: %q", val)
-		case err != nil:
-			if !strings.Contains(err.Error(), "decode changelog") {
-				t.Fatalf("error without context: %v", err)
-			}
-			return
-		}
-		if trimmed := strings.TrimSpace(string(val)); !strings.HasPrefix(trimmed, "{") {
-			t.Fatalf("a JSON value that is not an object decoded without error: %q", val)
-		}
-		if c.Key != key {
-			t.Fatalf("key %q, change key %q", key, c.Key)
-		}
-		set := []bool{c.Stock != nil, c.Reservation != nil, c.Command != nil}
-		want := []bool{kind == schemas.StockPrefix, kind == schemas.ReservationPrefix, kind == schemas.CommandPrefix}
-		if !slices.Equal(set, want) {
-			t.Fatalf("key kind %q: stock/reservation/command set %v", kind, set)
-		}
-		enc, err := EncodeChange(&c)
-		if err != nil || enc == nil {
-			t.Fatalf("encode a decoded change: %q, %v", enc, err)
-		}
-		back, err := DecodeChange(key, enc)
-		if err != nil {
-			t.Fatalf("decode the encoding %s: %v", enc, err)
-		}
-		if !reflect.DeepEqual(c, back) {
-			t.Fatalf("round trip:\n%+v\n%+v\n(encoding %s)", c, back, enc)
-		}
-		if enc2, _ := EncodeChange(&back); string(enc2) != string(enc) {
-			t.Fatalf("encoding not stable:\n%s\n%s", enc, enc2)
-		}
-	})
-}
 
 // fuzzSetup is the state FuzzApply starts from, built through the core and the
 // model (and compared on the way): SKU A with a threshold, a due-soon hold, a

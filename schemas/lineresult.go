@@ -1,35 +1,33 @@
-package cart
+package schemas
 
 import (
 	"encoding/json"
 	"strconv"
-
-	"github.com/reservations/reservations/schemas"
 )
 
-// DecodeLineResult reads a line result routed to the coordinator: the JSON of
-// a schemas.Result, exactly as json.Unmarshal reads it into a zero Result
-// (same value, same error). The SKU processor writes every line result with
-// schemas.AppendResult: a document of that exact shape (fields in its order,
-// no whitespace, strings of printable ASCII without escapes) is read by a
-// scanner without reflection; anything else goes to encoding/json.
-func DecodeLineResult(b []byte) (schemas.Result, error) {
+// DecodeLineResult reads a line result routed to the cart coordinator
+// (extension (i)): the JSON of a Result, exactly as json.Unmarshal reads it
+// into a zero Result (same value, same error). The SKU processor writes every
+// line result with AppendResult: a document of that exact shape (fields in its
+// order, no whitespace, strings of printable ASCII without escapes) is read by
+// a resultScanner without reflection; anything else goes to encoding/json.
+func DecodeLineResult(b []byte) (Result, error) {
 	if r, ok := scanResult(b); ok {
 		return r, nil
 	}
-	var r schemas.Result
+	var r Result
 	err := json.Unmarshal(b, &r)
 	return r, err
 }
 
-// scanner reads the canonical encoding of AppendResult; any mismatch sets
+// resultScanner reads the canonical encoding of AppendResult; any mismatch sets
 // bad, and the caller falls back to encoding/json.
-type scanner struct {
+type resultScanner struct {
 	b   []byte
 	bad bool
 }
 
-func (s *scanner) lit(l string) {
+func (s *resultScanner) lit(l string) {
 	if s.bad || len(s.b) < len(l) || string(s.b[:len(l)]) != l {
 		s.bad = true
 		return
@@ -39,7 +37,7 @@ func (s *scanner) lit(l string) {
 
 // str reads a string of printable ASCII without escapes (what needs no
 // decoding beyond the quotes).
-func (s *scanner) str() string {
+func (s *resultScanner) str() string {
 	if s.bad || len(s.b) < 2 || s.b[0] != '"' {
 		s.bad = true
 		return ""
@@ -59,7 +57,7 @@ func (s *scanner) str() string {
 	return ""
 }
 
-func (s *scanner) int() int64 {
+func (s *resultScanner) int() int64 {
 	if s.bad {
 		return 0
 	}
@@ -86,7 +84,7 @@ func (s *scanner) int() int64 {
 	return v
 }
 
-func (s *scanner) bool() bool {
+func (s *resultScanner) bool() bool {
 	switch {
 	case s.bad:
 	case len(s.b) >= 4 && string(s.b[:4]) == "true":
@@ -101,7 +99,7 @@ func (s *scanner) bool() bool {
 	return false
 }
 
-func (s *scanner) millis() schemas.Millis {
+func (s *resultScanner) millis() Millis {
 	if s.bad || len(s.b) < 2 || s.b[0] != '"' {
 		s.bad = true
 		return 0
@@ -114,7 +112,7 @@ func (s *scanner) millis() schemas.Millis {
 		s.bad = true
 		return 0
 	}
-	var m schemas.Millis
+	var m Millis
 	if err := m.UnmarshalJSON(s.b[:i+1]); err != nil {
 		s.bad = true
 		return 0
@@ -123,7 +121,7 @@ func (s *scanner) millis() schemas.Millis {
 	return m
 }
 
-func (s *scanner) null() bool {
+func (s *resultScanner) null() bool {
 	if !s.bad && len(s.b) >= 4 && string(s.b[:4]) == "null" {
 		s.b = s.b[4:]
 		return true
@@ -131,9 +129,9 @@ func (s *scanner) null() bool {
 	return false
 }
 
-func scanResult(b []byte) (schemas.Result, bool) {
-	var r schemas.Result
-	s := &scanner{b: b}
+func scanResult(b []byte) (Result, bool) {
+	var r Result
+	s := &resultScanner{b: b}
 	s.lit(`{"command_id":`)
 	r.CommandID = s.str()
 	s.lit(`,"type":`)
@@ -152,7 +150,7 @@ func scanResult(b []byte) (schemas.Result, bool) {
 	r.Message = s.str()
 	s.lit(`,"stock":`)
 	if !s.null() {
-		st := new(schemas.StockView)
+		st := new(StockView)
 		s.lit(`{"on_hand":`)
 		st.OnHand = s.int()
 		s.lit(`,"reserved":`)
@@ -164,7 +162,7 @@ func scanResult(b []byte) (schemas.Result, bool) {
 	}
 	s.lit(`,"reservation":`)
 	if !s.null() {
-		v := new(schemas.Reservation)
+		v := new(Reservation)
 		s.lit(`{"reservation_id":`)
 		v.ReservationID = s.str()
 		s.lit(`,"sku":`)
@@ -204,7 +202,7 @@ func scanResult(b []byte) (schemas.Result, bool) {
 	r.DecidedAt = s.millis()
 	s.lit(`}`)
 	if s.bad || len(s.b) != 0 {
-		return schemas.Result{}, false
+		return Result{}, false
 	}
 	return r, true
 }

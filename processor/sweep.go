@@ -56,6 +56,7 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	}
 	env.metrics.tombstoned.Add(float64(len(tombs)))
 }
+
 // streamGrace is how long a partition that has consumed nothing since it
 // started waits before it takes itself to be caught up (see streamClock).
 const streamGrace = schemas.Millis(10_000)

@@ -60,8 +60,9 @@ func (m *skuSim) put(changes []sku.Change, reason string) {
 		c := &changes[i]
 		b, err := sku.EncodeChange(c)
 		require.NoError(m.t, err)
-		d, err := sku.DecodeChange(c.Key, b)
+		back, err := schemas.DecodeChange(c.Key, b)
 		require.NoError(m.t, err)
+		d := sku.Change{Key: back.Key, Stock: back.Stock, Reservation: back.Reservation, Command: back.Command}
 		m.state.Apply([]sku.Change{d})
 		if r := d.Reservation; r != nil {
 			switch r.Event {
@@ -242,7 +243,7 @@ func (s *sim) deliver(i int) (schemas.Command, schemas.Result) {
 	res := s.sku.decide(cmd, s.now)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		// Routed as the processor routes it: its wire encoding, keyed by cart.
-		routed, err := DecodeLineResult(schemas.AppendResult(nil, &res))
+		routed, err := schemas.DecodeLineResult(schemas.AppendResult(nil, &res))
 		require.NoError(s.t, err)
 		rp := reply{key: cmd.CartID, res: routed}
 		s.replies = append(s.replies, rp)

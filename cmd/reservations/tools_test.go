@@ -280,12 +280,23 @@ func TestToolsOnProcessorRun(t *testing.T) {
 		require.Equal(t, exitOK, code, "run %d", run)
 		assert.Contains(t, out, "replay --to badger: done, partitions 0,1,2")
 		assert.Equal(t, wantStores, dumpStores(t, rebuilt, p.names.Changelog, parts), "run %d", run)
+		for part := range parts {
+			if run == 0 {
+				assert.Contains(t, out, fmt.Sprintf("partition %d: full (no store yet, or an empty one), offsets 0..", part))
+			} else {
+				assert.Contains(t, out, fmt.Sprintf("partition %d: current (nothing to replay)", part))
+			}
+		}
+		if run == 1 {
+			assert.Contains(t, out, "  0 records read in ")
+		}
 	}
 	// One partition, in full.
 	one := t.TempDir()
 	code, out, _ = tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "1", "--full"}, kafka...)...)
 	require.Equal(t, exitOK, code)
 	assert.Contains(t, out, "partitions 1 of")
+	assert.Contains(t, out, "partition 1: full (asked for: the store was wiped first)")
 	assert.Equal(t, map[int32]map[string]string{1: wantStores[1]}, dumpStores(t, one, p.names.Changelog, parts))
 	code, _, stderr := tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "7"}, kafka...)...)
 	assert.Equal(t, exitUsage, code)
@@ -543,9 +554,19 @@ func TestProgress(t *testing.T) {
 	assert.Empty(t, buf.String())
 	now = now.Add(2 * time.Second)
 	p.update(50, 100)
-	assert.Equal(t, "replay:  50.0% (50 of 100 records), 25 records/s\n", buf.String())
+	assert.Equal(t, "replay:  50.0% (50 of 100 records), 25 records/s, ETA 2s\n", buf.String())
 	now = now.Add(500 * time.Millisecond)
 	p.update(60, 100)
 	assert.Equal(t, 1, strings.Count(buf.String(), "\n"), "at most one line a second")
 	assert.InDelta(t, 24.0, p.rate(60), 0.1)
+
+	// The caller's estimate (Rebuild's), or none yet.
+	buf.Reset()
+	now = now.Add(time.Second)
+	p.report(70, 100, 90*time.Second, true)
+	assert.Equal(t, "replay:  70.0% (70 of 100 records), 13 records/s, ETA 1m30s\n", buf.String())
+	buf.Reset()
+	now = now.Add(time.Second)
+	p.report(70, 100, 0, false)
+	assert.Equal(t, "replay:  70.0% (70 of 100 records), 0 records/s, ETA unknown\n", buf.String())
 }

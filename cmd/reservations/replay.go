@@ -88,7 +88,7 @@ func (cfg *replayFlags) register(s *settings) {
 	s.String(&cfg.To, "to", "", "what to rebuild: badger (a processor's state folder) or postgres (the snapshot tables)")
 	s.ShowDefault("to", "required")
 	cfg.kafkaFlags.register(s)
-	s.String(&cfg.StateDir, "state-dir", "./data/state", "--to badger: the processor's state folder (one Badger store per partition)")
+	s.String(&cfg.StateDir, "state-dir", defaultStateDir, "--to badger: the processor's state folder (one Badger store per partition)")
 	s.Var(int32List{&cfg.OnlyPartitions}, "only-partitions", "--to badger: the partitions to rebuild, comma-separated (empty: all)")
 	s.ShowDefault("only-partitions", "all")
 	s.Bool(&cfg.Full, "full", false, "--to badger: wipe the stores and rebuild them in full, instead of replaying only the tail")

@@ -28,6 +28,7 @@ type replayFlags struct {
 	OnlyPartitions []int32
 	Full           bool
 	PGDSN          string
+	PGSchema       string
 	Log            logFlags
 }
 
@@ -51,8 +52,9 @@ and why, or only its tail, or already current; offsets, records, duration).
     wipes the stores first. Default: every partition. Run it while the
     processor that owns DIR is stopped, e.g. to prepare a new disk.
 
---to postgres --pg-dsn DSN
-    Rebuilds the Postgres snapshot from scratch: the first run empties stock,
+--to postgres --pg-dsn DSN [--pg-schema SCHEMA]
+    Rebuilds the Postgres snapshot (the tables of --pg-schema, as the sink
+    keeps them) from scratch: the first run empties stock,
     reservations and the topic's sink_offsets in one transaction that records
     a replay_runs row, then runs the sink until its stored offsets reach the
     changelog end offsets listed at the start, and marks the run finished. An
@@ -94,6 +96,7 @@ func (cfg *replayFlags) register(s *settings) {
 	s.Bool(&cfg.Full, "full", false, "--to badger: wipe the stores and rebuild them in full, instead of replaying only the tail")
 	s.String(&cfg.PGDSN, "pg-dsn", "", "--to postgres: "+pgDSNUsage+" (required with --to postgres)")
 	s.Secret("pg-dsn")
+	registerPGSchema(s, &cfg.PGSchema, "--to postgres: ")
 	cfg.Log.register(s, slog.LevelWarn)
 	cfg.Security.register(s)
 }
@@ -114,12 +117,14 @@ func (cfg *replayFlags) validate(s *settings) error {
 			errs = append(errs, s.Invalid("state-dir", "must not be empty"))
 		}
 		other("pg-dsn", cfg.PGDSN != "")
+		other("pg-schema", true)
 	case replayPostgres:
 		if cfg.PGDSN == "" {
 			errs = append(errs, fmt.Errorf("%s is required with --to postgres", s.Name("pg-dsn")))
 		} else {
 			errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 		}
+		errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 		other("only-partitions", len(cfg.OnlyPartitions) > 0)
 		other("full", cfg.Full)
 		other("state-dir", true)
@@ -138,7 +143,7 @@ func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags
 	}
 	prog := c.newProgress("replay --to postgres", cfg.Log)
 	sum, err := sink.Replay(ctx, sink.ReplayConfig{
-		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN},
+		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema},
 		Progress: prog.update,
 	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
@@ -155,7 +160,7 @@ func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags
 	fmt.Fprintf(c.stdout, "  changelog %s replayed to its end offsets %s\n", sum.Topic, offsets(sum.End))
 	fmt.Fprintf(c.stdout, "  %d changelog offsets (records and transaction markers), %d of them by this run, in %s (%.0f records/s)\n", sum.Total, sum.Replayed,
 		sum.Took.Round(time.Millisecond), float64(sum.Replayed)/max(sum.Took.Seconds(), 1e-3))
-	fmt.Fprintf(c.stdout, "  tables: stock %d rows, reservations %d rows\n", sum.StockRows, sum.ReservationRows)
+	fmt.Fprintf(c.stdout, "  tables: stock %d rows, reservations %d rows, in schema %s\n", sum.StockRows, sum.ReservationRows, schemaText(cfg.PGSchema))
 	return exitOK
 }
 

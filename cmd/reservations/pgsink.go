@@ -38,8 +38,7 @@ const probeTimeout = time.Second
 // prefix starts the description ("--to postgres: " for replay).
 func registerPGSchema(s *settings, p *string, prefix string) {
 	s.String(p, "pg-schema", sink.DefaultSchema, prefix+"PostgreSQL schema of the sink's tables (stock, reservations, "+
-		"sink_offsets, ...) and of its migration table "+sink.MigrationsTable+", created when missing; "+
-		"public keeps them where installs before this setting have them (see docs/SINK_SCHEMA.md)")
+		"sink_offsets, ...), created when missing; public: where installs before this setting keep them")
 }
 
 // checkSchema reports a --pg-schema the sink would refuse as a usage error

@@ -54,7 +54,7 @@ func checkSchema(s *settings, name, schema string) error {
 // schemaText names a --pg-schema in messages.
 func schemaText(schema string) string {
 	if schema == "" {
-		return "of the connection's search_path"
+		return "(the connection's search_path)"
 	}
 	return schema
 }

@@ -150,34 +150,77 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// DefaultConfig returns a Config with every default filled in (Brokers and
-// StateDir are left empty: they are required).
-func DefaultConfig() Config {
-	var c Config
+// DefaultConfig returns a Config of RoleSKU with every default filled in
+// (Brokers and StateDir are left empty: they are required). Command lines take
+// their flags' defaults from it.
+func DefaultConfig() Config { return DefaultRoleConfig(RoleSKU) }
+
+// DefaultRoleConfig is DefaultConfig for role r (its Group differs).
+func DefaultRoleConfig(r Role) Config {
+	c := Config{Role: r}
 	c.setDefaults()
 	return c
 }
 
-// Validate reports every invalid setting, each naming the setting.
+// Limits of the settings (Validate).
+const (
+	// MinDedupeWindow is the shortest Rules.DedupeWindow.
+	MinDedupeWindow = time.Minute
+	// MinTransactionTimeout is the shortest TransactionTimeout.
+	MinTransactionTimeout = time.Second
+)
+
+// SettingError is one invalid setting of a Config. Setting names it as the
+// command line does (dedupe-window for Rules.DedupeWindow); Problem says what
+// is wrong with its value.
+type SettingError struct {
+	Setting string
+	Problem string
+}
+
+func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
+
+// Validate reports every invalid setting, each a *SettingError (joined).
+// New validates a Config after filling in its defaults; a Config validated
+// directly counts its zero fields as zero, not as "the default", so start from
+// DefaultConfig() when building one to validate.
 func (c *Config) Validate() error {
 	var errs []error
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, &SettingError{Setting: setting, Problem: fmt.Sprintf(format, args...)})
+	}
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("brokers: at least one broker address is required"))
+		bad("brokers", "at least one broker address is required")
 	}
 	if c.StateDir == "" {
-		errs = append(errs, errors.New("state-dir: required"))
+		bad("state-dir", "required")
 	}
-	if c.Rules.DedupeWindow < time.Minute && c.Rules.DedupeWindow != 0 {
-		errs = append(errs, fmt.Errorf("dedupe-window: %s is below the minimum of 1m", c.Rules.DedupeWindow))
+	if c.Group == "" {
+		bad("group", "must not be empty")
+	}
+	if c.CommitInterval <= 0 {
+		bad("commit-interval", "%s: must be > 0", c.CommitInterval)
+	}
+	if c.Linger < 0 {
+		bad("linger", "%s: must be >= 0", c.Linger)
+	}
+	if c.MaxBatch < 1 {
+		bad("max-batch", "%d: must be >= 1", c.MaxBatch)
+	}
+	if c.MaxCommandBytes < 1 {
+		bad("max-command-bytes", "%d: must be >= 1", c.MaxCommandBytes)
+	}
+	if c.TransactionTimeout < MinTransactionTimeout {
+		bad("transaction-timeout", "%s: must be >= %s", c.TransactionTimeout, MinTransactionTimeout)
+	}
+	if c.SessionTimeout <= 0 {
+		bad("session-timeout", "%s: must be > 0", c.SessionTimeout)
+	}
+	if c.Rules.DedupeWindow < MinDedupeWindow {
+		bad("dedupe-window", "%s: must be >= 1m", c.Rules.DedupeWindow)
 	}
 	if c.Rules.MaxExtensions < 0 {
-		errs = append(errs, fmt.Errorf("max-extensions: %d is negative", c.Rules.MaxExtensions))
-	}
-	if c.MaxBatch < 0 {
-		errs = append(errs, fmt.Errorf("max-batch: %d is negative", c.MaxBatch))
-	}
-	if c.CommitInterval < 0 {
-		errs = append(errs, fmt.Errorf("commit-interval: %s is negative", c.CommitInterval))
+		bad("max-extensions", "%d: must be >= 0", c.Rules.MaxExtensions)
 	}
 	return errors.Join(errs...)
 }

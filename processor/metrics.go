@@ -26,6 +26,7 @@ type metrics struct {
 	aborts           prometheus.Counter
 	batchRecords     prometheus.Histogram
 	restoreSeconds   *prometheus.GaugeVec
+	restoreDuration  *prometheus.HistogramVec
 	restoreRemaining *prometheus.GaugeVec
 	restored         *prometheus.CounterVec
 	storeWipes       prometheus.Counter
@@ -89,8 +90,12 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 			Help: "Transactions aborted (rebalance, produce failure, fencing); their records are decided again."}),
 		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_records",
 			Help: "Command records per committed transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
-		restoreSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "restore_duration_seconds",
+		restoreSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "restore_last_duration_seconds",
 			Help: "Duration of the last restore of a partition."}, []string{"partition"}),
+		restoreDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "restore_duration_seconds",
+			Help: "Duration of partition restores (open the store, replay the changelog, rebuild the timers), by kind: " +
+				"full (the whole log into a new, empty or wiped store), tail (the changelog after the store's offset), current (nothing to read).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10)}, []string{"kind"}),
 		restoreRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "restore_remaining_records",
 			Help: "Changelog records left to restore (Kafka Streams: restore-remaining-records-total)."}, []string{"partition"}),
 		restored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "restored_records_total",
@@ -123,7 +128,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 	m.running.Set(0)
 	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
-		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
+		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)
 	return m
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"time"
 
@@ -37,6 +38,36 @@ func StateDir(root, changelog string, p int32) string {
 // transaction must be resolved first, or its effects (and the input offsets it
 // commits) could be missed.
 func (w *partition) restore(ctx context.Context) error {
+	_, err := w.restoreWith(ctx, nil)
+	return err
+}
+
+// restoreStats is what one restore did.
+type restoreStats struct {
+	// from and end bound the changelog offsets replayed: [from, end).
+	from, end int64
+	// full says why the store was rebuilt in full ("" for a tail replay, or
+	// none when the store was current).
+	full string
+	// fresh: the store had nothing (new, wiped, or empty) and the whole log
+	// was replayed into it.
+	fresh   bool
+	records int64 // data records applied
+	took    time.Duration
+}
+
+// restoreHooks observe one restore (Rebuild's progress); nil is none.
+type restoreHooks struct {
+	// plan is called once the range to replay is known, before reading.
+	plan func(from, end int64, full string)
+	// pos is called with the next changelog offset to read, after every
+	// fetch and once at the end (pos == end).
+	pos func(next int64)
+}
+
+// restoreWith is restore, observed by h (may be nil).
+func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreStats, error) {
+	var st restoreStats
 	env := w.env
 	start := time.Now()
 	dir := StateDir(env.cfg.StateDir, env.io.Changelog, w.p)
@@ -44,7 +75,7 @@ func (w *partition) restore(ctx context.Context) error {
 		w.log.Warn("state store marked unreadable: wiping it and restoring from the changelog", "dir", dir)
 		env.metrics.storeWipes.Inc()
 		if err := statestore.Remove(dir); err != nil {
-			return err
+			return st, err
 		}
 	}
 	store, err := statestore.Open(dir, env.storeOpts)
@@ -52,30 +83,30 @@ func (w *partition) restore(ctx context.Context) error {
 		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)
 		env.metrics.storeWipes.Inc()
 		if err := statestore.Remove(dir); err != nil {
-			return err
+			return st, err
 		}
 		store, err = statestore.Open(dir, env.storeOpts)
 	}
 	if err != nil {
-		return err
+		return st, err
 	}
 	w.store = store
 
 	logStart, end, err := env.changelog.bounds(ctx, w.p, w.log)
 	if err != nil {
-		return err
+		return st, err
 	}
 	off, err := store.Offset()
 	if err != nil {
-		return err
+		return st, err
 	}
 	tid, err := store.Meta(statestore.MetaTopicID)
 	if err != nil {
-		return err
+		return st, err
 	}
 	ownedAt, owned, err := store.OwnedAt()
 	if err != nil {
-		return err
+		return st, err
 	}
 	away := time.Since(ownedAt)
 	full := ""
@@ -97,37 +128,49 @@ func (w *partition) restore(ctx context.Context) error {
 		full = fmt.Sprintf("the store was last owned %s ago, more than %.0f%% of the changelog's delete.retention.ms (%s): tombstones written since may have been compacted away",
 			away.Round(time.Second), 100*StaleStoreFraction, env.layout.deleteRetention)
 	}
+	st.from, st.end, st.full, st.fresh = min(off, end), end, full, off == 0
+	if full != "" {
+		st.from, st.fresh = logStart, true
+	}
+	if h != nil && h.plan != nil {
+		h.plan(st.from, st.end, full)
+	}
+	track := newRestoreTracker(w.log, st.from, end, h)
 	var n int64
 	if full != "" {
 		w.log.Warn("wiping state and restoring in full", "reason", full, "from", logStart, "to", end)
 		env.metrics.storeWipes.Inc()
-		n, err = w.restoreFull(ctx, logStart, end)
+		n, err = w.restoreFull(ctx, logStart, end, track)
 	} else if off < end {
 		w.log.Info("restoring changelog tail", "from", off, "to", end)
-		n, err = w.restoreTail(ctx, off, end)
+		n, err = w.restoreTail(ctx, off, end, track)
 	}
+	st.records = n
 	if err != nil {
-		return err
+		return st, err
 	}
+	track.at(end, n)
 	if err := store.SetMeta(statestore.MetaTopicID, env.layout.changelogID); err != nil {
-		return err
+		return st, err
 	}
 	if err := w.markOwned(time.Now()); err != nil {
-		return err
+		return st, err
 	}
 	removeReleased(dir)
 	if w.offset, err = store.Offset(); err != nil {
-		return err
+		return st, err
 	}
 	if err := w.role.restored(); err != nil {
-		return err
+		return st, err
 	}
 	w.updateDue()
 	took := time.Since(start)
+	st.took = took
 	env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
+	env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
 	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
 		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset)
-	return nil
+	return st, nil
 }
 
 // StaleStoreFraction is how much of the changelog's delete.retention.ms a
@@ -146,9 +189,9 @@ func (w *partition) markOwned(t time.Time) error {
 }
 
 // restoreFull reads [from, end) into memory (last value per key) and bulk-loads it.
-func (w *partition) restoreFull(ctx context.Context, from, end int64) (int64, error) {
+func (w *partition) restoreFull(ctx context.Context, from, end int64, track *restoreTracker) (int64, error) {
 	state := make(map[string][]byte)
-	n, err := w.env.changelog.read(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+	n, err := w.env.changelog.read(ctx, w.p, from, end, track, func(r *kgo.Record) error {
 		if r.Value == nil {
 			delete(state, string(r.Key))
 		} else {
@@ -163,7 +206,7 @@ func (w *partition) restoreFull(ctx context.Context, from, end int64) (int64, er
 }
 
 // restoreTail applies [from, end) in coalesced chunks of one Badger write each.
-func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, error) {
+func (w *partition) restoreTail(ctx context.Context, from, end int64, track *restoreTracker) (int64, error) {
 	chunk := make(map[string][]byte)
 	var last int64
 	flush := func() error {
@@ -176,7 +219,7 @@ func (w *partition) restoreTail(ctx context.Context, from, end int64) (int64, er
 		clear(chunk)
 		return nil
 	}
-	n, err := w.env.changelog.read(ctx, w.p, from, end, w.log, func(r *kgo.Record) error {
+	n, err := w.env.changelog.read(ctx, w.p, from, end, track, func(r *kgo.Record) error {
 		chunk[string(r.Key)] = r.Value
 		last = r.Offset
 		if len(chunk) >= 10_000 {
@@ -253,9 +296,10 @@ func (c *changelogReader) bounds(ctx context.Context, p int32, log interface {
 
 // readChangelog calls fn for every committed data record of changelog partition
 // p in [from, end), in offset order, and returns how many it read.
-func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, log interface {
-	Info(string, ...any)
-}, fn func(*kgo.Record) error) (int64, error) {
+// track (may be nil) learns the position after every fetch: it logs the
+// progress and reports it to Rebuild.
+func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, track *restoreTracker,
+	fn func(*kgo.Record) error) (int64, error) {
 	if from >= end {
 		return 0, nil
 	}
@@ -275,7 +319,7 @@ func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, lo
 	remaining := c.metrics.restoreRemaining.WithLabelValues(partLabel(p))
 	restored := c.metrics.restored.WithLabelValues(partLabel(p))
 	var n int64
-	lastLog := time.Now()
+	next := from
 	for {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -303,6 +347,7 @@ func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, lo
 			if r.Offset >= end-1 {
 				done = true
 			}
+			next = r.Offset + 1
 			remaining.Set(float64(end - 1 - r.Offset))
 		})
 		if cerr != nil {
@@ -313,9 +358,79 @@ func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, lo
 			restored.Add(float64(n))
 			return n, nil
 		}
-		if time.Since(lastLog) > 5*time.Second {
-			log.Info("restoring", "records", n, "of_about", end-from)
-			lastLog = time.Now()
-		}
+		track.at(next, n)
+	}
+}
+
+// restoreLogEvery is how often a long restore logs its progress.
+const restoreLogEvery = 5 * time.Second
+
+// restoreTracker follows one partition's restore: every restoreLogEvery it
+// logs how far it got, with a percentage and the time left at the rate so
+// far, and it reports every position to the restore's hooks.
+type restoreTracker struct {
+	log       interface{ Info(string, ...any) }
+	from, end int64
+	hooks     *restoreHooks
+	now       func() time.Time
+	started   time.Time
+	lastLog   time.Time
+}
+
+func newRestoreTracker(log interface{ Info(string, ...any) }, from, end int64, h *restoreHooks) *restoreTracker {
+	t := time.Now()
+	return &restoreTracker{log: log, from: from, end: end, hooks: h, now: time.Now, started: t, lastLog: t}
+}
+
+// at notes that the restore reached changelog offset next (the next to read)
+// having applied n data records. A nil tracker does nothing.
+func (t *restoreTracker) at(next, n int64) {
+	if t == nil {
+		return
+	}
+	if t.hooks != nil && t.hooks.pos != nil {
+		t.hooks.pos(next)
+	}
+	now := t.now()
+	if now.Sub(t.lastLog) < restoreLogEvery || next >= t.end {
+		return
+	}
+	t.lastLog = now
+	done, total := next-t.from, t.end-t.from
+	elapsed := now.Sub(t.started)
+	attrs := []any{"records", n, "offset", next, "end", t.end,
+		"percent", math.Round(1000*float64(done)/float64(max(total, 1))) / 10,
+		"elapsed", elapsed.Round(time.Second)}
+	if left, ok := eta(elapsed, done, total); ok {
+		attrs = append(attrs, "eta", left.Round(time.Second))
+	} else {
+		attrs = append(attrs, "eta", "unknown")
+	}
+	t.log.Info("restoring", attrs...)
+}
+
+// eta estimates the time left of an operation that did done of total units in
+// elapsed, at the rate so far; false when nothing is done yet.
+func eta(elapsed time.Duration, done, total int64) (time.Duration, bool) {
+	if done >= total {
+		return 0, true
+	}
+	if done <= 0 || elapsed <= 0 {
+		return 0, false
+	}
+	return time.Duration(float64(elapsed) * float64(total-done) / float64(done)), true
+}
+
+// restoreKind labels a restore in the duration histogram: full (the whole
+// log into a new, empty or wiped store), tail (the changelog after the
+// store's offset) or current (nothing to read).
+func restoreKind(st restoreStats) string {
+	switch {
+	case st.fresh && st.from < st.end:
+		return "full"
+	case st.from < st.end:
+		return "tail"
+	default:
+		return "current"
 	}
 }

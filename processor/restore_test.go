@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -47,6 +48,11 @@ func TestRestoreDistrustsLocalState(t *testing.T) {
 
 	in = h.start(dir)
 	h.waitReady(in)
+	// Both stores were wiped and rebuilt in full: the restore histogram
+	// observed them as such, and the last-duration gauge has each partition.
+	assert.Equal(t, map[string]uint64{"full": uint64(h.parts)}, histogramCounts(t, in.reg, "reservations_restore_duration_seconds", "kind"))
+	assert.Equal(t, float64(h.parts), in.counter("reservations_state_wipes_total"))
+	assert.Len(t, gaugeSeries(t, in.reg, "reservations_restore_last_duration_seconds"), int(h.parts))
 	h.send(reserve("r3", "A", "h3", 6), reserve("r4", "A", "h4", 1), reserve("r5", "D", "h5", 7), reserve("r6", "D", "h6", 1))
 	h.waitDecided(20*time.Second, "r3", "r4", "r5", "r6")
 	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r3").Outcome, "A restored: 4 held + 6 fits 10")
@@ -116,15 +122,137 @@ func TestRebuildMatchesProcessorState(t *testing.T) {
 		return out
 	}
 	want := dump(dir)
+	ends := h.endOffsets(h.names.Changelog)
+	var total int64
+	for p := range h.parts {
+		total += ends[p]
+	}
 	rebuilt := t.TempDir()
 	for run := range 2 {
 		cfg := h.cfg
 		cfg.StateDir = rebuilt
-		p, err := processor.New(cfg, processor.WithLogger(testLogger(t)))
+		reg := prometheus.NewRegistry()
+		p, err := processor.New(cfg, processor.WithLogger(testLogger(t)), processor.WithRegisterer(reg))
 		require.NoError(t, err)
-		parts, err := p.Rebuild(context.Background(), nil, false)
+		var progress []processor.RebuildProgress
+		sum, err := p.Rebuild(context.Background(), processor.RebuildOptions{
+			Progress: func(pr processor.RebuildProgress) { progress = append(progress, pr) }})
 		require.NoError(t, err)
-		assert.Len(t, parts, int(h.parts))
 		assert.Equal(t, want, dump(rebuilt), "run %d: rebuilt store == processor store", run)
+
+		// The summary: every partition, up to the log end; the first run
+		// replays the whole log into new stores, the second nothing.
+		assert.Equal(t, h.names.Changelog, sum.Changelog)
+		require.Len(t, sum.Partitions, int(h.parts))
+		var records int64
+		for i, pr := range sum.Partitions {
+			assert.Equal(t, int32(i), pr.Partition)
+			assert.Equal(t, ends[pr.Partition], pr.To, "run %d partition %d", run, i)
+			if run == 0 {
+				assert.True(t, pr.Full, "partition %d: new store", i)
+				assert.NotEmpty(t, pr.FullReason)
+				assert.Zero(t, pr.From)
+				assert.Positive(t, pr.Records)
+			} else {
+				assert.False(t, pr.Full, "partition %d: current store", i)
+				assert.Equal(t, pr.To, pr.From)
+				assert.Zero(t, pr.Records)
+			}
+			records += pr.Records
+		}
+		assert.Equal(t, records, sum.Records())
+		var restored float64
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "reservations_restored_records_total" {
+				for _, m := range mf.GetMetric() {
+					restored += m.GetCounter().GetValue()
+				}
+			}
+		}
+		assert.Equal(t, float64(records), restored, "summary records == restored_records_total")
+		kind := map[int]string{0: "full", 1: "current"}[run]
+		assert.Equal(t, map[string]uint64{kind: uint64(h.parts)}, histogramCounts(t, reg, "reservations_restore_duration_seconds", "kind"))
+
+		// Progress: totals over all partitions, never going back, ending at
+		// 100% with nothing left.
+		require.NotEmpty(t, progress)
+		var last int64
+		for _, pr := range progress {
+			assert.GreaterOrEqual(t, pr.Done, last)
+			assert.LessOrEqual(t, pr.Done, pr.Total)
+			assert.LessOrEqual(t, pr.PartitionDone, pr.PartitionTotal)
+			last = pr.Done
+		}
+		end := progress[len(progress)-1]
+		assert.Equal(t, end.Total, end.Done)
+		assert.InDelta(t, 100, end.Percent(), 1e-9)
+		assert.True(t, end.ETAKnown)
+		assert.Zero(t, end.ETA)
+		if run == 0 {
+			assert.Equal(t, total, end.Total, "the whole log")
+		} else {
+			assert.Zero(t, end.Total, "nothing to replay")
+		}
 	}
+
+	// One partition, in full; a partition the changelog does not have.
+	sum, err := mustNew(t, h.cfg, rebuilt).Rebuild(context.Background(), processor.RebuildOptions{Partitions: []int32{1, 1}, Full: true})
+	require.NoError(t, err)
+	require.Equal(t, []int32{1}, sum.PartitionIDs())
+	assert.True(t, sum.Partitions[0].Full)
+	assert.Equal(t, map[int32]int64{1: ends[1]}, sum.Ends())
+	assert.Equal(t, want, dump(rebuilt))
+	_, err = mustNew(t, h.cfg, rebuilt).Rebuild(context.Background(), processor.RebuildOptions{Partitions: []int32{7}})
+	var rangeErr *processor.PartitionRangeError
+	require.ErrorAs(t, err, &rangeErr)
+	assert.Equal(t, int32(7), rangeErr.Partition)
+	assert.Equal(t, h.parts, rangeErr.Partitions)
+}
+
+func mustNew(t *testing.T, cfg processor.Config, dir string) *processor.Processor {
+	t.Helper()
+	cfg.StateDir = dir
+	p, err := processor.New(cfg, processor.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	return p
+}
+
+// histogramCounts returns the sample count of histogram name per value of
+// its label.
+func histogramCounts(t *testing.T, g prometheus.Gatherer, name, label string) map[string]uint64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	out := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && m.GetHistogram().GetSampleCount() > 0 {
+					out[lp.GetValue()] += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// gaugeSeries returns the values of gauge name by their label pairs.
+func gaugeSeries(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				out[m.String()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }

@@ -27,6 +27,7 @@ type devConfig struct {
 	DataDir    string
 	Partitions int
 	PGDSN      string
+	PGSchema   string
 }
 
 func devCommand() *command {
@@ -84,6 +85,7 @@ func (cfg *devConfig) register(s *settings) {
 		"; empty: a local server if one answers (host=/var/run/postgresql user=postgres, or postgres@127.0.0.1:5432), off: no sink")
 	s.ShowDefault("pg-dsn", "a local server if one answers")
 	s.Secret("pg-dsn")
+	registerPGSchema(s, &cfg.PGSchema, "")
 	cfg.pipelineConfig.register(s)
 }
 
@@ -101,6 +103,7 @@ func (cfg *devConfig) validate(s *settings) error {
 	if cfg.PGDSN != "" && cfg.PGDSN != dsnOff {
 		errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 	}
+	errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 	errs = append(errs, cfg.pipelineConfig.validate(s))
 	return errors.Join(errs...)
 }
@@ -178,7 +181,7 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	}
 	var snk *sinkRunner
 	if dsn != "" {
-		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn},
+		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn, Schema: cfg.PGSchema},
 			sink.WithLogger(log), sink.WithRegisterer(reg))
 		if err != nil {
 			return fail(fmt.Errorf("postgres sink: %w", err))
@@ -191,7 +194,7 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	log.Info("reservations dev running", append([]any{"kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
 		"http", "http://" + httpAddr, "topics", pcfg.Topics.Commands + " .results .changelog .dlq", "partitions", n},
 		buildInfo().LogAttrs()...)...)
-	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn, cfg.Carts)
+	printDevExample(c.stdout, broker, httpAddr, cfg.TopicPrefix, dsn, cfg.PGSchema, cfg.Carts)
 
 	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, snk); err != nil {
 		return fail(err)
@@ -233,8 +236,8 @@ func createTopics(ctx context.Context, brokers []string, names topics.Names, par
 }
 
 // printDevExample prints how to reach the running pipeline (dsn: the sink's
-// database, empty when the sink is off).
-func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn string, carts bool) {
+// database, empty when the sink is off; schema: the schema of its tables).
+func printDevExample(w io.Writer, broker, httpAddr, prefix, dsn, schema string, carts bool) {
 	names := topics.NewNames(prefix)
 	var extra []string
 	if broker != "127.0.0.1:9092" {
@@ -275,12 +278,15 @@ reservations in PostgreSQL; 'reservations verify' checks the changelog either wa
 `)
 		return
 	}
-	fmt.Fprintf(w, `Postgres sink: tables stock and reservations in %[1]s
+	if schema != sink.DefaultSchema {
+		flags += "--pg-schema '" + schema + "' "
+	}
+	fmt.Fprintf(w, `Postgres sink: tables stock and reservations in %[1]s, schema %[3]s
 Check them against the changelog, and rebuild them from it:
   reservations verify %[2]s--pg-dsn '%[1]s'
   reservations replay --to postgres %[2]s--pg-dsn '%[1]s'
 
-`, redactDSN(dsn), flags)
+`, redactDSN(dsn), flags, schemaText(schema))
 }
 
 // kfakeLogger sends kfake's log to slog. kfake's info level logs every

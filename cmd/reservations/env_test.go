@@ -131,6 +131,7 @@ func TestEnvironmentVariablesMeanOneThing(t *testing.T) {
 		"RESERVATIONS_BROKERS":                        "replay send serve sink verify",
 		"RESERVATIONS_PG_DSN":                         "dev replay sink verify", // the snapshot database
 		"RESERVATIONS_PG_DSN_FILE":                    "dev replay sink verify",
+		"RESERVATIONS_PG_SCHEMA":                      "dev replay sink", // the schema of the snapshot's tables
 		"RESERVATIONS_KAFKA_TLS":                      "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CA_FILE":                  "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CERT_FILE":                "replay send serve sink verify",
@@ -245,7 +246,7 @@ func TestSecretFiles(t *testing.T) {
 func TestOneEnvironmentConfiguresServeSinkAndSend(t *testing.T) {
 	c := kafkatest.New(t)
 	names := c.Topics(t, 2)
-	db := pgtest.NewDatabase(t)
+	db := readerDatabase(t, pgtest.NewDatabase(t))
 	serveAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	sinkAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	env := envMap(

@@ -141,7 +141,7 @@ func TestKafkaSASL(t *testing.T) {
 
 	// With the right password replay --to postgres and the sink fill the
 	// tables over SASL.
-	db := pgtest.NewDatabase(t)
+	db := readerDatabase(t, pgtest.NewDatabase(t))
 	code, _, stderr = runSub(t, append([]string{"replay", "--to", "postgres", "--pg-dsn", db.DSN}, sasl...)...)
 	require.Equal(t, exitOK, code, stderr)
 	var onHand int64

@@ -176,4 +176,5 @@ func TestProgressJSON(t *testing.T) {
 	assert.EqualValues(t, 50, recs[0]["done"])
 	assert.EqualValues(t, 200, recs[0]["total"])
 	assert.EqualValues(t, 25, recs[0]["records_per_second"])
+	assert.EqualValues(t, 6, recs[0]["eta_seconds"], "150 left at 25/s")
 }

@@ -33,6 +33,32 @@ var localDSNs = []string{
 // probeTimeout is how long dev waits for each local server.
 const probeTimeout = time.Second
 
+// registerPGSchema adds --pg-schema (RESERVATIONS_PG_SCHEMA), the schema of
+// the sink's tables: one meaning in every subcommand that reads or writes them.
+// prefix starts the description ("--to postgres: " for replay).
+func registerPGSchema(s *settings, p *string, prefix string) {
+	s.String(p, "pg-schema", sink.DefaultSchema, prefix+"PostgreSQL schema of the sink's tables (stock, reservations, "+
+		"sink_offsets, ...), created when missing; public: where installs before this setting keep them")
+}
+
+// checkSchema reports a --pg-schema the sink would refuse as a usage error
+// naming the setting; the rule is the sink's (sink.Config.Validate).
+func checkSchema(s *settings, name, schema string) error {
+	probe := sink.Config{Brokers: []string{"-"}, DSN: "-", Schema: schema}
+	if err := probe.Validate(); err != nil {
+		return s.Invalid(name, "%s", strings.TrimPrefix(err.Error(), "config: Schema: "))
+	}
+	return nil
+}
+
+// schemaText names a --pg-schema in messages.
+func schemaText(schema string) string {
+	if schema == "" {
+		return "(the connection's search_path)"
+	}
+	return schema
+}
+
 // checkDSN reports a DSN pgx cannot parse as a usage error naming the setting.
 func checkDSN(s *settings, name, dsn string) error {
 	if _, err := pgxpool.ParseConfig(dsn); err != nil {

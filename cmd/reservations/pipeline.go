@@ -42,7 +42,10 @@ type pipelineConfig struct {
 // names are the topic names of the prefix.
 func (p *pipelineConfig) names() topics.Names { return topics.NewNames(p.TopicPrefix) }
 
+// register adds the shared settings; the processor's take their defaults from
+// processor.DefaultConfig (and the cart coordinator's group from its role's).
 func (p *pipelineConfig) register(s *settings) {
+	def := processor.DefaultConfig()
 	p.Log.register(s, slog.LevelInfo)
 	s.String(&p.HTTPAddr, "http-addr", "127.0.0.1:8080",
 		"admin HTTP listener (host:port) serving /healthz, /readyz, /metrics and the interactive queries under /v1/")
@@ -52,24 +55,24 @@ func (p *pipelineConfig) register(s *settings) {
 	s.ShowDefault("advertised-addr", "--http-addr unless its host is 0.0.0.0, :: or empty")
 	s.String(&p.TopicPrefix, "topic-prefix", topics.DefaultPrefix,
 		"topic name prefix: <prefix>.commands, .results, .changelog, .dlq")
-	s.String(&p.Group, "group", "reservations-processor",
+	s.String(&p.Group, "group", def.Group,
 		"consumer group of the processor, also the prefix of its transactional id")
 	s.String(&p.InstanceID, "instance-id", "",
 		"stable id of this instance within the group (transactional id suffix); empty: read from or created in <state-dir>/instance-id")
 	s.ShowDefault("instance-id", "from <state-dir>/instance-id")
-	s.Duration(&p.CommitInterval, "commit-interval", 50*time.Millisecond,
+	s.Duration(&p.CommitInterval, "commit-interval", def.CommitInterval,
 		"longest time one transaction collects records before it commits")
-	s.Int(&p.MaxBatch, "max-batch", 5000, "most command records per transaction")
-	rules := sku.DefaultRules()
-	s.Duration(&p.DedupeWindow, "dedupe-window", rules.DedupeWindow,
-		"how long a decided command_id is remembered, so a re-sent command returns its result with duplicate:true (min 1m)")
-	s.Int64(&p.MaxExtensions, "max-extensions", rules.MaxExtensions,
+	s.Int(&p.MaxBatch, "max-batch", def.MaxBatch, "most command records per transaction")
+	s.Duration(&p.DedupeWindow, "dedupe-window", def.Rules.DedupeWindow,
+		"how long a decided command_id is remembered, so a re-sent command returns its result with duplicate:true (min "+
+			shortDuration(processor.MinDedupeWindow)+")")
+	s.Int64(&p.MaxExtensions, "max-extensions", def.Rules.MaxExtensions,
 		"how often one reservation may be extended (0: never)")
-	s.Duration(&p.TransactionTimeout, "transaction-timeout", 10*time.Second,
+	s.Duration(&p.TransactionTimeout, "transaction-timeout", def.TransactionTimeout,
 		"broker-side timeout of an open transaction: how long a crashed instance can block readers of its partitions")
 	s.Bool(&p.Carts, "carts", true,
 		"also run the cart coordinator (all-or-nothing cart holds: <prefix>.cart-commands -> <prefix>.cart-results) in this process")
-	s.String(&p.CartGroup, "cart-group", "reservations-cart-coordinator",
+	s.String(&p.CartGroup, "cart-group", processor.DefaultRoleConfig(processor.RoleCart).Group,
 		"consumer group of the cart coordinator, also the prefix of its transactional id")
 	s.Var(list{&p.AllowOtherGroups}, "allow-other-groups",
 		"other consumer groups allowed on <prefix>.commands and .cart-commands, comma-separated (*: no check); "+
@@ -98,43 +101,59 @@ func (p *pipelineConfig) validate(s *settings) error {
 	if p.TopicPrefix == "" {
 		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
 	}
-	if p.Group == "" {
-		errs = append(errs, s.Invalid("group", "must not be empty"))
-	}
 	if p.Carts && (p.CartGroup == "" || p.CartGroup == p.Group) {
 		errs = append(errs, s.Invalid("cart-group", "%q: must be set and differ from %s", p.CartGroup, s.Name("group")))
 	}
-	if p.CommitInterval <= 0 {
-		errs = append(errs, s.Invalid("commit-interval", "%s: must be > 0", p.CommitInterval))
-	}
-	if p.MaxBatch < 1 {
-		errs = append(errs, s.Invalid("max-batch", "%d: must be >= 1", p.MaxBatch))
-	}
-	if p.DedupeWindow < time.Minute {
-		errs = append(errs, s.Invalid("dedupe-window", "%s: must be >= 1m", p.DedupeWindow))
-	}
-	if p.MaxExtensions < 0 {
-		errs = append(errs, s.Invalid("max-extensions", "%d: must be >= 0", p.MaxExtensions))
-	}
-	if p.TransactionTimeout < time.Second {
-		errs = append(errs, s.Invalid("transaction-timeout", "%s: must be >= 1s", p.TransactionTimeout))
-	}
+	// The processor's own rules. Brokers and the state folder are each
+	// subcommand's (dev has neither as a setting): they check them.
+	pc := p.processorConfig([]string{"-"}, "-")
+	errs = append(errs, settingErrors(s, pc.Validate()))
 	return errors.Join(errs...)
 }
 
-// processorConfig maps the settings onto processor.Config.
-func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) processor.Config {
-	return processor.Config{
-		Brokers:            brokers,
-		Topics:             topics.NewNames(p.TopicPrefix),
-		Group:              p.Group,
-		InstanceID:         p.InstanceID,
-		StateDir:           stateDir,
-		CommitInterval:     p.CommitInterval,
-		MaxBatch:           p.MaxBatch,
-		TransactionTimeout: p.TransactionTimeout,
-		Rules:              sku.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions},
+// settingErrors names the settings of a processor.Config.Validate error as
+// the command line does (flag and variable); errors of settings this
+// command does not have stay as they are.
+func settingErrors(s *settings, err error) error {
+	if err == nil {
+		return nil
 	}
+	var out []error
+	for _, e := range unjoin(err) {
+		var se *processor.SettingError
+		if errors.As(e, &se) && s.lookup(se.Setting) != nil {
+			e = s.Invalid(se.Setting, "%s", se.Problem)
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+// unjoin returns the errors joined in err (err itself when it joins none).
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// processorConfig maps the settings onto processor.DefaultConfig(): the
+// processor's settings without a flag keep their defaults.
+func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) processor.Config {
+	c := processor.DefaultConfig()
+	c.Brokers = brokers
+	c.Topics = topics.NewNames(p.TopicPrefix)
+	c.Group = p.Group
+	c.InstanceID = p.InstanceID
+	c.StateDir = stateDir
+	c.CommitInterval = p.CommitInterval
+	c.MaxBatch = p.MaxBatch
+	c.TransactionTimeout = p.TransactionTimeout
+	c.Rules = sku.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions}
+	// The coordinator remembers cart command ids as long as the processor
+	// its command ids.
+	c.CartRules.DedupeWindow = p.DedupeWindow
+	return c
 }
 
 // cartConfig is the cart coordinator's config derived from the processor's:

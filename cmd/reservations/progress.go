@@ -10,7 +10,7 @@ import (
 )
 
 // progress prints how far a long operation got, at most once per interval:
-// "replay: 42.0% (1234 of 2938 records), 1500 records/s".
+// "replay: 42.0% (1234 of 2938 records), 1500 records/s, ETA 2s".
 type progress struct {
 	w        io.Writer
 	log      *slog.Logger // with --log-format json: lines become JSON records
@@ -42,8 +42,21 @@ func (c *cli) newProgress(what string, l logFlags) *progress {
 }
 
 // update notes that done of total records are processed and prints a line if
-// the last one is at least interval old.
+// the last one is at least interval old, with the time left at the average
+// rate since the start.
 func (p *progress) update(done, total int64) {
+	elapsed := p.now().Sub(p.started)
+	var eta time.Duration
+	known := done >= total
+	if !known && done > 0 && elapsed > 0 {
+		eta, known = time.Duration(float64(elapsed)*float64(total-done)/float64(done)), true
+	}
+	p.report(done, total, eta, known)
+}
+
+// report is update with the time left estimated by the caller (etaKnown
+// false: no estimate yet).
+func (p *progress) report(done, total int64, eta time.Duration, etaKnown bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t := p.now()
@@ -57,12 +70,20 @@ func (p *progress) update(done, total int64) {
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
 	}
+	etaText := "unknown"
+	if etaKnown {
+		etaText = shortDuration(eta.Round(time.Second))
+	}
 	if p.log != nil {
-		p.log.Info("progress", "what", p.what, "percent", math.Round(pct*10)/10, "done", done, "total", total,
-			"records_per_second", math.Round(max(rate, 0)))
+		attrs := []any{"what", p.what, "percent", math.Round(pct*10) / 10, "done", done, "total", total,
+			"records_per_second", math.Round(max(rate, 0))}
+		if etaKnown {
+			attrs = append(attrs, "eta_seconds", math.Round(eta.Seconds()))
+		}
+		p.log.Info("progress", attrs...)
 		return
 	}
-	fmt.Fprintf(p.w, "%s: %5.1f%% (%d of %d records), %.0f records/s\n", p.what, pct, done, total, max(rate, 0))
+	fmt.Fprintf(p.w, "%s: %5.1f%% (%d of %d records), %.0f records/s, ETA %s\n", p.what, pct, done, total, max(rate, 0), etaText)
 }
 
 // rate is the average records/s of n records since the start.

@@ -4,19 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/sink"
-	"github.com/reservations/reservations/statestore"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -33,6 +28,7 @@ type replayFlags struct {
 	OnlyPartitions []int32
 	Full           bool
 	PGDSN          string
+	PGSchema       string
 	Log            logFlags
 }
 
@@ -41,8 +37,10 @@ func replayCommand() *command {
 		name:    "replay",
 		summary: "rebuild state from the changelog: a processor's Badger folder, or the Postgres snapshot",
 		help: `
-Rebuilds state from <topic-prefix>.changelog, with progress (percentage and
-records/s, on stderr, at most once a second) and a summary on stdout.
+Rebuilds state from <topic-prefix>.changelog, with progress (percentage,
+records/s and the estimated time left, on stderr, at most once a second) and
+a summary on stdout (with --to badger, one line per partition: rebuilt in full
+and why, or only its tail, or already current; offsets, records, duration).
 
 --to badger --state-dir DIR [--only-partitions 0,3] [--full]
     Brings the processor's local stores under DIR (one Badger folder per
@@ -54,8 +52,9 @@ records/s, on stderr, at most once a second) and a summary on stdout.
     wipes the stores first. Default: every partition. Run it while the
     processor that owns DIR is stopped, e.g. to prepare a new disk.
 
---to postgres --pg-dsn DSN
-    Rebuilds the Postgres snapshot from scratch: the first run empties stock,
+--to postgres --pg-dsn DSN [--pg-schema SCHEMA]
+    Rebuilds the Postgres snapshot (the tables of --pg-schema, as the sink
+    keeps them) from scratch: the first run empties stock,
     reservations and the topic's sink_offsets in one transaction that records
     a replay_runs row, then runs the sink until its stored offsets reach the
     changelog end offsets listed at the start, and marks the run finished. An
@@ -91,12 +90,13 @@ func (cfg *replayFlags) register(s *settings) {
 	s.String(&cfg.To, "to", "", "what to rebuild: badger (a processor's state folder) or postgres (the snapshot tables)")
 	s.ShowDefault("to", "required")
 	cfg.kafkaFlags.register(s)
-	s.String(&cfg.StateDir, "state-dir", "./data/state", "--to badger: the processor's state folder (one Badger store per partition)")
+	s.String(&cfg.StateDir, "state-dir", defaultStateDir, "--to badger: the processor's state folder (one Badger store per partition)")
 	s.Var(int32List{&cfg.OnlyPartitions}, "only-partitions", "--to badger: the partitions to rebuild, comma-separated (empty: all)")
 	s.ShowDefault("only-partitions", "all")
 	s.Bool(&cfg.Full, "full", false, "--to badger: wipe the stores and rebuild them in full, instead of replaying only the tail")
 	s.String(&cfg.PGDSN, "pg-dsn", "", "--to postgres: "+pgDSNUsage+" (required with --to postgres)")
 	s.Secret("pg-dsn")
+	registerPGSchema(s, &cfg.PGSchema, "--to postgres: ")
 	cfg.Log.register(s, slog.LevelWarn)
 	cfg.Security.register(s)
 }
@@ -117,12 +117,14 @@ func (cfg *replayFlags) validate(s *settings) error {
 			errs = append(errs, s.Invalid("state-dir", "must not be empty"))
 		}
 		other("pg-dsn", cfg.PGDSN != "")
+		other("pg-schema", true)
 	case replayPostgres:
 		if cfg.PGDSN == "" {
 			errs = append(errs, fmt.Errorf("%s is required with --to postgres", s.Name("pg-dsn")))
 		} else {
 			errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 		}
+		errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 		other("only-partitions", len(cfg.OnlyPartitions) > 0)
 		other("full", cfg.Full)
 		other("state-dir", true)
@@ -141,7 +143,7 @@ func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags
 	}
 	prog := c.newProgress("replay --to postgres", cfg.Log)
 	sum, err := sink.Replay(ctx, sink.ReplayConfig{
-		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN},
+		Config:   sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema},
 		Progress: prog.update,
 	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
@@ -158,7 +160,7 @@ func runReplayPostgres(ctx context.Context, c *cli, s *settings, cfg replayFlags
 	fmt.Fprintf(c.stdout, "  changelog %s replayed to its end offsets %s\n", sum.Topic, offsets(sum.End))
 	fmt.Fprintf(c.stdout, "  %d changelog offsets (records and transaction markers), %d of them by this run, in %s (%.0f records/s)\n", sum.Total, sum.Replayed,
 		sum.Took.Round(time.Millisecond), float64(sum.Replayed)/max(sum.Took.Seconds(), 1e-3))
-	fmt.Fprintf(c.stdout, "  tables: stock %d rows, reservations %d rows\n", sum.StockRows, sum.ReservationRows)
+	fmt.Fprintf(c.stdout, "  tables: stock %d rows, reservations %d rows, in schema %s\n", sum.StockRows, sum.ReservationRows, schemaText(cfg.PGSchema))
 	return exitOK
 }
 
@@ -173,186 +175,49 @@ func runReplayBadger(ctx context.Context, c *cli, s *settings, cfg replayFlags) 
 	if err := cfg.connect(ctx, log, s); err != nil {
 		return fail(err)
 	}
-	names := topics.NewNames(cfg.TopicPrefix)
-	reg := prometheus.NewRegistry()
-	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Topics: names, StateDir: cfg.StateDir,
-		KafkaOpts: cfg.Security.Opts()},
-		processor.WithLogger(log.With("component", "replay")), processor.WithRegisterer(reg))
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Topics: topics.NewNames(cfg.TopicPrefix),
+		StateDir: cfg.StateDir, KafkaOpts: cfg.Security.Opts()},
+		processor.WithLogger(log.With("component", "replay")))
 	if err != nil {
 		return fail(err)
 	}
-	parts, start, end, err := changelogOffsets(ctx, cfg.Brokers, cfg.Security.Opts(), names.Changelog)
-	if err != nil {
-		return fail(err)
-	}
-	if len(cfg.OnlyPartitions) > 0 {
-		for _, p := range cfg.OnlyPartitions {
-			if !slices.Contains(parts, p) {
-				return c.usageFailure("replay", s.Invalid("only-partitions", "partition %d: %s has partitions 0..%d",
-					p, names.Changelog, len(parts)-1))
-			}
-		}
-		parts = slices.Compact(slices.Sorted(slices.Values(cfg.OnlyPartitions)))
-	}
-
-	// Where each store starts: its offset when it is valid and not wiped,
-	// else the log start. Only for the progress figures: Rebuild decides.
-	from := map[int32]int64{}
-	var total int64
-	for _, p := range parts {
-		from[p] = start[p]
-		if !cfg.Full {
-			if off, ok := storeOffset(processor.StateDir(cfg.StateDir, names.Changelog, p)); ok && off >= start[p] && off <= end[p] {
-				from[p] = off
-			}
-		}
-		total += end[p] - from[p]
-	}
-
 	prog := c.newProgress("replay --to badger", cfg.Log)
-	started := time.Now()
-	var covered int64
-	for _, p := range parts {
-		stop := watchRestore(reg, p, end[p], func(pos int64) {
-			prog.update(covered+min(max(pos-from[p], 0), end[p]-from[p]), total)
-		})
-		_, err := proc.Rebuild(ctx, []int32{p}, cfg.Full)
-		stop()
-		if err != nil {
-			return fail(err)
-		}
-		covered += end[p] - from[p]
-		prog.update(covered, total)
+	sum, err := proc.Rebuild(ctx, processor.RebuildOptions{
+		Partitions: cfg.OnlyPartitions,
+		Full:       cfg.Full,
+		Progress: func(p processor.RebuildProgress) {
+			prog.report(p.Done, p.Total, p.ETA, p.ETAKnown)
+		},
+	})
+	var rangeErr *processor.PartitionRangeError
+	if errors.As(err, &rangeErr) {
+		return c.usageFailure("replay", s.Invalid("only-partitions", "%v", rangeErr))
 	}
-	took := time.Since(started)
-	read := counterSum(reg, "reservations_restored_records_total")
-	fmt.Fprintf(c.stdout, "replay --to badger: done, partitions %s of %s in %s\n", partitionList(parts), names.Changelog, cfg.StateDir)
-	fmt.Fprintf(c.stdout, "  %d records read in %s (%.0f records/s); the stores reach the changelog end %s\n",
-		read, took.Round(time.Millisecond), float64(read)/max(took.Seconds(), 1e-3), offsets(pick(end, parts)))
+	if err != nil {
+		return fail(err)
+	}
+	writeRebuildSummary(c.stdout, sum, cfg.StateDir)
 	return exitOK
 }
 
-// changelogOffsets lists the partitions of topic with their start and end
-// offsets. opts are extra client options (TLS, SASL).
-func changelogOffsets(ctx context.Context, brokers []string, opts []kgo.Opt, topic string) ([]int32, map[int32]int64, map[int32]int64, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("list offsets of %s: %w", topic, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("list offsets of %s: %w", topic, err)
-	}
-	var parts []int32
-	start, end := map[int32]int64{}, map[int32]int64{}
-	starts.Each(func(o kadm.ListedOffset) { start[o.Partition] = o.Offset; parts = append(parts, o.Partition) })
-	ends.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
-	if len(parts) == 0 {
-		return nil, nil, nil, fmt.Errorf("topic %s does not exist", topic)
-	}
-	slices.Sort(parts)
-	return parts, start, end, nil
-}
-
-// storeOffset reads the changelog offset a partition's store reflects, if
-// the store exists and opens.
-func storeOffset(dir string) (int64, bool) {
-	if _, err := os.Stat(dir); err != nil {
-		return 0, false
-	}
-	st, err := statestore.Open(dir, statestore.Options{})
-	if err != nil {
-		return 0, false
-	}
-	defer st.Close()
-	off, err := st.Offset()
-	return off, err == nil
-}
-
-// watchRestore calls fn with the restore position of partition p (the next
-// changelog offset to read) every 200ms, until stop is called. The position
-// comes from the processor's restore_remaining_records gauge (end - 1 - the
-// offset last read) and end, the partition's end offset.
-func watchRestore(g prometheus.Gatherer, p int32, end int64, fn func(pos int64)) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			if remaining, ok := gaugeValue(g, "reservations_restore_remaining_records", "partition", topics.PartitionString(p)); ok {
-				fn(end - int64(remaining))
-			}
+// writeRebuildSummary prints what replay --to badger did: the totals, then
+// one line per partition.
+func writeRebuildSummary(w io.Writer, sum *processor.RebuildSummary, stateDir string) {
+	read := sum.Records()
+	fmt.Fprintf(w, "replay --to badger: done, partitions %s of %s in %s\n", partitionList(sum.PartitionIDs()), sum.Changelog, stateDir)
+	fmt.Fprintf(w, "  %d records read in %s (%.0f records/s); the stores reach the changelog end %s\n",
+		read, sum.Took.Round(time.Millisecond), float64(read)/max(sum.Took.Seconds(), 1e-3), offsets(sum.Ends()))
+	for _, p := range sum.Partitions {
+		how := "tail"
+		switch {
+		case p.Full:
+			how = "full (" + p.FullReason + ")"
+		case p.From == p.To:
+			how = "current (nothing to replay)"
 		}
-	}()
-	return func() {
-		close(done)
-		<-exited
+		fmt.Fprintf(w, "  partition %d: %s, offsets %d..%d, %d records in %s\n",
+			p.Partition, how, p.From, p.To, p.Records, p.Took.Round(time.Millisecond))
 	}
-}
-
-func gaugeValue(g prometheus.Gatherer, name, label, value string) (float64, bool) {
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0, false
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetGauge().GetValue(), true
-				}
-			}
-		}
-	}
-	return 0, false
-}
-
-func counterSum(g prometheus.Gatherer, name string) int64 {
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return int64(sum)
-}
-
-func pick(m map[int32]int64, keys []int32) map[int32]int64 {
-	out := make(map[int32]int64, len(keys))
-	for _, k := range keys {
-		out[k] = m[k]
-	}
-	return out
 }
 
 func partitionList(ps []int32) string {

@@ -12,6 +12,10 @@ import (
 	"github.com/reservations/reservations/topics"
 )
 
+// defaultStateDir is the processor's state folder of serve and replay: dev's
+// <data-dir>/state with the default data folder.
+const defaultStateDir = "./data/state"
+
 type serveConfig struct {
 	pipelineConfig
 	Brokers      []string
@@ -80,7 +84,7 @@ func (cfg *serveConfig) register(s *settings) {
 	s.Bool(&cfg.CreateTopics, "create-topics", false, "create missing topics at startup (default: only verify them)")
 	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created by --create-topics")
 	s.Int(&cfg.Replication, "replication", -1, "replication factor of topics created by --create-topics (-1: the broker default)")
-	s.String(&cfg.StateDir, "state-dir", "./data/state", "folder of the processor's local state (one Badger store per partition)")
+	s.String(&cfg.StateDir, "state-dir", defaultStateDir, "folder of the processor's local state (one Badger store per partition)")
 	cfg.Security.register(s)
 	cfg.pipelineConfig.register(s)
 }

@@ -58,6 +58,7 @@ const sinkHTTPAddrEnv = envPrefix + "SINK_HTTP_ADDR"
 type sinkFlags struct {
 	kafkaFlags
 	PGDSN     string
+	PGSchema  string
 	HTTPAddr  string
 	Log       logFlags
 	BatchSize int
@@ -75,7 +76,9 @@ reservations (one row per reservation) equal to the latest changelog entity,
 exactly once: the offsets it applied are stored in table sink_offsets in the
 same transaction as the rows, and it resumes from them, not from a consumer
 group. Rows never move back to an older version; tombstones delete rows. The
-schema is created and migrated at start.
+tables live in the PostgreSQL schema --pg-schema (default reservations:
+query reservations.stock, or SET search_path = reservations), created and
+migrated at start; an older install's tables in public are moved there.
 
 When Postgres is down the sink pauses, retries with backoff (logs, metric
 reservations_sink_postgres_errors_total, /readyz 503) and catches up when it
@@ -120,6 +123,7 @@ func (cfg *sinkFlags) register(s *settings) {
 	cfg.kafkaFlags.register(s)
 	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage)
 	s.ShowDefault("pg-dsn", "required")
+	registerPGSchema(s, &cfg.PGSchema, "")
 	s.String(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8081", "admin HTTP listener (host:port) of the sink serving /healthz, /readyz and /metrics")
 	// RESERVATIONS_HTTP_ADDR is the processor's admin address (8080): the
 	// sink's has its own variable, so that one environment configures both;
@@ -140,6 +144,7 @@ func (cfg *sinkFlags) validate(s *settings) error {
 	} else {
 		errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 	}
+	errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
 		errs = append(errs, s.Invalid("http-addr", "%q is not host:port", cfg.HTTPAddr))
 	}
@@ -164,7 +169,7 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 		return fail(err)
 	}
 	reg := newRegistry()
-	w, err := sink.New(sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN,
+	w, err := sink.New(sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema,
 		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, sink.WithLogger(log), sink.WithRegisterer(reg),
 		sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
@@ -173,7 +178,7 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 	defer w.Close()
 	snk := &sinkRunner{w: w, required: true}
 	log.Info("reservations sink running", append([]any{"brokers", cfg.Brokers, "topic", cfg.changelog(),
-		"dsn", redactDSN(cfg.PGDSN), "http", "http://" + ln.Addr().String()}, buildInfo().LogAttrs()...)...)
+		"dsn", redactDSN(cfg.PGDSN), "schema", cfg.PGSchema, "http", "http://" + ln.Addr().String()}, buildInfo().LogAttrs()...)...)
 	if from := s.EnvFrom("http-addr"); from == envName("http-addr") {
 		log.Info("the sink's admin address comes from " + from + ", the variable of the processor's (serve, dev); " +
 			"set " + sinkHTTPAddrEnv + " to give the sink its own, so that one environment configures both")

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func startPipeline(t *testing.T, parts int32, withSink bool) *pipeline {
 	t.Helper()
 	c := kafkatest.New(t)
 	p := &pipeline{t: t, c: c, names: c.Topics(t, parts), parts: parts, stateDir: t.TempDir(),
-		db: pgtest.NewDatabase(t), done: make(chan error, 2)}
+		db: readerDatabase(t, pgtest.NewDatabase(t)), done: make(chan error, 2)}
 	log := newLogger(os.Stderr, logFlags{Level: slog.LevelWarn})
 	proc, err := processor.New(processor.Config{
 		Brokers: c.Brokers, Topics: p.names, Group: p.names.Commands + "-group", StateDir: p.stateDir,
@@ -74,7 +75,7 @@ func startPipeline(t *testing.T, parts int32, withSink bool) *pipeline {
 	p.running = 1
 	go func() { p.done <- proc.Run(ctx) }()
 	if withSink {
-		w, err := sink.New(sink.Config{Brokers: c.Brokers, Topic: p.names.Changelog, DSN: p.db.DSN,
+		w, err := sink.New(sink.Config{Brokers: c.Brokers, Topic: p.names.Changelog, DSN: p.db.DSN, Schema: sink.DefaultSchema,
 			BatchWait: 5 * time.Millisecond, MetadataInterval: 200 * time.Millisecond},
 			sink.WithKafkaOpts(kafkatest.ClientOpts()...), sink.WithLogger(log))
 		require.NoError(t, err)
@@ -193,8 +194,23 @@ func (p *pipeline) waitDecided(ctx context.Context, ids map[string]bool) {
 	}
 }
 
+// readerDatabase sets the search_path of db (for every new session, its
+// pool's included) to the sink's default schema, then public, as
+// docs/SINK_SCHEMA.md advises readers of the tables: the tests' unqualified
+// queries read the tables the commands write into that schema.
+func readerDatabase(t *testing.T, db *pgtest.Database) *pgtest.Database {
+	t.Helper()
+	_, err := db.Pool.Exec(context.Background(), fmt.Sprintf("ALTER DATABASE %s SET search_path = %s, public",
+		pgx.Identifier{db.Name}.Sanitize(), pgx.Identifier{sink.DefaultSchema}.Sanitize()))
+	require.NoError(t, err)
+	db.Pool.Reset() // open connections keep the old search_path
+	return db
+}
+
 // tables dumps the sink's tables of pool as text rows in key order.
-func tables(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+func tables(t *testing.T, pool interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	// updated_at and current_at of sink_offsets are when the row was written
@@ -254,7 +270,7 @@ func TestToolsOnProcessorRun(t *testing.T) {
 
 	// replay --to postgres into an empty database gives the sink's tables;
 	// a second run gives the same.
-	fresh := pgtest.NewDatabase(t)
+	fresh := readerDatabase(t, pgtest.NewDatabase(t))
 	want := tables(t, p.db.Pool)
 	require.NotEmpty(t, want["stock"])
 	require.NotEmpty(t, want["reservations"])
@@ -280,12 +296,23 @@ func TestToolsOnProcessorRun(t *testing.T) {
 		require.Equal(t, exitOK, code, "run %d", run)
 		assert.Contains(t, out, "replay --to badger: done, partitions 0,1,2")
 		assert.Equal(t, wantStores, dumpStores(t, rebuilt, p.names.Changelog, parts), "run %d", run)
+		for part := range parts {
+			if run == 0 {
+				assert.Contains(t, out, fmt.Sprintf("partition %d: full (no store yet, or an empty one), offsets 0..", part))
+			} else {
+				assert.Contains(t, out, fmt.Sprintf("partition %d: current (nothing to replay)", part))
+			}
+		}
+		if run == 1 {
+			assert.Contains(t, out, "  0 records read in ")
+		}
 	}
 	// One partition, in full.
 	one := t.TempDir()
 	code, out, _ = tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "1", "--full"}, kafka...)...)
 	require.Equal(t, exitOK, code)
 	assert.Contains(t, out, "partitions 1 of")
+	assert.Contains(t, out, "partition 1: full (asked for: the store was wiped first)")
 	assert.Equal(t, map[int32]map[string]string{1: wantStores[1]}, dumpStores(t, one, p.names.Changelog, parts))
 	code, _, stderr := tool(t, append([]string{"replay", "--to", "badger", "--state-dir", one, "--only-partitions", "7"}, kafka...)...)
 	assert.Equal(t, exitUsage, code)
@@ -354,6 +381,12 @@ func TestToolsUsage(t *testing.T) {
 		{[]string{"sink"}, "--pg-dsn (RESERVATIONS_PG_DSN) is required"},
 		{[]string{"sink", "--pg-dsn", "postgres://x@h/db", "--batch-size", "0"}, "--batch-size"},
 		{[]string{"dev", "--pg-dsn", "::bad"}, "--pg-dsn"},
+		{[]string{"sink", "--pg-dsn", "postgres://x@h/db", "--pg-schema", "Snap-1"},
+			`invalid --pg-schema (RESERVATIONS_PG_SCHEMA): schema "Snap-1": want a lower-case identifier`},
+		{[]string{"sink", "--pg-dsn", "postgres://x@h/db", "--pg-schema", "pg_snap"}, "--pg-schema (RESERVATIONS_PG_SCHEMA): schema \"pg_snap\": names starting with pg_ are reserved"},
+		{[]string{"replay", "--to", "postgres", "--pg-dsn", "postgres://x@h/db", "--pg-schema", "A"}, "invalid --pg-schema"},
+		{[]string{"replay", "--to", "badger", "--pg-schema", "snap"}, "--pg-schema (RESERVATIONS_PG_SCHEMA) applies to --to postgres only"},
+		{[]string{"dev", "--pg-schema", "a b"}, "invalid --pg-schema"},
 	} {
 		code, _, stderr := tool(t, tc.args...)
 		assert.Equal(t, exitUsage, code, tc.args)
@@ -437,12 +470,93 @@ func TestSinkCommand(t *testing.T) {
 	assert.Contains(t, stderr.String(), "reservations sink running")
 }
 
+// TestSinkCommandSchema: the sink command (--pg-schema from the
+// environment) and replay --to postgres (--pg-schema flag) put their tables
+// into the schema they are given, and nowhere else; the rows are the
+// changelog's.
+func TestSinkCommandSchema(t *testing.T) {
+	p := startPipeline(t, 2, false)
+	p.sendWorkload(40, 4)
+	kafka := []string{"--brokers", strings.Join(p.c.Brokers, ","), "--topic-prefix", p.prefix()}
+	db := pgtest.NewDatabase(t) // search_path as the server's default: public first
+	const schema = "inventory_snapshot"
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- (&cli{stdout: &stdout, stderr: &stderr, lookupEnv: envMap("RESERVATIONS_PG_DSN", db.DSN,
+			"RESERVATIONS_PG_SCHEMA", schema)}).run(ctx,
+			append([]string{"sink", "--http-addr", httpAddr, "--batch-wait", "5ms"}, kafka...))
+	}()
+	eventually(t, 60*time.Second, "sink rows in "+schema, func() bool {
+		var n int
+		err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM inventory_snapshot.stock`).Scan(&n)
+		return err == nil && n == 4
+	})
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, exitOK, code, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("sink did not stop")
+	}
+	assert.Contains(t, stderr.String(), "schema="+schema)
+	sinkTables := []string{"replay_runs", "reservations", sink.MigrationsTable, "sink_errors", "sink_offsets", "stock"}
+	assert.Equal(t, map[string][]string{schema: sinkTables}, tablesBySchema(t, db.Pool))
+	want := schemaTables(t, db.Pool, schema)
+	require.Len(t, want["stock"], 4)
+	require.NotEmpty(t, want["reservations"])
+
+	// replay --to postgres into another schema of another database: the
+	// same rows, there only.
+	fresh := pgtest.NewDatabase(t)
+	code, out, _ := tool(t, append([]string{"replay", "--to", "postgres", "--pg-dsn", fresh.DSN, "--pg-schema", "rebuilt"}, kafka...)...)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "in schema rebuilt")
+	assert.Equal(t, map[string][]string{"rebuilt": sinkTables}, tablesBySchema(t, fresh.Pool))
+	assert.Equal(t, want, schemaTables(t, fresh.Pool, "rebuilt"))
+}
+
+// tablesBySchema lists the tables of pool's database outside the system
+// schemas, by schema.
+func tablesBySchema(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT table_schema, table_name FROM information_schema.tables
+		WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2`)
+	require.NoError(t, err)
+	out := map[string][]string{}
+	var schema, table string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &table}, func() error {
+		out[schema] = append(out[schema], table)
+		return nil
+	})
+	require.NoError(t, err)
+	for _, ts := range out {
+		slices.Sort(ts)
+	}
+	return out
+}
+
+// schemaTables is tables, reading the sink's tables of schema.
+func schemaTables(t *testing.T, pool *pgxpool.Pool, schema string) map[string][]string {
+	t.Helper()
+	conn, err := pool.Acquire(context.Background())
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(context.Background(), "SET search_path = "+pgx.Identifier{schema}.Sanitize())
+	require.NoError(t, err)
+	defer func() { _, _ = conn.Exec(context.Background(), "RESET search_path") }()
+	return tables(t, conn)
+}
+
 // TestDevSink runs dev with --pg-dsn on a Postgres that goes away and comes
 // back: rows appear, the processor keeps deciding during the outage, /readyz
 // reports the sink, and the sink catches up.
 func TestDevSink(t *testing.T) {
 	srv := pgtest.NewServer(t)
-	db := srv.NewDatabase(t)
+	db := readerDatabase(t, srv.NewDatabase(t))
 	dir := t.TempDir()
 	kafkaPort := freePort(t)
 	broker := "127.0.0.1:" + strconv.Itoa(kafkaPort)
@@ -516,11 +630,11 @@ func TestDevSinkOff(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "", true)
+	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "", sink.DefaultSchema, true)
 	assert.Contains(t, buf.String(), "Postgres sink: off. Start dev with --pg-dsn (RESERVATIONS_PG_DSN)")
 	assert.Contains(t, buf.String(), "reservations send cart.reserve --cart cart-7")
 	buf.Reset()
-	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "postgres://u:secret@h/db", false)
+	printDevExample(&buf, "127.0.0.1:9092", "127.0.0.1:8080", "reservations", "postgres://u:secret@h/db", sink.DefaultSchema, false)
 	assert.NotContains(t, buf.String(), "cart.reserve", "no coordinator (--carts=false)")
 	assert.Contains(t, buf.String(), "reservations verify --pg-dsn 'postgres://u:xxxxx@h/db'")
 	assert.NotContains(t, buf.String(), "secret")
@@ -543,9 +657,19 @@ func TestProgress(t *testing.T) {
 	assert.Empty(t, buf.String())
 	now = now.Add(2 * time.Second)
 	p.update(50, 100)
-	assert.Equal(t, "replay:  50.0% (50 of 100 records), 25 records/s\n", buf.String())
+	assert.Equal(t, "replay:  50.0% (50 of 100 records), 25 records/s, ETA 2s\n", buf.String())
 	now = now.Add(500 * time.Millisecond)
 	p.update(60, 100)
 	assert.Equal(t, 1, strings.Count(buf.String(), "\n"), "at most one line a second")
 	assert.InDelta(t, 24.0, p.rate(60), 0.1)
+
+	// The caller's estimate (Rebuild's), or none yet.
+	buf.Reset()
+	now = now.Add(time.Second)
+	p.report(70, 100, 90*time.Second, true)
+	assert.Equal(t, "replay:  70.0% (70 of 100 records), 13 records/s, ETA 1m30s\n", buf.String())
+	buf.Reset()
+	now = now.Add(time.Second)
+	p.report(70, 100, 0, false)
+	assert.Equal(t, "replay:  70.0% (70 of 100 records), 0 records/s, ETA unknown\n", buf.String())
 }

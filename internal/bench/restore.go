@@ -87,11 +87,12 @@ func (r *run) restoreRuns(ctx context.Context) error {
 		return err
 	}
 	t0 = time.Now()
-	parts, err := p.Rebuild(ctx, nil, true)
+	sum, err := p.Rebuild(ctx, processor.RebuildOptions{Full: true})
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	res.RebuildSeconds = time.Since(t0).Seconds()
+	parts := sum.Partitions
 	res.RebuildPartitions = len(parts)
 	res.RebuildRecordsPerS = float64(res.Records) / res.RebuildSeconds
 	r.logf("restore: Rebuild of %d partitions in %.2fs: %.0f records/s", len(parts), res.RebuildSeconds, res.RebuildRecordsPerS)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+// TestProcessorDefaultsComeFromTheProcessor: serve and dev without any
+// setting run the processor (and the cart coordinator) exactly as
+// processor.DefaultConfig says, so the command line cannot drift from the
+// library's defaults.
+func TestProcessorDefaultsComeFromTheProcessor(t *testing.T) {
+	for _, cmd := range []string{"serve", "dev"} {
+		t.Run(cmd, func(t *testing.T) {
+			var (
+				s   *settings
+				p   *pipelineConfig
+				err error
+			)
+			switch cmd {
+			case "serve":
+				var cfg serveConfig
+				s = newSettings(cmd)
+				cfg.register(s)
+				_, err = s.Parse(nil, envMap())
+				p = &cfg.pipelineConfig
+			case "dev":
+				var cfg devConfig
+				s = newSettings(cmd)
+				cfg.register(s)
+				_, err = s.Parse(nil, envMap())
+				p = &cfg.pipelineConfig
+			}
+			require.NoError(t, err)
+			require.NoError(t, p.validate(s), "the defaults are valid")
+
+			got := p.processorConfig([]string{"b:1"}, "/state")
+			want := processor.DefaultConfig()
+			want.Brokers, want.StateDir, want.Topics = []string{"b:1"}, "/state", topics.NewNames("")
+			assert.Equal(t, want, got)
+
+			cart := p.cartConfig(got)
+			wantCart := processor.DefaultRoleConfig(processor.RoleCart)
+			wantCart.Brokers, wantCart.StateDir, wantCart.Topics = []string{"b:1"}, "/state", topics.NewNames("")
+			assert.Equal(t, wantCart, cart)
+		})
+	}
+}
+
+// TestProcessorValidationNamesTheSetting: the processor's rules reject a
+// value of the command line naming its flag and variable; flags whose zero
+// would be "the default" in processor.Config are rejected, not defaulted.
+func TestProcessorValidationNamesTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--commit-interval", "0s"}, "invalid --commit-interval (RESERVATIONS_COMMIT_INTERVAL): 0s: must be > 0"},
+		{[]string{"--max-batch", "0"}, "invalid --max-batch (RESERVATIONS_MAX_BATCH): 0: must be >= 1"},
+		{[]string{"--transaction-timeout", "500ms"}, "invalid --transaction-timeout (RESERVATIONS_TRANSACTION_TIMEOUT): 500ms: must be >= 1s"},
+		{[]string{"--group", ""}, "invalid --group (RESERVATIONS_GROUP): must not be empty"},
+		{[]string{"--dedupe-window", "59s"}, "invalid --dedupe-window (RESERVATIONS_DEDUPE_WINDOW): 59s: must be >= 1m"},
+	} {
+		var cfg serveConfig
+		s := newSettings("serve")
+		cfg.register(s)
+		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap())
+		require.NoError(t, err)
+		err = cfg.validate(s)
+		require.Error(t, err, tc.args)
+		assert.Contains(t, err.Error(), tc.want)
+		var ue *usageError
+		assert.True(t, errors.As(err, &ue), "a usage error (exit 2): %v", err)
+	}
+}

@@ -1,0 +1,49 @@
+package processor_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/processor"
+)
+
+func TestDefaultConfigValidates(t *testing.T) {
+	for _, r := range []processor.Role{processor.RoleSKU, processor.RoleCart} {
+		c := processor.DefaultRoleConfig(r)
+		assert.NotEmpty(t, c.Group)
+		assert.Error(t, c.Validate(), "brokers and state dir are required")
+		c.Brokers, c.StateDir = []string{"b:1"}, t.TempDir()
+		assert.NoError(t, c.Validate())
+	}
+	assert.Equal(t, processor.DefaultRoleConfig(processor.RoleSKU), processor.DefaultConfig())
+	assert.NotEqual(t, processor.DefaultConfig().Group, processor.DefaultRoleConfig(processor.RoleCart).Group)
+}
+
+// Validate names every bad setting as the command line does.
+func TestValidateNamesEverySetting(t *testing.T) {
+	c := processor.DefaultConfig()
+	c.CommitInterval = 0
+	c.MaxBatch = -1
+	c.TransactionTimeout = 10 * time.Millisecond
+	c.Rules.DedupeWindow = time.Second
+	c.Rules.MaxExtensions = -2
+	err := c.Validate()
+	require.Error(t, err)
+	var got []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var se *processor.SettingError
+		require.True(t, errors.As(e, &se), "%v", e)
+		got = append(got, se.Setting)
+	}
+	assert.Equal(t, []string{"brokers", "state-dir", "commit-interval", "max-batch", "transaction-timeout",
+		"dedupe-window", "max-extensions"}, got)
+	assert.Contains(t, err.Error(), "dedupe-window: 1s: must be >= 1m")
+
+	// New fills in the defaults first: zero fields are not errors there.
+	_, err = processor.New(processor.Config{Brokers: []string{"b:1"}, StateDir: t.TempDir()})
+	assert.NoError(t, err)
+}

@@ -131,7 +131,7 @@ func TestEnvironmentVariablesMeanOneThing(t *testing.T) {
 		"RESERVATIONS_BROKERS":                        "replay send serve sink verify",
 		"RESERVATIONS_PG_DSN":                         "dev replay sink verify", // the snapshot database
 		"RESERVATIONS_PG_DSN_FILE":                    "dev replay sink verify",
-		"RESERVATIONS_PG_SCHEMA":                      "dev replay sink", // the schema of the snapshot's tables
+		"RESERVATIONS_PG_SCHEMA":                      "dev replay sink verify", // the schema of the snapshot's tables
 		"RESERVATIONS_KAFKA_TLS":                      "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CA_FILE":                  "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CERT_FILE":                "replay send serve sink verify",

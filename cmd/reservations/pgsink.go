@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reservations/reservations/sink"
+
+	"github.com/reservations/reservations/internal/pgdsn"
 )
 
 // pgDSNUsage is the description of --pg-dsn where the sink is optional.
@@ -68,30 +69,7 @@ func checkDSN(s *settings, name, dsn string) error {
 }
 
 // redactDSN hides the password of a DSN for logs and messages.
-func redactDSN(dsn string) string {
-	if strings.Contains(dsn, "://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "(unparsable DSN)"
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-		return u.String()
-	}
-	fields := strings.Fields(dsn)
-	for i, f := range fields {
-		if strings.HasPrefix(f, "password=") {
-			fields[i] = "password=xxxxx"
-		}
-	}
-	return strings.Join(fields, " ")
-}
+func redactDSN(dsn string) string { return pgdsn.Redact(dsn) }
 
 // probePostgres reports whether a server answers at dsn within probeTimeout.
 func probePostgres(ctx context.Context, dsn string) error {

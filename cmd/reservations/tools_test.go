@@ -509,10 +509,18 @@ func TestSinkCommandSchema(t *testing.T) {
 	require.Len(t, want["stock"], 4)
 	require.NotEmpty(t, want["reservations"])
 
+	// verify reads the schema it is given: clean there, and a clear failure
+	// (not a silent pass) where the sink never wrote.
+	code, out, _ := tool(t, append([]string{"verify", "--pg-dsn", db.DSN, "--pg-schema", schema}, kafka...)...)
+	assert.Equal(t, exitOK, code, out)
+	code, out, errOut := tool(t, append([]string{"verify", "--pg-dsn", db.DSN, "--wait", "0"}, kafka...)...)
+	assert.NotEqual(t, exitOK, code, out)
+	assert.Contains(t, errOut, "no sink tables (sink_offsets) in "+sink.DefaultSchema+":", "names the schema it looked in")
+
 	// replay --to postgres into another schema of another database: the
 	// same rows, there only.
 	fresh := pgtest.NewDatabase(t)
-	code, out, _ := tool(t, append([]string{"replay", "--to", "postgres", "--pg-dsn", fresh.DSN, "--pg-schema", "rebuilt"}, kafka...)...)
+	code, out, _ = tool(t, append([]string{"replay", "--to", "postgres", "--pg-dsn", fresh.DSN, "--pg-schema", "rebuilt"}, kafka...)...)
 	require.Equal(t, exitOK, code)
 	assert.Contains(t, out, "in schema rebuilt")
 	assert.Equal(t, map[string][]string{"rebuilt": sinkTables}, tablesBySchema(t, fresh.Pool))

@@ -13,6 +13,7 @@ import (
 type verifyFlags struct {
 	kafkaFlags
 	PGDSN     string
+	PGSchema  string
 	Wait      time.Duration
 	MaxReport int
 	Log       logFlags
@@ -71,6 +72,7 @@ func (cfg *verifyFlags) register(s *settings) {
 	cfg.kafkaFlags.register(s)
 	s.String(&cfg.PGDSN, "pg-dsn", "", pgDSNUsage+", compared with the changelog (empty: only the changelog is checked)")
 	s.Secret("pg-dsn")
+	registerPGSchema(s, &cfg.PGSchema, "")
 	s.Duration(&cfg.Wait, "wait", 30*time.Second, "how long to wait for the sink's stored offsets to reach the changelog end (0: do not wait)")
 	s.Int(&cfg.MaxReport, "max-report", sink.DefaultMaxReport, "how many mismatches the report lists (all are counted)")
 	cfg.Log.register(s, slog.LevelWarn)
@@ -82,6 +84,7 @@ func (cfg *verifyFlags) validate(s *settings) error {
 	if cfg.PGDSN != "" {
 		errs = append(errs, checkDSN(s, "pg-dsn", cfg.PGDSN))
 	}
+	errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 	if cfg.Wait < 0 {
 		errs = append(errs, s.Invalid("wait", "%s: must be >= 0", cfg.Wait))
 	}
@@ -98,7 +101,7 @@ func runVerify(ctx context.Context, c *cli, s *settings, cfg verifyFlags) int {
 	}
 	prog := c.newProgress("verify: reading the changelog", cfg.Log)
 	rep, err := sink.Verify(ctx, sink.VerifyConfig{
-		Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Wait: cfg.Wait, MaxReport: cfg.MaxReport,
+		Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema, Wait: cfg.Wait, MaxReport: cfg.MaxReport,
 		Progress: prog.update,
 	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {

@@ -578,7 +578,7 @@ func TestDashboard(t *testing.T) {
 		"reservations_transaction_commit_seconds_bucket",
 		"reservations_consumer_lag_records",
 		"reservations_restore_remaining_records",
-		"reservations_restore_duration_seconds",
+		"reservations_restore_last_duration_seconds",
 		"reservations_restored_records_total",
 		"reservations_expiry_backlog",
 		"reservations_expiry_lag_seconds_bucket",

@@ -19,11 +19,11 @@ package pgserver
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/reservations/reservations/internal/dockerprobe"
+
+	"github.com/reservations/reservations/internal/pgdsn"
 )
 
 // Options configure Start.
@@ -139,23 +139,5 @@ func (s *Server) Running() bool { return s.ctl.running() }
 // Stop stops the server and removes it with its data. It is idempotent.
 func (s *Server) Stop() error { return s.ctl.close() }
 
-// kvPassword matches a password in a keyword/value DSN, quoted or not.
-var kvPassword = regexp.MustCompile(`\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
-
-// RedactDSN hides the password of a DSN for logs and messages: a URL's
-// (url.URL.Redacted) and its password parameter, or the password of the
-// keyword/value form.
-func RedactDSN(dsn string) string {
-	if !strings.Contains(dsn, "://") {
-		return kvPassword.ReplaceAllString(dsn, "password=xxxxx")
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "(unparsable DSN)"
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
+// RedactDSN hides the password of a DSN for logs and messages (pgdsn.Redact).
+func RedactDSN(dsn string) string { return pgdsn.Redact(dsn) }

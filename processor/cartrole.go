@@ -2,7 +2,6 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -238,14 +237,12 @@ func (c *cartPartition) forget(key string, val []byte, now schemas.Millis) (Chan
 	var ct cart.Change
 	var ok bool
 	if kind == cart.DecidedPrefix {
-		var e struct {
-			CommandID string `json:"command_id"`
-		}
-		if err := json.Unmarshal(val, &e); err != nil {
+		e, err := schemas.DecodeChange(key, val)
+		if err != nil || e.CartCommand == nil {
 			c.w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 			return Change{}, false
 		}
-		ct, ok = c.role.core.Forget(c, e.CommandID, now)
+		ct, ok = c.role.core.Forget(c, e.CartCommand.CommandID, now)
 	} else {
 		// An idle cart untouched for the window: drop its long expired holds.
 		ct, ok = c.role.core.Prune(c, strings.TrimPrefix(key, cart.CartPrefix), now)

@@ -149,9 +149,6 @@ type partition struct {
 	poison  poisonState
 	sweep   sweeper
 	stream  streamClock
-	// backlog is set by the main loop when the last fetch of this partition
-	// left records unread (lag > 0); the sweep then keeps to stream time.
-	backlog atomic.Bool
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -311,7 +308,7 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis, noTimers bo
 	if !noTimers {
 		w.role.fireDue(now)
 		if now >= w.sweep.next {
-			w.sweepStep(now, w.stream.clock(now, w.backlog.Load()))
+			w.sweepStep(now, w.stream.clock(now))
 		}
 	}
 	for _, r := range records {

@@ -699,11 +699,7 @@ func (p *Processor) records(fs kgo.Fetches) ([]*kgo.Record, error) {
 			if end < 0 {
 				end = ftp.HighWatermark
 			}
-			lag := max(0, end-ftp.Records[n-1].Offset-1)
-			p.metrics.lag.WithLabelValues(partLabel(ftp.Partition)).Set(float64(lag))
-			if w, ok := p.parts[ftp.Partition]; ok {
-				w.backlog.Store(lag > 0)
-			}
+			p.metrics.lag.WithLabelValues(partLabel(ftp.Partition)).Set(float64(max(0, end-ftp.Records[n-1].Offset-1)))
 		}
 	})
 	var ferr error

@@ -2,7 +2,6 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -266,17 +265,6 @@ func (s *skuPartition) replyToCart(id, cartID string, results []schemas.Result) 
 	}, w.promise)
 }
 
-// sweepEntry is the little of an entity the sweep needs to pre-select
-// candidates; the decision itself is the core's (ForgetCommand/Reservation).
-type sweepEntry struct {
-	CommandID   string `json:"command_id"`
-	Reservation *struct {
-		ReservationID string `json:"reservation_id"`
-		SKU           string `json:"sku"`
-		Status        string `json:"status"`
-	} `json:"reservation"`
-}
-
 // forget tombstones decided commands and terminal reservations past the
 // dedupe window.
 func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Change, bool) {
@@ -284,17 +272,17 @@ func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Chang
 	if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
 		return Change{}, false
 	}
-	var e sweepEntry
-	if err := json.Unmarshal(val, &e); err != nil {
+	e, err := schemas.DecodeChange(key, val)
+	if err != nil {
 		s.w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)
 		return Change{}, false
 	}
 	var t sku.Change
 	var ok bool
-	if kind == schemas.CommandPrefix {
-		t, ok = s.core.ForgetCommand(s, e.CommandID, now)
-	} else if r := e.Reservation; r != nil && r.Status != schemas.StatusActive {
-		t, ok = s.core.ForgetReservation(s, r.SKU, r.ReservationID, now)
+	if c := e.Command; c != nil {
+		t, ok = s.core.ForgetCommand(s, c.CommandID, now)
+	} else if r := e.Reservation; r != nil && r.Reservation.Status != schemas.StatusActive {
+		t, ok = s.core.ForgetReservation(s, r.Reservation.SKU, r.Reservation.ReservationID, now)
 	}
 	return Change{Change: t}, ok
 }

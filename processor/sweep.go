@@ -63,12 +63,17 @@ const streamGrace = schemas.Millis(10_000)
 
 // streamClock is the time a partition's sweep measures the dedupe window
 // against. A decided command may only be forgotten once no retry produced
-// within the window can still be waiting unread in the partition: with a
-// backlog that is the newest record timestamp consumed (stream time, as in
-// Kafka Streams), caught up it is the processing clock. Without it a backlog
-// longer than the window (an outage, a slow restore) would let the sweep
-// delete decisions whose retries are still queued, and those would be decided
-// again.
+// within the window can still be waiting unread in the partition, so the sweep
+// runs on stream time (as Kafka Streams' windows do): the newest record
+// timestamp consumed, moved on by the processing time since it was consumed,
+// never past now. Working through a backlog, records are consumed batch after
+// batch and the clock stays within one batch gap of the stream time; caught up
+// and idle, it moves with the processing clock. Without it a backlog longer
+// than the window (an outage, a slow restore) let the sweep delete decisions
+// whose retries were still queued, and those were decided again.
+//
+// (The fetch's lag cannot tell a backlog from the tail of transaction markers
+// and aborted batches a transactional topic ends with, so it is not used.)
 type streamClock struct {
 	newest schemas.Millis // newest record timestamp consumed, 0: none yet
 	at     schemas.Millis // processing time when newest was consumed
@@ -85,22 +90,21 @@ func (s *streamClock) observe(records []*kgo.Record, now schemas.Millis) {
 			s.newest, s.at = ts, now
 		}
 	}
+	if len(records) > 0 && s.newest > 0 {
+		s.at = now // the stream was read up to here just now
+	}
 }
 
 // clock returns the sweep's time at now: 0 (sweep nothing) while nothing was
-// consumed for less than streamGrace since the partition started; the stream
-// time while the last fetch left a backlog; otherwise the stream time moved on
-// by the processing time since, never past now.
-func (s *streamClock) clock(now schemas.Millis, backlog bool) schemas.Millis {
-	switch {
-	case s.newest == 0:
+// consumed for less than streamGrace since the partition started (a backlog
+// would show within it), then now; otherwise the stream time moved on by the
+// processing time since the last records were consumed, never past now.
+func (s *streamClock) clock(now schemas.Millis) schemas.Millis {
+	if s.newest == 0 {
 		if s.since == 0 || now-s.since < streamGrace {
 			return 0
 		}
 		return now
-	case backlog:
-		return min(now, s.newest)
-	default:
-		return min(now, s.newest+(now-s.at))
 	}
+	return min(now, s.newest+(now-s.at))
 }

@@ -27,12 +27,9 @@ const (
 	invDLQ        = "DLQ holds every malformed record, once"
 	invForward    = "misrouted commands forwarded once, every decision made by the owner partition"
 	invProcesses  = "processes: no panic, race or unexpected exit; corrupted store wiped"
-	// invRetomb is a known open bug, reported loudly but not failing the run
-	// (see knownIssue): a store kept a terminal entry the changelog had
-	// deleted, and its sweep tombstoned it again. Terminal entries hold no
-	// stock and the second tombstone removes them, but it is the stale-store
-	// class of bug and must be found and fixed; then move it back to violate.
-	invRetomb   = "KNOWN BUG (reported, not failing): no terminal entry tombstoned twice (a store kept what the changelog deleted)"
+	// invRetomb: a store kept a terminal entry the changelog had deleted, and
+	// its sweep tombstoned it again (the stale-store class of bug).
+	invRetomb   = "no terminal entry tombstoned twice (a store kept what the changelog deleted)"
 	invLiveness = "liveness: partitions decide again within 60 s of a kill or freeze, a frozen member is expelled, commands within the drain limit"
 )
 
@@ -49,15 +46,13 @@ var invariants = []string{invOnce, invInvalid, invOversell, invContinuity, invSt
 // what was checked.
 type report struct {
 	mu       sync.Mutex
-	known    map[string]bool // invariants of known open bugs: listed, not counted in total
 	found    map[string]int
 	examples map[string][]string
 	checked  map[string]string
 }
 
 func newReport() *report {
-	return &report{found: map[string]int{}, examples: map[string][]string{}, checked: map[string]string{},
-		known: map[string]bool{invRetomb: true}}
+	return &report{found: map[string]int{}, examples: map[string][]string{}, checked: map[string]string{}}
 }
 
 const maxExamples = 5
@@ -82,10 +77,8 @@ func (r *report) total() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for inv, v := range r.found {
-		if !r.known[inv] {
-			n += v
-		}
+	for _, v := range r.found {
+		n += v
 	}
 	return n
 }
@@ -104,11 +97,7 @@ func (r *report) lines() []string {
 			out = append(out, "  ok    "+inv+what)
 			continue
 		}
-		label := "FAIL "
-		if r.known[inv] {
-			label = "KNOWN"
-		}
-		out = append(out, fmt.Sprintf("  %s %s%s: %d violations", label, inv, what, r.found[inv]))
+		out = append(out, fmt.Sprintf("  FAIL  %s%s: %d violations", inv, what, r.found[inv]))
 		for _, e := range r.examples[inv] {
 			out = append(out, "        - "+e)
 		}

@@ -40,12 +40,11 @@ func (*cartRole) name() string                           { return "cart" }
 func (*cartRole) io(all topics.Names) topics.Names       { return all.Cart() }
 func (*cartRole) peer(all topics.Names) (string, bool)   { return all.Commands, true }
 func (*cartRole) defaultGroup() string                   { return "reservations-cart-coordinator" }
-func (*cartRole) metricsNamespace() string               { return "reservations_cart" }
 func (r *cartRole) sweepWindow() time.Duration           { return r.core.Rules.DedupeWindow }
 func (r *cartRole) partition(w *partition) partitionRole { return &cartPartition{w: w, role: r} }
 
 func (r *cartRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
-	ns := r.metricsNamespace()
+	const ns = "reservations_cart" // the cart role's own metrics
 	r.sagaSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "saga_seconds",
 		Help: "Time from a cart command's start to its cart result (queueing behind another saga of the cart included).", Buckets: latencyBuckets})
 	r.sagasInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sagas_in_flight",

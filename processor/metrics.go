@@ -10,10 +10,11 @@ import (
 	"github.com/reservations/reservations/schemas"
 )
 
-// metrics of the processor, namespace "reservations". Labels are bounded:
-// partition, type (the contract's types, else "other"), outcome, reason.
+// metrics of the processor, namespace "reservations", with a constant label
+// role ("sku" or "cart"): both roles publish the same names, so one panel or
+// alert covers both. Labels are bounded: role, partition, type (the
+// contract's types, else "other"), outcome, reason.
 type metrics struct {
-	namespace        string // "reservations", or "reservations_cart" for RoleCart
 	processed        *prometheus.CounterVec
 	duplicates       prometheus.Counter
 	notices          *prometheus.CounterVec
@@ -61,13 +62,13 @@ func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// newMetrics registers the metrics of a processor of role r on reg: names start
-// with the role's namespace (reservations_, reservations_cart_), so that both
-// roles can share one registry (one binary, one /metrics).
+// newMetrics registers the metrics of a processor of role r on reg, labelled
+// role=r.name(), so that both roles share one registry (one binary, one
+// /metrics) and the same names; the role's own metrics (r.register) keep
+// their own names.
 func newMetrics(reg prometheus.Registerer, r role) *metrics {
-	ns := r.metricsNamespace()
+	const ns = "reservations"
 	m := &metrics{
-		namespace: ns,
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_processed_total",
 			Help: "Commands decided (duplicates excluded), by type, outcome and reason."}, []string{"type", "outcome", "reason"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_total",
@@ -126,8 +127,9 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 		[]string{"role"}))
 	m.running = running.WithLabelValues(r.name())
 	m.running.Set(0)
-	reg.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
-	reg.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
+	shared := prometheus.WrapRegistererWith(prometheus.Labels{"role": r.name()}, reg)
+	shared.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
+	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)
 	return m

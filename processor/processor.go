@@ -295,7 +295,8 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.OnPartitionsLost(p.onLost),
 		// franz-go's client metrics (reservations_kafka_*), unregistered when
 		// the session's client closes.
-		kgo.WithHooks(kprom.NewMetrics(p.metrics.namespace, kprom.Subsystem("kafka"), kprom.Registerer(p.reg))),
+		kgo.WithHooks(kprom.NewMetrics("reservations", kprom.Subsystem("kafka"),
+			kprom.Registerer(prometheus.WrapRegistererWith(prometheus.Labels{"role": p.role.name()}, p.reg)))),
 	}, p.cfg.KafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {

@@ -27,8 +27,6 @@ type role interface {
 	peer(all topics.Names) (topic string, required bool)
 	// defaultGroup is the consumer group when Config.Group is empty.
 	defaultGroup() string
-	// metricsNamespace prefixes the role's metric names.
-	metricsNamespace() string
 	// register registers the role's own metrics on reg and returns those
 	// labelled by partition (deleted when a partition stops).
 	register(reg prometheus.Registerer) []*prometheus.GaugeVec

@@ -34,7 +34,6 @@ func (*skuRole) name() string                                          { return 
 func (*skuRole) io(all topics.Names) topics.Names                      { return all }
 func (*skuRole) peer(all topics.Names) (string, bool)                  { return all.CartCommands, false }
 func (*skuRole) defaultGroup() string                                  { return "reservations-processor" }
-func (*skuRole) metricsNamespace() string                              { return "reservations" }
 func (*skuRole) register(prometheus.Registerer) []*prometheus.GaugeVec { return nil }
 func (r *skuRole) sweepWindow() time.Duration                          { return r.core.Rules.DedupeWindow }
 func (r *skuRole) partition(w *partition) partitionRole                { return newSKUPartition(r, w) }

@@ -263,7 +263,7 @@ func TestDevEndToEnd(t *testing.T) {
 	code, body, err = httpGet("http://" + httpAddr + "/metrics")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, code)
-	assert.Contains(t, body, `reservations_commands_processed_total{outcome="accepted",reason="",type="reserve"} 1`)
+	assert.Contains(t, body, `reservations_commands_processed_total{outcome="accepted",reason="",role="sku",type="reserve"} 1`)
 	assert.Contains(t, body, "reservations_build_info{")
 	assert.Contains(t, body, "go_goroutines")
 

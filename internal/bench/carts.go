@@ -425,10 +425,10 @@ func (e *cartEnv) step(ctx context.Context, p *cartPlan, clients int) (CartStep,
 	}
 	e.crt.add(ro.tag, ro)
 	defer e.crt.remove(ro.tag)
-	s0, c0 := e.txnStats(), gatherTxnStats(e.creg, "reservations_cart")
+	s0, c0 := e.txnStats(), gatherTxnStats(e.creg, "reservations")
 	h0, ch0 := histSums(e.reg), histSums(e.creg)
 	cartLoop(ctx, cartPipeExec{e, ro}, p, clients, e.r.cfg.CartStepTimeout, &st)
-	s1, c1 := e.txnStats(), gatherTxnStats(e.creg, "reservations_cart")
+	s1, c1 := e.txnStats(), gatherTxnStats(e.creg, "reservations")
 	h1, ch1 := histSums(e.reg), histSums(e.creg)
 	var sku, coord Step
 	s1.since(s0, &sku)
@@ -436,7 +436,7 @@ func (e *cartEnv) step(ctx context.Context, p *cartPlan, clients int) (CartStep,
 	st.SKUTxns, st.SKURecordsTxn, st.SKUCommitMs = sku.Txns, sku.RecordsPerTxn, sku.CommitMs
 	st.CoordTxns, st.CoordRecordsTxn, st.CoordCommitMs = coord.Txns, coord.RecordsPerTxn, coord.CommitMs
 	st.Aborts, st.Restarts = sku.Aborts+coord.Aborts, sku.Restarts+coord.Restarts
-	st.PickupMs = meanMs(ch0, ch1, "reservations_cart_process_latency_seconds")
+	st.PickupMs = meanMs(ch0, ch1, "reservations_process_latency_seconds")
 	st.SagaMs = meanMs(ch0, ch1, "reservations_cart_saga_seconds")
 	st.LineMs = meanMs(h0, h1, "reservations_process_latency_seconds")
 	// Answered more than once (the route lives only as long as the step: a

@@ -502,8 +502,8 @@ const slowCommit = 0.128
 func (e *pipeEnv) txnStats() txnStats { return gatherTxnStats(e.reg, "reservations") }
 
 // gatherTxnStats reads the transaction counters of the processor whose
-// metrics registry is reg and whose metric names start with ns ("reservations"
-// for the SKU role, "reservations_cart" for the cart coordinator).
+// metrics registry is reg and whose metric names start with ns (both roles
+// publish reservations_*, labelled role; each has its own registry here).
 func gatherTxnStats(reg *prometheus.Registry, ns string) txnStats {
 	var t txnStats
 	mfs, err := reg.Gather()

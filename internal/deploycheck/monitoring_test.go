@@ -518,7 +518,7 @@ func TestDashboard(t *testing.T) {
 	for _, v := range d.Templating.List {
 		order = append(order, v.Name)
 	}
-	assert.Equal(t, []string{"datasource", "namespace", "job", "instance"}, order, "template variables")
+	assert.Equal(t, []string{"datasource", "namespace", "job", "instance", "role"}, order, "template variables")
 	for i, name := range dashboardFilters {
 		v, ok := templateVar(d, name)
 		if !assert.True(t, ok, "no template variable %s", name) {
@@ -767,4 +767,30 @@ func TestQuantityOf(t *testing.T) {
 		assert.Equal(t, want, quantityOf(expr), expr)
 	}
 	assert.Equal(t, []string{`x{job=~"$job"}`, `y`}, selectors(`sum(x{job=~"$job"}[5m]) / y`))
+}
+
+// Both processor roles (sku, cart) publish the same metric names, labelled
+// role: every panel query of such a metric filters by the role variable (or
+// names the cart role), so a panel never adds the two roles up unasked.
+func TestDashboardFiltersProcessorMetricsByRole(t *testing.T) {
+	d := loadDashboard(t)
+	v, ok := templateVar(d, "role")
+	require.True(t, ok, "a role template variable")
+	assert.Regexp(t, `^label_values\(reservations_partitions_running\{.*\}, role\)$`, v.queryText())
+	checked := 0
+	for _, p := range d.allPanels() {
+		for _, tg := range p.Targets {
+			for _, sel := range selectors(tg.Expr) {
+				name, _, _ := strings.Cut(sel, "{")
+				if !strings.HasPrefix(name, "reservations_") || strings.HasPrefix(name, "reservations_sink_") ||
+					strings.HasPrefix(name, "reservations_cart_") || name == "reservations_build_info" || name == "reservations_partitions_running" {
+					continue
+				}
+				checked++
+				assert.True(t, strings.Contains(sel, `role=~"$role"`) || strings.Contains(sel, `role="cart"`),
+					"panel %q: %s does not filter by role", p.Title, sel)
+			}
+		}
+	}
+	assert.Greater(t, checked, 20, "processor metric selectors checked")
 }

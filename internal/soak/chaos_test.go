@@ -607,6 +607,9 @@ func (c *chaos) compact(why string) bool {
 			}
 			if ok = err == nil; !ok {
 				c.compactFail = fmt.Sprintf("broker: %v", err)
+			} else if why, skipped := strings.CutPrefix(took, "skipped: "); skipped {
+				ok, took = false, ""
+				c.compactFail = why + " (the broker's own check)"
 			}
 		}
 		if !slow {

@@ -281,7 +281,8 @@ func (c *child) terminate() {
 }
 
 // stop ends the child with SIGTERM and returns its exit error (nil: exit 0);
-// after timeout it is killed.
+// after timeout it gets SIGQUIT (the Go runtime writes every goroutine's
+// stack to its log, which says where the shutdown hung), then is killed.
 func (c *child) stop(timeout time.Duration) error {
 	c.expected.Store(true)
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
@@ -289,8 +290,13 @@ func (c *child) stop(timeout time.Duration) error {
 	case <-c.done:
 		return c.err
 	case <-time.After(timeout):
+		_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-c.done:
+		case <-time.After(3 * time.Second):
+		}
 		c.kill()
-		return fmt.Errorf("%s did not stop within %s after SIGTERM", c.name, timeout)
+		return fmt.Errorf("%s did not stop within %s after SIGTERM (goroutine stacks from SIGQUIT in its log)", c.name, timeout)
 	}
 }
 

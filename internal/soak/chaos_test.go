@@ -256,7 +256,7 @@ func (c *chaos) stable() bool {
 func (c *chaos) candidates() []*instance {
 	var cand []*instance
 	for _, in := range c.insts {
-		if in.available() && !c.protected(in) {
+		if in.available() && !c.protected(in) && time.Now().After(in.settleUntil) {
 			cand = append(cand, in)
 		}
 	}
@@ -346,6 +346,7 @@ func (c *chaos) thawWhenExpelled(in *instance, f *freeze) {
 	}
 	in.frozen = false
 	f.thawed = time.Now()
+	in.settleUntil = f.thawed.Add(5 * time.Second)
 	c.logf("SIGCONT %s (expelled after %s)", in.name, f.expelled)
 }
 

@@ -358,6 +358,11 @@ type instance struct {
 	// protectUntil: not chosen for a kill before this time (the restart on a
 	// corrupted store must get to restore first).
 	protectUntil time.Time
+	// settleUntil: a thawed zombie is not killed before this time: it logs
+	// the loss of its partitions only once it reaches the broker again, and
+	// killed before that, the ownership check (from its log) would have to
+	// take it as running them until the kill.
+	settleUntil time.Time
 	// frozen: its process is stopped with SIGSTOP (a zombie); away: stopped for
 	// a stale-folder rejoin. Neither is chosen for another fault.
 	frozen, away bool

@@ -37,7 +37,7 @@ import (
 
 // Modes of Config.Mode.
 const (
-	ModeShort = "short" // make bench-short: about 3 minutes on 2 cores
+	ModeShort = "short" // make bench-short: about 4 minutes on 2 cores
 	ModeFull  = "full"  // make bench
 	ModeTiny  = "tiny"  // the package's own test: seconds
 )
@@ -150,7 +150,7 @@ func Preset(mode string) (Config, error) {
 		c.CoreDuration = 500 * time.Millisecond
 		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 12, 2000, 12_000
 		c.CartStepTimeout = 4 * time.Second
-		c.BinaryConcurrencies = []int{16, 256}
+		c.BinaryConcurrencies = []int{16, 256, 1024}
 		c.Timeout = 360 * time.Second // the binary phase adds about a minute (and its build, uncached)
 	case ModeFull:
 		c.CommitIntervals = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}

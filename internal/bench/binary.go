@@ -139,12 +139,13 @@ func (r *run) binaryPhase(ctx context.Context) error {
 		return fmt.Errorf("binary: %w", err)
 	}
 	b.ProcessorMaxRSSMB = env.processorMaxRSSMB()
+	t0 := time.Now()
 	b.Check = checkBinary(ctx, env.brokers, env.names.Changelog, env.names.Results, env.tags)
 	c := &b.Check
 	r.rep.Oversell = append(r.rep.Oversell, OversellCheck{System: SystemBinary, Scope: "all binary steps (changelog replay)",
 		SKUsChecked: c.SKUs, OversoldSKUs: c.OversoldSKUs, MismatchedSKUs: c.MismatchedSKUs, Error: c.Error,
 		Detail: fmt.Sprintf("%d command ids, %d decided twice, %d unmatched, %d unknown", c.CommandIDs, c.DecidedTwice, c.Unmatched, c.Unknown)})
-	r.logf("binary check: %d command ids, %d results, %d SKUs, %d active; %d violations %s %s",
+	r.logf("binary check (%.1fs): %d command ids, %d results, %d SKUs, %d active; %d violations %s %s", time.Since(t0).Seconds(),
 		c.CommandIDs, c.Results, c.SKUs, c.Active, c.Violations(), strings.Join(c.Examples, "; "), c.Error)
 	return c.verdict()
 }

@@ -68,7 +68,8 @@ func (c *BinaryCheck) verdict() error {
 
 // binChecker accumulates the changelog and the results of a binary run.
 type binChecker struct {
-	tags        map[string]bool // the tags of the run's plans (command ids are tag.N)
+	tags        map[string]bool   // the tags of the run's plans (command ids are tag.N)
+	latest      map[string][]byte // the latest raw value of each stock and reservation key
 	state       processor.Entities
 	commands    map[string]int // command/ records per command id
 	decisions   map[string]int // non-duplicate results per command id
@@ -78,7 +79,7 @@ type binChecker struct {
 }
 
 func newBinChecker(tags []string) *binChecker {
-	c := &binChecker{tags: map[string]bool{}, state: processor.Entities{}, commands: map[string]int{}, decisions: map[string]int{}}
+	c := &binChecker{tags: map[string]bool{}, latest: map[string][]byte{}, state: processor.Entities{}, commands: map[string]int{}, decisions: map[string]int{}}
 	for _, t := range tags {
 		c.tags[t] = true
 	}
@@ -91,22 +92,35 @@ func (c *binChecker) example(format string, args ...any) {
 	}
 }
 
-// changelog applies one changelog record (a nil value is a tombstone).
+// changelog applies one changelog record (a nil value is a tombstone). A
+// command/ record is counted by its key; stock and reservation values are
+// kept raw and only the latest of each key is decoded, in verdict.
 func (c *binChecker) changelog(key string, value []byte) {
-	ch, err := processor.DecodeChange(key, value)
-	if err != nil {
-		c.undecodable++
-		c.example("changelog %s: %v", key, err)
+	if id, ok := strings.CutPrefix(key, schemas.CommandPrefix); ok {
+		if value != nil {
+			c.commands[id]++
+		}
 		return
 	}
-	if ch.Command != nil {
-		c.commands[ch.Command.CommandID]++
+	if value == nil {
+		delete(c.latest, key)
+		return
 	}
-	if ch.Tombstone() {
-		delete(c.state, key)
-	} else {
+	c.latest[key] = value
+}
+
+// decodeLatest decodes the latest value of every stock and reservation key.
+func (c *binChecker) decodeLatest() {
+	for key, value := range c.latest {
+		ch, err := processor.DecodeChange(key, value)
+		if err != nil {
+			c.undecodable++
+			c.example("changelog %s: %v", key, err)
+			continue
+		}
 		c.state[key] = ch
 	}
+	c.latest = map[string][]byte{}
 }
 
 // result counts one result record.
@@ -121,7 +135,10 @@ func (c *binChecker) result(r *kgo.Record) {
 		return // a notice (expiry): no command behind it
 	}
 	c.results++
-	var res schemas.Result
+	var res struct {
+		CommandID string `json:"command_id"`
+		Duplicate bool   `json:"duplicate"`
+	}
 	if err := json.Unmarshal(r.Value, &res); err != nil || res.CommandID != id {
 		c.undecodable++
 		c.example("result of %s at %d/%d does not decode to its command id", id, r.Partition, r.Offset)
@@ -140,8 +157,8 @@ func (c *binChecker) known(id string) bool {
 
 // verdict checks what was read.
 func (c *binChecker) verdict() BinaryCheck {
+	c.decodeLatest()
 	v := BinaryCheck{CommandIDs: len(c.commands), Results: c.results, Undecodable: c.undecodable}
-	c.examples = slices.Clone(c.examples)
 	active := map[string]int64{}
 	for _, ch := range c.state {
 		if rv := ch.Reservation; rv != nil && rv.Reservation.Status == schemas.StatusActive {

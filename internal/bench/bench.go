@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,7 +37,7 @@ import (
 
 // Modes of Config.Mode.
 const (
-	ModeShort = "short" // make bench-short: about 3 minutes on 2 cores
+	ModeShort = "short" // make bench-short: about 4 minutes on 2 cores
 	ModeFull  = "full"  // make bench
 	ModeTiny  = "tiny"  // the package's own test: seconds
 )
@@ -114,6 +115,10 @@ type Config struct {
 	CartSKUs                               int
 	CartRounds, CartMinCarts, CartMaxCarts int
 	CartStepTimeout                        time.Duration
+	// BinaryConcurrencies are the closed-loop client counts of the binary
+	// measurement (the reservations binary and the broker as processes, see
+	// binary.go); none: the binary measurement is skipped (tiny mode).
+	BinaryConcurrencies []int
 	// Timeout bounds the whole run.
 	Timeout time.Duration
 }
@@ -145,7 +150,8 @@ func Preset(mode string) (Config, error) {
 		c.CoreDuration = 500 * time.Millisecond
 		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 12, 2000, 12_000
 		c.CartStepTimeout = 4 * time.Second
-		c.Timeout = 240 * time.Second
+		c.BinaryConcurrencies = []int{16, 256, 1024}
+		c.Timeout = 360 * time.Second // the binary phase adds about a minute (and its build, uncached)
 	case ModeFull:
 		c.CommitIntervals = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
 		c.Concurrencies = []int{16, 64, 256, 1024, 4096}
@@ -159,6 +165,7 @@ func Preset(mode string) (Config, error) {
 		c.CoreDuration = 2 * time.Second
 		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 20, 10_000, 100_000
 		c.CartStepTimeout = 15 * time.Second
+		c.BinaryConcurrencies = []int{16, 64, 256, 1024}
 		c.Timeout = 60 * time.Minute
 	case ModeTiny:
 		c.SKUs = 200
@@ -219,6 +226,9 @@ func (c Config) withDefaults() (Config, error) {
 	orPreset(&c.CartMaxCarts, p.CartMaxCarts)
 	orPreset(&c.CartStepTimeout, p.CartStepTimeout)
 	orPreset(&c.Timeout, p.Timeout)
+	if len(c.BinaryConcurrencies) == 0 {
+		c.BinaryConcurrencies = p.BinaryConcurrencies
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -246,7 +256,7 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("commit-interval: %s must be > 0", ci))
 		}
 	}
-	for _, n := range c.Concurrencies {
+	for _, n := range append(slices.Clone(c.Concurrencies), c.BinaryConcurrencies...) {
 		if n < 1 || n > 100_000 {
 			errs = append(errs, fmt.Errorf("concurrency: %d must be in 1..100000", n))
 		}
@@ -311,6 +321,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		{"sql", r.sqlPhase},
 		{"restore", r.restorePhase},
 		{"carts", r.cartsPhase},
+		{"binary", r.binaryPhase},
 	}
 	for _, ph := range phases {
 		t0 := time.Now()

@@ -38,6 +38,7 @@ var reportTmpl = template.Must(template.New("report.md.tmpl").Funcs(template.Fun
 	"mb":          func(b int64) float64 { return float64(b) / 1e6 },
 	"percent":     func(share float64) float64 { return 100 * share },
 	"targetValue": targetValue,
+	"binRatios":   binaryRatioKeys,
 	"commitOf":    commitOf,
 	"join":        strings.Join,
 	"list":        func() []string { return nil },

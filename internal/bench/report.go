@@ -40,6 +40,10 @@ type Report struct {
 	Targets      []Target           `json:"targets"`
 	PhaseSeconds map[string]float64 `json:"phase_seconds"`
 	TotalSeconds float64            `json:"total_seconds"`
+
+	// Binary is the reservations binary as its own process (binary.go); nil
+	// when not measured.
+	Binary *Binary `json:"binary,omitempty"`
 }
 
 // GCStats summarise the Go garbage collector over a phase.
@@ -243,6 +247,7 @@ func (rep *Report) finish() {
 		h[k] += float64(o.OversoldSKUs)
 	}
 	rep.finishCarts()
+	rep.finishBinary()
 	h["oversell_checks"] = float64(len(rep.Oversell))
 	h["oversell_violations"] = float64(oversold)
 	h["oversell_checks_failed"] = float64(failed)

@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/topics"
+)
+
+// SystemBinary is the pipeline as a user runs it: the `reservations` binary
+// (go build ./cmd/reservations, `reservations serve`) as its own process,
+// against a kfake broker in another process, driven by load-generator
+// processes (cmd/loadgen), all on loopback.
+const SystemBinary = "binary"
+
+// binaryWorkloads are the workloads of the binary measurement.
+var binaryWorkloads = []string{WorkloadUniform, WorkloadHot}
+
+// binaryPrefix is the topic prefix of the binary measurement.
+const binaryPrefix = "bench-bin"
+
+// Binary is the measurement of the binary as a user runs it.
+type Binary struct {
+	// BuildSeconds is how long building the two binaries took (setup).
+	BuildSeconds float64 `json:"build_seconds"`
+	// Command is the processor's command line (broker address and folders
+	// elided).
+	Command string `json:"command"`
+	// CommitInterval is the processor's default, which the binary runs with.
+	CommitInterval time.Duration `json:"commit_interval"`
+	Concurrencies  []int         `json:"concurrencies"`
+	// Steps are the closed-loop sweeps, the open-loop runs and the paced run.
+	Steps []BinaryStep `json:"steps"`
+	// CPU per command over every measured step, of the processor process and
+	// of the broker process, in microseconds (0: not measured).
+	ProcessorCPUUsPerCommand float64 `json:"processor_cpu_us_per_command"`
+	BrokerCPUUsPerCommand    float64 `json:"broker_cpu_us_per_command"`
+	// ProcessorMaxRSSMB is the processor's peak resident set (getrusage of the
+	// child after it stopped).
+	ProcessorMaxRSSMB float64     `json:"processor_max_rss_mb"`
+	Check             BinaryCheck `json:"check"`
+	// Notes explain figures left out (e.g. a ratio whose baseline was not
+	// measured in the run).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// BinaryStep is one step of the binary measurement with the CPU time of each
+// process over its measured window.
+type BinaryStep struct {
+	Step
+	ProcessorCPUSeconds float64 `json:"processor_cpu_seconds"`
+	BrokerCPUSeconds    float64 `json:"broker_cpu_seconds"`
+	// LoadgenCPUSeconds is the load generator's whole life (connect included).
+	LoadgenCPUSeconds float64 `json:"loadgen_cpu_seconds"`
+	// ProcessorCPUUsPerCommand is ProcessorCPUSeconds per completed command.
+	ProcessorCPUUsPerCommand float64 `json:"processor_cpu_us_per_command"`
+}
+
+func newBinaryStep(res LoadResult) BinaryStep {
+	bs := BinaryStep{Step: res.Step, ProcessorCPUSeconds: res.CPUSeconds["processor"],
+		BrokerCPUSeconds: res.CPUSeconds["broker"], LoadgenCPUSeconds: res.CPUSeconds["loadgen"]}
+	if bs.Completed > 0 {
+		bs.ProcessorCPUUsPerCommand = 1e6 * bs.ProcessorCPUSeconds / float64(bs.Completed)
+	}
+	return bs
+}
+
+// binaryPhase builds the binaries, starts broker and processor as processes,
+// runs the sweeps and the open-loop and paced runs from load-generator
+// processes, stops the processor and checks the invariants from the topics.
+// A violation fails the run.
+func (r *run) binaryPhase(ctx context.Context) error {
+	cfg := &r.cfg
+	if len(cfg.BinaryConcurrencies) == 0 {
+		r.logf("binary: no concurrencies configured (%s mode): skipped", cfg.Mode)
+		return nil
+	}
+	b := &Binary{CommitInterval: processor.DefaultConfig().CommitInterval, Concurrencies: cfg.BinaryConcurrencies}
+	r.rep.Binary = b
+	env, err := startBinaryEnv(ctx, cfg, r.logf)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	b.BuildSeconds, b.Command = env.buildSeconds, env.command
+
+	if _, err := env.load(ctx, LoadConfig{Kind: KindSetup, Tag: r.tag("bs"), Ops: cfg.SKUs, Timeout: 2 * time.Minute}); err != nil {
+		return fmt.Errorf("binary: set stock: %w", err)
+	}
+	add := func(res LoadResult) {
+		bs := newBinaryStep(res)
+		b.Steps = append(b.Steps, bs)
+		r.logBinaryStep(&bs)
+	}
+	for _, w := range binaryWorkloads {
+		warm := LoadConfig{Kind: KindClosed, Workload: w, Clients: min(16, slices.Max(cfg.BinaryConcurrencies)),
+			Ops: min(200, cfg.MinOps), Seed: seedOf(w, -1), Tag: r.tag("bw"), Timeout: cfg.StepTimeout}
+		if _, err := env.load(ctx, warm); err != nil {
+			return fmt.Errorf("binary warm-up %s: %w", w, err)
+		}
+		for _, c := range cfg.BinaryConcurrencies {
+			res, err := env.load(ctx, LoadConfig{Kind: KindClosed, Workload: w, Clients: c, Ops: cfg.stepOps(c),
+				Seed: seedOf(w, c), Tag: r.tag("b"), Timeout: cfg.StepTimeout})
+			if err != nil {
+				return fmt.Errorf("binary %s clients=%d: %w", w, c, err)
+			}
+			add(res)
+		}
+	}
+	var hotMax float64
+	for _, w := range binaryWorkloads {
+		res, err := env.load(ctx, LoadConfig{Kind: KindOpen, Workload: w, Ops: cfg.OpenLoopOps, Seed: seedOf(w, 0),
+			Tag: r.tag("bo"), Timeout: 2 * time.Minute})
+		if err != nil {
+			return fmt.Errorf("binary open loop %s: %w", w, err)
+		}
+		add(res)
+		if w == WorkloadHot {
+			hotMax = res.Step.Throughput
+		}
+	}
+	if rate := hotMax / 2; rate > 0 {
+		n := max(int(rate*cfg.PacedDuration.Seconds()), 1)
+		res, err := env.load(ctx, LoadConfig{Kind: KindPaced, Workload: WorkloadHot, Ops: n, Rate: rate,
+			Seed: seedOf(WorkloadHot, -2), Tag: r.tag("bh"), Timeout: cfg.PacedDuration + time.Minute})
+		if err != nil {
+			return fmt.Errorf("binary paced hot: %w", err)
+		}
+		add(res)
+	}
+	b.ProcessorCPUUsPerCommand, b.BrokerCPUUsPerCommand = cpuPerCommand(b.Steps)
+
+	// The check reads what the stopped processor committed.
+	if err := env.stopProcessor(); err != nil {
+		return fmt.Errorf("binary: %w", err)
+	}
+	b.ProcessorMaxRSSMB = env.processorMaxRSSMB()
+	t0 := time.Now()
+	b.Check = checkBinary(ctx, env.brokers, env.names.Changelog, env.names.Results, env.tags)
+	c := &b.Check
+	r.rep.Oversell = append(r.rep.Oversell, OversellCheck{System: SystemBinary, Scope: "all binary steps (changelog replay)",
+		SKUsChecked: c.SKUs, OversoldSKUs: c.OversoldSKUs, MismatchedSKUs: c.MismatchedSKUs, Error: c.Error,
+		Detail: fmt.Sprintf("%d command ids, %d decided twice, %d unmatched, %d unknown", c.CommandIDs, c.DecidedTwice, c.Unmatched, c.Unknown)})
+	r.logf("binary check (%.1fs): %d command ids, %d results, %d SKUs, %d active; %d violations %s %s", time.Since(t0).Seconds(),
+		c.CommandIDs, c.Results, c.SKUs, c.Active, c.Violations(), strings.Join(c.Examples, "; "), c.Error)
+	return c.verdict()
+}
+
+// cpuPerCommand is the processor's and the broker's CPU microseconds per
+// completed command over steps.
+func cpuPerCommand(steps []BinaryStep) (proc, broker float64) {
+	var p, br float64
+	n := 0
+	for _, s := range steps {
+		p += s.ProcessorCPUSeconds
+		br += s.BrokerCPUSeconds
+		n += s.Completed
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return 1e6 * p / float64(n), 1e6 * br / float64(n)
+}
+
+func (r *run) logBinaryStep(s *BinaryStep) {
+	extra := ""
+	if s.Kind == KindPaced {
+		extra = fmt.Sprintf(" at %.0f/s", s.TargetRate)
+	}
+	if s.Errors > 0 {
+		extra += fmt.Sprintf(" errors=%d", s.Errors)
+	}
+	if s.TimedOut {
+		extra += " (step timeout)"
+	}
+	r.logf("%-18s %-7s %-6s clients=%-5d %6d cmds %8.0f/s p50=%.1fms p99=%.1fms; cpu processor %.2fs (%.0fus/cmd) broker %.2fs loadgen %.2fs%s",
+		SystemBinary, s.Workload, s.Kind, s.Clients, s.Completed, s.Throughput, s.P50, s.P99,
+		s.ProcessorCPUSeconds, s.ProcessorCPUUsPerCommand, s.BrokerCPUSeconds, s.LoadgenCPUSeconds, extra)
+}
+
+// binaryNames are the topics of the binary measurement.
+func binaryNames() topics.Names { return topics.NewNames(binaryPrefix) }

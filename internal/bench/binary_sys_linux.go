@@ -1,0 +1,21 @@
+package bench
+
+import (
+	"os"
+	"syscall"
+)
+
+// childAttr has the kernel kill a child (broker, processor, load generator)
+// when the harness dies, so that none outlives a crashed or interrupted run.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+// maxRSSMB is the peak resident set of an exited child in MB (Linux reports
+// ru_maxrss in KiB).
+func maxRSSMB(ps *os.ProcessState) float64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) * 1024 / 1e6
+	}
+	return 0
+}

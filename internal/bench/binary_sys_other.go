@@ -1,0 +1,14 @@
+//go:build !linux
+
+package bench
+
+import (
+	"os"
+	"syscall"
+)
+
+// childAttr: without Pdeathsig the children are only stopped by the harness.
+func childAttr() *syscall.SysProcAttr { return nil }
+
+// maxRSSMB is not measured off Linux.
+func maxRSSMB(*os.ProcessState) float64 { return 0 }

@@ -2,6 +2,8 @@
 // it measures, in one run on one machine, this pipeline end to end through an
 // in-process kfake broker, the Postgres row-lock designs it replaces (the
 // seed's Serializable SELECT ... FOR UPDATE, and the best careful SQL), the
+// Redis baseline of flash sales (a Lua script per command, appendfsync
+// everysec and always, on a throwaway redis-server), the
 // broker's own exactly-once pass-through limit, restore and sink rates, expiry
 // lag, the pure core, Badger commits and memory per active reservation,
 // all-or-nothing 3-line cart holds (SKU processor + cart coordinator against
@@ -319,6 +321,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		{"core", r.core},
 		{"pipeline", r.pipelinePhase},
 		{"sql", r.sqlPhase},
+		{"redis", r.redisPhase},
 		{"restore", r.restorePhase},
 		{"carts", r.cartsPhase},
 		{"binary", r.binaryPhase},

@@ -39,7 +39,7 @@ func TestRunTiny(t *testing.T) {
 	require.NoError(t, err)
 
 	// Every system, workload and concurrency was measured.
-	for _, system := range []string{SystemPipeline, SystemSerializable, SystemBestSQL} {
+	for _, system := range []string{SystemPipeline, SystemSerializable, SystemBestSQL, SystemRedis, SystemRedisAlways} {
 		for _, w := range Workloads {
 			n := len(rep.find(func(s *Step) bool { return s.System == system && s.Workload == w && s.Kind == KindClosed }))
 			assert.Equal(t, 2, n, "%s %s closed-loop steps", system, w)
@@ -73,6 +73,21 @@ func TestRunTiny(t *testing.T) {
 	}
 	assert.InDelta(t, 1e9/1367.0, rep.Headline["core_go_bench_commands_per_s"], 1, "taken from the go test output")
 	assert.Len(t, rep.Targets, 9)
+	// The Redis baselines: the keys of both durability classes, no violation.
+	for _, prefix := range []string{SystemRedis, SystemRedisAlways} {
+		for _, w := range Workloads {
+			for _, k := range []string{"max_throughput", "p99_ms_at_best", "clients_at_best", "throughput_at_p99_150ms"} {
+				assert.Positive(t, rep.Headline[prefix+"_"+w+"_"+k], "%s_%s_%s", prefix, w, k)
+			}
+		}
+	}
+	assert.Contains(t, rep.Headline, "redis_violations")
+	assert.Zero(t, rep.Headline["redis_violations"])
+	require.Len(t, rep.Redis.Checks, 2)
+	for _, c := range rep.Redis.Checks {
+		assert.True(t, c.OK(), c.summary())
+		assert.Positive(t, c.Duplicates, "%s: the mixed workload's re-sent ids", c.System)
+	}
 
 	// Restore, sink and expiry produced figures; nothing was oversold.
 	assert.Equal(t, int64(rep.Settings.SKUs+2000), rep.Restore.Records)
@@ -141,7 +156,8 @@ func TestRunTiny(t *testing.T) {
 	require.NoError(t, err)
 	for _, s := range []string{"## Targets", "## Machine", "## Latency curves", "## Restore and sink",
 		"## Expiry", "## No oversell", "BenchmarkApply/reserve", "bench/chart.svg", "## Carts: all-or-nothing 3-line holds",
-		"`cart_vs_sql_ratio`", "**0** violations"} {
+		"`cart_vs_sql_ratio`", "**0** violations",
+		"| workload | best SQL (`fsync=off`) | Redis, `appendfsync everysec` (comparable) | Redis, `appendfsync always` |", "| Redis | redis-server "} {
 		assert.Contains(t, string(md), s)
 	}
 }

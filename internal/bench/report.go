@@ -29,6 +29,8 @@ type Report struct {
 	// Carts are the all-or-nothing 3-line cart holds, pipeline vs SQL.
 	Carts   Carts           `json:"carts"`
 	Profile *ProfileSummary `json:"profile,omitempty"`
+	// Redis is the Redis baselines' servers and invariant checks.
+	Redis RedisInfo `json:"redis"`
 	// PipelineGC is the Go GC of the harness process during the pipeline phase
 	// (broker, processors and load generator share that heap).
 	PipelineGC GCStats `json:"pipeline_gc"`
@@ -145,7 +147,7 @@ func ratio(a, b float64) float64 {
 func (rep *Report) finish() {
 	h := rep.Headline
 	rep.Best = nil
-	for _, system := range []string{SystemPipeline, SystemSerializable, SystemBestSQL} {
+	for _, system := range []string{SystemPipeline, SystemSerializable, SystemBestSQL, SystemRedis, SystemRedisAlways} {
 		for _, w := range Workloads {
 			for _, se := range rep.series(system) {
 				if b, ok := bestOf(rep.Steps, se, w); ok {
@@ -247,7 +249,8 @@ func (rep *Report) finish() {
 		h[k] += float64(o.OversoldSKUs)
 	}
 	rep.finishCarts()
-	rep.finishBinary()
+	rep.finishRedis()
+	rep.finishBinary() // after finishRedis: it reads the redis_* keys for its ratios
 	h["oversell_checks"] = float64(len(rep.Oversell))
 	h["oversell_violations"] = float64(oversold)
 	h["oversell_checks_failed"] = float64(failed)

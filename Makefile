@@ -95,7 +95,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem ./processor/sku/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
 	$(GO) run ./internal/bench/cmd/benchharness -mode full -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
 
-## bench-short: the same harness in short mode (under 3 minutes on 2 cores)
+## bench-short: the same harness in short mode (about 5 minutes on 2 cores; needs redis-server)
 .PHONY: bench-short
 bench-short:
 	mkdir -p docs/bench

@@ -165,8 +165,8 @@ func throughput(b *Best) float64 {
 }
 
 // missedTargetNotes are the keys of targets whose miss has a note of its own.
-var missedTargetNotes = []string{"e2e_vs_passthrough_ratio", "hot_p99_ms_at_half_max", "restore_records_per_s",
-	"expiry_lag_p99_ms", "core_commands_per_s", "oversell_violations"}
+var missedTargetNotes = []string{"processor_cpu_us_per_command", "p50_ms_at_16_clients", "binary_hot_p99_ms_at_half_max",
+	"restore_records_per_s", "expiry_lag_p99_ms", "invariant_violations"}
 
 func (rep *Report) missed() *missedView {
 	m := &missedView{H: rep.Headline, BadgerOpenCloseMs: rep.Core.Badger.OpenCloseMs,
@@ -174,8 +174,7 @@ func (rep *Report) missed() *missedView {
 	for _, t := range rep.Targets {
 		switch {
 		case t.Met || t.Detail == "not measured":
-		case t.Key == "hot_vs_serializable_throughput_ratio", t.Key == "hot_vs_best_sql_throughput_ratio",
-			t.Key == "uniform_vs_best_sql_throughput_ratio":
+		case strings.HasPrefix(t.Key, "binary_vs_"):
 			m.Ratios = append(m.Ratios, t)
 		case slices.Contains(missedTargetNotes, t.Key):
 			m.Others = append(m.Others, t)

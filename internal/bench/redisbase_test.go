@@ -258,6 +258,6 @@ func TestRedisCheckDetects(t *testing.T) {
 	assert.Equal(t, float64(c.Violations()), rep.Headline["redis_violations"])
 	assert.GreaterOrEqual(t, rep.Headline["redis_violations"], 6.0)
 	last := rep.Targets[len(rep.Targets)-1]
-	assert.Equal(t, "oversell_violations", last.Key)
+	assert.Equal(t, "invariant_violations", last.Key)
 	assert.False(t, last.Met)
 }

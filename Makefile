@@ -16,7 +16,7 @@ COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS    = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 
-.PHONY: run test test-containers vet fmt build bench clean
+.PHONY: run test test-containers vet fmt build bench clean image
 
 ## run: the whole pipeline on this machine (embedded Kafka, processor, admin HTTP)
 run:
@@ -71,6 +71,12 @@ vulncheck:
 ## fmt: format all Go files
 fmt:
 	gofmt -w .
+
+## image: the container image (deploy/Dockerfile) with the same build stamps as `make build` (needs Docker)
+IMAGE ?= reservations:$(VERSION)
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+		--build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
 
 ## build: the binaries into ./bin, stamped with VERSION, COMMIT and BUILD_DATE (see `reservations version`)
 build:

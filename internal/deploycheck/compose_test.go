@@ -398,6 +398,21 @@ func TestDockerfile(t *testing.T) {
 	runs := strings.Join(build.all("RUN"), "\n")
 	assert.Contains(t, runs, "CGO_ENABLED=0")
 	assert.Regexp(t, `go build .*\./cmd/reservations`, runs)
+	// Build stamps (as `make build`'s) and the image's OCI labels.
+	for _, stamp := range []string{"-X main.version=${VERSION}", "-X main.commit=${COMMIT}", "-X main.buildDate=${BUILD_DATE}"} {
+		assert.Contains(t, runs, stamp, "build stage stamps the binary")
+	}
+	for _, st := range []*dockerStage{build, final} {
+		assert.Subset(t, st.all("ARG"), []string{"VERSION=devel", "COMMIT=unknown", "BUILD_DATE=unknown"}, "stage %s declares the stamp args", st.from)
+	}
+	labels := strings.Join(final.all("LABEL"), " ")
+	for _, l := range []string{`org.opencontainers.image.version="${VERSION}"`, `org.opencontainers.image.revision="${COMMIT}"`,
+		`org.opencontainers.image.created="${BUILD_DATE}"`, "org.opencontainers.image.source=", "org.opencontainers.image.title="} {
+		assert.Contains(t, labels, l, "OCI label")
+	}
+	makefile, err := os.ReadFile(filepath.Join(repoRoot(t), "Makefile"))
+	require.NoError(t, err)
+	assert.Regexp(t, `docker build -f deploy/Dockerfile --build-arg VERSION=\$\(VERSION\) --build-arg COMMIT=\$\(COMMIT\)`, string(makefile), "make image passes the stamps")
 
 	user := final.all("USER")
 	require.NotEmpty(t, user, "runtime stage: USER")

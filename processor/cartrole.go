@@ -187,12 +187,7 @@ func (c *cartPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 // results, changelog records (pending until commit) and per-SKU commands.
 func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
 	w, env := c.w, c.w.env
-	var trace []kgo.RecordHeader
-	for _, h := range src.Headers {
-		if h.Key == HeaderTraceparent {
-			trace = append(trace, h)
-		}
-	}
+	trace := traceHeaders(src)
 	for i := range out.Results {
 		res := &out.Results[i]
 		v := schemas.AppendCartResult(make([]byte, 0, 1024), res)

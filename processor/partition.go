@@ -21,6 +21,7 @@ import (
 const (
 	HeaderCommandID     = "command_id"
 	HeaderTraceparent   = "traceparent"
+	HeaderTracestate    = "tracestate"
 	HeaderForwardedFrom = "forwarded_from"
 	HeaderError         = "error"
 	HeaderSourceTopic   = "source_topic"
@@ -459,4 +460,20 @@ func (w *partition) reset() {
 	w.prodErr = nil
 	w.prodMu.Unlock()
 	w.err = nil
+}
+
+// traceHeaders returns the W3C trace context headers of r (traceparent and
+// tracestate), which the processor copies onto what r causes: results, and a
+// cart saga's line commands and cart result. No other header is copied.
+func traceHeaders(r *kgo.Record) []kgo.RecordHeader {
+	if r == nil {
+		return nil
+	}
+	var out []kgo.RecordHeader
+	for _, h := range r.Headers {
+		if h.Key == HeaderTraceparent || h.Key == HeaderTracestate {
+			out = append(out, h)
+		}
+	}
+	return out
 }

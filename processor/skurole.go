@@ -155,7 +155,7 @@ func (s *skuPartition) handle(r *kgo.Record, now schemas.Millis) {
 	out := s.core.Apply(s, sku.Input{Key: string(r.Key), Command: cmd, FieldErr: fe, Partition: w.p, Offset: r.Offset, Produced: schemas.MillisOf(r.Timestamp)}, now)
 	s.emit(out, r)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
-		s.replyToCart(cmd.CommandID, cmd.CartID, out.Results)
+		s.replyToCart(cmd.CommandID, cmd.CartID, out.Results, r)
 	}
 }
 
@@ -170,12 +170,8 @@ func (s *skuPartition) emit(out sku.Outputs, src *kgo.Record) {
 		if res.CommandID != "" {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderCommandID, Value: []byte(res.CommandID)})
 		}
-		if src != nil && res.CommandID != "" {
-			for _, h := range src.Headers {
-				if h.Key == HeaderTraceparent {
-					rec.Headers = append(rec.Headers, h)
-				}
-			}
+		if res.CommandID != "" {
+			rec.Headers = append(rec.Headers, traceHeaders(src)...)
 		}
 		w.produce(rec, w.promise)
 		env.metrics.result(res)
@@ -235,15 +231,16 @@ func (s *skuPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 	s.emit(sku.Outputs{Results: results}, r)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		// The cart saga waiting for this line gets its (rejected) decision.
-		s.replyToCart(cmd.CommandID, cmd.CartID, results)
+		s.replyToCart(cmd.CommandID, cmd.CartID, results, r)
 	}
 }
 
 // replyToCart routes the decision on command id (the first result carrying it;
 // notices are never routed) to the cart-commands topic, keyed by cart_id, in
 // the open transaction. Murmur2 over the cart-commands partitions sends it to
-// the partition the cart service's cart commands of that cart go to.
-func (s *skuPartition) replyToCart(id, cartID string, results []schemas.Result) {
+// the partition the cart service's cart commands of that cart go to; the line
+// command src's trace context goes with it.
+func (s *skuPartition) replyToCart(id, cartID string, results []schemas.Result, src *kgo.Record) {
 	w, env := s.w, s.w.env
 	i := slices.IndexFunc(results, func(r schemas.Result) bool { return r.CommandID == id })
 	if i < 0 {
@@ -257,10 +254,10 @@ func (s *skuPartition) replyToCart(id, cartID string, results []schemas.Result) 
 	key := []byte(cartID)
 	w.produce(&kgo.Record{
 		Topic: env.all.CartCommands, Partition: topics.Partition(key, env.layout.peerPartitions), Key: key, Value: v,
-		Headers: []kgo.RecordHeader{
+		Headers: append([]kgo.RecordHeader{
 			{Key: schemas.HeaderKind, Value: []byte(schemas.HeaderKindLineResult)},
 			{Key: HeaderCommandID, Value: []byte(id)},
-		},
+		}, traceHeaders(src)...),
 	}, w.promise)
 }
 

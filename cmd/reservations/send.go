@@ -502,9 +502,10 @@ func sendAndWait(parent context.Context, brokers []string, sec *kafkaSecurity, n
 		return nil, schemas.Result{}, err
 	}
 	// The default partitioner hashes keyed records with murmur2, as the
-	// contract asks of producers.
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())},
-		sec.Opts()...)...)
+	// contract asks of producers. Request/reply settings: no linger (franz-go
+	// lingers 10 ms by default, which is most of a reply's latency at low
+	// load) and a short fetch wait for the result.
+	cl, err := kgo.NewClient(append(requestReplyOpts(brokers...), sec.Opts()...)...)
 	if err != nil {
 		return nil, schemas.Result{}, wrap(err)
 	}
@@ -591,5 +592,17 @@ func sendAndWait(parent context.Context, brokers []string, sec *kafkaSecurity, n
 		if found != nil {
 			return found, res, nil
 		}
+	}
+}
+
+// requestReplyOpts are the franz-go client settings of a request/reply
+// caller (send; what docs/CONFIGURATION.md recommends to a cart service): no
+// producer linger, read_committed results, a short fetch wait.
+func requestReplyOpts(brokers ...string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ProducerLinger(0),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(50 * time.Millisecond),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -58,7 +59,11 @@ func runBroker(c childConfig) int {
 		fmt.Fprintln(os.Stderr, "kfake:", err)
 		return 2
 	}
-	defer func() { cl.Close() }()
+	defer func() {
+		if cl != nil {
+			cl.Close()
+		}
+	}()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGTERM)
 	fmt.Println("ready", cl.ListenAddrs()[0])
@@ -76,18 +81,30 @@ func runBroker(c childConfig) int {
 				fmt.Println("compacted skipped:", open)
 				continue
 			}
-			// Reload the cluster from its data folder: kfake's compaction can
-			// drop an abort marker while still reporting the aborted
-			// transaction, which hides that producer's later committed batches
-			// from read_committed readers (TestKfakeCompactionHidesLaterCommits);
-			// a reload rebuilds the aborted-transaction index from the log.
-			// Clients see a short broker restart (no transaction is open).
-			cl.Close()
-			if cl, err = newCluster(); err != nil {
+			// Reload the cluster from its data folder, the compacted topics'
+			// partition snapshots removed: kfake's compaction can drop an abort
+			// marker while still reporting the aborted transaction, which hides
+			// that producer's later committed batches from read_committed
+			// readers (TestKfakeCompactionHidesLaterCommits); a close saves
+			// that stale index in each partition's snapshot.json, and only a
+			// replay of the log rebuilds it (TestKfakeReloadRebuildsAbortedIndex).
+			// The produce guard stays until the close. Clients see a short
+			// broker restart (no transaction is open).
+			if err := inj.replace(func() (*kfake.Cluster, error) {
+				cl.Close()
+				cl = nil // closed: the deferred close skips it if the reload fails
+				if err := dropSnapshots(c.DataDir, inj.names); err != nil {
+					return nil, err
+				}
+				next, err := newCluster()
+				if err == nil {
+					cl = next
+				}
+				return next, err
+			}); err != nil {
 				fmt.Fprintln(os.Stderr, "kfake reload after compaction:", err)
 				return 2
 			}
-			inj.setCluster(cl)
 			fmt.Fprintf(os.Stderr, "%s soak: compacted in %s\n", time.Now().Format("15:04:05.000"), time.Since(began))
 			fmt.Println("compacted", time.Since(began).Milliseconds())
 		case syscall.SIGUSR1:
@@ -208,7 +225,12 @@ func compactQuiescent(cl *kfake.Cluster, n topics.Names) string {
 		guards = append(guards, kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: t, Err: kerr.NotEnoughReplicas, Count: -1})
 	}
 	h := cl.Fault(guards...)
-	defer h.Remove()
+	compactedOK := false
+	defer func() {
+		if !compactedOK {
+			h.Remove() // after a compaction the guard stays until the cluster closes
+		}
+	}()
 	adm, err := kgo.NewClient(kgo.SeedBrokers(cl.ListenAddrs()...))
 	if err != nil {
 		return fmt.Sprintf("admin client: %v", err)
@@ -242,13 +264,39 @@ func compactQuiescent(cl *kfake.Cluster, n topics.Names) string {
 		return "a transaction was open on " + strings.Join(open, ", ")
 	}
 	cl.Compact()
+	compactedOK = true
 	return ""
 }
 
-// setCluster makes the injector install its next faults on cl (the faults
-// installed on the cluster it replaces are gone with it; their hits count).
-func (in *injector) setCluster(cl *kfake.Cluster) {
+// dropSnapshots removes the snapshot.json of every partition of the
+// compacted topics under the broker's data folder, so that the next start
+// replays their logs.
+func dropSnapshots(dataDir string, n topics.Names) error {
+	for _, t := range []string{n.Changelog, n.CartChangelog} {
+		snaps, err := filepath.Glob(filepath.Join(dataDir, "partitions", t+"-*", "snapshot.json"))
+		if err != nil {
+			return err
+		}
+		for _, s := range snaps {
+			if err := os.Remove(s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// replace swaps the injector's cluster for the one reload returns (after
+// closing the old one), holding the lock so that no fault is installed on a
+// closed cluster meanwhile; the faults installed on the old cluster are gone
+// with it (their hits count).
+func (in *injector) replace(reload func() (*kfake.Cluster, error)) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.cl = cl
+	next, err := reload()
+	if err != nil {
+		return err
+	}
+	in.cl = next
+	return nil
 }

@@ -150,6 +150,9 @@ type partition struct {
 	poison  poisonState
 	sweep   sweeper
 	stream  streamClock
+	// streamCommitted is stream as of the last commit: an abort puts it back
+	// (the aborted records are read and decided again).
+	streamCommitted streamClock
 	// Set by produce promises of the open transaction.
 	maxOff  atomic.Int64 // highest changelog offset produced, -1 for none
 	prodMu  sync.Mutex
@@ -309,7 +312,7 @@ func (w *partition) apply(records []*kgo.Record, now schemas.Millis, noTimers bo
 	if !noTimers {
 		w.role.fireDue(now)
 		if now >= w.sweep.next {
-			w.sweepStep(now, w.stream.clock(now))
+			w.sweepStep(now, w.stream.clock(now, 2*schemas.Millis(w.env.role.sweepWindow().Milliseconds())))
 		}
 	}
 	for _, r := range records {
@@ -438,6 +441,7 @@ func (w *partition) commit(owned time.Time) error {
 	}
 	clear(w.raw)
 	w.poison.forgetBelow(w.poison.hi + 1)
+	w.streamCommitted = w.stream
 	w.role.commit()
 	w.reset()
 	return nil
@@ -446,6 +450,7 @@ func (w *partition) commit(owned time.Time) error {
 // abort drops the aborted transaction's writes; its records will be fetched and
 // decided again.
 func (w *partition) abort() {
+	w.stream = w.streamCommitted
 	w.role.abort()
 	clear(w.pending)
 	clear(w.raw)

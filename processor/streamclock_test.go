@@ -27,7 +27,7 @@ func TestStreamClock(t *testing.T) {
 		{"working through a backlog: the stream time", [][]*kgo.Record{{at(t0 - 95_000), at(t0 - 90_000)}}, t0, t0 - 90_000},
 		{"a batch later: one batch gap past it", [][]*kgo.Record{{at(t0 - 95_000)}, {at(t0 - 94_000)}}, t0 + 1_200, t0 - 94_000 + 200},
 		{"caught up and idle: moves with the clock", [][]*kgo.Record{{at(t0 - 10)}}, t0 + 3_600_000, t0 + 3_600_000 - 10},
-		{"a producer clock ahead: never past now", [][]*kgo.Record{{at(t0 + 50_000)}}, t0 + 1_000, t0 + 1_000},
+		{"a timestamp ahead of the clock is ignored", [][]*kgo.Record{{at(t0 - 5_000), at(t0 + 50_000)}}, t0 + 1_000, t0 - 4_000},
 		{"an older record does not move it back", [][]*kgo.Record{{at(t0 - 5_000)}, {at(t0 - 60_000)}}, t0 + 1_000, t0 - 5_000},
 		{"records without timestamps: as if none", [][]*kgo.Record{{{}}}, t0 + streamGrace, t0 + streamGrace},
 	} {
@@ -36,7 +36,12 @@ func TestStreamClock(t *testing.T) {
 			for i, b := range tc.batches {
 				s.observe(b, t0+schemas.Millis(i*1000))
 			}
-			assert.Equal(t, tc.want, s.clock(tc.now))
+			assert.Equal(t, tc.want, s.clock(tc.now, 1_000_000_000))
 		})
 	}
+	// Producers whose clocks lag hold the sweep back by at most holdback.
+	var s streamClock
+	s.observe([]*kgo.Record{at(t0 - 7_200_000)}, t0)
+	assert.Equal(t, t0-7_200_000, s.clock(t0, 1_000_000_000))
+	assert.Equal(t, t0-3_600_000, s.clock(t0, 3_600_000), "never more than holdback behind now")
 }

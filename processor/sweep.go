@@ -66,11 +66,20 @@ const streamGrace = schemas.Millis(10_000)
 // within the window can still be waiting unread in the partition, so the sweep
 // runs on stream time (as Kafka Streams' windows do): the newest record
 // timestamp consumed, moved on by the processing time since it was consumed,
-// never past now. Working through a backlog, records are consumed batch after
-// batch and the clock stays within one batch gap of the stream time; caught up
-// and idle, it moves with the processing clock. Without it a backlog longer
-// than the window (an outage, a slow restore) let the sweep delete decisions
-// whose retries were still queued, and those were decided again.
+// never past now and never more than two windows behind it. Working through a
+// backlog, records are consumed batch after batch and the clock stays within
+// one batch gap of the stream time; caught up and idle, it moves with the
+// processing clock. Without it a backlog longer than the window (an outage, a
+// slow restore) let the sweep delete decisions whose retries were still
+// queued, and those were decided again.
+//
+// Limits (the stream time lives in memory, not in the store): a partition
+// that starts and gets no record within streamGrace, or one that stops
+// consuming while it runs (its fetches failing while its process stays up),
+// moves on with the processing clock and may forget decisions a backlog
+// behind it still needs; a record stamped ahead of the clock counts as now
+// (ignored); producers whose clocks lag hold the sweep back by at most two
+// windows (holdback), so storage stays bounded.
 //
 // (The fetch's lag cannot tell a backlog from the tail of transaction markers
 // and aborted batches a transactional topic ends with, so it is not used.)
@@ -80,13 +89,14 @@ type streamClock struct {
 	since  schemas.Millis // processing time of the partition's first job
 }
 
-// observe advances the stream time past records (after they were decided).
+// observe advances the stream time past records (after they were decided);
+// a timestamp ahead of now is ignored.
 func (s *streamClock) observe(records []*kgo.Record, now schemas.Millis) {
 	if s.since == 0 {
 		s.since = now
 	}
 	for _, r := range records {
-		if ts := schemas.MillisOf(r.Timestamp); ts > s.newest {
+		if ts := schemas.MillisOf(r.Timestamp); ts > s.newest && ts <= now {
 			s.newest, s.at = ts, now
 		}
 	}
@@ -99,12 +109,12 @@ func (s *streamClock) observe(records []*kgo.Record, now schemas.Millis) {
 // consumed for less than streamGrace since the partition started (a backlog
 // would show within it), then now; otherwise the stream time moved on by the
 // processing time since the last records were consumed, never past now.
-func (s *streamClock) clock(now schemas.Millis) schemas.Millis {
+func (s *streamClock) clock(now, holdback schemas.Millis) schemas.Millis {
 	if s.newest == 0 {
 		if s.since == 0 || now-s.since < streamGrace {
 			return 0
 		}
 		return now
 	}
-	return min(now, s.newest+(now-s.at))
+	return max(min(now, s.newest+(now-s.at)), now-holdback)
 }

@@ -374,7 +374,7 @@ func TestRules(t *testing.T) {
 	// The latency SLO: p95 of the end-to-end (decision) latency above 150 ms
 	// for 10 minutes.
 	slo := alerts["ReservationsEndToEndLatencySLO"]
-	assert.Regexp(t, `histogram_quantile\(0\.95,\s*sum by \((job, )?le\) \(rate\(reservations_end_to_end_latency_seconds_bucket\[`, slo.Expr, "p95 of the end-to-end latency")
+	assert.Regexp(t, `histogram_quantile\(0\.95,\s*sum by \((job, )?le\) \(rate\(reservations_end_to_end_latency_seconds_bucket\{role="sku"\}\[`, slo.Expr, "p95 of the end-to-end latency")
 	assert.Regexp(t, `\)\s*> 0\.15\s*$`, slo.Expr, "above 150 ms")
 	assert.Equal(t, "10m", slo.For)
 	// State wipes: increase, and a new series that starts at 1.

@@ -108,7 +108,7 @@ func TestAlertExpressionsWithPromtool(t *testing.T) {
 		series(sel(running, `instance="p1", role="cart"`), "12x20"))
 
 	bucket := func(le, values string) promtoolSeries {
-		return series(sel("reservations_end_to_end_latency_seconds_bucket", `instance="p0", le="`+le+`"`), values)
+		return series(sel("reservations_end_to_end_latency_seconds_bucket", `instance="p0", role="sku", le="`+le+`"`), values)
 	}
 	slo := count("ReservationsEndToEndLatencySLO")
 	add("latency: 20% above 150 ms", slo, "15m", fires,

@@ -13,6 +13,8 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"github.com/reservations/reservations/internal/throwaway"
 )
 
 // ContainerImage is the PostgreSQL image run when a Docker engine answers.
@@ -47,7 +49,7 @@ func StartContainer(ctx context.Context, opts Options) (*Server, error) {
 	// free a moment ago may be taken before Docker binds it: try a few.
 	var errs []error
 	for range 3 {
-		port, err := freePort()
+		port, err := throwaway.FreePort()
 		if err != nil {
 			return nil, err
 		}

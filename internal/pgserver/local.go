@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reservations/reservations/internal/throwaway"
 )
 
 // dirPrefix names the temporary directories of throwaway clusters; the sweep
@@ -73,7 +74,7 @@ func StartLocal(ctx context.Context, opts Options) (*Server, error) {
 	// A port that was free a moment ago may be taken by a parallel
 	// process before postgres binds it: try a few.
 	for attempt := 0; ; attempt++ {
-		c.port, err = freePort()
+		c.port, err = throwaway.FreePort()
 		if err != nil {
 			break
 		}
@@ -93,12 +94,8 @@ func StartLocal(ctx context.Context, opts Options) (*Server, error) {
 func (c *cluster) init(ctx context.Context) error {
 	// Written whole or not at all (rename), so that a parallel sweepStale
 	// never reads a half-written owner.
-	tmp := filepath.Join(c.dir, "owner.pid.tmp")
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return fmt.Errorf("write owner file: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, "owner.pid")); err != nil {
-		return fmt.Errorf("write owner file: %w", err)
+	if err := throwaway.WriteOwner(c.dir); err != nil {
+		return err
 	}
 	if c.cred != nil {
 		if err := os.Chown(c.dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
@@ -192,7 +189,7 @@ func (c *cluster) start(ctx context.Context) error {
 		if bytes.Contains(logText, []byte("could not bind")) || bytes.Contains(logText, []byte("already in use")) {
 			return fmt.Errorf("postgres on port %d: %w", c.port, errPortInUse)
 		}
-		return fmt.Errorf("postgres on port %d: %w\nserver log:\n%s", c.port, err, tail(logText, 4000))
+		return fmt.Errorf("postgres on port %d: %w\nserver log:\n%s", c.port, err, throwaway.Tail(logText, 4000))
 	}
 	c.proc, c.exited = cmd.Process, exited
 	return nil
@@ -355,53 +352,12 @@ func worldTraversable(dir string) bool {
 // sweepStale removes cluster directories whose owning process is gone
 // (killed before it could clean up), stopping a postgres still running there.
 func sweepStale(base string) {
-	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
-	for _, dir := range dirs {
-		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
-		pid, perr := strconv.Atoi(strings.TrimSpace(string(owner)))
-		if err != nil || perr != nil {
-			// Being created right now (no owner file yet, or one not yet
-			// written: an empty file parses as no pid), or not ours: leave
-			// young ones alone. Treating a half-written owner file as stale
-			// removed a parallel process's brand-new cluster directory.
-			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
-				continue
-			}
-		} else if alive(pid) {
-			continue
-		}
-		if pm, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
-			line, _, _ := strings.Cut(string(pm), "\n")
-			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && alive(pid) {
-				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				if slices.Contains(strings.Split(string(cmdline), "\x00"), filepath.Join(dir, "data")) {
-					_ = syscall.Kill(pid, syscall.SIGQUIT)
-				}
+	throwaway.SweepStale(base, dirPrefix, func(dir string) {
+		if pid, ok := throwaway.PIDFile(filepath.Join(dir, "data", "postmaster.pid")); ok {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if slices.Contains(strings.Split(string(cmdline), "\x00"), filepath.Join(dir, "data")) {
+				_ = syscall.Kill(pid, syscall.SIGQUIT)
 			}
 		}
-		_ = os.RemoveAll(dir)
-	}
-}
-
-// alive reports whether a process with the given pid exists.
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
+	})
 }

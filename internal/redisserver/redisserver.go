@@ -31,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/reservations/reservations/internal/throwaway"
 )
 
 // Fsync policies of the append-only file (redis.conf appendfsync).
@@ -109,14 +111,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("create redis directory: %w", err)
 	}
 	s := &Server{bin: bin, dir: dir, fsync: opts.AppendFsync, version: version}
-	if err := writeOwner(dir); err != nil {
+	if err := throwaway.WriteOwner(dir); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	// A port that was free a moment ago may be taken by a parallel process
 	// before redis-server binds it: try a few.
 	for attempt := 0; ; attempt++ {
-		s.port, err = freePort()
+		s.port, err = throwaway.FreePort()
 		if err != nil {
 			break
 		}
@@ -163,19 +165,6 @@ func binaryVersion(ctx context.Context, bin string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s --version: no v= in %q", bin, strings.TrimSpace(string(out)))
-}
-
-// writeOwner writes this process's pid to dir/owner.pid, whole or not at all
-// (rename), so that a parallel sweepStale never reads a half-written owner.
-func writeOwner(dir string) error {
-	tmp := filepath.Join(dir, "owner.pid.tmp")
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return fmt.Errorf("write owner file: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "owner.pid")); err != nil {
-		return fmt.Errorf("write owner file: %w", err)
-	}
-	return nil
 }
 
 // Addr is the server's host:port (loopback).
@@ -279,7 +268,7 @@ func (s *Server) start(ctx context.Context) error {
 		if bytes.Contains(logText, []byte("already in use")) {
 			return fmt.Errorf("redis-server on port %d: %w", s.port, errPortInUse)
 		}
-		return fmt.Errorf("redis-server on port %d: %w\nserver log:\n%s", s.port, err, tail(logText, 4000))
+		return fmt.Errorf("redis-server on port %d: %w\nserver log:\n%s", s.port, err, throwaway.Tail(logText, 4000))
 	}
 	s.proc, s.exited = cmd.Process, exited
 	return nil
@@ -355,50 +344,13 @@ func (s *Server) Stop() error {
 // sweepStale removes server directories whose owning process is gone (killed
 // before it could clean up), killing a redis-server still running there.
 func sweepStale(base string) {
-	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
-	for _, dir := range dirs {
-		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
-		pid, perr := strconv.Atoi(strings.TrimSpace(string(owner)))
-		if err != nil || perr != nil {
-			// Being created right now, or not ours: leave young ones alone.
-			if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < time.Hour {
-				continue
-			}
-		} else if alive(pid) {
-			continue
-		}
-		if b, err := os.ReadFile(filepath.Join(dir, "redis.pid")); err == nil {
-			// Only a process working in this directory is the server to kill:
-			// the pid may have been reused since.
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && alive(pid) {
-				if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
+	throwaway.SweepStale(base, dirPrefix, func(dir string) {
+		// Only a process working in this directory is the server to kill: the
+		// pid may have been reused since.
+		if pid, ok := throwaway.PIDFile(filepath.Join(dir, "redis.pid")); ok {
+			if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
-		_ = os.RemoveAll(dir)
-	}
-}
-
-// alive reports whether a process with the given pid exists.
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
+	})
 }

@@ -64,7 +64,7 @@ func (p *pipelineConfig) register(s *settings) {
 		"longest time one transaction collects records before it commits")
 	s.Int(&p.MaxBatch, "max-batch", def.MaxBatch, "most command records per transaction")
 	s.Duration(&p.DedupeWindow, "dedupe-window", def.Rules.DedupeWindow,
-		"how long a decided command_id is remembered, so a re-sent command returns its result with duplicate:true (min "+
+		"how long a decided command_id is remembered: a re-sent command produced within it returns its result with duplicate:true, however late it is processed (min "+
 			shortDuration(processor.MinDedupeWindow)+")")
 	s.Int64(&p.MaxExtensions, "max-extensions", def.Rules.MaxExtensions,
 		"how often one reservation may be extended (0: never)")

@@ -12,7 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/reservations/reservations/internal/pgtest"
 	"github.com/reservations/reservations/schemas"
@@ -166,24 +169,26 @@ func TestSinkStaleWhileRunning(t *testing.T) {
 	}
 	s := newShop(t, e, parts, seed(t), 8)
 	_, reg := startSink(t, e.sinkConfig(db.DSN))
+	s.produce(200)
+	waitStable(t, e, db.Pool, 60*time.Second)
 
-	stop := make(chan struct{})
-	compacted := make(chan struct{})
-	go func() {
-		defer close(compacted)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				e.cluster.Compact()
-			}
-		}
-	}()
-	s.produce(600)
-	close(stop)
-	<-compacted
+	// The running sink falls behind (its fetches of the changelog fail)
+	// while the shop goes on and compaction removes tombstones it has not
+	// read; then it may read again. Compacting while a sink that is current
+	// reads along cannot be detected with delete.retention.ms 0 (a tombstone
+	// written and compacted between two of its fetches leaves no trace), so
+	// the lag is made certain here. Compaction runs between the shop's
+	// transactions, none aborted: kfake compacts records of open
+	// transactions and drops abort markers it still reports
+	// (internal/kafkatest), which Kafka does not.
+	block := e.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: e.topic, Err: kerr.NotLeaderForPartition, Count: -1})
+	s.noAborts = true
+	s.afterTxn = e.cluster.Compact
+	s.produce(400)
+	s.afterTxn = nil
 	e.cluster.Compact()
+	time.Sleep(time.Second) // lagging longer than the limit (0 here: half of delete.retention.ms 0)
+	block.Remove()
 
 	waitStable(t, e, db.Pool, 60*time.Second)
 	assertMatchesShop(t, db.Pool, s)

@@ -35,6 +35,13 @@ type shop struct {
 	res    map[string]schemas.ReservationEntity // every reservation not tombstoned
 	active map[string][]string                  // SKU -> keys of active reservations
 	n      int
+	// noAborts: produce no aborted transactions; afterTxn, if set, runs
+	// after every committed transaction (no transaction open). Together they
+	// keep a test that compacts while producing clear of kfake's compaction
+	// differences (internal/kafkatest: it compacts records of open
+	// transactions, and drops abort markers it still reports).
+	noAborts bool
+	afterTxn func()
 }
 
 func newShop(t testing.TB, e *kafkaEnv, parts int32, seed uint64, skus int) *shop {
@@ -157,7 +164,10 @@ func (s *shop) produce(ops int) {
 		recs = append(recs, &kgo.Record{Key: []byte(schemas.CommandKey(fmt.Sprint(s.n))), Value: []byte(`{"version":1}`),
 			Partition: int32(s.n) % s.parts})
 		s.txn(ctx, recs, kgo.TryCommit)
-		if s.rng.IntN(6) == 0 {
+		if s.afterTxn != nil {
+			s.afterTxn()
+		}
+		if !s.noAborts && s.rng.IntN(6) == 0 {
 			sku := s.skus[0]
 			s.txn(ctx, []*kgo.Record{s.record(sku, schemas.StockKey(sku), schemas.StockEntity{SKU: sku, OnHand: -5, Version: 1_000_000})}, kgo.TryAbort)
 		}

@@ -24,11 +24,10 @@ import (
 // for a few seconds and checks the figures and the invariant check.
 func TestBinaryPhase(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds two binaries and runs them")
+		t.Skip("-short: builds two binaries and runs them as processes (make test runs it)")
 	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
-	}
+	_, err := exec.LookPath("go")
+	require.NoError(t, err, "the binary benchmark builds the reservations binary with the go command")
 	cfg, err := Preset(ModeTiny)
 	require.NoError(t, err)
 	cfg.BinaryConcurrencies = []int{16}

@@ -71,18 +71,10 @@ func StartLocal(ctx context.Context, opts Options) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	// A port that was free a moment ago may be taken by a parallel
-	// process before postgres binds it: try a few.
-	for attempt := 0; ; attempt++ {
-		c.port, err = throwaway.FreePort()
-		if err != nil {
-			break
-		}
-		err = c.start(ctx)
-		if err == nil || !errors.Is(err, errPortInUse) || attempt == 4 {
-			break
-		}
-	}
+	err = throwaway.StartOnFreePort(func(port int) error {
+		c.port = port
+		return c.start(ctx)
+	})
 	if err != nil {
 		_ = c.close()
 		return nil, err
@@ -118,8 +110,6 @@ func (c *cluster) init(ctx context.Context) error {
 	}
 	return nil
 }
-
-var errPortInUse = errors.New("port in use")
 
 // dsn is the URL of the cluster's maintenance database.
 func (c *cluster) dsn() string {
@@ -187,7 +177,7 @@ func (c *cluster) start(ctx context.Context) error {
 		}
 		logText, _ := os.ReadFile(logPath)
 		if bytes.Contains(logText, []byte("could not bind")) || bytes.Contains(logText, []byte("already in use")) {
-			return fmt.Errorf("postgres on port %d: %w", c.port, errPortInUse)
+			return fmt.Errorf("postgres on port %d: %w", c.port, throwaway.ErrPortInUse)
 		}
 		return fmt.Errorf("postgres on port %d: %w\nserver log:\n%s", c.port, err, throwaway.Tail(logText, 4000))
 	}

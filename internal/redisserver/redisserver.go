@@ -115,18 +115,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	// A port that was free a moment ago may be taken by a parallel process
-	// before redis-server binds it: try a few.
-	for attempt := 0; ; attempt++ {
-		s.port, err = throwaway.FreePort()
-		if err != nil {
-			break
-		}
-		err = s.start(ctx)
-		if err == nil || !errors.Is(err, errPortInUse) || attempt == 4 {
-			break
-		}
-	}
+	err = throwaway.StartOnFreePort(func(port int) error {
+		s.port = port
+		return s.start(ctx)
+	})
 	if err != nil {
 		_ = s.Stop()
 		return nil, err
@@ -204,8 +196,6 @@ func (s *Server) Running() bool {
 	}
 }
 
-var errPortInUse = errors.New("port in use")
-
 // args are the server's command line: everything on it, no config file.
 func (s *Server) args() []string {
 	return []string{
@@ -266,7 +256,7 @@ func (s *Server) start(ctx context.Context) error {
 		logText, _ := os.ReadFile(logPath)
 		logText = append(early.Bytes(), logText...)
 		if bytes.Contains(logText, []byte("already in use")) {
-			return fmt.Errorf("redis-server on port %d: %w", s.port, errPortInUse)
+			return fmt.Errorf("redis-server on port %d: %w", s.port, throwaway.ErrPortInUse)
 		}
 		return fmt.Errorf("redis-server on port %d: %w\nserver log:\n%s", s.port, err, throwaway.Tail(logText, 4000))
 	}

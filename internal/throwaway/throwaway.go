@@ -73,6 +73,27 @@ func Alive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+// ErrPortInUse is what a server's start returns (wrapped) when another
+// process took its port first.
+var ErrPortInUse = errors.New("port in use")
+
+// StartOnFreePort calls start with a free loopback port, and again with
+// another one (up to five) while start fails with ErrPortInUse: a port that
+// was free a moment ago may be taken by a parallel process before the server
+// binds it.
+func StartOnFreePort(start func(port int) error) error {
+	for attempt := 0; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return err
+		}
+		err = start(port)
+		if err == nil || !errors.Is(err, ErrPortInUse) || attempt == 4 {
+			return err
+		}
+	}
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -53,7 +53,9 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
+	stopProfile := startCPUProfile(os.Stderr)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
 }

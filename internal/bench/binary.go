@@ -42,6 +42,20 @@ type Binary struct {
 	// ProcessorMaxRSSMB is the processor's peak resident set (getrusage of the
 	// child after it stopped).
 	ProcessorMaxRSSMB float64     `json:"processor_max_rss_mb"`
+	// OpenLoopCPUUsPerCommand is the processor's CPU per command over the
+	// open-loop steps only: the cost of a command when the processor is
+	// saturated (the closed-loop steps at few clients add the cost of
+	// transactions of a handful of commands and of idle polling).
+	OpenLoopCPUUsPerCommand float64 `json:"open_loop_processor_cpu_us_per_command"`
+	// Passthrough is the same-layout pass-through (its own process, see
+	// RunPassthrough) under the binary's uniform open loop: the floor of
+	// the processor's Kafka I/O ("processor" CPU is the pass-through's).
+	Passthrough *BinaryStep `json:"passthrough,omitempty"`
+	// PassthroughChangelogPerCommand is the changelog records it writes per command.
+	PassthroughChangelogPerCommand int `json:"passthrough_changelog_per_command,omitempty"`
+	// Profile is the CPU profile of the processor process over the whole
+	// run (RESERVATIONS_CPU_PROFILE), when the harness has -cpuprofile.
+	Profile *ProfileSummary `json:"profile,omitempty"`
 	Check             BinaryCheck `json:"check"`
 	// Notes explain figures left out (e.g. a ratio whose baseline was not
 	// measured in the run).
@@ -123,6 +137,20 @@ func (r *run) binaryPhase(ctx context.Context) error {
 			hotMax = res.Step.Throughput
 		}
 	}
+	// The same-layout pass-through, driven like the uniform open loop: a new
+	// reserve writes a result and three changelog records (reservation,
+	// idempotency entry, stock entity; the uniform workload's SKUs rarely
+	// meet twice in a transaction, so little coalesces).
+	const perCommand = 3
+	pres, err := env.passthroughStep(ctx, LoadConfig{Kind: KindOpen, Workload: WorkloadUniform, Ops: cfg.OpenLoopOps,
+		Seed: seedOf(WorkloadUniform, 0), Tag: r.tag("bp"), Timeout: 2 * time.Minute}, perCommand)
+	if err != nil {
+		return fmt.Errorf("binary same-layout pass-through: %w", err)
+	}
+	pt := newBinaryStep(pres)
+	pt.System = SystemPassthrough
+	b.Passthrough, b.PassthroughChangelogPerCommand = &pt, perCommand
+	r.logBinaryStep(&pt)
 	if rate := hotMax / 2; rate > 0 {
 		n := max(int(rate*cfg.PacedDuration.Seconds()), 1)
 		res, err := env.load(ctx, LoadConfig{Kind: KindPaced, Workload: WorkloadHot, Ops: n, Rate: rate,
@@ -133,12 +161,16 @@ func (r *run) binaryPhase(ctx context.Context) error {
 		add(res)
 	}
 	b.ProcessorCPUUsPerCommand, b.BrokerCPUUsPerCommand = cpuPerCommand(b.Steps)
+	b.OpenLoopCPUUsPerCommand, _ = cpuPerCommand(slices.DeleteFunc(slices.Clone(b.Steps), func(s BinaryStep) bool { return s.Kind != KindOpen }))
 
 	// The check reads what the stopped processor committed.
 	if err := env.stopProcessor(); err != nil {
 		return fmt.Errorf("binary: %w", err)
 	}
 	b.ProcessorMaxRSSMB = env.processorMaxRSSMB()
+	if env.profile != "" {
+		b.Profile = summarizeProfile(env.profile)
+	}
 	t0 := time.Now()
 	b.Check = checkBinary(ctx, env.brokers, env.names.Changelog, env.names.Results, env.tags)
 	c := &b.Check
@@ -178,7 +210,7 @@ func (r *run) logBinaryStep(s *BinaryStep) {
 		extra += " (step timeout)"
 	}
 	r.logf("%-18s %-7s %-6s clients=%-5d %6d cmds %8.0f/s p50=%.1fms p99=%.1fms; cpu processor %.2fs (%.0fus/cmd) broker %.2fs loadgen %.2fs%s",
-		SystemBinary, s.Workload, s.Kind, s.Clients, s.Completed, s.Throughput, s.P50, s.P99,
+		s.System, s.Workload, s.Kind, s.Clients, s.Completed, s.Throughput, s.P50, s.P99,
 		s.ProcessorCPUSeconds, s.ProcessorCPUUsPerCommand, s.BrokerCPUSeconds, s.LoadgenCPUSeconds, extra)
 }
 

@@ -36,6 +36,8 @@ type binaryEnv struct {
 	brokers      []string
 	names        topics.Names
 	tags         []string // every tag a load generator used (and its hot stock tag)
+	// profile is where the processor writes its CPU profile ("": none).
+	profile string
 }
 
 // child is one process and the tail of its output.
@@ -227,6 +229,11 @@ func (e *binaryEnv) startProcessor(ctx context.Context) error {
 	e.command = strings.Replace(e.command, filepath.Join(e.dir, "state"), "<tmp>/state", 1)
 	c := &child{name: "processor", cmd: exec.Command(e.reservations, args...), tail: &tailBuffer{}}
 	c.cmd.Env, c.cmd.SysProcAttr = childEnv(), childAttr()
+	if path := e.cfg.CPUProfile; path != "" {
+		ext := filepath.Ext(path)
+		e.profile = strings.TrimSuffix(path, ext) + "-binary" + ext
+		c.cmd.Env = append(c.cmd.Env, "RESERVATIONS_CPU_PROFILE="+e.profile)
+	}
 	c.cmd.Stdout = io.Discard
 	addrc := make(chan string, 1)
 	c.cmd.Stderr = lines(func(line string) {
@@ -296,9 +303,16 @@ func readyz(ctx context.Context, addr string) bool {
 // load runs one load-generator process for lc (brokers, topics, SKUs and the
 // CPU pids filled in) and returns its result.
 func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error) {
-	lc.Brokers, lc.TopicPrefix, lc.SKUs = e.brokers, binaryPrefix, e.cfg.SKUs
-	lc.CPUPIDs = map[string]int{"processor": e.proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
 	e.tags = append(e.tags, lc.Tag, lc.Tag+"s")
+	return e.loadOn(ctx, lc, binaryPrefix, e.proc)
+}
+
+// loadOn runs one load-generator process for lc against the topics of prefix,
+// with proc (the processor, or the pass-through) as the "processor" whose CPU
+// time the step reports.
+func (e *binaryEnv) loadOn(ctx context.Context, lc LoadConfig, prefix string, proc *child) (LoadResult, error) {
+	lc.Brokers, lc.TopicPrefix, lc.SKUs = e.brokers, prefix, e.cfg.SKUs
+	lc.CPUPIDs = map[string]int{"processor": proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
 	ctx, cancel := context.WithTimeout(ctx, lc.Timeout+3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.loadgen, append([]string{"load"}, lc.Args()...)...)
@@ -308,8 +322,8 @@ func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error)
 	if err := cmd.Run(); err != nil {
 		return LoadResult{}, fmt.Errorf("loadgen %s: %w: %s", lc.Kind, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	if e.proc.exited() {
-		return LoadResult{}, fmt.Errorf("processor exited during the step: %v; output: %s", e.proc.err, e.proc.tail)
+	if proc.exited() {
+		return LoadResult{}, fmt.Errorf("%s exited during the step: %v; output: %s", proc.name, proc.err, proc.tail)
 	}
 	var res LoadResult
 	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))

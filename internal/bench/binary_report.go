@@ -67,6 +67,16 @@ func (rep *Report) finishBinary() {
 		h["binary_processor_cpu_us_per_command"] = b.ProcessorCPUUsPerCommand
 		h["binary_broker_cpu_us_per_command"] = b.BrokerCPUUsPerCommand
 	}
+	if pt := b.Passthrough; pt != nil && pt.Throughput > 0 {
+		h["passthrough_same_layout_throughput"] = pt.Throughput
+		h["passthrough_same_layout_cpu_us_per_command"] = pt.ProcessorCPUUsPerCommand
+		if v := h["binary_open_loop_uniform_throughput"]; v > 0 {
+			h["e2e_vs_passthrough_same_layout_ratio"] = v / pt.Throughput
+		}
+	}
+	if b.OpenLoopCPUUsPerCommand > 0 {
+		h["binary_processor_cpu_us_per_command_open_loop"] = b.OpenLoopCPUUsPerCommand
+	}
 	if b.ProcessorMaxRSSMB > 0 {
 		h["binary_processor_max_rss_mb"] = b.ProcessorMaxRSSMB
 	}

@@ -269,8 +269,12 @@ func (rep *Report) finish() {
 		}
 	}
 
-	// The names for the binary's figures (the binary is what a user runs).
-	for alias, key := range map[string]string{"processor_cpu_us_per_command": "binary_processor_cpu_us_per_command",
+	// The target names of the binary's figures (the binary is what a user
+	// runs). The CPU per command is the saturated processor's (open loop):
+	// the all-steps figure (binary_processor_cpu_us_per_command) also counts
+	// closed-loop steps of a few clients, where a transaction carries a
+	// handful of commands and the loop polls while idle.
+	for alias, key := range map[string]string{"processor_cpu_us_per_command": "binary_processor_cpu_us_per_command_open_loop",
 		"p50_ms_at_16_clients": "binary_p50_ms_at_16_clients"} {
 		if v, ok := h[key]; ok {
 			h[alias] = v

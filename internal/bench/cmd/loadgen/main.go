@@ -4,6 +4,7 @@
 //
 //	loadgen broker [-port 0]        a kfake broker on 127.0.0.1; prints "ready <host:port>"
 //	loadgen load -brokers host:port -kind closed -workload uniform -clients 64 -ops 20000 -tag s1
+//	loadgen passthrough -brokers host:port   the same-layout pass-through (see bench.RunPassthrough); prints "ready"
 //
 // load prints one JSON line: the step (throughput, latency percentiles,
 // outcomes) and the CPU seconds of the processes named with -cpu-pid.
@@ -16,13 +17,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/reservations/reservations/internal/bench"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen broker|load [flags] (-h for the flags)")
+		fmt.Fprintln(os.Stderr, "usage: loadgen broker|load|passthrough [flags] (-h for the flags)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -39,8 +41,18 @@ func main() {
 		lc.RegisterFlags(fs)
 		_ = fs.Parse(os.Args[2:])
 		err = bench.RunLoad(ctx, lc, os.Stdout)
+	case "passthrough":
+		var pc bench.PassConfig
+		brokers := fs.String("brokers", "", "seed broker host:port")
+		fs.StringVar(&pc.TopicPrefix, "topic-prefix", "bench-pt", "topics <prefix>.commands, .results, .changelog (created beforehand)")
+		fs.IntVar(&pc.ChangelogPerCommand, "changelog-per-command", 3, "changelog records produced per command")
+		fs.DurationVar(&pc.CommitInterval, "commit-interval", 50*time.Millisecond, "longest time one transaction collects records")
+		fs.IntVar(&pc.MaxBatch, "max-batch", 5000, "most records per transaction")
+		_ = fs.Parse(os.Args[2:])
+		pc.Brokers = []string{*brokers}
+		err = bench.RunPassthrough(ctx, pc, os.Stdout)
 	default:
-		fmt.Fprintf(os.Stderr, "loadgen: unknown mode %q: want broker or load\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "loadgen: unknown mode %q: want broker, load or passthrough\n", os.Args[1])
 		os.Exit(2)
 	}
 	if err != nil {

@@ -41,7 +41,7 @@ type Binary struct {
 	BrokerCPUUsPerCommand    float64 `json:"broker_cpu_us_per_command"`
 	// ProcessorMaxRSSMB is the processor's peak resident set (getrusage of the
 	// child after it stopped).
-	ProcessorMaxRSSMB float64     `json:"processor_max_rss_mb"`
+	ProcessorMaxRSSMB float64 `json:"processor_max_rss_mb"`
 	// OpenLoopCPUUsPerCommand is the processor's CPU per command over the
 	// open-loop steps only: the cost of a command when the processor is
 	// saturated (the closed-loop steps at few clients add the cost of
@@ -56,7 +56,7 @@ type Binary struct {
 	// Profile is the CPU profile of the processor process over the whole
 	// run (RESERVATIONS_CPU_PROFILE), when the harness has -cpuprofile.
 	Profile *ProfileSummary `json:"profile,omitempty"`
-	Check             BinaryCheck `json:"check"`
+	Check   BinaryCheck     `json:"check"`
 	// Notes explain figures left out (e.g. a ratio whose baseline was not
 	// measured in the run).
 	Notes []string `json:"notes,omitempty"`

@@ -5,7 +5,7 @@
 // JSON line {"command": ..., "partition": ..., "offset": ..., "result": ...}. Exit status: 0 when
 // every result is accepted, 1 when one is rejected, 3 when a result does not come in time.
 //
-//     npm ci && node reserve.js --bootstrap localhost:9092 --sku SKU-1 --on-hand 10 --quantity 2
+//     npm ci && node reserve.js --bootstrap 127.0.0.1:9092 --sku SKU-1 --on-hand 10 --quantity 2
 //
 // What a client of the processor must get right, and where this file does it:
 //
@@ -39,7 +39,7 @@ CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec;
 function options() {
   const { values } = parseArgs({
     options: {
-      bootstrap: { type: 'string', default: 'localhost:9092' },
+      bootstrap: { type: 'string', default: '127.0.0.1:9092' },
       'commands-topic': { type: 'string', default: 'reservations.commands' },
       'results-topic': { type: 'string', default: 'reservations.results' },
       sku: { type: 'string', default: 'SKU-1' },

@@ -5,7 +5,7 @@ Sends a stock.set and then a reserve for one SKU to the commands topic and print
 one JSON line {"command": ..., "partition": ..., "offset": ..., "result": ...}. Exit status:
 0 when every result is accepted, 1 when one is rejected, 3 when a result does not come in time.
 
-    python3 reserve.py --bootstrap localhost:9092 --sku SKU-1 --on-hand 10 --quantity 2
+    python3 reserve.py --bootstrap 127.0.0.1:9092 --sku SKU-1 --on-hand 10 --quantity 2
 
 What a client of the processor must get right, and where this file does it:
 
@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bootstrap", default="localhost:9092", help="bootstrap servers (host:port,...)")
+    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="bootstrap servers (host:port,...)")
     p.add_argument("--commands-topic", default="reservations.commands")
     p.add_argument("--results-topic", default="reservations.results")
     p.add_argument("--sku", default="SKU-1")

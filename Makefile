@@ -111,3 +111,11 @@ bench-short:
 ## clean: remove build output (the dev data folder ./data is kept: rm -rf ./data to start over)
 clean:
 	rm -rf $(BIN)
+
+## examples: the callers in other languages (docs/EXAMPLES.md), each against kfake and an in-process
+## processor: the Python one (confluent-kafka; also part of `make test`) and the Node one (kafkajs), after
+## `npm ci` in examples/node (needs Node.js >= 18, npm and the npm registry; .ci/run runs this target)
+.PHONY: examples
+examples:
+	cd examples/node && npm ci --no-audit --no-fund
+	$(GO) test -race -count=1 -tags examples_node ./examples/

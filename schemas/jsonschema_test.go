@@ -33,7 +33,7 @@ var schemaKeywords = map[string]bool{
 	// assertions and applicators
 	"$ref": true, "type": true, "const": true, "enum": true, "pattern": true, "minLength": true, "maxLength": true,
 	"minimum": true, "maximum": true, "required": true, "properties": true, "additionalProperties": true,
-	"anyOf": true, "allOf": true, "not": true, "if": true, "then": true, "else": true,
+	"anyOf": true, "allOf": true, "oneOf": true, "not": true, "if": true, "then": true, "else": true,
 	"items": true, "minItems": true, "maxItems": true,
 }
 
@@ -213,6 +213,10 @@ func (s schemaSet) validate(file string, node, v any, at string) []string {
 			if !slices.ContainsFunc(arg.([]any), func(sub any) bool { return len(s.validate(file, sub, v, at)) == 0 }) {
 				fail("matches no anyOf branch")
 			}
+		case "oneOf":
+			if n := len(s.oneOfMatches(file, arg, v, at)); n != 1 {
+				fail("matches %d oneOf branches, want exactly 1", n)
+			}
 		case "allOf":
 			for _, sub := range arg.([]any) {
 				errs = append(errs, s.validate(file, sub, v, at)...)
@@ -236,6 +240,18 @@ func (s schemaSet) validate(file string, node, v any, at string) []string {
 	return errs
 }
 
+// oneOfMatches returns the indexes of the branches of the oneOf argument arg
+// that v matches.
+func (s schemaSet) oneOfMatches(file string, arg, v any, at string) []int {
+	var matches []int
+	for i, sub := range arg.([]any) {
+		if len(s.validate(file, sub, v, at)) == 0 {
+			matches = append(matches, i)
+		}
+	}
+	return matches
+}
+
 // walkSchema calls fn for every subschema object of node, including node.
 func walkSchema(node any, at string, fn func(at string, n map[string]any)) {
 	n, ok := node.(map[string]any)
@@ -249,7 +265,7 @@ func walkSchema(node any, at string, fn func(at string, n map[string]any)) {
 			walkSchema(sub, at+"/"+kw+"/"+k, fn)
 		}
 	}
-	for _, kw := range []string{"anyOf", "allOf"} {
+	for _, kw := range []string{"anyOf", "allOf", "oneOf"} {
 		l, _ := n[kw].([]any)
 		for i, sub := range l {
 			walkSchema(sub, fmt.Sprintf("%s/%s/%d", at, kw, i), fn)

@@ -579,6 +579,7 @@ func TestSchemaFiles(t *testing.T) {
 	for _, kind := range valueKinds {
 		want = append(want, kind.schema)
 	}
+	want = append(want, topicSchemaFiles()...)
 	require.ElementsMatch(t, want, dirNames(t, schemaDir), "files in %s", schemaDir)
 
 	for name, doc := range set {

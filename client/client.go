@@ -247,9 +247,10 @@ func (c *Client) layout(ctx context.Context) error {
 		return 0
 	}
 	c.cmdParts = count(n.Commands)
-	if c.cmdParts == 0 || count(n.Results) == 0 {
-		return fmt.Errorf("client: %w: topics %s and %s must exist (is the prefix %q right?)", topics.ErrMissing,
-			n.Commands, n.Results, c.opts.prefix)
+	for _, t := range []string{n.Commands, n.Results} {
+		if count(t) == 0 {
+			return fmt.Errorf("topic %s does not exist: %w", t, topics.ErrMissing)
+		}
 	}
 	if r := count(n.Results); r != c.cmdParts {
 		return fmt.Errorf("client: %w: %s has %d partitions, %s has %d", topics.ErrLayout, n.Results, r, n.Commands, c.cmdParts)
@@ -379,8 +380,8 @@ func (c *Client) Send(ctx context.Context, rec Record) ([]byte, error) {
 	in, out, n := c.names.Commands, c.names.Results, c.cmdParts
 	if rec.Cart {
 		if c.cartParts == 0 {
-			return nil, fmt.Errorf("client: cart command: %w: topics %s and %s (the cart coordinator's) do not exist",
-				topics.ErrMissing, c.names.CartCommands, c.names.CartResults)
+			return nil, fmt.Errorf("topic %s or %s (the cart coordinator's) does not exist, or their partition counts differ: %w",
+				c.names.CartCommands, c.names.CartResults, topics.ErrMissing)
 		}
 		in, out, n = c.names.CartCommands, c.names.CartResults, c.cartParts
 	}

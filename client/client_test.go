@@ -88,8 +88,14 @@ func TestInvalidCommandNotSent(t *testing.T) {
 		call  func() error
 		field string
 	}{
-		{func() error { _, err := c.Reserve(ctx, client.ReserveRequest{SKU: "SKU-1", ReservationID: "r"}); return err }, "quantity"},
-		{func() error { _, err := c.Reserve(ctx, client.ReserveRequest{SKU: "bad sku", ReservationID: "r", Quantity: 1}); return err }, "sku"},
+		{func() error {
+			_, err := c.Reserve(ctx, client.ReserveRequest{SKU: "SKU-1", ReservationID: "r"})
+			return err
+		}, "quantity"},
+		{func() error {
+			_, err := c.Reserve(ctx, client.ReserveRequest{SKU: "bad sku", ReservationID: "r", Quantity: 1})
+			return err
+		}, "sku"},
 		{func() error { _, err := c.SetStock(ctx, client.SetStockRequest{SKU: "S", OnHand: -1}); return err }, "on_hand"},
 		{func() error { _, err := c.Commit(ctx, client.CommitRequest{SKU: "S", ReservationID: "r"}); return err }, "order_id"},
 		{func() error { _, err := c.AdjustStock(ctx, client.AdjustStockRequest{SKU: "S"}); return err }, "delta"},

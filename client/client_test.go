@@ -145,9 +145,9 @@ func TestTimeoutThenRetry(t *testing.T) {
 	require.NotEmpty(t, ce.CommandID)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
-	require.NoError(t, pl.start(processor.RoleSKU))
+	require.NoError(t, pl.Start(processor.RoleSKU))
 	// Wait until the first send is decided, reading the results topic.
-	reader, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(pl.brokers...), kgo.ConsumeTopics(pl.names.Results),
+	reader, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(pl.Brokers...), kgo.ConsumeTopics(pl.Names.Results),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())},
 		kafkatest.ClientOpts()...)...)
 	require.NoError(t, err)
@@ -209,9 +209,9 @@ func TestProcessorRestartMidway(t *testing.T) {
 		}()
 	}
 	<-restart
-	require.NoError(t, pl.stop(processor.RoleSKU))
+	require.NoError(t, pl.Stop(processor.RoleSKU))
 	time.Sleep(200 * time.Millisecond) // calls pile up meanwhile
-	require.NoError(t, pl.start(processor.RoleSKU))
+	require.NoError(t, pl.Start(processor.RoleSKU))
 	wg.Wait()
 	require.Equal(t, callers*perCaller, answered)
 	for i := range skus {

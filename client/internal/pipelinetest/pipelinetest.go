@@ -136,7 +136,6 @@ func (pl *Pipeline) Client(ctx context.Context, opts ...client.Option) (*client.
 		client.WithKafkaOpts(kafkatest.ClientOpts()...), client.WithLogger(pl.log)}, opts...)...)
 }
 
-
 // ForTest is New on the test broker (internal/kafkatest), closed when t
 // ends, with roles started.
 func ForTest(t testing.TB, parts int32, roles ...processor.Role) *Pipeline {

@@ -15,10 +15,12 @@ import (
 
 // TestReadAmplification measures how many result records the clients read
 // per result they needed, with 1 and 10 client instances on 12 partitions,
-// each client running 4 callers of 20 reserves over 48 SKUs (docs/CLIENT.md
-// records the figures). A client reading every result partition would read
-// every result: an amplification of N with N clients. The bounds: 1 client
-// reads only its own results; 10 clients read fewer than every client
+// each client running 4 callers of 20 reserves over 48 SKUs, for three
+// partition lingers (docs/CLIENT.md records the figures). A client that read
+// every result partition would read every result: an amplification of N with
+// N clients. The bounds that make it fail: one client reads exactly the
+// results it needs (nothing from before its calls, nothing of partitions it
+// does not wait on); ten clients without linger stay well below every client
 // reading everything.
 func TestReadAmplification(t *testing.T) {
 	pl := newTestPipeline(t, 12, processor.RoleSKU)
@@ -36,7 +38,8 @@ func TestReadAmplification(t *testing.T) {
 	}{
 		{1, 250 * time.Millisecond, 1.0},
 		{10, 250 * time.Millisecond, 10},
-		{10, 0, 10},
+		{10, 25 * time.Millisecond, 10},
+		{10, 0, 7.5},
 	} {
 		t.Run(fmt.Sprintf("clients=%d,linger=%s", tc.clients, tc.linger), func(t *testing.T) {
 			cs := make([]*client.Client, tc.clients)
@@ -77,9 +80,6 @@ func TestReadAmplification(t *testing.T) {
 				tc.clients, tc.linger, matched, elapsed.Round(time.Millisecond), read, matched, amp, tc.clients, subs,
 				float64(subs)/float64(matched))
 			assert.LessOrEqual(t, amp, tc.max)
-			if tc.clients > 1 {
-				assert.Less(t, amp, float64(tc.clients), "fewer records than every client reading every partition")
-			}
 		})
 	}
 }

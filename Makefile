@@ -119,3 +119,10 @@ clean:
 examples:
 	cd examples/node && npm ci --no-audit --no-fund
 	$(GO) test -race -count=1 -tags examples_node ./examples/
+
+## bench-http: load through the HTTP API of the commands (throughput, p50/p95/p99 at 16..1024
+## concurrent callers; an in-process broker and processor). About a minute; writes docs/bench/http.json.
+.PHONY: bench-http
+bench-http:
+	mkdir -p docs/bench
+	$(GO) run ./internal/bench/cmd/httpload -concurrency 16,64,256,1024 -duration 10s -out docs/bench/http.json

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/reservations/reservations/client/httpapi"
 )
 
 // readiness is what the admin endpoints read from the processor.
@@ -65,6 +67,33 @@ type partitionStatus struct {
 	Status    string `json:"status"` // restoring | running
 }
 
+// withAPI also serves the HTTP API of the commands (client/httpapi) on the
+// admin listener (dev). It passes the sink's and the coordinator's status of
+// the readiness it wraps through to /readyz.
+type withAPI struct {
+	readiness
+	api *httpapi.Handler
+}
+
+func (w withAPI) SinkStatus() string {
+	if s, ok := w.readiness.(sinkStatus); ok {
+		return s.SinkStatus()
+	}
+	return ""
+}
+
+func (w withAPI) CartStatus() map[int32]string {
+	if c, ok := w.readiness.(cartStatus); ok {
+		return c.CartStatus()
+	}
+	return nil
+}
+
+// commandAPI is implemented by readiness values that carry the HTTP API.
+type commandAPI interface{ commandAPI() *httpapi.Handler }
+
+func (w withAPI) commandAPI() *httpapi.Handler { return w.api }
+
 // adminHandler serves:
 //
 //	/healthz  200 while the process runs
@@ -74,6 +103,7 @@ type partitionStatus struct {
 //	/metrics  Prometheus exposition of reg
 //	/v1/...   queries, when not nil: the processor's interactive queries
 //	          (processor.QueryHandler, which answers 404 for other paths)
+//	POST /v1/...  the HTTP API of the commands, when proc carries it (withAPI)
 func adminHandler(proc readiness, reg *prometheus.Registry, queries http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -105,6 +135,9 @@ func adminHandler(proc readiness, reg *prometheus.Registry, queries http.Handler
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if queries != nil {
 		mux.Handle("/v1/", queries)
+	}
+	if a, ok := proc.(commandAPI); ok {
+		a.commandAPI().Register(mux)
 	}
 	return mux
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/reservations/reservations/client"
+	"github.com/reservations/reservations/client/httpapi"
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/sink"
 	"github.com/reservations/reservations/topics"
@@ -48,8 +50,10 @@ Runs the whole pipeline in one process, with nothing to install:
     (--pg-dsn off: never); the processor keeps running when Postgres goes
     away, the sink catches up when it is back,
   - the admin HTTP listener: /healthz, /readyz (processor and sink),
-    /metrics, and the interactive queries GET /v1/stock/{sku} and
-    /v1/stock/{sku}/reservations/{id} (the processor's committed state).
+    /metrics, the interactive queries GET /v1/stock/{sku} and
+    /v1/stock/{sku}/reservations/{id} (the processor's committed state),
+    and the HTTP API of the commands (POST /v1/reservations, /v1/stock/{sku},
+    /v1/carts/{cart_id}/...; docs/HTTP_API.md, GET /v1/openapi.yaml).
 
 Stop it with Ctrl-C (or SIGTERM): the processor stops first at a transaction
 boundary, then the broker writes its log. Started again on the same
@@ -190,6 +194,15 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 		snk = &sinkRunner{w: w, required: required}
 		ready = withSink{ready, snk}
 	}
+	// The HTTP API of the commands on the admin listener, through the
+	// request/reply client.
+	api, err := client.New(ctx, pcfg.Brokers, client.WithTopicPrefix(cfg.TopicPrefix),
+		client.WithLogger(log.With("component", "http-api")))
+	if err != nil {
+		return fail(fmt.Errorf("http api: %w", err))
+	}
+	defer api.Close()
+	ready = withAPI{ready, httpapi.New(api, httpapi.Config{Logger: log.With("component", "http-api")})}
 	httpAddr := ln.Addr().String()
 	log.Info("reservations dev running", append([]any{"kafka", broker, "data_dir", dataDir, "state_dir", stateDir,
 		"http", "http://" + httpAddr, "topics", pcfg.Topics.Commands + " .results .changelog .dlq", "partitions", n},
@@ -258,6 +271,11 @@ With kcat (the record key is the SKU; murmur2 is the partitioner of the contract
   echo '{"command_id":"c-1","type":"stock.set","sku":"SKU-1","on_hand":10}' | \
     kcat -P -b %[1]s -t %[4]s -k SKU-1 -X partitioner=murmur2_random
   kcat -C -b %[1]s -t %[5]s -X isolation.level=read_committed -o beginning -e
+
+Or over HTTP (the Idempotency-Key header is the command_id; docs/HTTP_API.md):
+  curl -s -XPOST http://%[2]s/v1/stock/SKU-1 -d '{"on_hand":10}'
+  curl -s -XPOST http://%[2]s/v1/reservations -H 'Idempotency-Key: k-1' \
+    -d '{"sku":"SKU-1","reservation_id":"r-1","quantity":2,"cart_id":"cart-9"}'
 
 Query the processor's state:
   curl -s http://%[2]s/v1/stock/SKU-1

@@ -9,14 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
+	"github.com/reservations/reservations/client"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
@@ -450,19 +449,16 @@ func (cfg *sendConfig) buildJSON(s *settings, typ string) (outgoing, error) {
 	return outgoing{Key: key, Value: value, CommandID: id}, nil
 }
 
-// errNoResult marks a send that ended without a result.
-var errNoResult = errors.New("no result")
-
 func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
-	c.logger(cfg.Log) // send logs nothing but its failure
-	names := topics.NewNames(cfg.TopicPrefix)
-	if out.Cart {
-		names = names.Cart() // cart-commands in, cart-results out
-	}
-	raw, res, err := sendAndWait(ctx, cfg.Brokers, &cfg.Security, names, out, cfg.Timeout)
+	log := c.logger(cfg.Log) // send logs nothing but its failure
+	raw, err := sendAndWait(ctx, log, cfg.Brokers, &cfg.Security, cfg.TopicPrefix, out, cfg.Timeout)
 	if err != nil {
 		return c.fail("send", exitNoResult, err)
 	}
+	var res struct {
+		Outcome string `json:"outcome"`
+	}
+	_ = json.Unmarshal(raw, &res)
 	if cfg.Pretty {
 		var buf bytes.Buffer
 		if json.Indent(&buf, raw, "", "  ") == nil {
@@ -476,133 +472,47 @@ func runSend(ctx context.Context, c *cli, cfg sendConfig, out outgoing) int {
 	return exitFailure
 }
 
-// sendAndWait produces out and returns the result with its command_id,
-// connecting to brokers as sec says.
-func sendAndWait(parent context.Context, brokers []string, sec *kafkaSecurity, names topics.Names, out outgoing,
-	timeout time.Duration) ([]byte, schemas.Result, error) {
+// sendAndWait produces out through the request/reply client (package
+// client: linger 0, read_committed, a short fetch wait; the result partition
+// read from its end before the command is sent) and returns the raw result
+// JSON, connecting to brokers as sec says.
+func sendAndWait(parent context.Context, log *slog.Logger, brokers []string, sec *kafkaSecurity, prefix string, out outgoing,
+	timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
-	step := "connect"
-	wrap := func(err error) error {
-		if parent.Err() != nil {
-			return fmt.Errorf("%w for command_id %q: interrupted: %s", errNoResult, out.CommandID, step)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w for command_id %q within %s: %s: %w (is a broker at %s and is the processor running?)",
-				errNoResult, out.CommandID, timeout, step, err, strings.Join(brokers, ","))
-		}
-		return fmt.Errorf("%s: %w (brokers %s)", step, err, strings.Join(brokers, ","))
-	}
 	// A wrong password or certificate never heals: fail at once, saying so,
 	// rather than retrying until the timeout.
 	if err := sec.check(ctx, brokers); err != nil {
 		if parent.Err() != nil {
-			return nil, schemas.Result{}, wrap(err)
+			return nil, fmt.Errorf("no result for command_id %q: interrupted: connect", out.CommandID)
 		}
-		return nil, schemas.Result{}, err
+		return nil, err
 	}
-	// The default partitioner hashes keyed records with murmur2, as the
-	// contract asks of producers. Request/reply settings: no linger (franz-go
-	// lingers 10 ms by default, which is most of a reply's latency at low
-	// load) and a short fetch wait for the result.
-	cl, err := kgo.NewClient(append(requestReplyOpts(brokers...), sec.Opts()...)...)
-	if err != nil {
-		return nil, schemas.Result{}, wrap(err)
+	cl, err := client.New(ctx, brokers, client.WithTopicPrefix(prefix), client.WithSecurity(sec.Config),
+		client.WithTimeout(timeout), client.WithPartitionLinger(0), client.WithLogger(log))
+	switch {
+	case errors.Is(err, topics.ErrMissing):
+		return nil, fmt.Errorf("%w (is the processor running? 'reservations dev' creates the topics)", err)
+	case err != nil && parent.Err() != nil:
+		return nil, fmt.Errorf("no result for command_id %q: interrupted: connect", out.CommandID)
+	case err != nil:
+		return nil, fmt.Errorf("connect: %w (brokers %s)", err, strings.Join(brokers, ","))
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-
-	step = "list topics"
-	td, err := adm.ListTopics(ctx, names.Commands, names.Results)
-	if err != nil {
-		return nil, schemas.Result{}, wrap(err)
+	raw, err := cl.Send(ctx, client.Record{Key: out.Key, Value: out.Value, CommandID: out.CommandID, Cart: out.Cart})
+	var ce *client.CallError
+	switch {
+	case err == nil:
+		return raw, nil
+	case errors.As(err, &ce) && parent.Err() != nil:
+		return nil, fmt.Errorf("no result for command_id %q: interrupted: %s", out.CommandID, ce.Step)
+	case errors.As(err, &ce) && ctx.Err() != nil:
+		return nil, fmt.Errorf("no result for command_id %q within %s: %s: %w (is a broker at %s and is the processor running?)",
+			out.CommandID, timeout, ce.Step, ce.Err, strings.Join(brokers, ","))
+	case errors.As(err, &ce):
+		return nil, fmt.Errorf("%s: %w (brokers %s)", ce.Step, ce.Err, strings.Join(brokers, ","))
+	case errors.Is(err, topics.ErrMissing):
+		return nil, fmt.Errorf("%w (is the cart coordinator running? 'reservations dev' creates the topics)", err)
 	}
-	for _, t := range []string{names.Commands, names.Results} {
-		if d, ok := td[t]; !ok || d.Err != nil {
-			return nil, schemas.Result{}, fmt.Errorf("topic %s does not exist (is the processor running? 'reservations dev' creates the topics)", t)
-		}
-	}
-	n := int32(len(td[names.Commands].Partitions))
-	if nr := int32(len(td[names.Results].Partitions)); nr != n {
-		return nil, schemas.Result{}, fmt.Errorf("%w: %s has %d partitions, %s has %d", topics.ErrLayout, names.Results, nr, names.Commands, n)
-	}
-	p := topics.Partition([]byte(out.Key), n)
-
-	// The end offset is taken before producing: the result comes after it.
-	step = "list end offsets"
-	ends, err := adm.ListEndOffsets(ctx, names.Results)
-	if err != nil {
-		return nil, schemas.Result{}, wrap(err)
-	}
-	end, ok := ends.Lookup(names.Results, p)
-	if !ok {
-		return nil, schemas.Result{}, fmt.Errorf("%s: no end offset of %s partition %d", step, names.Results, p)
-	}
-	if end.Err != nil {
-		return nil, schemas.Result{}, wrap(fmt.Errorf("%s partition %d: %w", names.Results, p, end.Err))
-	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{names.Results: {p: kgo.NewOffset().At(end.Offset)}})
-
-	step = "produce to " + names.Commands
-	rec := &kgo.Record{Topic: names.Commands, Key: []byte(out.Key), Value: out.Value}
-	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return nil, schemas.Result{}, wrap(err)
-	}
-
-	step = fmt.Sprintf("wait for the result on %s partition %d from offset %d", names.Results, p, end.Offset)
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, schemas.Result{}, wrap(ctx.Err())
-		}
-		var ferr error
-		fs.EachError(func(t string, part int32, err error) {
-			var loss *kgo.ErrDataLoss
-			if ferr == nil && !errors.As(err, &loss) { // data loss is informational: reading goes on
-				ferr = fmt.Errorf("fetch %s partition %d: %w", t, part, err)
-			}
-		})
-		if ferr != nil {
-			return nil, schemas.Result{}, wrap(ferr)
-		}
-		var (
-			found []byte
-			res   schemas.Result
-			derr  error
-		)
-		fs.EachRecord(func(r *kgo.Record) {
-			if found != nil || derr != nil {
-				return
-			}
-			var head struct {
-				CommandID string `json:"command_id"`
-			}
-			if json.Unmarshal(r.Value, &head) != nil || head.CommandID != out.CommandID {
-				return
-			}
-			if err := json.Unmarshal(r.Value, &res); err != nil {
-				derr = fmt.Errorf("decode result at %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
-				return
-			}
-			found = r.Value
-		})
-		if derr != nil {
-			return nil, schemas.Result{}, derr
-		}
-		if found != nil {
-			return found, res, nil
-		}
-	}
-}
-
-// requestReplyOpts are the franz-go client settings of a request/reply
-// caller (send; what docs/CONFIGURATION.md recommends to a cart service): no
-// producer linger, read_committed results, a short fetch wait.
-func requestReplyOpts(brokers ...string) []kgo.Opt {
-	return []kgo.Opt{
-		kgo.SeedBrokers(brokers...),
-		kgo.ProducerLinger(0),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(50 * time.Millisecond),
-	}
+	return nil, err
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // buildSend parses send's arguments as the subcommand does and builds the record.
@@ -198,15 +197,4 @@ func TestSendBuildsCartCommands(t *testing.T) {
 		require.Error(t, err, "%v", tc.args)
 		assert.Contains(t, err.Error(), tc.want, "%v", tc.args)
 	}
-}
-
-// send is a request/reply caller: no producer linger (franz-go's default 10 ms
-// would be most of a reply's latency), read_committed, a short fetch wait.
-func TestRequestReplyClientSettings(t *testing.T) {
-	cl, err := kgo.NewClient(requestReplyOpts("127.0.0.1:1")...)
-	require.NoError(t, err)
-	defer cl.Close()
-	assert.Equal(t, time.Duration(0), cl.OptValue(kgo.ProducerLinger))
-	assert.Equal(t, 50*time.Millisecond, cl.OptValue(kgo.FetchMaxWait))
-	assert.EqualValues(t, 1, cl.OptValue(kgo.FetchIsolationLevel), "read_committed")
 }

@@ -4,10 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/reservations/reservations/client"
+	"github.com/reservations/reservations/client/httpapi"
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/topics"
 )
@@ -23,6 +30,7 @@ type serveConfig struct {
 	Partitions   int
 	Replication  int
 	StateDir     string
+	APIAddr      string
 	Security     kafkaSecurity
 }
 
@@ -46,6 +54,12 @@ in RESERVATIONS_KAFKA_PASSWORD (or a file named by
 RESERVATIONS_KAFKA_PASSWORD_FILE), or OAUTHBEARER with a token in
 RESERVATIONS_KAFKA_OAUTH_TOKEN(_FILE). The instance checks at startup that it
 can connect and authenticate, and exits 1 saying why when it cannot.
+
+With --api-addr, the instance also serves the HTTP API of the commands
+(POST /v1/reservations, /v1/stock/{sku}, /v1/carts/{cart_id}/...; see
+docs/HTTP_API.md) on that listener: each request is one command, sent to
+Kafka and answered with its result. It has no authentication of its own:
+bind it to loopback or a private network.
 
 One deployment per topic prefix: before starting, the instance looks for
 consumer groups other than --group and --cart-group with members or
@@ -85,6 +99,10 @@ func (cfg *serveConfig) register(s *settings) {
 	s.Int(&cfg.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created by --create-topics")
 	s.Int(&cfg.Replication, "replication", -1, "replication factor of topics created by --create-topics (-1: the broker default)")
 	s.String(&cfg.StateDir, "state-dir", defaultStateDir, "folder of the processor's local state (one Badger store per partition)")
+	s.String(&cfg.APIAddr, "api-addr", "",
+		"listener (host:port) of the HTTP API of the commands (POST /v1/reservations, /v1/stock/{sku}, /v1/carts/...; docs/HTTP_API.md), "+
+			"e.g. 127.0.0.1:8090; unauthenticated: bind it to loopback or a private network")
+	s.ShowDefault("api-addr", "off")
 	cfg.Security.register(s)
 	cfg.pipelineConfig.register(s)
 }
@@ -102,6 +120,13 @@ func (cfg *serveConfig) validate(s *settings) error {
 	}
 	if cfg.StateDir == "" {
 		errs = append(errs, s.Invalid("state-dir", "must not be empty"))
+	}
+	if cfg.APIAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.APIAddr); err != nil {
+			errs = append(errs, s.Invalid("api-addr", "%q is not host:port", cfg.APIAddr))
+		} else if cfg.APIAddr == cfg.HTTPAddr {
+			errs = append(errs, s.Invalid("api-addr", "%q: must differ from %s", cfg.APIAddr, s.Name("http-addr")))
+		}
 	}
 	errs = append(errs, cfg.Security.validate(s), cfg.pipelineConfig.validate(s))
 	return errors.Join(errs...)
@@ -160,6 +185,28 @@ func runServe(ctx context.Context, c *cli, s *settings, cfg serveConfig) int {
 		log.Info("no advertised address: a query for a SKU another instance owns answers 503 instead of redirecting to the owner; set " +
 			s.Name("advertised-addr") + " to redirect")
 	}
+	var apiLn net.Listener
+	if cfg.APIAddr != "" {
+		if apiLn, err = listenAPI(s, cfg.APIAddr); err != nil {
+			return fail(err)
+		}
+		defer apiLn.Close()
+		api, err := client.New(ctx, cfg.Brokers, client.WithTopicPrefix(cfg.TopicPrefix), client.WithSecurity(cfg.Security.Config),
+			client.WithLogger(log.With("component", "http-api")))
+		if err != nil {
+			return fail(fmt.Errorf("http api: %w", err))
+		}
+		defer api.Close()
+		apiHandler := httpapi.New(api, httpapi.Config{Logger: log.With("component", "http-api")})
+		log.Info("http api listening", "addr", "http://"+apiLn.Addr().String())
+		if err := runWithAPI(ctx, log, apiHandler, apiLn, func(gctx context.Context) error {
+			return runPipeline(gctx, log, proc, coord, ready, ln, reg, nil)
+		}); err != nil {
+			return fail(err)
+		}
+		log.Info("processor stopped")
+		return exitOK
+	}
 	if err := runPipeline(ctx, log, proc, coord, ready, ln, reg, nil); err != nil {
 		if errors.Is(err, topics.ErrMissing) && !cfg.CreateTopics {
 			err = fmt.Errorf("%w (create the topics, or start once with %s)", err, s.Name("create-topics"))
@@ -189,4 +236,31 @@ func verifyTopics(ctx context.Context, brokers []string, names topics.Names, car
 		}
 	}
 	return nil
+}
+
+// listenAPI binds the HTTP API's listener before anything starts.
+func listenAPI(s *settings, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("HTTP API address %s is already in use: choose another with %s", addr, s.Name("api-addr"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("HTTP API listener %s (%s): %w", addr, s.Name("api-addr"), err)
+	}
+	return ln, nil
+}
+
+// runWithAPI runs pipeline and the HTTP API server on ln until ctx ends or
+// one of them fails; then the other stops too.
+func runWithAPI(ctx context.Context, log *slog.Logger, api http.Handler, ln net.Listener,
+	pipeline func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pipeline(gctx) })
+	g.Go(func() error {
+		if err := runComponents(gctx, log, api, ln, "stopping the HTTP API"); err != nil {
+			return fmt.Errorf("http api: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
 }

@@ -96,6 +96,10 @@ type Writer struct {
 	// afterCommit, if set by a test, runs after each committed batch; an error
 	// is handled like a failed commit (a commit whose outcome was not seen).
 	afterCommit func() error
+
+	// audit writes the results topics into audit_events (nil: Config.Audit
+	// off); Run runs it next to the changelog consumer.
+	audit *auditor
 }
 
 // New returns a Writer for cfg. It connects to nothing: Run does.
@@ -132,6 +136,9 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 		w.ownPool = true
 	}
 	w.store = &store{pool: w.pool, topic: cfg.Topic, schema: cfg.Schema, apply: copyApply}
+	if cfg.Audit.Enabled() {
+		w.audit = newAuditor(w)
+	}
 	return w, nil
 }
 
@@ -198,7 +205,30 @@ func (w *Writer) Run(ctx context.Context) error {
 		close(done)
 	}()
 
-	w.log.Info("sink starting", "batch_size", w.cfg.BatchSize, "batch_wait", w.cfg.BatchWait)
+	w.log.Info("sink starting", "batch_size", w.cfg.BatchSize, "batch_wait", w.cfg.BatchWait, "audit", w.audit != nil)
+	if w.audit == nil {
+		return w.runChangelog(ctx)
+	}
+	// The audit runs beside the snapshot, each with its own retries; a fatal
+	// error of either ends both.
+	auditErr := make(chan error, 1)
+	go func() {
+		err := w.audit.run(ctx)
+		if err != nil {
+			cancel()
+		}
+		auditErr <- err
+	}()
+	err := w.runChangelog(ctx)
+	cancel()
+	if aerr := <-auditErr; err == nil {
+		err = aerr
+	}
+	return err
+}
+
+// runChangelog applies the changelog until ctx ends or a fatal error (Run).
+func (w *Writer) runChangelog(ctx context.Context) error {
 	bo := backoff{min: w.cfg.RetryMin, max: w.cfg.RetryMax}
 	for {
 		err := w.session(ctx, &bo)

@@ -92,12 +92,13 @@ type auditor struct {
 	droppedBefore time.Time       // rows decided before it were dropped by the retention
 
 	// afterCommit, if set by a test, runs after each committed batch, like
-	// Writer.afterCommit.
-	afterCommit func() error
+	// Writer.afterCommit; beforeCommit runs in the batch's transaction just
+	// before its commit (an error rolls the batch back, as a crash would).
+	afterCommit, beforeCommit func() error
 }
 
 func newAuditor(w *Writer) *auditor {
-	a := &auditor{w: w, cfg: w.cfg.Audit, log: w.log.With("component", "sink-audit"), stores: map[string]*store{},
+	a := &auditor{w: w, cfg: w.cfg.Audit, log: w.baseLog.With("component", "sink-audit"), stores: map[string]*store{},
 		now: time.Now, known: map[string]bool{}}
 	for _, t := range a.cfg.topics() {
 		a.stores[t] = &store{pool: w.pool, topic: t, schema: w.cfg.Schema}
@@ -513,7 +514,8 @@ func (a *auditor) write(ctx context.Context, b *auditBatch, pos auditPos) (map[s
 	}
 	n := map[string]int64{}
 	if len(rows) > 0 {
-		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE audit_stage (LIKE audit_events) ON COMMIT DROP`); err != nil {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE audit_stage ON COMMIT DROP AS SELECT `+quotedColumns(auditColumns)+
+			` FROM audit_events WITH NO DATA`); err != nil {
 			return nil, fmt.Errorf("create audit_stage: %w", err)
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_stage"}, auditColumns,
@@ -536,6 +538,11 @@ func (a *auditor) write(ctx context.Context, b *auditBatch, pos auditPos) (map[s
 	}
 	for _, bad := range b.bad {
 		if err := a.stores[bad.topic].recordBad(ctx, tx, []badRecord{bad.badRecord}); err != nil {
+			return nil, err
+		}
+	}
+	if a.beforeCommit != nil {
+		if err := a.beforeCommit(); err != nil {
 			return nil, err
 		}
 	}

@@ -78,6 +78,7 @@ var ErrClosed = errors.New("sink closed")
 type Writer struct {
 	cfg     Config
 	log     *slog.Logger
+	baseLog *slog.Logger // the logger given, without the Writer's attributes
 	metrics *metrics
 	store   *store
 	pool    *pgxpool.Pool
@@ -125,6 +126,7 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 	w := &Writer{
 		cfg:     cfg,
 		log:     o.logger.With("component", "sink", "topic", cfg.Topic),
+		baseLog: o.logger,
 		metrics: m,
 		pool:    cfg.Pool,
 		kopts:   o.kafkaOpt,

@@ -50,6 +50,10 @@ type VerifyConfig struct {
 	// compared with them, with a database (Retention is not used). Zero: the
 	// audit is not compared.
 	Audit AuditConfig
+	// AuditRequired: compare the audit of every topic of Audit, waiting up to
+	// Wait for it. Otherwise a topic of which the sink stored no offset (it
+	// does not keep the audit) is reported as not kept, not compared.
+	AuditRequired bool
 }
 
 // DefaultMaxReport is the default VerifyConfig.MaxReport.
@@ -245,7 +249,7 @@ func (e *SinkBehindError) Error() string {
 	}
 	switch {
 	case e.Audit:
-		b.WriteString(" is the sink running, with its audit on (verify --audit=false skips the audit)?")
+		b.WriteString(" is the sink running, with its audit on (verify --check-audit off skips it)?")
 	case e.Replaying:
 		b.WriteString(" a replay --to postgres is in progress")
 	default:
@@ -378,7 +382,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, opts ...Option) (*Report, err
 	}
 	var auditMismatches []Mismatch
 	if snap != nil && cfg.Audit.Enabled() {
-		rep.Audit, auditMismatches, rep.AuditMismatches, err = verifyAudit(ctx, kopts, adm, pgPool, cfg.Audit, cfg.Wait, log, cfg.MaxReport)
+		rep.Audit, auditMismatches, rep.AuditMismatches, err = verifyAudit(ctx, kopts, adm, pgPool, cfg.Audit, cfg.AuditRequired, cfg.Wait, log, cfg.MaxReport)
 		if err != nil {
 			return nil, err
 		}

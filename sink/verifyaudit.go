@@ -25,6 +25,9 @@ type AuditTopicReport struct {
 	Topic string
 	// Missing: the topic does not exist (nothing compared).
 	Missing bool
+	// NotKept: the sink stored no offset of the topic, and the audit was not
+	// required (VerifyConfig.AuditRequired): it does not keep the audit.
+	NotKept bool
 	// From and To are, per partition, the offsets compared: from the log
 	// start to the offset the sink stored.
 	From, To map[int32]int64
@@ -47,7 +50,7 @@ const auditTimeout = 10 * time.Minute
 // to wait for the sink's offsets to reach the last stable offsets listed at
 // its start (*SinkBehindError).
 func verifyAudit(ctx context.Context, kopts []kgo.Opt, adm *kadm.Client, pool *pgxpool.Pool, cfg AuditConfig,
-	wait time.Duration, log *slog.Logger, limit int) ([]AuditTopicReport, []Mismatch, int, error) {
+	required bool, wait time.Duration, log *slog.Logger, limit int) ([]AuditTopicReport, []Mismatch, int, error) {
 	var reps []AuditTopicReport
 	var out []Mismatch
 	n := 0
@@ -67,6 +70,17 @@ func verifyAudit(ctx context.Context, kopts []kgo.Opt, adm *kadm.Client, pool *p
 		}
 		if err != nil {
 			return nil, nil, 0, err
+		}
+		if !required {
+			kept, err := auditKept(ctx, pool, topic)
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			if !kept {
+				rep.NotKept = true
+				reps = append(reps, rep)
+				continue
+			}
 		}
 		stored, rows, cut, err := waitAudit(ctx, pool, topic, bounds, wait, log)
 		if err != nil {
@@ -133,6 +147,18 @@ func verifyAudit(ctx context.Context, kopts []kgo.Opt, adm *kadm.Client, pool *p
 		reps = append(reps, rep)
 	}
 	return reps, out, n, nil
+}
+
+// auditKept reports whether the sink stored offsets of topic: it keeps its
+// audit trail (or did).
+func auditKept(ctx context.Context, pool *pgxpool.Pool, topic string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	var kept bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sink_offsets WHERE topic = $1)`, topic).Scan(&kept); err != nil {
+		return false, fmt.Errorf("read the sink's offsets of %s: %w", topic, err)
+	}
+	return kept, nil
 }
 
 // waitAudit polls the sink's stored offsets of topic until every partition
@@ -237,6 +263,10 @@ func writeAuditText(b *strings.Builder, reps []AuditTopicReport) {
 	for _, a := range reps {
 		if a.Missing {
 			fmt.Fprintf(b, "  audit:        %s does not exist: nothing to compare\n", a.Topic)
+			continue
+		}
+		if a.NotKept {
+			fmt.Fprintf(b, "  audit:        %s not compared: the sink stored no offset of it (it runs without --audit, or has not written yet)\n", a.Topic)
 			continue
 		}
 		fmt.Fprintf(b, "  audit:        %d rows compared with %d records of %s (%d not expected) at the sink's offsets %s",

@@ -138,6 +138,12 @@ unreachable or without an audit trail; 2 usage error.`,
 			s.ShowDefault("pg-dsn", "required")
 			s.Secret("pg-dsn")
 			registerPGSchema(s, &cfg.PGSchema, "")
+			// The query's own settings read RESERVATIONS_AUDIT_<NAME>, not the
+			// variables of send's --sku, --cart, ... : an environment set up
+			// for send must not filter the audit silently.
+			for _, name := range []string{"sku", "reservation", "cart", "order", "since", "until", "limit", "json"} {
+				s.Env(name, envPrefix+"AUDIT_"+strings.ToUpper(name), "")
+			}
 			return s, func(ctx context.Context, c *cli, args []string) int {
 				if len(args) > 0 {
 					return c.usageFailure("audit", fmt.Errorf("unexpected argument %q", args[0]))

@@ -23,9 +23,9 @@ func TestAuditUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "one of --sku (RESERVATIONS_SKU), --reservation (RESERVATIONS_RESERVATION), --cart (RESERVATIONS_CART) or --order (RESERVATIONS_ORDER) is required"},
-		{[]string{"--cart", "c", "--order", "o"}, "--cart (RESERVATIONS_CART) and --order (RESERVATIONS_ORDER): give only one of them"},
-		{[]string{"--sku", "S", "--cart", "c"}, "--sku (RESERVATIONS_SKU) and --cart (RESERVATIONS_CART): give only one of them"},
+		{nil, "one of --sku (RESERVATIONS_AUDIT_SKU), --reservation (RESERVATIONS_AUDIT_RESERVATION), --cart (RESERVATIONS_AUDIT_CART) or --order (RESERVATIONS_AUDIT_ORDER) is required"},
+		{[]string{"--cart", "c", "--order", "o"}, "--cart (RESERVATIONS_AUDIT_CART) and --order (RESERVATIONS_AUDIT_ORDER): give only one of them"},
+		{[]string{"--sku", "S", "--cart", "c"}, "--sku (RESERVATIONS_AUDIT_SKU) and --cart (RESERVATIONS_AUDIT_CART): give only one of them"},
 		{[]string{"--sku", "S", "--since", "yesterday"}, `invalid value "yesterday" for --since`},
 		{[]string{"--sku", "S", "--since", "2026-02-01", "--until", "2026-01-01"}, "--until"},
 		{[]string{"--sku", "S", "--limit", "-1"}, "--limit"},

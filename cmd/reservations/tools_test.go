@@ -514,6 +514,11 @@ func TestSinkCommandSchema(t *testing.T) {
 	slices.Sort(withAudit)
 	assert.Equal(t, map[string][]string{schema: withAudit}, tablesBySchema(t, db.Pool))
 	want := schemaTables(t, db.Pool, schema)
+	// The audit's offsets of the results topics: the sink's, not the
+	// snapshot's (replay rebuilds the snapshot only).
+	want["sink_offsets"] = slices.DeleteFunc(want["sink_offsets"], func(row string) bool {
+		return !strings.Contains(row, ".changelog,")
+	})
 	require.Len(t, want["stock"], 4)
 	require.NotEmpty(t, want["reservations"])
 

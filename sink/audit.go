@@ -101,7 +101,7 @@ func newAuditor(w *Writer) *auditor {
 	a := &auditor{w: w, cfg: w.cfg.Audit, log: w.baseLog.With("component", "sink-audit"), stores: map[string]*store{},
 		now: time.Now, known: map[string]bool{}}
 	for _, t := range a.cfg.topics() {
-		a.stores[t] = &store{pool: w.pool, topic: t, schema: w.cfg.Schema}
+		a.stores[t] = &store{pool: w.pool, topic: t, schema: w.cfg.Schema, owned: w.store.owned}
 		a.main = a.stores[t]
 	}
 	return a

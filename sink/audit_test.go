@@ -497,3 +497,36 @@ func TestAuditGap(t *testing.T) {
 	assert.Equal(t, [2]int64{stored, ends[p]}, [2]int64{from, to})
 	assert.Equal(t, staleBehindLogStart, reason)
 }
+
+// TestAuditAdoptedWithItsPartitions: an install of this version without a
+// schema (tables in public) moves into the schema with its audit trail, the
+// monthly partitions included (SET SCHEMA moves only a partitioned table's
+// parent), and the audit resumes there from its stored offsets.
+func TestAuditAdoptedWithItsPartitions(t *testing.T) {
+	t.Parallel()
+	e := newKafkaEnv(t, testPartitions)
+	a := newAuditEnv(t, e)
+	db := pgtest.NewDatabase(t)
+	cfg := e.sinkConfig(db.DSN)
+	cfg.Audit = a.auditConfig()
+	cfg.Schema = ""
+	a.produce(jan, 24*time.Hour, 30)
+	_, stop := runWriter(t, cfg, nil)
+	a.waitAuditCaughtUp(db.Pool, 30*time.Second)
+	stop()
+	before, err := auditPartitions(context.Background(), db.Pool)
+	require.NoError(t, err)
+	require.Contains(t, before, "audit_events_y2026m02")
+
+	cfg.Schema = DefaultSchema
+	_, _ = runWriter(t, cfg, nil)
+	a.produce(jan.AddDate(0, 2, 0), time.Hour, 10)
+	pool := schemaPool(t, db.DSN, DefaultSchema)
+	a.waitAuditCaughtUp(pool, 30*time.Second)
+	a.assertAudit(pool)
+	assert.NotContains(t, tablesIn(t, db.Pool, "public"), "audit_events_y2026m01", "a partition left behind")
+	moved := tablesIn(t, db.Pool, DefaultSchema)
+	for _, p := range before {
+		assert.Contains(t, moved, p)
+	}
+}

@@ -34,6 +34,12 @@
 // migrations (migrations/*.sql, recorded in MigrationsTable); an install of
 // an older version, in public, is moved there (store.adoptLegacy).
 //
+// With Config.Audit the Writer also keeps an audit trail: every record of the
+// results topics as a row of the append-only, monthly partitioned table
+// audit_events, exactly once through the same sink_offsets bookkeeping, read
+// and written by a second consumer beside the changelog's (audit.go,
+// docs/AUDIT.md). QueryAudit reads it; Verify compares it with the topics.
+//
 // Two operator tools build on the Writer and the schema:
 //   - Verify reads the changelog to its end, checks the contract's invariants
 //     on it (reserved == sum of the active holds, available == on_hand -
@@ -139,6 +145,7 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 	}
 	w.store = &store{pool: w.pool, topic: cfg.Topic, schema: cfg.Schema, apply: copyApply}
 	if cfg.Audit.Enabled() {
+		w.store.owned = append([]string{cfg.Topic}, cfg.Audit.topics()...)
 		w.audit = newAuditor(w)
 	}
 	return w, nil

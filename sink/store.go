@@ -70,6 +70,10 @@ type store struct {
 	// adopted, set by migrate, says what it did to an install of an older
 	// version ("" when nothing), for the log.
 	adopted string
+	// owned are the topics whose offsets in public.sink_offsets make an
+	// install there the sink's (adoptLegacy): the changelog and the audited
+	// topics. Empty: topic alone.
+	owned []string
 	// apply writes the entity rows of a batch inside tx. copyApply, unless a
 	// benchmark swaps in another strategy.
 	apply func(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error)
@@ -236,8 +240,12 @@ func (s *store) adoptLegacy(ctx context.Context, tx pgx.Tx, target string) (stri
 		return "", err
 	}
 	var mine bool
+	owned := s.owned
+	if len(owned) == 0 {
+		owned = []string{s.topic}
+	}
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{legacySchema, "sink_offsets"}.Sanitize()+
-		` WHERE topic = $1)`, s.topic).Scan(&mine); err != nil {
+		` WHERE topic = ANY($1))`, owned).Scan(&mine); err != nil {
 		return "", fmt.Errorf("read %s.sink_offsets: %w", legacySchema, err)
 	}
 	if !mine {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,10 @@ type Config struct {
 	// PingInterval is how often an idle Writer checks that Postgres answers, so
 	// that Ready turns false during an outage without traffic. Default 5s.
 	PingInterval time.Duration
+
+	// Audit configures the audit trail: table audit_events, one row per
+	// record of the results topics (audit.go, docs/AUDIT.md). Zero: off.
+	Audit AuditConfig
 
 	// RetryMin and RetryMax bound the exponential backoff between attempts
 	// while Postgres fails. Defaults 100ms and 5s.
@@ -152,6 +157,14 @@ func (c Config) Validate() error {
 	}
 	if err := validSchema(c.Schema); err != nil {
 		return fmt.Errorf("config: Schema: %w", err)
+	}
+	switch {
+	case c.Audit.Retention < 0:
+		return fmt.Errorf("config: Audit.Retention %s: must be >= 0", c.Audit.Retention)
+	case c.Audit.Enabled() && slices.Contains(c.Audit.topics(), c.Topic):
+		return fmt.Errorf("config: Audit: the changelog %s is not a results topic", c.Topic)
+	case c.Audit.Results != "" && c.Audit.Results == c.Audit.CartResults:
+		return fmt.Errorf("config: Audit: Results and CartResults are both %s", c.Audit.Results)
 	}
 	return nil
 }

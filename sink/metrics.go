@@ -19,6 +19,13 @@ type metrics struct {
 	lag           *prometheus.GaugeVec // partition
 	ready         prometheus.Gauge
 	stale         *prometheus.CounterVec // reason
+
+	// The audit trail (audit.go).
+	auditRows    *prometheus.CounterVec // source
+	auditLag     *prometheus.GaugeVec   // source
+	auditErrors  prometheus.Counter
+	auditGaps    prometheus.Counter
+	auditDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,15 +76,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				"away (not current for longer than half the changelog's delete.retention.ms: tombstones may have been " +
 				"compacted away). Each is re-snapshotted from the log start.",
 		}, []string{"reason"}),
+		auditRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_rows_total",
+			Help: "Rows inserted into audit_events (committed), by source: results, cart_results.",
+		}, []string{"source"}),
+		auditLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_records_lag",
+			Help: "Records of the results topic not yet in audit_events, summed over its partitions, by source: results, cart_results.",
+		}, []string{"source"}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_errors_total",
+			Help: "Interruptions of the audit trail (Postgres or Kafka failures); each is retried from the stored offsets.",
+		}),
+		auditGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_gaps_total",
+			Help: "Results partitions whose stored offset the topic no longer held: records lost to the audit (recorded in audit_gaps).",
+		}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_partitions_dropped_total",
+			Help: "Monthly partitions of audit_events dropped by the audit retention.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.rows, m.batchDuration, m.batchRecords,
-		m.pgErrors, m.decodeErrors, m.kafkaErrors, m.lag, m.ready, m.stale} {
+		m.pgErrors, m.decodeErrors, m.kafkaErrors, m.lag, m.ready, m.stale,
+		m.auditRows, m.auditLag, m.auditErrors, m.auditGaps, m.auditDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, k := range kindNames {
 		m.consumed.WithLabelValues(k)
+	}
+	for _, src := range []string{"results", "cart_results"} {
+		m.auditRows.WithLabelValues(src)
 	}
 	// Exposed at 0 from the start, so that increase() sees the first one.
 	for _, r := range staleReasons {

@@ -34,6 +34,12 @@
 // migrations (migrations/*.sql, recorded in MigrationsTable); an install of
 // an older version, in public, is moved there (store.adoptLegacy).
 //
+// With Config.Audit the Writer also keeps an audit trail: every record of the
+// results topics as a row of the append-only, monthly partitioned table
+// audit_events, exactly once through the same sink_offsets bookkeeping, read
+// and written by a second consumer beside the changelog's (audit.go,
+// docs/AUDIT.md). QueryAudit reads it; Verify compares it with the topics.
+//
 // Two operator tools build on the Writer and the schema:
 //   - Verify reads the changelog to its end, checks the contract's invariants
 //     on it (reserved == sum of the active holds, available == on_hand -
@@ -78,6 +84,7 @@ var ErrClosed = errors.New("sink closed")
 type Writer struct {
 	cfg     Config
 	log     *slog.Logger
+	baseLog *slog.Logger // the logger given, without the Writer's attributes
 	metrics *metrics
 	store   *store
 	pool    *pgxpool.Pool
@@ -96,6 +103,10 @@ type Writer struct {
 	// afterCommit, if set by a test, runs after each committed batch; an error
 	// is handled like a failed commit (a commit whose outcome was not seen).
 	afterCommit func() error
+
+	// audit writes the results topics into audit_events (nil: Config.Audit
+	// off); Run runs it next to the changelog consumer.
+	audit *auditor
 }
 
 // New returns a Writer for cfg. It connects to nothing: Run does.
@@ -121,6 +132,7 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 	w := &Writer{
 		cfg:     cfg,
 		log:     o.logger.With("component", "sink", "topic", cfg.Topic),
+		baseLog: o.logger,
 		metrics: m,
 		pool:    cfg.Pool,
 		kopts:   o.kafkaOpt,
@@ -132,6 +144,10 @@ func New(cfg Config, opts ...Option) (*Writer, error) {
 		w.ownPool = true
 	}
 	w.store = &store{pool: w.pool, topic: cfg.Topic, schema: cfg.Schema, apply: copyApply}
+	if cfg.Audit.Enabled() {
+		w.store.owned = append([]string{cfg.Topic}, cfg.Audit.topics()...)
+		w.audit = newAuditor(w)
+	}
 	return w, nil
 }
 
@@ -198,7 +214,30 @@ func (w *Writer) Run(ctx context.Context) error {
 		close(done)
 	}()
 
-	w.log.Info("sink starting", "batch_size", w.cfg.BatchSize, "batch_wait", w.cfg.BatchWait)
+	w.log.Info("sink starting", "batch_size", w.cfg.BatchSize, "batch_wait", w.cfg.BatchWait, "audit", w.audit != nil)
+	if w.audit == nil {
+		return w.runChangelog(ctx)
+	}
+	// The audit runs beside the snapshot, each with its own retries; a fatal
+	// error of either ends both.
+	auditErr := make(chan error, 1)
+	go func() {
+		err := w.audit.run(ctx)
+		if err != nil {
+			cancel()
+		}
+		auditErr <- err
+	}()
+	err := w.runChangelog(ctx)
+	cancel()
+	if aerr := <-auditErr; err == nil {
+		err = aerr
+	}
+	return err
+}
+
+// runChangelog applies the changelog until ctx ends or a fatal error (Run).
+func (w *Writer) runChangelog(ctx context.Context) error {
 	bo := backoff{min: w.cfg.RetryMin, max: w.cfg.RetryMax}
 	for {
 		err := w.session(ctx, &bo)

@@ -70,6 +70,10 @@ type store struct {
 	// adopted, set by migrate, says what it did to an install of an older
 	// version ("" when nothing), for the log.
 	adopted string
+	// owned are the topics whose offsets in public.sink_offsets make an
+	// install there the sink's (adoptLegacy): the changelog and the audited
+	// topics. Empty: topic alone.
+	owned []string
 	// apply writes the entity rows of a batch inside tx. copyApply, unless a
 	// benchmark swaps in another strategy.
 	apply func(ctx context.Context, tx pgx.Tx, b *batch) (rowCounts, error)
@@ -173,8 +177,14 @@ func (s *store) ensureSchema(ctx context.Context, tx pgx.Tx) (string, error) {
 	return current.String, nil
 }
 
-// sinkTables are the tables the migrations create, moved by adoptLegacy.
-var sinkTables = []string{"stock", "reservations", "sink_offsets", "sink_errors", "replay_runs"}
+// sinkTables are the tables the migrations create, moved by adoptLegacy
+// (with partitionedTables).
+var sinkTables = []string{"stock", "reservations", "sink_offsets", "sink_errors", "replay_runs",
+	"audit_dropped_partitions", "audit_gaps"}
+
+// partitionedTables are the partitioned tables the migrations create; their
+// partitions (created by the sink) move with them.
+var partitionedTables = []string{"audit_events"}
 
 // adoptLegacy takes over the tables of an install made before the schema
 // setting, inside the migration's transaction, and says what it did ("" when
@@ -230,15 +240,19 @@ func (s *store) adoptLegacy(ctx context.Context, tx pgx.Tx, target string) (stri
 		return "", err
 	}
 	var mine bool
+	owned := s.owned
+	if len(owned) == 0 {
+		owned = []string{s.topic}
+	}
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{legacySchema, "sink_offsets"}.Sanitize()+
-		` WHERE topic = $1)`, s.topic).Scan(&mine); err != nil {
+		` WHERE topic = ANY($1))`, owned).Scan(&mine); err != nil {
 		return "", fmt.Errorf("read %s.sink_offsets: %w", legacySchema, err)
 	}
 	if !mine {
 		return "", nil
 	}
 	var moved []string
-	for _, table := range sinkTables {
+	for _, table := range append(slices.Clone(sinkTables), partitionedTables...) {
 		there, err := tableExists(ctx, tx, legacySchema, table)
 		if err != nil {
 			return "", err
@@ -252,9 +266,19 @@ func (s *store) adoptLegacy(ctx context.Context, tx pgx.Tx, target string) (stri
 			return "", &schemaError{fmt.Sprintf("cannot move the sink's tables of an older install from %s into schema %s: "+
 				"%s.%s exists already (move or drop one of them by hand, see docs/SINK_SCHEMA.md)", legacySchema, target, target, table)}
 		}
-		if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{legacySchema, table}.Sanitize()+
-			` SET SCHEMA `+pgx.Identifier{target}.Sanitize()); err != nil {
-			return "", fmt.Errorf("move %s.%s into schema %s: %w", legacySchema, table, target, err)
+		var parts []string
+		if slices.Contains(partitionedTables, table) {
+			rows, _ := tx.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+				WHERE i.inhparent = $1::regclass`, pgx.Identifier{legacySchema, table}.Sanitize())
+			if parts, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return "", fmt.Errorf("list the partitions of %s.%s: %w", legacySchema, table, err)
+			}
+		}
+		for _, t := range append([]string{table}, parts...) {
+			if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{legacySchema, t}.Sanitize()+
+				` SET SCHEMA `+pgx.Identifier{target}.Sanitize()); err != nil {
+				return "", fmt.Errorf("move %s.%s into schema %s: %w", legacySchema, t, target, err)
+			}
 		}
 		moved = append(moved, table)
 	}
@@ -408,16 +432,39 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64, seen m
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit; a canceled ctx closes the conn, which rolls back
 
-	parts := make([]int32, 0, len(b.next))
-	nexts := make([]int64, 0, len(b.next))
-	currents := make([]pgtype.Timestamptz, 0, len(b.next))
-	for p, o := range b.next {
+	if err := s.checkOffsets(ctx, tx, b.next, pos); err != nil {
+		return n, err
+	}
+	if before != nil {
+		if err := before(ctx, tx); err != nil {
+			return n, err
+		}
+	}
+	if n, err = s.apply(ctx, tx, b); err != nil {
+		return n, err
+	}
+	if err := s.storeOffsets(ctx, tx, b.next, seen); err != nil {
+		return n, err
+	}
+	if err := s.recordBad(ctx, tx, b.bad); err != nil {
+		return n, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return n, fmt.Errorf("commit batch: %w", err)
+	}
+	return n, nil
+}
+
+// checkOffsets takes the topic's advisory lock in tx and checks that the
+// stored next offsets of the partitions in next are pos (absent = 0): the
+// batch continues from what Postgres committed (*fencedError otherwise).
+func (s *store) checkOffsets(ctx context.Context, tx pgx.Tx, next, pos map[int32]int64) error {
+	parts := make([]int32, 0, len(next))
+	for p := range next {
 		parts = append(parts, p)
-		nexts = append(nexts, o)
-		currents = append(currents, timestamptz(seen[p]))
 	}
 	if _, err := tx.Exec(ctx, topicLock, s.lockName()); err != nil {
-		return n, fmt.Errorf("lock topic %s: %w", s.topic, err)
+		return fmt.Errorf("lock topic %s: %w", s.topic, err)
 	}
 	rows, _ := tx.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1 AND partition = ANY($2)`, s.topic, parts)
 	stored := make(map[int32]int64, len(parts))
@@ -427,23 +474,28 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64, seen m
 		stored[p] = o
 		return nil
 	}); err != nil {
-		return n, fmt.Errorf("read offsets of %s: %w", s.topic, err)
+		return fmt.Errorf("read offsets of %s: %w", s.topic, err)
 	}
 	for _, p := range parts {
 		if stored[p] != pos[p] {
-			return n, &fencedError{Partition: p, Stored: stored[p], Expect: pos[p]}
+			return &fencedError{Partition: p, Stored: stored[p], Expect: pos[p]}
 		}
 	}
+	return nil
+}
 
-	if before != nil {
-		if err := before(ctx, tx); err != nil {
-			return n, err
-		}
+// storeOffsets stores, in tx, the next offsets of the topic's partitions with
+// their current_at (seen: the zero time stores NULL; a stored time is never
+// moved back).
+func (s *store) storeOffsets(ctx context.Context, tx pgx.Tx, next map[int32]int64, seen map[int32]time.Time) error {
+	parts := make([]int32, 0, len(next))
+	nexts := make([]int64, 0, len(next))
+	currents := make([]pgtype.Timestamptz, 0, len(next))
+	for p, o := range next {
+		parts = append(parts, p)
+		nexts = append(nexts, o)
+		currents = append(currents, timestamptz(seen[p]))
 	}
-	if n, err = s.apply(ctx, tx, b); err != nil {
-		return n, err
-	}
-
 	// greatest: a time another sink stored for an offset this batch continues
 	// from stays true for the later offset (greatest ignores NULL).
 	if _, err := tx.Exec(ctx, `INSERT INTO sink_offsets (topic, partition, next_offset, current_at)
@@ -451,19 +503,21 @@ func (s *store) write(ctx context.Context, b *batch, pos map[int32]int64, seen m
 		ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now(),
 			current_at = greatest(sink_offsets.current_at, excluded.current_at)`,
 		s.topic, parts, nexts, currents); err != nil {
-		return n, fmt.Errorf("store offsets of %s: %w", s.topic, err)
+		return fmt.Errorf("store offsets of %s: %w", s.topic, err)
 	}
-	for _, r := range b.bad {
+	return nil
+}
+
+// recordBad records undecodable records of the topic in sink_errors, in tx.
+func (s *store) recordBad(ctx context.Context, tx pgx.Tx, bad []badRecord) error {
+	for _, r := range bad {
 		if _, err := tx.Exec(ctx, `INSERT INTO sink_errors (topic, partition, "offset", key, value, error)
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
 			s.topic, r.partition, r.offset, r.key, r.value, r.err.Error()); err != nil {
-			return n, fmt.Errorf("record undecodable record at partition %d offset %d: %w", r.partition, r.offset, err)
+			return fmt.Errorf("record undecodable record of %s at partition %d offset %d: %w", s.topic, r.partition, r.offset, err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return n, fmt.Errorf("commit batch: %w", err)
-	}
-	return n, nil
+	return nil
 }
 
 var (

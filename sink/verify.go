@@ -46,6 +46,14 @@ type VerifyConfig struct {
 	// Progress, if set, is called while the changelog is read with the
 	// offsets covered so far and the offsets to cover.
 	Progress func(covered, total int64)
+	// Audit names the results topics whose audit trail (audit_events) is
+	// compared with them, with a database (Retention is not used). Zero: the
+	// audit is not compared.
+	Audit AuditConfig
+	// AuditRequired: compare the audit of every topic of Audit, waiting up to
+	// Wait for it. Otherwise a topic of which the sink stored no offset (it
+	// does not keep the audit) is reported as not kept, not compared.
+	AuditRequired bool
 }
 
 // DefaultMaxReport is the default VerifyConfig.MaxReport.
@@ -99,8 +107,13 @@ type Report struct {
 	// counts them all.
 	Mismatches    []Mismatch
 	MismatchCount int
-	// Violations and PostgresMismatches split MismatchCount.
-	Violations, PostgresMismatches int
+	// Violations, PostgresMismatches and AuditMismatches split
+	// MismatchCount.
+	Violations, PostgresMismatches, AuditMismatches int
+
+	// Audit is what was compared of the audit trail, per results topic
+	// (empty when it was not compared).
+	Audit []AuditTopicReport
 
 	Took time.Duration
 }
@@ -135,12 +148,19 @@ func (r *Report) WriteText(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "  postgres:     not compared (no DSN)")
 	}
+	var audit strings.Builder
+	writeAuditText(&audit, r.Audit)
+	fmt.Fprint(w, audit.String())
 	if r.OK() {
 		fmt.Fprintln(w, "OK: no mismatch")
 		return
 	}
-	fmt.Fprintf(w, "FAILED: %s (%d in the changelog, %d between Postgres and the changelog)",
+	fmt.Fprintf(w, "FAILED: %s (%d in the changelog, %d between Postgres and the changelog",
 		plural(r.MismatchCount, "mismatch", "mismatches"), r.Violations, r.PostgresMismatches)
+	if len(r.Audit) > 0 {
+		fmt.Fprintf(w, ", %d between the audit trail and the results", r.AuditMismatches)
+	}
+	fmt.Fprint(w, ")")
 	if len(r.Mismatches) < r.MismatchCount {
 		fmt.Fprintf(w, ", the first %d:\n", len(r.Mismatches))
 	} else {
@@ -194,6 +214,8 @@ type SinkBehindError struct {
 	Schema string
 	// Replaying: a `replay --to postgres` run is in progress.
 	Replaying bool
+	// Audit: Topic is a results topic, whose audit trail is behind.
+	Audit bool
 }
 
 func (e *SinkBehindError) Error() string {
@@ -208,7 +230,11 @@ func (e *SinkBehindError) Error() string {
 		ps = append(ps, p)
 	}
 	slices.Sort(ps)
-	fmt.Fprintf(&b, "the sink is behind the changelog %s after waiting %s:", e.Topic, e.Wait)
+	if e.Audit {
+		fmt.Fprintf(&b, "the sink's audit trail is behind the results topic %s after waiting %s:", e.Topic, e.Wait)
+	} else {
+		fmt.Fprintf(&b, "the sink is behind the changelog %s after waiting %s:", e.Topic, e.Wait)
+	}
 	for i, p := range ps {
 		if i == 5 {
 			fmt.Fprintf(&b, " and %d more partitions", len(ps)-5)
@@ -221,9 +247,12 @@ func (e *SinkBehindError) Error() string {
 		}
 		fmt.Fprintf(&b, " partition %d stored %s of %d;", p, stored, o[1])
 	}
-	if e.Replaying {
+	switch {
+	case e.Audit:
+		b.WriteString(" is the sink running, with its audit on (verify --check-audit off skips it)?")
+	case e.Replaying:
 		b.WriteString(" a replay --to postgres is in progress")
-	} else {
+	default:
 		b.WriteString(" is the sink running?")
 	}
 	return strings.TrimSuffix(b.String(), ";")
@@ -276,6 +305,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, opts ...Option) (*Report, err
 	read := maps(checked)
 	var snap *snapshot
 	var offsetIssues []Mismatch
+	var pgPool *pgxpool.Pool
 	if cfg.DSN != "" || cfg.Pool != nil {
 		pool := cfg.Pool
 		if pool == nil {
@@ -306,6 +336,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, opts ...Option) (*Report, err
 			}
 			read[p] = max(read[p], s)
 		}
+		pgPool = pool
 		rep.Postgres = true
 		rep.StockRows, rep.ReservationRows = len(snap.stock), len(snap.reservations)
 	}
@@ -349,8 +380,15 @@ func Verify(ctx context.Context, cfg VerifyConfig, opts ...Option) (*Report, err
 	if snap != nil {
 		pgMismatches, rep.PostgresMismatches = compareSnapshot(c, snap, cfg.MaxReport)
 	}
-	rep.MismatchCount = rep.Violations + rep.PostgresMismatches
-	for _, list := range [][]Mismatch{violations, pgMismatches} {
+	var auditMismatches []Mismatch
+	if snap != nil && cfg.Audit.Enabled() {
+		rep.Audit, auditMismatches, rep.AuditMismatches, err = verifyAudit(ctx, kopts, adm, pgPool, cfg.Audit, cfg.AuditRequired, cfg.Wait, log, cfg.MaxReport)
+		if err != nil {
+			return nil, err
+		}
+	}
+	rep.MismatchCount = rep.Violations + rep.PostgresMismatches + rep.AuditMismatches
+	for _, list := range [][]Mismatch{violations, pgMismatches, auditMismatches} {
 		for _, m := range list {
 			if len(rep.Mismatches) < cfg.MaxReport {
 				rep.Mismatches = append(rep.Mismatches, m)

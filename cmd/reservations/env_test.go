@@ -129,9 +129,9 @@ func TestEnvironmentVariablesMeanOneThing(t *testing.T) {
 		"RESERVATIONS_LOG_FORMAT":                     "dev replay send serve sink verify",
 		"RESERVATIONS_LOG_LEVEL":                      "dev replay serve sink verify",
 		"RESERVATIONS_BROKERS":                        "replay send serve sink verify",
-		"RESERVATIONS_PG_DSN":                         "dev replay sink verify", // the snapshot database
-		"RESERVATIONS_PG_DSN_FILE":                    "dev replay sink verify",
-		"RESERVATIONS_PG_SCHEMA":                      "dev replay sink verify", // the schema of the snapshot's tables
+		"RESERVATIONS_PG_DSN":                         "audit dev replay sink verify", // the snapshot database
+		"RESERVATIONS_PG_DSN_FILE":                    "audit dev replay sink verify",
+		"RESERVATIONS_PG_SCHEMA":                      "audit dev replay sink verify", // the schema of the snapshot's tables
 		"RESERVATIONS_KAFKA_TLS":                      "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CA_FILE":                  "replay send serve sink verify",
 		"RESERVATIONS_KAFKA_CERT_FILE":                "replay send serve sink verify",

@@ -5,6 +5,7 @@
 //	reservations send <type>    send one command and wait for its result
 //	reservations sink           the Postgres snapshot of the changelog, alone
 //	reservations verify         check the changelog's invariants and Postgres against it
+//	reservations audit          print the audit trail of a SKU, reservation, cart or order
 //	reservations replay         rebuild a processor's Badger folder or the Postgres snapshot
 //	reservations version        print the version, commit and build date
 //
@@ -97,6 +98,7 @@ func commands() []*command {
 		sendCommand(),
 		sinkCommand(),
 		verifyCommand(),
+		auditCommand(),
 		replayCommand(),
 		versionCommand(),
 		configTableCommand(),

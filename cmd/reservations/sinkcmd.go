@@ -63,6 +63,10 @@ type sinkFlags struct {
 	Log       logFlags
 	BatchSize int
 	BatchWait time.Duration
+	// Audit keeps the audit trail (table audit_events) of the results
+	// topics; AuditRetention drops its months older than that (0: never).
+	Audit          bool
+	AuditRetention time.Duration
 }
 
 func sinkCommand() *command {
@@ -94,7 +98,17 @@ with the new offset (warning log, metric
 reservations_sink_stale_partitions_total). If such a partition holds a record
 of a SKU of another partition, its rows cannot be told apart: the sink exits
 1 and says to run 'reservations replay --to postgres'. The changelog must be
-cleanup.policy=compact, as for the processor. 'reservations dev' runs the same sink in-process; run this one next
+cleanup.policy=compact, as for the processor.
+
+With --audit (the default) the sink also keeps an audit trail: table
+audit_events gets one row per record of <topic-prefix>.results (every
+decision and expired / low_stock notice) and <topic-prefix>.cart-results
+(every cart result), exactly once (the rows and those topics' offsets in
+sink_offsets in one transaction), partitioned by month of decided_at;
+--audit-retention drops whole months older than it. It reads the results
+topics with a second Kafka client and writes in its own transactions, so it
+neither slows nor stops the snapshot. 'reservations audit' prints it;
+docs/AUDIT.md describes the table and what it costs. 'reservations dev' runs the same sink in-process; run this one next
 to 'reservations serve' instances (one is enough; a second on the same
 database is harmless). Admin HTTP: /healthz, /readyz (the sink reaches
 Postgres), /metrics, on --http-addr: RESERVATIONS_SINK_HTTP_ADDR, or
@@ -134,7 +148,20 @@ func (cfg *sinkFlags) register(s *settings) {
 	cfg.Log.register(s, slog.LevelInfo)
 	s.Int(&cfg.BatchSize, "batch-size", sink.DefaultBatchSize, "most changelog records written to Postgres in one transaction")
 	s.Duration(&cfg.BatchWait, "batch-wait", sink.DefaultBatchWait, "longest a record waits for its batch to fill before the batch is written")
+	s.Bool(&cfg.Audit, "audit", true, "also keep the audit trail: table audit_events, one row per record of "+
+		"<topic-prefix>.results and <topic-prefix>.cart-results (docs/AUDIT.md); false: the snapshot only")
+	s.Var(retention{&cfg.AuditRetention}, "audit-retention", "drop the monthly partitions of audit_events whose month ended "+
+		"longer ago than this: 90d, 12w, 2160h; 0: keep forever")
 	cfg.Security.register(s)
+}
+
+// auditConfig is the sink's audit configuration of the flags.
+func (cfg *sinkFlags) auditConfig() sink.AuditConfig {
+	if !cfg.Audit {
+		return sink.AuditConfig{}
+	}
+	names := topics.NewNames(cfg.TopicPrefix)
+	return sink.AuditConfig{Results: names.Results, CartResults: names.CartResults, Retention: cfg.AuditRetention}
 }
 
 func (cfg *sinkFlags) validate(s *settings) error {
@@ -170,7 +197,7 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 	}
 	reg := newRegistry()
 	w, err := sink.New(sink.Config{Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema,
-		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, sink.WithLogger(log), sink.WithRegisterer(reg),
+		BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, Audit: cfg.auditConfig()}, sink.WithLogger(log), sink.WithRegisterer(reg),
 		sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
 		return fail(err)
@@ -178,7 +205,7 @@ func runSink(ctx context.Context, c *cli, s *settings, cfg sinkFlags) int {
 	defer w.Close()
 	snk := &sinkRunner{w: w, required: true}
 	log.Info("reservations sink running", append([]any{"brokers", cfg.Brokers, "topic", cfg.changelog(),
-		"dsn", redactDSN(cfg.PGDSN), "schema", cfg.PGSchema, "http", "http://" + ln.Addr().String()}, buildInfo().LogAttrs()...)...)
+		"dsn", redactDSN(cfg.PGDSN), "schema", cfg.PGSchema, "audit", cfg.Audit, "audit_retention", retention{&cfg.AuditRetention}.String(), "http", "http://" + ln.Addr().String()}, buildInfo().LogAttrs()...)...)
 	if from := s.EnvFrom("http-addr"); from == envName("http-addr") {
 		log.Info("the sink's admin address comes from " + from + ", the variable of the processor's (serve, dev); " +
 			"set " + sinkHTTPAddrEnv + " to give the sink its own, so that one environment configures both")

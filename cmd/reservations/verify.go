@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/reservations/reservations/sink"
+	"github.com/reservations/reservations/topics"
 )
 
 type verifyFlags struct {
@@ -16,6 +18,7 @@ type verifyFlags struct {
 	PGSchema  string
 	Wait      time.Duration
 	MaxReport int
+	Audit     string
 	Log       logFlags
 }
 
@@ -42,6 +45,14 @@ state and checks:
     row for a tombstoned or unknown key), compared at the offsets the sink
     stored. Verify first waits up to --wait for the sink to reach the
     changelog end.
+  - with --pg-dsn: the sink's audit trail (table audit_events) holds every
+    record of <topic-prefix>.results and <topic-prefix>.cart-results
+    exactly once, field for field, and no other row, from each partition's
+    log start to the offset the sink stored (rows the topics no longer
+    hold, and records of months the audit retention dropped, are not
+    compared). --check-audit auto (the default) compares the topics the sink
+    stored offsets of and reports the others as not kept; on requires the
+    audit (waiting up to --wait for it); off skips it.
 
 Prints a report (records read, SKUs, reservations by status, the first
 --max-report mismatches with key and field) on stdout.
@@ -75,6 +86,8 @@ func (cfg *verifyFlags) register(s *settings) {
 	registerPGSchema(s, &cfg.PGSchema, "")
 	s.Duration(&cfg.Wait, "wait", 30*time.Second, "how long to wait for the sink's stored offsets to reach the changelog end (0: do not wait)")
 	s.Int(&cfg.MaxReport, "max-report", sink.DefaultMaxReport, "how many mismatches the report lists (all are counted)")
+	s.String(&cfg.Audit, "check-audit", auditAuto, "with --pg-dsn, compare the sink's audit trail with the results topics: "+
+		"auto (where the sink keeps it), on (required), off")
 	cfg.Log.register(s, slog.LevelWarn)
 	cfg.Security.register(s)
 }
@@ -87,6 +100,9 @@ func (cfg *verifyFlags) validate(s *settings) error {
 	errs = append(errs, checkSchema(s, "pg-schema", cfg.PGSchema))
 	if cfg.Wait < 0 {
 		errs = append(errs, s.Invalid("wait", "%s: must be >= 0", cfg.Wait))
+	}
+	if !slices.Contains([]string{auditAuto, auditOn, auditOff}, cfg.Audit) {
+		errs = append(errs, s.Invalid("check-audit", "%q: want auto, on or off", cfg.Audit))
 	}
 	if cfg.MaxReport < 1 {
 		errs = append(errs, s.Invalid("max-report", "%d: must be >= 1", cfg.MaxReport))
@@ -102,7 +118,7 @@ func runVerify(ctx context.Context, c *cli, s *settings, cfg verifyFlags) int {
 	prog := c.newProgress("verify: reading the changelog", cfg.Log)
 	rep, err := sink.Verify(ctx, sink.VerifyConfig{
 		Brokers: cfg.Brokers, Topic: cfg.changelog(), DSN: cfg.PGDSN, Schema: cfg.PGSchema, Wait: cfg.Wait, MaxReport: cfg.MaxReport,
-		Progress: prog.update,
+		Progress: prog.update, Audit: cfg.auditConfig(), AuditRequired: cfg.Audit == auditOn,
 	}, sink.WithLogger(log), sink.WithKafkaOpts(cfg.Security.Opts()...))
 	if err != nil {
 		return c.fail("verify", exitIncomplete, fmt.Errorf("no verdict: %w", err))
@@ -112,4 +128,20 @@ func runVerify(ctx context.Context, c *cli, s *settings, cfg verifyFlags) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// Values of verify --audit.
+const (
+	auditAuto = "auto"
+	auditOn   = "on"
+	auditOff  = "off"
+)
+
+// auditConfig names the results topics whose audit trail is compared.
+func (cfg *verifyFlags) auditConfig() sink.AuditConfig {
+	if cfg.Audit == auditOff || cfg.PGDSN == "" {
+		return sink.AuditConfig{}
+	}
+	names := topics.NewNames(cfg.TopicPrefix)
+	return sink.AuditConfig{Results: names.Results, CartResults: names.CartResults}
 }

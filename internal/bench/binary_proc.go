@@ -296,8 +296,10 @@ func readyz(ctx context.Context, addr string) bool {
 // load runs one load-generator process for lc (brokers, topics, SKUs and the
 // CPU pids filled in) and returns its result.
 func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error) {
-	lc.Brokers, lc.TopicPrefix, lc.SKUs = e.brokers, binaryPrefix, e.cfg.SKUs
-	lc.CPUPIDs = map[string]int{"processor": e.proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
+	lc.Brokers, lc.TopicPrefix, lc.SKUs = e.brokers, e.names.Commands[:len(e.names.Commands)-len(".commands")], e.cfg.SKUs
+	if e.proc != nil { // the failover measurement runs several processors (and reads no CPU time)
+		lc.CPUPIDs = map[string]int{"processor": e.proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
+	}
 	e.tags = append(e.tags, lc.Tag, lc.Tag+"s")
 	ctx, cancel := context.WithTimeout(ctx, lc.Timeout+3*time.Minute)
 	defer cancel()
@@ -308,7 +310,7 @@ func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error)
 	if err := cmd.Run(); err != nil {
 		return LoadResult{}, fmt.Errorf("loadgen %s: %w: %s", lc.Kind, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	if e.proc.exited() {
+	if e.proc != nil && e.proc.exited() {
 		return LoadResult{}, fmt.Errorf("processor exited during the step: %v; output: %s", e.proc.err, e.proc.tail)
 	}
 	var res LoadResult

@@ -39,7 +39,24 @@ type Config struct {
 	// InstanceID makes this instance's transactional id stable across restarts,
 	// so a restarted instance fences its predecessor and aborts its open
 	// transaction at once. Default: read from (or created in) StateDir/instance-id.
+	//
+	// When set (not read from StateDir), it is also the group.instance.id:
+	// the instance is a static member of the group (KIP-345), unless
+	// DynamicMembership is set. A static member that stops (SIGTERM or a
+	// crash) keeps its partitions until SessionTimeout passes; restarted with
+	// the same InstanceID before that, it gets them back and no other instance
+	// sees a rebalance. See docs/MEMBERSHIP.md.
 	InstanceID string
+	// DynamicMembership turns static membership off: the instance joins the
+	// group without a group.instance.id even when InstanceID is set, and leaves
+	// the group on every clean stop (its partitions move at once).
+	DynamicMembership bool
+	// LeaveGroupOnShutdown makes a static member leave the group on a clean
+	// stop (LeaveGroup with its instance id), so its partitions move at once
+	// instead of after SessionTimeout: for a stop that is meant to last (a
+	// scale-in), not for a restart. Without static membership the instance
+	// always leaves.
+	LeaveGroupOnShutdown bool
 	// AdvertisedAddr is this instance's HTTP address as other instances and
 	// clients reach it (host:port). It is published in the group (as the client
 	// id) so that an instance asked about a SKU it does not own can name the
@@ -63,7 +80,11 @@ type Config struct {
 	// how long a crashed instance's open transaction can block readers of its
 	// partitions (default 10 s).
 	TransactionTimeout time.Duration
-	// SessionTimeout is the group session timeout (default 10 s).
+	// SessionTimeout is the group session timeout: how long the group waits for
+	// a member that stopped heartbeating (crashed, frozen, cut off, or a static
+	// member restarting) before it hands that member's partitions to others.
+	// Default: DefaultStaticSessionTimeout (30 s) with static membership, so
+	// that a restart fits in it; DefaultSessionTimeout (10 s) without.
 	SessionTimeout time.Duration
 	// TimerTick is the longest an idle processor waits before checking its
 	// expiry timers (default 100 ms): expiries are emitted within TimerTick plus
@@ -119,7 +140,7 @@ func (c *Config) setDefaults() {
 		c.TransactionTimeout = 10 * time.Second
 	}
 	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = DefaultSessionTimeoutFor(c.StaticMembership())
 	}
 	if c.TimerTick <= 0 {
 		c.TimerTick = 100 * time.Millisecond
@@ -149,6 +170,33 @@ func (c *Config) setDefaults() {
 		c.CartRules.MaxQueue = cart.DefaultRules().MaxQueue
 	}
 }
+
+// Session timeouts (Config.SessionTimeout).
+const (
+	// DefaultSessionTimeout is the session timeout of a dynamic member: only a
+	// crash or a freeze waits for it (a clean stop leaves the group at once).
+	DefaultSessionTimeout = 10 * time.Second
+	// DefaultStaticSessionTimeout is the session timeout of a static member: a
+	// restart (stop, start, restore of the store's tail, join) must fit in it
+	// for no partition to move; a crash is detected only after it.
+	DefaultStaticSessionTimeout = 30 * time.Second
+)
+
+// DefaultSessionTimeoutFor is the default session timeout with or without
+// static membership.
+func DefaultSessionTimeoutFor(static bool) time.Duration {
+	if static {
+		return DefaultStaticSessionTimeout
+	}
+	return DefaultSessionTimeout
+}
+
+// StaticMembership reports whether the instance joins its group as a static
+// member: InstanceID is configured and DynamicMembership is not set. (An id
+// read from StateDir/instance-id is stable too, but is not used as the
+// group.instance.id: only an operator who names instances, like a
+// StatefulSet's pod names, opts in.)
+func (c *Config) StaticMembership() bool { return c.InstanceID != "" && !c.DynamicMembership }
 
 // DefaultConfig returns a Config of RoleSKU with every default filled in
 // (Brokers and StateDir are left empty: they are required). Command lines take

@@ -36,6 +36,9 @@ type childConfig struct {
 	// LogFile, when set, receives the child's log as JSON lines at level Info
 	// (the membership tests read partition starts and stops from it).
 	LogFile string
+	// InstanceID, when set, makes the child a static member of the group
+	// (static membership tests).
+	InstanceID string
 }
 
 func TestMain(m *testing.M) {
@@ -71,6 +74,7 @@ func runChild(js string) int {
 		Topics:             topics.NewNames(c.Prefix),
 		Group:              c.Group,
 		StateDir:           c.StateDir,
+		InstanceID:         c.InstanceID,
 		CommitInterval:     20 * time.Millisecond,
 		TransactionTimeout: 5 * time.Second,
 		SessionTimeout:     6 * time.Second,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
@@ -51,6 +52,9 @@ type Processor struct {
 	// results, changelog and DLQ.
 	io      topics.Names
 	metrics *metrics
+	// static: the instance joins as a static member (Config.StaticMembership,
+	// decided in New: runOnce may fill InstanceID from StateDir later).
+	static bool
 
 	// Set by Run (and Rebuild) for a session.
 	ctx  context.Context
@@ -99,7 +103,7 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
 	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), live: make(map[int32]*partition),
-		status: make(map[int32]string), queryable: make(map[int32]*partition)}
+		status: make(map[int32]string), queryable: make(map[int32]*partition), static: cfg.StaticMembership()}
 	for _, o := range opts {
 		o(p)
 	}
@@ -217,7 +221,8 @@ func (p *Processor) produce(r *kgo.Record, promise func(*kgo.Record, error)) {
 // write error) is not fatal: like Kafka Streams replacing a failed stream
 // thread, Run stops every partition at a transaction boundary, backs off, and
 // starts a new session, restoring partitions from their stores and the
-// changelog. Fatal are: a broken topic layout and ctx ending.
+// changelog. Fatal are: a broken topic layout, ErrInstanceFenced (a static
+// member replaced by another process with its InstanceID) and ctx ending.
 func (p *Processor) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -226,7 +231,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, topics.ErrLayout) {
+		if errors.Is(err, topics.ErrLayout) || errors.Is(err, ErrInstanceFenced) {
 			return err
 		}
 		if time.Since(started) > time.Minute {
@@ -297,7 +302,8 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		// the session's client closes.
 		kgo.WithHooks(kprom.NewMetrics("reservations", kprom.Subsystem("kafka"),
 			kprom.Registerer(prometheus.WrapRegistererWith(prometheus.Labels{"role": p.role.name()}, p.reg)))),
-	}, p.cfg.KafkaOpts...)
+	}, p.groupOpts()...)
+	opts = append(opts, p.cfg.KafkaOpts...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("transactional group client: %w", err)
@@ -318,23 +324,100 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.env = p.newEnv()
 	go p.pingBrokers(ctx, sess.Client())
 	p.log.Info("processor started", "role", p.role.name(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
-		"producer_id", pid, "producer_epoch", epoch,
+		"producer_id", pid, "producer_epoch", epoch, "static_member", p.static, "session_timeout", p.cfg.SessionTimeout,
 		"commands", t.Commands, "partitions", p.lay.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)
-	// Stop partitions, then leave the group. An open transaction is aborted by
-	// Close (its records will be decided again by the next owner).
+	// Stop partitions, then leave the group (a static member stays in it, see
+	// leaveGroup). An open transaction is aborted by Close (its records will be
+	// decided again by the next owner).
 	for _, w := range p.parts {
 		p.stopPartition(w)
 	}
+	memberID, _ := sess.Client().GroupMetadata()
 	sess.Close()
 	p.mu.Lock()
 	p.sess = nil
 	p.mu.Unlock()
 	if !errors.Is(runErr, context.Canceled) { // loop returns only on an error or a cancel
-		return runErr
+		return p.staticFailure(runErr, memberID)
 	}
+	p.leaveGroup()
 	return nil
+}
+
+// groupOpts are the client options of the group membership: static
+// membership (group.instance.id) when configured.
+func (p *Processor) groupOpts() []kgo.Opt {
+	if !p.static {
+		return nil
+	}
+	return []kgo.Opt{kgo.InstanceID(p.cfg.InstanceID)}
+}
+
+// ErrInstanceFenced ends Run when another process joined the group with this
+// instance's InstanceID (a static member replaced): starting a new session
+// would take the group slot and the transactional id back from it, and the
+// two would fence each other in turn. The process should exit; whoever
+// started two instances with one id must stop one.
+var ErrInstanceFenced = errors.New("another process joined the group with this instance id")
+
+// staticFailure turns a failed session of a static member into
+// ErrInstanceFenced when another process holds its instance id now: the
+// broker said so (FENCED_INSTANCE_ID), or the session was fenced otherwise
+// (its producer, say: the newcomer's InitProducerID comes first) and the group
+// lists the instance id under another member id than this session's.
+func (p *Processor) staticFailure(err error, memberID string) error {
+	if !p.static {
+		return err
+	}
+	if errors.Is(err, kerr.FencedInstanceID) {
+		return fmt.Errorf("%w (%s): %w", ErrInstanceFenced, p.cfg.InstanceID, err)
+	}
+	if memberID == "" {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), 5*time.Second)
+	defer cancel()
+	groups, derr := p.adm.DescribeGroups(ctx, p.cfg.Group)
+	if derr != nil {
+		return err
+	}
+	g, ok := groups[p.cfg.Group]
+	if !ok || g.Err != nil {
+		return err
+	}
+	for _, m := range g.Members {
+		if m.InstanceID != nil && *m.InstanceID == p.cfg.InstanceID && m.MemberID != memberID {
+			return fmt.Errorf("%w (%s is member %s now, this session was %s): %w",
+				ErrInstanceFenced, p.cfg.InstanceID, m.MemberID, memberID, err)
+		}
+	}
+	return err
+}
+
+// leaveGroup, after a clean stop, makes a static member with
+// LeaveGroupOnShutdown leave the group by its instance id: franz-go does not
+// send LeaveGroup for a static member on Close (so that a restart finds its
+// partitions waiting), and without it they would move only after the session
+// timeout. A dynamic member left in Close already.
+func (p *Processor) leaveGroup() {
+	if !p.static || !p.cfg.LeaveGroupOnShutdown {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), 5*time.Second)
+	defer cancel()
+	resp, err := p.adm.LeaveGroup(ctx, kadm.LeaveGroup(p.cfg.Group).InstanceIDs(p.cfg.InstanceID).
+		Reason("static member stopping for good (leave-group-on-shutdown)"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		p.log.Warn("leaving the group failed: the partitions move after the session timeout",
+			"instance", p.cfg.InstanceID, "session_timeout", p.cfg.SessionTimeout, "err", err)
+		return
+	}
+	p.log.Info("left the group (static member)", "instance", p.cfg.InstanceID)
 }
 
 // pingBrokers keeps brokerOK current (once a second), so that readiness goes

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -78,4 +79,42 @@ func TestProcessorValidationNamesTheSetting(t *testing.T) {
 		var ue *usageError
 		assert.True(t, errors.As(err, &ue), "a usage error (exit 2): %v", err)
 	}
+}
+
+// TestStaticMembershipSettings: --instance-id makes the processor a static
+// member with the longer session timeout, --static-membership=false turns it
+// off, --session-timeout overrides either default, and a negative one is
+// rejected naming the flag.
+func TestStaticMembershipSettings(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		static  bool
+		leave   bool
+		timeout time.Duration
+	}{
+		{nil, false, false, processor.DefaultSessionTimeout},
+		{[]string{"--instance-id", "reservations-0"}, true, false, processor.DefaultStaticSessionTimeout},
+		{[]string{"--instance-id", "reservations-0", "--static-membership=false"}, false, false, processor.DefaultSessionTimeout},
+		{[]string{"--instance-id", "reservations-0", "--session-timeout", "12s", "--leave-group-on-shutdown"}, true, true, 12 * time.Second},
+		{[]string{"--session-timeout", "4s"}, false, false, 4 * time.Second},
+	} {
+		var cfg serveConfig
+		s := newSettings("serve")
+		cfg.register(s)
+		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap())
+		require.NoError(t, err)
+		require.NoError(t, cfg.validate(s), tc.args)
+		pc := cfg.processorConfig([]string{"b:1"}, "/state")
+		assert.Equal(t, tc.static, pc.StaticMembership(), tc.args)
+		assert.Equal(t, tc.leave, pc.LeaveGroupOnShutdown, tc.args)
+		assert.Equal(t, tc.timeout, pc.SessionTimeout, tc.args)
+	}
+	var cfg serveConfig
+	s := newSettings("serve")
+	cfg.register(s)
+	_, err := s.Parse([]string{"--brokers", "b:1", "--session-timeout", "-1s"}, envMap())
+	require.NoError(t, err)
+	err = cfg.validate(s)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "invalid --session-timeout (RESERVATIONS_SESSION_TIMEOUT)")
 }

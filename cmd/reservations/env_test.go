@@ -120,6 +120,9 @@ func TestEnvironmentVariablesMeanOneThing(t *testing.T) {
 		"RESERVATIONS_GROUP":                          "dev serve",
 		"RESERVATIONS_HTTP_ADDR":                      "dev serve", // the processor's admin listener; the sink's is RESERVATIONS_SINK_HTTP_ADDR
 		"RESERVATIONS_INSTANCE_ID":                    "dev serve",
+		"RESERVATIONS_STATIC_MEMBERSHIP":              "dev serve",
+		"RESERVATIONS_LEAVE_GROUP_ON_SHUTDOWN":        "dev serve",
+		"RESERVATIONS_SESSION_TIMEOUT":                "dev serve",
 		"RESERVATIONS_MAX_BATCH":                      "dev serve",
 		"RESERVATIONS_MAX_EXTENSIONS":                 "dev serve",
 		"RESERVATIONS_PARTITIONS":                     "dev serve", // partitions of created topics (replay's list is ONLY_PARTITIONS)

@@ -29,6 +29,9 @@ type pipelineConfig struct {
 	TopicPrefix        string
 	Group              string
 	InstanceID         string
+	StaticMembership   bool
+	LeaveGroup         bool
+	SessionTimeout     time.Duration
 	CommitInterval     time.Duration
 	MaxBatch           int
 	DedupeWindow       time.Duration
@@ -60,6 +63,16 @@ func (p *pipelineConfig) register(s *settings) {
 	s.String(&p.InstanceID, "instance-id", "",
 		"stable id of this instance within the group (transactional id suffix); empty: read from or created in <state-dir>/instance-id")
 	s.ShowDefault("instance-id", "from <state-dir>/instance-id")
+	s.Bool(&p.StaticMembership, "static-membership", true,
+		"with --instance-id, join the group as a static member (group.instance.id): a restart within --session-timeout moves no partition; "+
+			"false: leave the group on every stop, partitions move at once")
+	s.Bool(&p.LeaveGroup, "leave-group-on-shutdown", false,
+		"a static member leaves the group when it stops (SIGTERM), so its partitions move at once instead of after --session-timeout: "+
+			"for a stop meant to last (scale-in), not for a restart")
+	s.Duration(&p.SessionTimeout, "session-timeout", 0,
+		"how long the group waits for a member that stopped heartbeating (crash, freeze, restart of a static member) before moving its partitions")
+	s.ShowDefault("session-timeout", fmt.Sprintf("%s with static membership, else %s",
+		shortDuration(processor.DefaultStaticSessionTimeout), shortDuration(processor.DefaultSessionTimeout)))
 	s.Duration(&p.CommitInterval, "commit-interval", def.CommitInterval,
 		"longest time one transaction collects records before it commits")
 	s.Int(&p.MaxBatch, "max-batch", def.MaxBatch, "most command records per transaction")
@@ -145,6 +158,12 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 	c.Topics = topics.NewNames(p.TopicPrefix)
 	c.Group = p.Group
 	c.InstanceID = p.InstanceID
+	c.DynamicMembership = !p.StaticMembership
+	c.LeaveGroupOnShutdown = p.LeaveGroup
+	c.SessionTimeout = p.SessionTimeout
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = processor.DefaultSessionTimeoutFor(c.StaticMembership())
+	}
 	c.StateDir = stateDir
 	c.CommitInterval = p.CommitInterval
 	c.MaxBatch = p.MaxBatch

@@ -121,6 +121,15 @@ type Config struct {
 	// measurement (the reservations binary and the broker as processes, see
 	// binary.go); none: the binary measurement is skipped (tiny mode).
 	BinaryConcurrencies []int
+	// FailoverHolds is the active holds in the changelog of the failover and
+	// rolling-restart measurement (failover.go; full: 1M); 0: skipped (tiny).
+	FailoverHolds int
+	// FailoverSessionTimeout is the processors' --session-timeout there (0:
+	// the binary's default, 30 s for a static member; short mode: 10 s).
+	FailoverSessionTimeout time.Duration
+	// FailoverRate is the paced load during the failover measurements
+	// (commands/s; default 300).
+	FailoverRate float64
 	// Timeout bounds the whole run.
 	Timeout time.Duration
 }
@@ -135,6 +144,7 @@ func Preset(mode string) (Config, error) {
 		PoolCap:            max(16, 4*runtime.NumCPU()),
 		MemoryReservations: 1_000_000,
 		CartSKUs:           1000,
+		FailoverRate:       300,
 	}
 	switch mode {
 	case ModeShort, "":
@@ -153,7 +163,8 @@ func Preset(mode string) (Config, error) {
 		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 12, 2000, 12_000
 		c.CartStepTimeout = 4 * time.Second
 		c.BinaryConcurrencies = []int{16, 256, 1024}
-		c.Timeout = 360 * time.Second // the binary phase adds about a minute (and its build, uncached)
+		c.FailoverHolds, c.FailoverSessionTimeout = 50_000, 10*time.Second
+		c.Timeout = 600 * time.Second // the binary phase adds about a minute (and its build, uncached), failover about 3
 	case ModeFull:
 		c.CommitIntervals = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
 		c.Concurrencies = []int{16, 64, 256, 1024, 4096}
@@ -168,6 +179,7 @@ func Preset(mode string) (Config, error) {
 		c.CartRounds, c.CartMinCarts, c.CartMaxCarts = 20, 10_000, 100_000
 		c.CartStepTimeout = 15 * time.Second
 		c.BinaryConcurrencies = []int{16, 64, 256, 1024}
+		c.FailoverHolds = 1_000_000
 		c.Timeout = 60 * time.Minute
 	case ModeTiny:
 		c.SKUs = 200
@@ -231,6 +243,9 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.BinaryConcurrencies) == 0 {
 		c.BinaryConcurrencies = p.BinaryConcurrencies
 	}
+	orPreset(&c.FailoverHolds, p.FailoverHolds)
+	orPreset(&c.FailoverSessionTimeout, p.FailoverSessionTimeout)
+	orPreset(&c.FailoverRate, p.FailoverRate)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -279,6 +294,10 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("carts: want cart SKUs (%d) >= %d, 1 <= min carts (%d) <= max carts (%d), a step timeout > 0",
 			c.CartSKUs, cartLines, c.CartMinCarts, c.CartMaxCarts))
 	}
+	if c.FailoverHolds < 0 || c.FailoverSessionTimeout < 0 || c.FailoverRate <= 0 {
+		errs = append(errs, fmt.Errorf("failover: want holds (%d) >= 0, session timeout (%s) >= 0, rate (%g) > 0",
+			c.FailoverHolds, c.FailoverSessionTimeout, c.FailoverRate))
+	}
 	if c.PoolCap < 1 {
 		errs = append(errs, fmt.Errorf("pool-cap: %d must be >= 1", c.PoolCap))
 	}
@@ -325,6 +344,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		{"restore", r.restorePhase},
 		{"carts", r.cartsPhase},
 		{"binary", r.binaryPhase},
+		{"failover", r.failoverPhase},
 	}
 	for _, ph := range phases {
 		t0 := time.Now()

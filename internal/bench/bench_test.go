@@ -72,7 +72,7 @@ func TestRunTiny(t *testing.T) {
 		}
 	}
 	assert.InDelta(t, 1e9/1367.0, rep.Headline["core_go_bench_commands_per_s"], 1, "taken from the go test output")
-	assert.Len(t, rep.Targets, 11)
+	assert.Len(t, rep.Targets, 13)
 	// The Redis baselines: the keys of both durability classes, no violation.
 	for _, prefix := range []string{SystemRedis, SystemRedisAlways} {
 		for _, w := range Workloads {

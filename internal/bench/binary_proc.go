@@ -304,15 +304,18 @@ func readyz(ctx context.Context, addr string) bool {
 // CPU pids filled in) and returns its result.
 func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error) {
 	e.tags = append(e.tags, lc.Tag, lc.Tag+"s")
-	return e.loadOn(ctx, lc, binaryPrefix, e.proc)
+	return e.loadOn(ctx, lc, strings.TrimSuffix(e.names.Commands, ".commands"), e.proc)
 }
 
 // loadOn runs one load-generator process for lc against the topics of prefix,
 // with proc (the processor, or the pass-through) as the "processor" whose CPU
-// time the step reports.
+// time the step reports; nil when several processors run (the failover
+// measurement reads no CPU time).
 func (e *binaryEnv) loadOn(ctx context.Context, lc LoadConfig, prefix string, proc *child) (LoadResult, error) {
 	lc.Brokers, lc.TopicPrefix, lc.SKUs = e.brokers, prefix, e.cfg.SKUs
-	lc.CPUPIDs = map[string]int{"processor": proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
+	if proc != nil {
+		lc.CPUPIDs = map[string]int{"processor": proc.cmd.Process.Pid, "broker": e.broker.cmd.Process.Pid}
+	}
 	ctx, cancel := context.WithTimeout(ctx, lc.Timeout+3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.loadgen, append([]string{"load"}, lc.Args()...)...)
@@ -322,7 +325,7 @@ func (e *binaryEnv) loadOn(ctx context.Context, lc LoadConfig, prefix string, pr
 	if err := cmd.Run(); err != nil {
 		return LoadResult{}, fmt.Errorf("loadgen %s: %w: %s", lc.Kind, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	if proc.exited() {
+	if proc != nil && proc.exited() {
 		return LoadResult{}, fmt.Errorf("%s exited during the step: %v; output: %s", proc.name, proc.err, proc.tail)
 	}
 	var res LoadResult

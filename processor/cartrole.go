@@ -197,9 +197,8 @@ func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
 	}
 	for i := range out.Changes {
 		ch := &out.Changes[i]
-		if cc := cartChange(ch); !w.putChange(&cc) {
-			return
-		}
+		cc := cartChange(ch)
+		w.putChange(&cc)
 		if cart.KeyKind(ch.Key) == cart.CartPrefix {
 			var started schemas.Millis // 0: no saga (or a tombstone)
 			if ch.Cart != nil && ch.Cart.Saga != nil {

@@ -226,6 +226,19 @@ type SettingError struct {
 	Problem string
 }
 
+// validInstanceID reports whether id is a valid group.instance.id.
+func validInstanceID(id string) bool {
+	if len(id) == 0 || len(id) > 249 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
 
 // Validate reports every invalid setting, each a *SettingError (joined).
@@ -245,6 +258,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Group == "" {
 		bad("group", "must not be empty")
+	}
+	if c.InstanceID != "" && !c.DynamicMembership && !validInstanceID(c.InstanceID) {
+		// Kafka's rule for group.instance.id; a broker refuses another at
+		// JoinGroup, and the session would retry for ever.
+		bad("instance-id", "%q: a static member's id (group.instance.id) is 1..249 characters of [A-Za-z0-9._-]", c.InstanceID)
 	}
 	if c.CommitInterval <= 0 {
 		bad("commit-interval", "%s: must be > 0", c.CommitInterval)

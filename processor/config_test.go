@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,4 +47,33 @@ func TestValidateNamesEverySetting(t *testing.T) {
 	// New fills in the defaults first: zero fields are not errors there.
 	_, err = processor.New(processor.Config{Brokers: []string{"b:1"}, StateDir: t.TempDir()})
 	assert.NoError(t, err)
+}
+
+// A static member's id must be a valid group.instance.id (a broker refuses
+// another at JoinGroup); with dynamic membership it only names the
+// transactional id, and anything goes.
+func TestValidateInstanceID(t *testing.T) {
+	for _, tc := range []struct {
+		id      string
+		dynamic bool
+		ok      bool
+	}{
+		{"pod-0", false, true},
+		{"reservations-2.eu_west", false, true},
+		{"a/b", false, false},
+		{"pod 0", false, false},
+		{strings.Repeat("x", 250), false, false},
+		{"a/b", true, true},
+		{"", false, true}, // read from the state folder: not a static member
+	} {
+		c := processor.DefaultConfig()
+		c.Brokers, c.StateDir = []string{"b:1"}, "s"
+		c.InstanceID, c.DynamicMembership = tc.id, tc.dynamic
+		err := c.Validate()
+		if tc.ok {
+			assert.NoError(t, err, "%q dynamic=%v", tc.id, tc.dynamic)
+		} else {
+			assert.ErrorContains(t, err, "instance-id", "%q", tc.id)
+		}
+	}
 }

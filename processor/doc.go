@@ -31,7 +31,10 @@
 //  2. repeats while more records are buffered, up to MaxBatch records or
 //     CommitInterval, so that load forms larger transactions and idle traffic
 //     small ones (low latency);
-//  3. flushes and checks every produce: any failure aborts;
+//  3. has every partition produce the changelog records of its pending writes
+//     (seal): one record per changed key, its last value, so a hot SKU's
+//     stock entity is written once per transaction, not once per command;
+//     then flushes and checks every produce: any failure aborts;
 //  4. ends the transaction, which commits the consumed offsets with the
 //     outputs (KIP-447: the group generation fences zombies);
 //  5. on commit, each partition writes its pending changes and the changelog
@@ -41,7 +44,13 @@
 //
 // Badger therefore only ever holds state of committed transactions: it can be
 // behind the changelog (a crash between commit and the Badger write), never
-// ahead of it, and never holds aborted writes (the KAFKA-20685 class of bug).
+// ahead of it, and never holds aborted writes (a store written before the
+// commit would keep the writes of a transaction that then aborted).
+//
+// A partition reads state through its pending writes, a cache of decoded
+// entities and the store; a key filter (keyfilter.go: the hashes of every key
+// the store may hold) answers "certainly absent" for the keys a new command
+// asks for (its command/<id> and reservation keys) without a Badger read.
 //
 // Why one transaction for all partitions rather than a producer per partition:
 // a transactional producer per partition (Kafka Streams' old EOS-v1) costs a

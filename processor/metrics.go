@@ -23,6 +23,7 @@ type metrics struct {
 	forwarded        prometheus.Counter
 	expired          prometheus.Counter
 	tombstoned       prometheus.Counter
+	coalesced        prometheus.Counter
 	commitSeconds    prometheus.Histogram
 	aborts           prometheus.Counter
 	batchRecords     prometheus.Histogram
@@ -85,6 +86,8 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 			Help: "Expiry timers fired (a fired timer of a reservation no longer active emits nothing)."}),
 		tombstoned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "tombstones_total",
 			Help: "Entities past the dedupe window tombstoned in the changelog."}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "changelog_coalesced_total",
+			Help: "Entity changes not written to the changelog because a later change of the same key in the same transaction replaced them."}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_commit_seconds",
 			Help: "Time to end a transaction (Kafka Streams: commit-latency).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		aborts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "transaction_aborts_total",
@@ -129,7 +132,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 	m.running.Set(0)
 	shared := prometheus.WrapRegistererWith(prometheus.Labels{"role": r.name()}, reg)
 	shared.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
-	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned,
+	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned, m.coalesced,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)
 	return m

@@ -47,13 +47,16 @@ const (
 	jobApply jobKind = iota
 	jobCommit
 	jobAbort
+	// jobSeal produces the changelog records of the open transaction's
+	// pending writes (the last value of each key) before it ends.
+	jobSeal
 )
 
 type job struct {
 	kind    jobKind
 	records []*kgo.Record
 	now     schemas.Millis
-	done    chan<- applied // apply only
+	done    chan<- applied // apply and seal
 	// deadline (apply only): fire no more timers after it (beyond a minimum),
 	// so that a burst of due holds never makes a transaction too long to commit.
 	deadline time.Time
@@ -145,11 +148,16 @@ type partition struct {
 	ownedAt time.Time // the store's MetaOwnedAt, last written
 
 	cache   map[string]Change // committed entities (a tombstone caches absence)
+	keys    keyFilter         // the keys the store may hold
 	pending Entities          // writes of the open transaction
-	raw     map[string][]byte // their changelog values (nil: tombstone)
-	poison  poisonState
-	sweep   sweeper
-	stream  streamClock
+	raw     map[string][]byte // their changelog values (nil: tombstone), set by seal
+	// unsent lists the keys of pending writes changed since the last seal, in
+	// the order of their first change; unsentSet holds the same keys.
+	unsent    []string
+	unsentSet map[string]struct{}
+	poison    poisonState
+	sweep     sweeper
+	stream    streamClock
 	// streamCommitted is stream as of the last commit: an abort puts it back
 	// (the aborted records are read and decided again).
 	streamCommitted streamClock
@@ -167,17 +175,18 @@ func newPartition(env *partitionEnv, parent context.Context, p int32) *partition
 	// queued at shutdown is still applied.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	w := &partition{
-		p:       p,
-		env:     env,
-		log:     env.log.With("partition", p),
-		jobs:    make(chan job, 4),
-		queries: make(chan func(*partition)),
-		stop:    cancel,
-		ctx:     ctx,
-		exit:    make(chan struct{}),
-		cache:   make(map[string]Change),
-		pending: make(Entities),
-		raw:     make(map[string][]byte),
+		p:         p,
+		env:       env,
+		log:       env.log.With("partition", p),
+		jobs:      make(chan job, 4),
+		queries:   make(chan func(*partition)),
+		stop:      cancel,
+		ctx:       ctx,
+		exit:      make(chan struct{}),
+		cache:     make(map[string]Change),
+		pending:   make(Entities),
+		raw:       make(map[string][]byte),
+		unsentSet: make(map[string]struct{}),
 	}
 	w.role = env.role.partition(w)
 	w.maxOff.Store(-1)
@@ -220,7 +229,7 @@ func (w *partition) run(restored chan<- restoreDone) {
 			for {
 				select {
 				case j := <-w.jobs:
-					if j.kind != jobApply {
+					if j.kind == jobCommit || j.kind == jobAbort {
 						w.handleJob(j)
 					}
 				default:
@@ -267,6 +276,13 @@ func (w *partition) handleJob(j job) {
 		}
 	case jobAbort:
 		w.abort()
+	case jobSeal:
+		if w.broken != nil {
+			j.done <- applied{w.p, w.broken}
+			return
+		}
+		w.seal()
+		j.done <- applied{w.p, w.err}
 	}
 }
 
@@ -278,6 +294,12 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 	}
 	if c, ok := w.cache[key]; ok {
 		return c, !c.Tombstone()
+	}
+	if w.keys.absent(key) {
+		if cacheMiss {
+			w.cacheSet(tombstone(key))
+		}
+		return Change{}, false
 	}
 	v, err := w.store.Get(key)
 	if err != nil {
@@ -332,19 +354,37 @@ func (w *partition) updateDue() {
 	w.nextDue.Store(int64(max(d, 1)))
 }
 
-// putChange records c as a pending write of the open transaction and produces
-// its changelog record. It reports false (and keeps the error in w.err, which
-// fails the transaction) when c cannot be encoded.
-func (w *partition) putChange(c *Change) bool {
-	v, err := EncodeChange(c)
-	if err != nil {
-		w.err = err
-		return false
-	}
+// putChange records c as a pending write of the open transaction. Its
+// changelog record is produced by seal, before the transaction ends: a key
+// changed several times in one transaction (a hot SKU's stock) is written to
+// the changelog once, with its last value (Kafka Streams' record cache). The
+// results stay one per decision.
+func (w *partition) putChange(c *Change) {
 	w.pending[c.Key] = *c
-	w.raw[c.Key] = v
-	w.produce(&kgo.Record{Topic: w.env.io.Changelog, Partition: w.p, Key: []byte(c.Key), Value: v}, w.changelogPromise)
-	return true
+	if _, ok := w.unsentSet[c.Key]; !ok {
+		w.unsentSet[c.Key] = struct{}{}
+		w.unsent = append(w.unsent, c.Key)
+	} else {
+		w.env.metrics.coalesced.Inc()
+	}
+}
+
+// seal encodes and produces the changelog records of the keys changed since
+// the last seal, into the open transaction. An encoding failure is kept in
+// w.err (it fails the transaction).
+func (w *partition) seal() {
+	for _, k := range w.unsent {
+		c := w.pending[k]
+		v, err := EncodeChange(&c)
+		if err != nil {
+			w.err = fmt.Errorf("encode changelog entity %s: %w", k, err)
+			break
+		}
+		w.raw[k] = v
+		w.produce(&kgo.Record{Topic: w.env.io.Changelog, Partition: w.p, Key: []byte(k), Value: v}, w.changelogPromise)
+	}
+	clear(w.unsentSet)
+	w.unsent = w.unsent[:0]
 }
 
 // produce produces r into the open transaction on behalf of this partition.
@@ -423,6 +463,11 @@ func (w *partition) commit(owned time.Time) error {
 			return err
 		}
 		w.offset = next
+		for k, v := range w.raw {
+			if v != nil {
+				w.keys.committed(k)
+			}
+		}
 	}
 	if !owned.IsZero() && owned.Sub(w.ownedAt) > ownedAtRefresh {
 		if err := w.markOwned(owned); err != nil {
@@ -440,6 +485,7 @@ func (w *partition) commit(owned time.Time) error {
 		delete(w.pending, k)
 	}
 	clear(w.raw)
+	w.clearUnsent()
 	w.poison.forgetBelow(w.poison.hi + 1)
 	w.streamCommitted = w.stream
 	w.role.commit()
@@ -454,8 +500,16 @@ func (w *partition) abort() {
 	w.role.abort()
 	clear(w.pending)
 	clear(w.raw)
+	w.clearUnsent()
 	w.reset()
 	w.updateDue()
+}
+
+// clearUnsent forgets the unsent keys (a commit has sealed them all; an abort
+// drops them).
+func (w *partition) clearUnsent() {
+	clear(w.unsentSet)
+	w.unsent = w.unsent[:0]
 }
 
 func (w *partition) reset() {

@@ -67,6 +67,7 @@ func (w *partition) handleGuarded(r *kgo.Record, now schemas.Millis, handle func
 	if ps.suspect(r.Offset) {
 		// Flush on its own to see whether this record's outputs are rejected.
 		// A stop (revoke, shutdown) cancels the wait: the transaction aborts.
+		w.seal()
 		ctx, cancel := context.WithTimeout(w.ctx, 2*w.env.cfg.TransactionTimeout)
 		err := w.env.flush(ctx)
 		cancel()

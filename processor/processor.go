@@ -295,6 +295,11 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
+		// No batch compression, as Kafka's producer default (franz-go's is
+		// snappy): the records are small JSON, the processor is CPU-bound,
+		// and a broker or topic can still compress (compression.type).
+		// KafkaOpts can set it back (kgo.ProducerBatchCompression).
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.OnPartitionsAssigned(p.onAssigned),
 		kgo.OnPartitionsRevoked(p.onRevoked),
 		kgo.OnPartitionsLost(p.onLost),
@@ -919,6 +924,12 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 			break
 		}
 	}
+	if ok {
+		if err := p.seal(); err != nil {
+			p.log.Warn("sealing the changelog failed: aborting the transaction", "err", err)
+			ok = false
+		}
+	}
 	// Wait for every produce of the transaction to be acknowledged BEFORE
 	// choosing to commit: a record that failed must abort the transaction, or
 	// a result could be committed without its changelog record (state the log
@@ -1104,6 +1115,24 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 		}
 		by[r.Partition] = append(by[r.Partition], r)
 	}
+	return p.fanOut(false, func(n int32) job {
+		_, offsetKnown := known[n]
+		return job{kind: jobApply, records: by[n], now: now, deadline: deadline, noTimers: !offsetKnown}
+	})
+}
+
+// seal has every running partition produce the changelog records of its
+// pending writes, before the transaction is flushed and ended. A partition
+// revoked since its records were decided seals too (its results are in the
+// transaction; the session aborts a transaction that saw a revoke anyway),
+// and one that stopped fails the transaction.
+func (p *Processor) seal() error {
+	return p.fanOut(true, func(int32) job { return job{kind: jobSeal} })
+}
+
+// fanOut sends the job mk makes to every running partition (revoked ones too
+// when withRevoked) and waits for all answers; it returns the first failure.
+func (p *Processor) fanOut(withRevoked bool, mk func(n int32) job) error {
 	done := make(chan applied, len(p.parts))
 	pending := make(map[int32]*partition, len(p.parts))
 	var first error
@@ -1113,12 +1142,13 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 		}
 	}
 	for n, w := range p.parts {
-		if !w.ready.Load() || w.revoked.Load() {
+		if !w.ready.Load() || (w.revoked.Load() && !withRevoked) {
 			continue
 		}
-		_, offsetKnown := known[n]
+		j := mk(n)
+		j.done = done
 		select {
-		case w.jobs <- job{kind: jobApply, records: by[n], now: now, done: done, deadline: deadline, noTimers: !offsetKnown}:
+		case w.jobs <- j:
 			pending[n] = w
 		case <-w.exit:
 			fail(fmt.Errorf("partition %d stopped", n))

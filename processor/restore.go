@@ -163,13 +163,16 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	if err := w.role.restored(); err != nil {
 		return st, err
 	}
+	if err := w.keys.build(store); err != nil {
+		return st, err
+	}
 	w.updateDue()
 	took := time.Since(start)
 	st.took = took
 	env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
 	env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
 	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
-		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset)
+		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset, "key_filter", w.keys.on())
 	return st, nil
 }
 

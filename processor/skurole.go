@@ -181,9 +181,7 @@ func (s *skuPartition) emit(out sku.Outputs, src *kgo.Record) {
 	}
 	for i := range out.Changes {
 		c := &out.Changes[i]
-		if !w.putChange(&Change{Change: *c}) {
-			return
-		}
+		w.putChange(&Change{Change: *c})
 		if r := c.Reservation; r != nil {
 			switch {
 			case r.Reservation.Status == schemas.StatusActive:

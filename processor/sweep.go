@@ -26,7 +26,11 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	}
 	horizon := clock - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
+	if w.sweep.cursor == "" {
+		w.keys.passStart()
+	}
 	next, err := w.store.ScanFrom(w.sweep.cursor, env.cfg.SweepBatch, func(key string, val []byte) error {
+		w.keys.seen(key)
 		at, ok := schemas.UpdatedAt(val) // from the value's end: no decoding
 		if !ok {
 			c, err := schemas.DecodeChange(key, val)
@@ -49,10 +53,11 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 		return
 	}
 	w.sweep.cursor = next
+	if next == "" {
+		w.keys.passEnd()
+	}
 	for i := range tombs {
-		if !w.putChange(&tombs[i]) {
-			return
-		}
+		w.putChange(&tombs[i])
 	}
 	env.metrics.tombstoned.Add(float64(len(tombs)))
 }

@@ -311,6 +311,23 @@ func (s *Store) Scan(prefix string, fn func(key string, val []byte) error) error
 	return nil
 }
 
+// ScanKeys calls fn for every data key (the changelog key), in key order,
+// without reading values.
+func (s *Store) ScanKeys(fn func(key string)) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{dataPrefix}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			fn(string(it.Item().Key()[1:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan state keys %s: %w", s.dir, err)
+	}
+	return nil
+}
+
 // ScanFrom calls fn for up to limit data keys starting at changelog key from
 // (inclusive), in key order, and returns the key after the last one visited, or
 // "" when the scan reached the end.

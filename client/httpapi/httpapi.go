@@ -19,7 +19,8 @@
 //
 // Status codes: 200 accepted; 409 rejected (the result, with its reason);
 // 422 invalid input, caught before sending or rejected invalid_command (the
-// body names the field); 413 body too large; 503 Kafka unavailable or the
+// body names the field; a body that is not a JSON object, an unknown field);
+// 400 a request body that could not be read; 413 body too large; 503 Kafka unavailable or the
 // cart topics missing; 504 no result in time (the body names the command id
 // to retry with).
 package httpapi

@@ -15,9 +15,10 @@
 //   Name the partitioner explicitly. A command on the wrong partition is still decided, but only
 //   after the processor forwards it, and its result lands on the SKU's partition, not on the one
 //   this program reads.
-// * Compression (consume): the processor (franz-go) compresses its records with snappy, which
-//   kafkajs cannot decode by itself: register a snappy codec (kafkajs-snappy, below) or the
-//   consumer crashes on the first batch ("Snappy compression not implemented").
+// * Compression (consume): the processor writes uncompressed records, but a topic's
+//   compression.type or another producer may bring snappy batches, which kafkajs cannot decode
+//   by itself: register a snappy codec (kafkajs-snappy, below) or the consumer crashes on such a
+//   batch ("Snappy compression not implemented").
 // * Isolation (consume): results are written in Kafka transactions. Read them committed only
 //   (readUncommitted: false), or you may see results of transactions that are aborted later.
 // * Waiting by command id: the result of a command lands on the same partition number of the
@@ -33,7 +34,7 @@ const { parseArgs } = require('node:util');
 const { CompressionCodecs, CompressionTypes, Kafka, Partitioners, logLevel } = require('kafkajs');
 const SnappyCodec = require('kafkajs-snappy');
 
-// The processor's records are snappy-compressed; kafkajs needs a codec for that.
+// Snappy batches (a topic's compression.type, other producers) need a codec in kafkajs.
 CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec;
 
 function options() {

@@ -185,7 +185,9 @@ func runDev(ctx context.Context, c *cli, s *settings, cfg devConfig) int {
 	}
 	var snk *sinkRunner
 	if dsn != "" {
-		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn, Schema: cfg.PGSchema},
+		w, err := sink.New(sink.Config{Brokers: pcfg.Brokers, Topic: pcfg.Topics.Changelog, DSN: dsn, Schema: cfg.PGSchema,
+			// The audit trail of every decision, as the sink subcommand keeps it.
+			Audit: sink.AuditConfig{Results: pcfg.Topics.Results, CartResults: pcfg.Topics.CartResults}},
 			sink.WithLogger(log), sink.WithRegisterer(reg))
 		if err != nil {
 			return fail(fmt.Errorf("postgres sink: %w", err))

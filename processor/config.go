@@ -97,8 +97,10 @@ type Config struct {
 	// they drain over consecutive transactions instead of one transaction too
 	// large to commit in time.
 	MaxExpiriesPerTransaction int
-	// SweepInterval is how often each partition sweeps for decided commands and
-	// terminal reservations past the dedupe window to tombstone (default 1 s).
+	// SweepInterval is how often each partition sweeps the next SweepBatch keys
+	// of its store for decided commands and terminal reservations past the
+	// dedupe window to tombstone (default 1 s). A pass over the whole store
+	// starts at most every 24th of the dedupe window (an hour by default).
 	SweepInterval time.Duration
 	// StateCleanupDelay is how long the store folder of a partition this
 	// instance no longer owns is kept before it is deleted (default 10 min, as

@@ -1,8 +1,12 @@
 package processor
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -10,6 +14,7 @@ import (
 	"github.com/reservations/reservations/processor/cart"
 	"github.com/reservations/reservations/processor/sku"
 	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/statestore"
 )
 
 // The sweep's shortcut (schemas.UpdatedAt) reads updated_at from the end of
@@ -40,4 +45,31 @@ func TestSweepReadsUpdatedAt(t *testing.T) {
 		_, ok := schemas.UpdatedAt([]byte(v))
 		assert.False(t, ok, v)
 	}
+}
+
+// TestSweepPausesBetweenPasses: the sweep walks the store in steps of
+// SweepBatch keys, one per SweepInterval; once a pass reaches the end, the
+// next starts a 24th of the dedupe window later (a small store is not read
+// again and again), and that pass starts at the beginning.
+func TestSweepPausesBetweenPasses(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SweepBatch = 2
+	cfg.SweepInterval = time.Second
+	cfg.Rules.DedupeWindow = 24 * time.Hour
+	env := &partitionEnv{cfg: &cfg, role: newRole(RoleSKU, &cfg), log: slog.New(slog.DiscardHandler)}
+	env.metrics = newMetrics(prometheus.NewRegistry(), env.role)
+	w := newPartition(env, context.Background(), 0)
+	store, err := statestore.Open(t.TempDir(), statestore.Options{})
+	require.NoError(t, err)
+	defer store.Close()
+	w.store = store
+	require.NoError(t, store.Commit(map[string][]byte{"stock/a": []byte("{}"), "stock/b": []byte("{}"), "stock/c": []byte("{}")}, 1))
+
+	now := schemas.Millis(1_000_000)
+	w.sweepStep(now, now)
+	assert.Equal(t, "stock/c", w.sweep.cursor, "a step of two keys")
+	assert.Equal(t, now+1000, w.sweep.next, "the next step a SweepInterval later")
+	w.sweepStep(now+1000, now+1000)
+	assert.Empty(t, w.sweep.cursor, "the pass reached the end")
+	assert.Equal(t, now+1000+schemas.Millis(time.Hour.Milliseconds()), w.sweep.next, "the next pass an hour later")
 }

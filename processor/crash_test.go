@@ -3,6 +3,7 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -89,10 +90,17 @@ func runChild(js string) int {
 	go markAssigned(ctx, p, c.StateDir)
 	if err := p.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "processor:", err)
+		if errors.Is(err, processor.ErrInstanceFenced) {
+			return exitInstanceFenced
+		}
 		return 1
 	}
 	return 0
 }
+
+// exitInstanceFenced is a child's exit code when Run ended with
+// processor.ErrInstanceFenced.
+const exitInstanceFenced = 3
 
 // assignedMarker is the file a child creates in its state folder once the
 // group assigned it partitions (see markAssigned).

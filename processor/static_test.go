@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -388,7 +389,9 @@ func TestStaticMemberReplacedIsFenced(t *testing.T) {
 	go func() { exited <- old.cmd.Wait() }()
 	select {
 	case err := <-exited:
-		require.Error(t, err, "the replaced process exits with an error (ErrInstanceFenced)")
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "the replaced process exits with an error")
+		require.Equal(t, exitInstanceFenced, ee.ExitCode(), "the replaced process exits with ErrInstanceFenced")
 	case <-time.After(60 * time.Second):
 		t.Fatal("the replaced process did not exit within 60 s of waking")
 	}

@@ -84,7 +84,9 @@ func TestReplyRoute(t *testing.T) {
 		neg,
 		withReply(reserve("c1", "SKU-A", "r1", 1), 0), // retry of c1: answered as a duplicate on partition 0
 	)
-	h.read(30*time.Second, func() bool { return len(h.byCmd["c1"]) == 2 && h.decisive("c2") != nil && h.decisive("c3") != nil && h.decisive("bad-neg") != nil })
+	h.read(30*time.Second, func() bool {
+		return len(h.byCmd["c1"]) == 2 && h.decisive("c2") != nil && h.decisive("c3") != nil && h.decisive("bad-neg") != nil
+	})
 
 	require.Equal(t, schemas.OutcomeAccepted, h.decisive("c2").Outcome, "an out-of-range reply_partition does not fail the decision")
 	require.Equal(t, schemas.OutcomeAccepted, h.decisive("c3").Outcome)

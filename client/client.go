@@ -6,8 +6,7 @@
 // rules (schemas.Command.Validate: an invalid command is an error wrapping
 // ErrInvalid and the *schemas.FieldError naming the field, and is never sent),
 // produces it keyed by SKU (cart commands: by cart_id) with the default
-// murmur2 partitioner, and waits for the result carrying its command_id on the
-// partition of the results (cart-results) topic its key maps to.
+// murmur2 partitioner, and waits for the result carrying its command_id.
 //
 // Business rejections are results: Outcome "rejected" with a reason code, and
 // a nil error. Errors are for what is not a decision: ErrInvalid (caught
@@ -17,18 +16,28 @@
 // that id (the field CommandID of the request) and the retry is answered with
 // the original decision (duplicate: true), never decided twice.
 //
-// Reading results (docs/CLIENT.md): a Client reads only the result partitions
-// that have calls in flight, each from its end offset listed before the first
-// of those calls was sent, and stops reading a partition a short linger after
-// its last call returns. It never reads a partition nobody waits on, and
-// never from the start of a topic.
+// Reading results (docs/CLIENT.md) has two modes:
+//
+//   - The reply route (default; replies.go): the instance is a member of the
+//     consumer group <prefix>-clients on <prefix>.replies and reads only its
+//     assigned partitions. Every command it sends carries reply_to "replies"
+//     and one of them (contract extension (l)), so the processor copies the
+//     decision there. With no more instances than replies partitions, no
+//     instance reads another's replies. A call whose partition moves to
+//     another instance sends its command again with the same command_id.
+//   - The results mode (WithResultsPartitions; also without a replies topic,
+//     and always for cart calls and Send): the client reads only the result
+//     partitions that have calls in flight, each from its end offset listed
+//     before the first of those calls was sent, and stops reading a
+//     partition a short linger after its last call returns. It never reads a
+//     partition nobody waits on, and never from the start of a topic.
 //
 // Invariants:
-//   - The end offset of a result partition is listed before any command whose
-//     result lands there is produced, so no result is missed.
+//   - A result (reply) partition's fetch offset is at or before its end when
+//     a call that waits on it sends its command, so no result is missed.
 //   - A call is answered by the first result with its command_id read after
-//     its partition was subscribed; a result read earlier for the same id is
-//     the same decision (idempotency), so either answers it.
+//     it registered; a result read earlier for the same id is the same
+//     decision (idempotency), so either answers it.
 package client
 
 import (
@@ -131,8 +140,9 @@ func WithTopicPrefix(prefix string) Option { return func(o *options) { o.prefix 
 func WithSecurity(s Security) Option { return func(o *options) { o.security = s } }
 
 // WithKafkaOpts adds franz-go client options, applied after the client's own
-// (RequestReplyOpts). They must not configure consuming (no consumer group,
-// no ConsumeTopics): the client assigns result partitions itself.
+// (RequestReplyOpts), to both Kafka clients of an instance (the reply route's
+// group member too). They must not configure consuming (no consumer group, no
+// ConsumeTopics): the client sets that up itself.
 func WithKafkaOpts(opts ...kgo.Opt) Option {
 	return func(o *options) { o.kgo = append(o.kgo, opts...) }
 }
@@ -430,8 +440,10 @@ type Record struct {
 }
 
 // Send produces rec as is (no validation) and returns the raw JSON of its
-// result. It is what the typed calls use; `reservations send --json` uses it
-// to send any JSON, invalid commands included.
+// result, read from the results (cart-results) topic: it cannot add reply
+// fields to bytes it does not decode, so it does not use the reply route.
+// The cart calls use it; `reservations send --json` uses it to send any JSON,
+// invalid commands included.
 func (c *Client) Send(ctx context.Context, rec Record) ([]byte, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed

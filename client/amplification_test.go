@@ -13,18 +13,21 @@ import (
 	"github.com/reservations/reservations/processor"
 )
 
-// TestReadAmplification measures how many result records the clients read
-// per result they needed, with 1 and 10 client instances on 12 partitions,
-// each client running 4 callers of 20 reserves over 48 SKUs, for three
-// partition lingers (docs/CLIENT.md records the figures). A client that read
-// every result partition would read every result: an amplification of N with
-// N clients. The bounds that make it fail: one client reads exactly the
-// results it needs (nothing from before its calls, nothing of partitions it
-// does not wait on); ten clients without linger stay well below every client
-// reading everything.
+// TestReadAmplification measures how many result (or reply) records the
+// clients read per result they needed, with 1 and 10 client instances on 12
+// partitions, each client running 4 callers of 20 reserves over 48 SKUs: on
+// the reply route (the default: 12 replies partitions, one consumer group),
+// and in the results mode (WithResultsPartitions) for three partition
+// lingers (docs/CLIENT.md records the figures). A client that read every
+// result partition would read every result: an amplification of N with N
+// clients. The bounds that make it fail: on the reply route every instance
+// reads only its own replies (1.0 with 1 and with 10 instances); in the
+// results mode one client reads exactly the results it needs (nothing from
+// before its calls, nothing of partitions it does not wait on) and ten
+// clients without linger stay well below every client reading everything.
 func TestReadAmplification(t *testing.T) {
 	pl := newTestPipeline(t, 12, processor.RoleSKU)
-	setup := newTestClient(t, pl)
+	setup := newTestClient(t, pl, client.WithResultsPartitions())
 	ctx := ctxFor(t, 180*time.Second)
 	const skus = 48
 	for i := range skus {
@@ -32,19 +35,44 @@ func TestReadAmplification(t *testing.T) {
 		require.NoError(t, err)
 	}
 	for _, tc := range []struct {
+		replies bool
 		clients int
 		linger  time.Duration
 		max     float64
 	}{
-		{1, 250 * time.Millisecond, 1.0},
-		{10, 250 * time.Millisecond, 10},
-		{10, 25 * time.Millisecond, 10},
-		{10, 0, 7.5},
+		{true, 1, 0, 1.0},
+		{true, 10, 0, 1.0},
+		{false, 1, 250 * time.Millisecond, 1.0},
+		{false, 10, 250 * time.Millisecond, 10},
+		{false, 10, 25 * time.Millisecond, 10},
+		{false, 10, 0, 7.5},
 	} {
-		t.Run(fmt.Sprintf("clients=%d,linger=%s", tc.clients, tc.linger), func(t *testing.T) {
+		mode := "results,linger=" + tc.linger.String()
+		if tc.replies {
+			mode = "replies"
+		}
+		t.Run(fmt.Sprintf("clients=%d,%s", tc.clients, mode), func(t *testing.T) {
 			cs := make([]*client.Client, tc.clients)
 			for i := range cs {
-				cs[i] = newTestClient(t, pl, client.WithPartitionLinger(tc.linger))
+				if tc.replies {
+					cs[i] = newTestClient(t, pl)
+					continue
+				}
+				cs[i] = newTestClient(t, pl, client.WithResultsPartitions(), client.WithPartitionLinger(tc.linger))
+			}
+			if tc.replies {
+				// Every instance has replies partitions of its own (New waits
+				// for the first; the group settles once the last joined).
+				require.Eventually(t, func() bool {
+					n := 0
+					for _, c := range cs {
+						if len(c.ReplyPartitions()) == 0 {
+							return false
+						}
+						n += len(c.ReplyPartitions())
+					}
+					return n == 12
+				}, 30*time.Second, 20*time.Millisecond)
 			}
 			const callers, calls = 4, 20
 			start := time.Now()
@@ -66,19 +94,20 @@ func TestReadAmplification(t *testing.T) {
 			}
 			wg.Wait()
 			elapsed := time.Since(start)
-			var read, matched, subs int64
+			var read, matched, subs, resent int64
 			for _, c := range cs {
 				s := c.Stats()
 				read += s.RecordsRead
 				matched += s.ResultsMatched
 				subs += s.Subscribes
+				resent += s.Resent
 			}
 			require.Equal(t, int64(tc.clients*callers*calls), matched, "every call got its result")
 			amp := float64(read) / float64(matched)
-			t.Logf("clients=%d linger=%s: %d calls in %s, %d result records read for %d results needed: amplification %.2f "+
-				"(reading every partition: %d); %d subscriptions (%.2f per call)",
-				tc.clients, tc.linger, matched, elapsed.Round(time.Millisecond), read, matched, amp, tc.clients, subs,
-				float64(subs)/float64(matched))
+			t.Logf("clients=%d %s: %d calls in %s, %d records read for %d results needed: amplification %.2f "+
+				"(reading every partition: %d); %d subscriptions (%.2f per call); %d re-sent",
+				tc.clients, mode, matched, elapsed.Round(time.Millisecond), read, matched, amp, tc.clients, subs,
+				float64(subs)/float64(matched), resent)
 			assert.LessOrEqual(t, amp, tc.max)
 		})
 	}

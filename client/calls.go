@@ -167,7 +167,10 @@ func invalid(fe *schemas.FieldError) error { return fmt.Errorf("%w: %w", ErrInva
 // Do validates cmd, sends it and returns its result. An empty CommandID is
 // generated, an empty IssuedAt set to now. It is the typed calls' common path,
 // for any command type of the contract (prepare and unprepare included,
-// which are the cart coordinator's and not meant for services).
+// which are the cart coordinator's and not meant for services). On the reply
+// route (the default) it adds reply_to "replies" and a replies partition of
+// this instance; a cmd that sets reply_to itself is sent as is and answered
+// through the results topic.
 func (c *Client) Do(ctx context.Context, cmd schemas.Command) (schemas.Result, error) {
 	if cmd.CommandID == "" {
 		cmd.CommandID = c.opts.newID()
@@ -178,11 +181,17 @@ func (c *Client) Do(ctx context.Context, cmd schemas.Command) (schemas.Result, e
 	if fe := cmd.Validate(); fe != nil {
 		return schemas.Result{}, invalid(fe)
 	}
-	v, err := json.Marshal(cmd)
-	if err != nil {
-		return schemas.Result{}, fmt.Errorf("client: encode command: %w", err)
+	var raw []byte
+	var err error
+	if c.rcl != nil && cmd.ReplyTo == "" && cmd.ReplyPartition == nil {
+		raw, err = c.sendReply(ctx, cmd)
+	} else {
+		var v []byte
+		if v, err = json.Marshal(cmd); err != nil {
+			return schemas.Result{}, fmt.Errorf("client: encode command: %w", err)
+		}
+		raw, err = c.Send(ctx, Record{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID})
 	}
-	raw, err := c.Send(ctx, Record{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID})
 	if err != nil {
 		return schemas.Result{}, err
 	}

@@ -6,8 +6,7 @@
 // rules (schemas.Command.Validate: an invalid command is an error wrapping
 // ErrInvalid and the *schemas.FieldError naming the field, and is never sent),
 // produces it keyed by SKU (cart commands: by cart_id) with the default
-// murmur2 partitioner, and waits for the result carrying its command_id on the
-// partition of the results (cart-results) topic its key maps to.
+// murmur2 partitioner, and waits for the result carrying its command_id.
 //
 // Business rejections are results: Outcome "rejected" with a reason code, and
 // a nil error. Errors are for what is not a decision: ErrInvalid (caught
@@ -17,18 +16,28 @@
 // that id (the field CommandID of the request) and the retry is answered with
 // the original decision (duplicate: true), never decided twice.
 //
-// Reading results (docs/CLIENT.md): a Client reads only the result partitions
-// that have calls in flight, each from its end offset listed before the first
-// of those calls was sent, and stops reading a partition a short linger after
-// its last call returns. It never reads a partition nobody waits on, and
-// never from the start of a topic.
+// Reading results (docs/CLIENT.md) has two modes:
+//
+//   - The reply route (default; replies.go): the instance is a member of the
+//     consumer group <prefix>-clients on <prefix>.replies and reads only its
+//     assigned partitions. Every command it sends carries reply_to "replies"
+//     and one of them (contract extension (l)), so the processor copies the
+//     decision there. With no more instances than replies partitions, no
+//     instance reads another's replies. A call whose partition moves to
+//     another instance sends its command again with the same command_id.
+//   - The results mode (WithResultsPartitions; also without a replies topic,
+//     and always for cart calls and Send): the client reads only the result
+//     partitions that have calls in flight, each from its end offset listed
+//     before the first of those calls was sent, and stops reading a
+//     partition a short linger after its last call returns. It never reads a
+//     partition nobody waits on, and never from the start of a topic.
 //
 // Invariants:
-//   - The end offset of a result partition is listed before any command whose
-//     result lands there is produced, so no result is missed.
+//   - A result (reply) partition's fetch offset is at or before its end when
+//     a call that waits on it sends its command, so no result is missed.
 //   - A call is answered by the first result with its command_id read after
-//     its partition was subscribed; a result read earlier for the same id is
-//     the same decision (idempotency), so either answers it.
+//     it registered; a result read earlier for the same id is the same
+//     decision (idempotency), so either answers it.
 package client
 
 import (
@@ -104,7 +113,25 @@ type options struct {
 	linger   time.Duration
 	log      *slog.Logger
 	newID    func() string
+	// results: read result partitions (no reply route); group: the consumer
+	// group of the reply route.
+	results bool
+	group   string
 }
+
+// WithResultsPartitions makes the client read the result partitions of the
+// calls it has in flight (the mode of clients before the reply route): no
+// consumer group, no replies topic needed, but N instances under load each
+// read nearly every result of the busy partitions (docs/CLIENT.md). The
+// default is the reply route, which falls back to this mode when the replies
+// topic does not exist.
+func WithResultsPartitions() Option { return func(o *options) { o.results = true } }
+
+// WithRepliesGroup sets the consumer group of the reply route (default
+// "<prefix>-clients"). Instances that share it share the replies topic's
+// partitions; every instance sending with the same prefix should use the same
+// group, so that no two read the same replies partition.
+func WithRepliesGroup(group string) Option { return func(o *options) { o.group = group } }
 
 // WithTopicPrefix sets the topic prefix (default "reservations").
 func WithTopicPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
@@ -113,8 +140,9 @@ func WithTopicPrefix(prefix string) Option { return func(o *options) { o.prefix 
 func WithSecurity(s Security) Option { return func(o *options) { o.security = s } }
 
 // WithKafkaOpts adds franz-go client options, applied after the client's own
-// (RequestReplyOpts). They must not configure consuming (no consumer group,
-// no ConsumeTopics): the client assigns result partitions itself.
+// (RequestReplyOpts), to both Kafka clients of an instance (the reply route's
+// group member too). They must not configure consuming (no consumer group, no
+// ConsumeTopics): the client sets that up itself.
 func WithKafkaOpts(opts ...kgo.Opt) Option {
 	return func(o *options) { o.kgo = append(o.kgo, opts...) }
 }
@@ -177,8 +205,19 @@ type Client struct {
 	waiters map[waitKey][]chan []byte
 	parts   map[topicPartition]*partState
 
+	// The reply route (replies.go); rcl is nil in the results mode.
+	rcl   *kgo.Client
+	rdone chan struct{}
+	// owned are the replies partitions assigned and started; rwait the calls
+	// waiting for their reply by command_id; hasReplies is closed (and set to
+	// nil) when the first partition is owned (all c.mu).
+	owned      []int32
+	rnext      int
+	rwait      map[string][]*replyWait
+	hasReplies chan struct{}
+
 	stats struct {
-		calls, read, matched, subscribes atomic.Int64
+		calls, read, matched, subscribes, resent atomic.Int64
 	}
 }
 
@@ -206,6 +245,13 @@ func New(ctx context.Context, brokers []string, opts ...Option) (*Client, error)
 	for _, f := range opts {
 		f(&o)
 	}
+	if o.group == "" {
+		prefix := o.prefix
+		if prefix == "" {
+			prefix = topics.DefaultPrefix
+		}
+		o.group = prefix + "-clients"
+	}
 	if len(brokers) == 0 {
 		return nil, errors.New("client: no brokers")
 	}
@@ -222,23 +268,42 @@ func New(ctx context.Context, brokers []string, opts ...Option) (*Client, error)
 		return nil, fmt.Errorf("client: kafka client: %w", err)
 	}
 	c := &Client{opts: o, names: topics.NewNames(o.prefix), cl: cl, adm: kadm.NewClient(cl),
-		done: make(chan struct{}), waiters: make(map[waitKey][]chan []byte), parts: make(map[topicPartition]*partState)}
-	if err := c.layout(ctx); err != nil {
+		done: make(chan struct{}), waiters: make(map[waitKey][]chan []byte), parts: make(map[topicPartition]*partState),
+		rwait: make(map[string][]*replyWait)}
+	replies, err := c.layout(ctx)
+	if err != nil {
 		cl.Close()
 		return nil, err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if !o.results && !replies {
+		o.log.Warn("client: the replies topic does not exist: reading result partitions instead (an older deployment; "+
+			"create it to use the reply route)", "topic", c.names.Replies)
+	}
+	if !o.results && replies {
+		c.hasReplies = make(chan struct{})
+		c.rcl, err = kgo.NewClient(append(append(append(RequestReplyOpts(brokers...), sec...), o.kgo...), c.repliesGroupOpts()...)...)
+		if err != nil {
+			c.cancel()
+			cl.Close()
+			return nil, fmt.Errorf("client: kafka client of the replies group: %w", err)
+		}
+		c.rdone = make(chan struct{})
+		go c.pollReplies()
+		c.waitForReplies(ctx)
+	}
 	go c.poll()
 	return c, nil
 }
 
 // layout reads the partition counts and checks that results (cart-results)
-// have as many as commands (cart-commands).
-func (c *Client) layout(ctx context.Context) error {
+// have as many as commands (cart-commands); replies tells whether the replies
+// topic exists.
+func (c *Client) layout(ctx context.Context) (replies bool, err error) {
 	n := c.names
-	td, err := c.adm.ListTopics(ctx, n.Commands, n.Results, n.CartCommands, n.CartResults)
+	td, err := c.adm.ListTopics(ctx, n.Commands, n.Results, n.CartCommands, n.CartResults, n.Replies)
 	if err != nil {
-		return fmt.Errorf("client: %w: list topics: %w", ErrUnavailable, err)
+		return false, fmt.Errorf("client: %w: list topics: %w", ErrUnavailable, err)
 	}
 	count := func(t string) int32 {
 		if d, ok := td[t]; ok && d.Err == nil {
@@ -249,21 +314,26 @@ func (c *Client) layout(ctx context.Context) error {
 	c.cmdParts = count(n.Commands)
 	for _, t := range []string{n.Commands, n.Results} {
 		if count(t) == 0 {
-			return fmt.Errorf("topic %s does not exist: %w", t, topics.ErrMissing)
+			return false, fmt.Errorf("topic %s does not exist: %w", t, topics.ErrMissing)
 		}
 	}
 	if r := count(n.Results); r != c.cmdParts {
-		return fmt.Errorf("client: %w: %s has %d partitions, %s has %d", topics.ErrLayout, n.Results, r, n.Commands, c.cmdParts)
+		return false, fmt.Errorf("client: %w: %s has %d partitions, %s has %d", topics.ErrLayout, n.Results, r, n.Commands, c.cmdParts)
 	}
 	if cc, cr := count(n.CartCommands), count(n.CartResults); cc > 0 && cr == cc {
 		c.cartParts = cc
 	}
-	return nil
+	return count(n.Replies) > 0, nil
 }
 
-// Close stops reading results; calls in flight fail with ErrClosed.
+// Close stops reading results (and leaves the replies group); calls in
+// flight fail with ErrClosed.
 func (c *Client) Close() {
 	c.cancel()
+	if c.rcl != nil {
+		c.rcl.Close()
+		<-c.rdone
+	}
 	c.cl.Close()
 	<-c.done
 }
@@ -272,21 +342,25 @@ func (c *Client) Close() {
 type Stats struct {
 	// Calls is the number of commands sent.
 	Calls int64
-	// RecordsRead is the number of result records read (every record of the
-	// partitions subscribed, notices and other callers' results included).
+	// RecordsRead is the number of result and reply records read (every
+	// record of the partitions read, notices and other callers' results
+	// included).
 	RecordsRead int64
 	// ResultsMatched is the number of records that answered a waiting call.
 	ResultsMatched int64
 	// Subscribes is how often a result partition was subscribed (each costs
 	// one end-offset request).
 	Subscribes int64
+	// Resent is how often a command was sent again, same command_id, because
+	// the replies partition it named was assigned to another instance.
+	Resent int64
 }
 
 // Stats returns the client's counters. RecordsRead / ResultsMatched is its
 // read amplification.
 func (c *Client) Stats() Stats {
 	return Stats{Calls: c.stats.calls.Load(), RecordsRead: c.stats.read.Load(), ResultsMatched: c.stats.matched.Load(),
-		Subscribes: c.stats.subscribes.Load()}
+		Subscribes: c.stats.subscribes.Load(), Resent: c.stats.resent.Load()}
 }
 
 // poll reads the subscribed result partitions and hands each record to the
@@ -366,8 +440,10 @@ type Record struct {
 }
 
 // Send produces rec as is (no validation) and returns the raw JSON of its
-// result. It is what the typed calls use; `reservations send --json` uses it
-// to send any JSON, invalid commands included.
+// result, read from the results (cart-results) topic: it cannot add reply
+// fields to bytes it does not decode, so it does not use the reply route.
+// The cart calls use it; `reservations send --json` uses it to send any JSON,
+// invalid commands included.
 func (c *Client) Send(ctx context.Context, rec Record) ([]byte, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed

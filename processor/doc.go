@@ -120,6 +120,7 @@
 //	sweep.go      tombstones of what the role forgets
 //	poison.go     commands whose decision the broker rejects
 //	skurole.go    the SKU role        cartrole.go  the cart role
+//	replies.go    reply_to=replies: the decision copied to the replies partition named
 //
 // A partition gets a partitionEnv (configuration, topics, layout, metrics,
 // produce), not its Processor. A cart command becomes a saga: the coordinator produces

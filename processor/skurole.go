@@ -17,7 +17,8 @@ import (
 
 // This file is the SKU role: it decides the commands of the contract with the
 // pure Core, keeps the expiry timers and the gauges of a partition, and routes
-// decisions of reply_to=cart commands to the cart coordinator.
+// decisions of reply_to=cart commands to the cart coordinator (and of
+// reply_to=replies commands to the replies topic: replies.go).
 
 // minExpiriesPerTransaction is how many due timers a partition fires in a
 // transaction even past its timer deadline, so that expiry always progresses.
@@ -26,18 +27,23 @@ const minExpiriesPerTransaction = 100
 type skuRole struct {
 	core sku.Core
 	cfg  *Config
+	// replies routes decisions of reply_to "replies" commands (replies.go).
+	replies replyRoute
 }
 
 func newSKURole(cfg *Config) *skuRole { return &skuRole{core: sku.Core{Rules: cfg.Rules}, cfg: cfg} }
 
-func (*skuRole) name() string                                          { return "sku" }
-func (*skuRole) io(all topics.Names) topics.Names                      { return all }
-func (*skuRole) peer(all topics.Names) (string, bool)                  { return all.CartCommands, false }
-func (*skuRole) defaultGroup() string                                  { return "reservations-processor" }
-func (*skuRole) register(prometheus.Registerer) []*prometheus.GaugeVec { return nil }
-func (r *skuRole) sweepWindow() time.Duration                          { return r.core.Rules.DedupeWindow }
-func (r *skuRole) partition(w *partition) partitionRole                { return newSKUPartition(r, w) }
-func (r *skuRole) routes(p *Processor, mux *http.ServeMux)             { skuRoutes(p, mux) }
+func (*skuRole) name() string                         { return "sku" }
+func (*skuRole) io(all topics.Names) topics.Names     { return all }
+func (*skuRole) peer(all topics.Names) (string, bool) { return all.CartCommands, false }
+func (*skuRole) defaultGroup() string                 { return "reservations-processor" }
+func (r *skuRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
+	r.replies.register(reg)
+	return nil
+}
+func (r *skuRole) sweepWindow() time.Duration              { return r.core.Rules.DedupeWindow }
+func (r *skuRole) partition(w *partition) partitionRole    { return newSKUPartition(r, w) }
+func (r *skuRole) routes(p *Processor, mux *http.ServeMux) { skuRoutes(p, mux) }
 
 // skuRoutes serves GET /v1/stock/{sku} and GET /v1/stock/{sku}/reservations/{id}.
 func skuRoutes(p *Processor, mux *http.ServeMux) {
@@ -60,6 +66,7 @@ func skuRoutes(p *Processor, mux *http.ServeMux) {
 // timers, and the gauges of committed state with their pending deltas.
 type skuPartition struct {
 	w    *partition
+	role *skuRole
 	core *sku.Core
 	// timers is the expiry schedule, derived from state (restored() scans it).
 	timers timers
@@ -74,7 +81,7 @@ type skuPartition struct {
 }
 
 func newSKUPartition(r *skuRole, w *partition) *skuPartition {
-	return &skuPartition{w: w, core: &r.core, oversold: make(map[string]bool), overPending: make(map[string]bool)}
+	return &skuPartition{w: w, role: r, core: &r.core, oversold: make(map[string]bool), overPending: make(map[string]bool)}
 }
 
 // Stock implements State.
@@ -157,6 +164,7 @@ func (s *skuPartition) handle(r *kgo.Record, now schemas.Millis) {
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		s.replyToCart(cmd.CommandID, cmd.CartID, out.Results, r)
 	}
+	s.role.replies.replyTo(w, &cmd, out.Results, r)
 }
 
 // emit records the changes as pending and produces results and changelog
@@ -231,6 +239,7 @@ func (s *skuPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 		// The cart saga waiting for this line gets its (rejected) decision.
 		s.replyToCart(cmd.CommandID, cmd.CartID, results, r)
 	}
+	s.role.replies.replyTo(s.w, &cmd, results, r)
 }
 
 // replyToCart routes the decision on command id (the first result carrying it;
@@ -285,6 +294,7 @@ func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Chang
 // counts the gauges of the restored state.
 func (s *skuPartition) restored() error {
 	w := s.w
+	s.role.replies.warm(w.ctx, w.env)
 	s.timers = timers{}
 	s.active = 0
 	clear(s.oversold)

@@ -28,6 +28,14 @@ const (
 // that the cart coordinator partition that owns the cart receives it.
 const ReplyToCart = "cart"
 
+// ReplyToReplies is the other value of Command.ReplyTo (extension (l)): the
+// decision on the command is also written to partition reply_partition of the
+// replies topic, which the request/reply client instance that sent it reads.
+const ReplyToReplies = "replies"
+
+// MaxReplyPartition is the largest reply_partition (Kafka partitions are int32).
+const MaxReplyPartition = 1<<31 - 1
+
 // Notice types: results the processor emits on its own, with an empty command_id.
 const (
 	TypeExpired  = "expired"
@@ -69,9 +77,14 @@ type Command struct {
 	StoreID       string `json:"store_id,omitempty"`
 	OrderID       string `json:"order_id,omitempty"`
 
-	// ReplyTo (extension) routes a copy of the decision to the cart coordinator:
-	// "cart" or empty. With "cart", cart_id is required (any command type).
+	// ReplyTo (extension) routes a copy of the decision: "cart" (to the cart
+	// coordinator; cart_id is then required), "replies" (to partition
+	// ReplyPartition of the replies topic; ReplyPartition is then required) or
+	// empty. Any command type.
 	ReplyTo string `json:"reply_to,omitempty"`
+	// ReplyPartition (extension (l)) is the replies partition of reply_to
+	// "replies": 0..MaxReplyPartition, only with that reply_to.
+	ReplyPartition *int64 `json:"reply_partition,omitempty"`
 }
 
 // UndecodableError means a record cannot be read as a command at all (not a JSON
@@ -188,8 +201,20 @@ func (c *Command) Validate() *FieldError {
 		if len(c.CartID) == 0 {
 			return &FieldError{"cart_id", "required with reply_to"}
 		}
+	case ReplyToReplies:
+		if c.ReplyPartition == nil {
+			return &FieldError{"reply_partition", `required with reply_to "replies"`}
+		}
 	default:
-		return &FieldError{"reply_to", `want "cart" or absent`}
+		return &FieldError{"reply_to", `want "cart", "replies" or absent`}
+	}
+	if c.ReplyPartition != nil {
+		if c.ReplyTo != ReplyToReplies {
+			return &FieldError{"reply_partition", `only with reply_to "replies"`}
+		}
+		if *c.ReplyPartition < 0 || *c.ReplyPartition > MaxReplyPartition {
+			return &FieldError{"reply_partition", fmt.Sprintf("want 0..%d", MaxReplyPartition)}
+		}
 	}
 	if runeLen(c.CartID) > MaxIDLen {
 		return &FieldError{"cart_id", fmt.Sprintf("longer than %d characters", MaxIDLen)}

@@ -10,8 +10,8 @@ import (
 )
 
 // TestCommandValidateCartExtensions: Command.Validate for prepare and
-// unprepare (extension (j)) and for reply_to / cart_id on every command type
-// (extension (i)).
+// unprepare (extension (j)), for reply_to / cart_id on every command type
+// (extension (i)) and for reply_to "replies" / reply_partition (extension (l)).
 func TestCommandValidateCartExtensions(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
 	valid := map[string]Command{
@@ -64,6 +64,16 @@ func TestCommandValidateCartExtensions(t *testing.T) {
 			row{typ + " cart_id 128", with(typ, func(c *Command) { c.CartID = strings.Repeat("漢", MaxIDLen) }), ""},
 			row{typ + " cart_id 129", with(typ, func(c *Command) { c.CartID = long }), "cart_id"},
 			row{typ + " reply_to cart_id 129", with(typ, func(c *Command) { c.ReplyTo, c.CartID = ReplyToCart, long }), "cart_id"},
+			// extension (l)
+			row{typ + " reply_to replies", with(typ, func(c *Command) { c.ReplyTo, c.ReplyPartition = ReplyToReplies, i64(0) }), ""},
+			row{typ + " reply_partition max", with(typ, func(c *Command) { c.ReplyTo, c.ReplyPartition = ReplyToReplies, i64(MaxReplyPartition) }), ""},
+			row{typ + " reply_to replies without reply_partition", with(typ, func(c *Command) { c.ReplyTo = ReplyToReplies }), "reply_partition"},
+			row{typ + " reply_partition negative", with(typ, func(c *Command) { c.ReplyTo, c.ReplyPartition = ReplyToReplies, i64(-1) }), "reply_partition"},
+			row{typ + " reply_partition above int32", with(typ, func(c *Command) { c.ReplyTo, c.ReplyPartition = ReplyToReplies, i64(MaxReplyPartition+1) }), "reply_partition"},
+			row{typ + " reply_partition without reply_to", with(typ, func(c *Command) { c.ReplyPartition = i64(3) }), "reply_partition"},
+			row{typ + " reply_partition with reply_to cart", with(typ, func(c *Command) {
+				c.ReplyTo, c.CartID, c.ReplyPartition = ReplyToCart, "cart-9", i64(3)
+			}), "reply_partition"},
 		)
 	}
 	for _, tt := range tests {
@@ -110,5 +120,26 @@ func TestAppendReservationPrepared(t *testing.T) {
 		assert.Equal(t, string(want), string(got))
 		assert.Equal(t, r.Prepared, strings.Contains(string(got), `"prepared":true`))
 		assert.NotContains(t, string(got), `"prepared":false`)
+	}
+}
+
+// TestDecodeCommandReplyPartition: reply_partition decodes on any command
+// type and survives AppendCommand; a reply_partition of the wrong JSON type
+// is a field error naming it.
+func TestDecodeCommandReplyPartition(t *testing.T) {
+	in := `{"command_id":"c","type":"release","sku":"S","reservation_id":"r","reply_to":"replies","reply_partition":7}`
+	c, err := DecodeCommand([]byte(in), 0)
+	require.NoError(t, err)
+	require.NotNil(t, c.ReplyPartition)
+	assert.Equal(t, int64(7), *c.ReplyPartition)
+	assert.Equal(t, ReplyToReplies, c.ReplyTo)
+	assert.Nil(t, c.Validate())
+	assert.JSONEq(t, in, string(AppendCommand(nil, &c)))
+
+	for _, bad := range []string{`"7"`, `1.5`, `true`} {
+		_, err = DecodeCommand([]byte(`{"command_id":"c","type":"release","sku":"S","reservation_id":"r","reply_to":"replies","reply_partition":`+bad+`}`), 0)
+		var fe *FieldError
+		require.ErrorAs(t, err, &fe, bad)
+		assert.Equal(t, "reply_partition", fe.Field)
 	}
 }

@@ -214,6 +214,7 @@ func AppendCommand(b []byte, c *Command) []byte {
 	b = appendOptString(b, `,"store_id":`, c.StoreID)
 	b = appendOptString(b, `,"order_id":`, c.OrderID)
 	b = appendOptString(b, `,"reply_to":`, c.ReplyTo)
+	b = appendOptInt(b, `,"reply_partition":`, c.ReplyPartition)
 	return append(b, '}')
 }
 

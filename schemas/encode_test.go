@@ -85,7 +85,7 @@ func randCommand(rng *rand.Rand) Command {
 	return Command{CommandID: randString(rng), Type: randString(rng), SKU: randString(rng), Reason: opt(), IssuedAt: opt(),
 		OnHand: randOptInt(rng), ExpectedOnHand: randOptInt(rng), LowStockThreshold: randOptInt(rng), Delta: randOptInt(rng),
 		ReservationID: opt(), Quantity: randOptInt(rng), TTLSeconds: randOptInt(rng), CartID: opt(), StoreID: opt(),
-		OrderID: opt(), ReplyTo: opt()}
+		OrderID: opt(), ReplyTo: opt(), ReplyPartition: randOptInt(rng)}
 }
 
 // randCartCommand is a random cart command for encoder tests (any strings,
@@ -148,6 +148,7 @@ func TestCartAppendersMatchEncodingJSON(t *testing.T) {
 	table := []any{
 		&Command{},
 		&Command{CommandID: "c1", Type: TypeReserve, SKU: "SKU-1", ReservationID: "r1", Quantity: &ttl, TTLSeconds: &zero, CartID: "cart-1", ReplyTo: "cart"},
+		&Command{CommandID: "c2", Type: TypeRelease, SKU: "SKU-1", ReservationID: "r1", ReplyTo: "replies", ReplyPartition: &zero},
 		&Command{CommandID: "<&>", Type: "stock.set", SKU: "é\u2028", OnHand: &ttl, ExpectedOnHand: &zero, LowStockThreshold: &ttl, Delta: &zero, Reason: "r", IssuedAt: "2026-01-01T00:00:00Z", StoreID: "s", OrderID: "o"},
 		&CartCommand{},
 		&CartCommand{CommandID: "c1", Type: TypeCartReserve, CartID: "cart-1", TTLSeconds: &ttl, Items: []CartItem{{SKU: "A", Quantity: &ttl}, {SKU: "B", ReservationID: "r"}, {}}},

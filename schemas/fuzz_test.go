@@ -22,7 +22,7 @@ import (
 // fuzzFields are the JSON names of Command: the fields an error may name.
 var fuzzFields = []string{"command_id", "type", "sku", "reason", "issued_at", "on_hand", "expected_on_hand",
 	"low_stock_threshold", "delta", "reservation_id", "quantity", "ttl_seconds", "cart_id", "store_id", "order_id",
-	"reply_to"}
+	"reply_to", "reply_partition"}
 
 // cartFuzzField matches the fields a cart command error may name: a field of
 // CartCommand, or a line (items[3]) or a field of one (items[3].quantity).

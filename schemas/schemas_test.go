@@ -31,7 +31,7 @@ const (
 
 // commonCommandFields are the properties of every command schema (cart_id
 // and reply_to: extension (i)).
-var commonCommandFields = []string{"command_id", "type", "sku", "reason", "issued_at", "cart_id", "reply_to"}
+var commonCommandFields = []string{"command_id", "type", "sku", "reason", "issued_at", "cart_id", "reply_to", "reply_partition"}
 
 // commandFields are the type-specific properties of each command schema.
 // Together with commonCommandFields they must cover every JSON field of Command.
@@ -421,6 +421,10 @@ func TestInvalidCommands(t *testing.T) {
 		{"reply-to-unknown.json", validateField, "reply_to"},
 		{"reply-to-without-cart-id.json", validateField, "cart_id"},
 		{"reply-to-number.json", decodeField, "reply_to"},
+		{"reply-to-replies-without-partition.json", validateField, "reply_partition"},
+		{"reply-partition-negative.json", validateField, "reply_partition"},
+		{"reply-partition-without-reply-to.json", validateField, "reply_partition"},
+		{"reply-partition-string.json", decodeField, "reply_partition"},
 	}
 	var files []string
 	for _, tt := range tests {
@@ -782,7 +786,7 @@ func TestSchemaEnumsMatchConstants(t *testing.T) {
 		tests = append(tests, struct {
 			file, pointer string
 			want          []any
-		}{commandSchema(typ), "#/properties/reply_to/const", []any{ReplyToCart}})
+		}{commandSchema(typ), "#/properties/reply_to/enum", []any{ReplyToCart, ReplyToReplies}})
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+tt.pointer, func(t *testing.T) {
@@ -882,6 +886,21 @@ func TestSchemaRules(t *testing.T) {
 			func(v map[string]any) { v["reply_to"] = "results" }, false},
 		{"cart_id without reply_to", "command.commit.json", commandSchema(TypeCommit),
 			func(v map[string]any) { v["cart_id"] = "cart-9" }, true},
+		// (l) reply_to "replies"
+		{"reply_to replies with reply_partition", "command.release.json", commandSchema(TypeRelease),
+			func(v map[string]any) { v["reply_to"], v["reply_partition"] = ReplyToReplies, num("0") }, true},
+		{"reply_to replies without reply_partition", "command.reserve.reply-to-replies.json", commandSchema(TypeReserve),
+			func(v map[string]any) { delete(v, "reply_partition") }, false},
+		{"reply_partition without reply_to", "command.reserve.reply-to-replies.json", commandSchema(TypeReserve),
+			func(v map[string]any) { delete(v, "reply_to") }, false},
+		{"reply_partition with reply_to cart", "command.reserve.reply-to-cart.json", commandSchema(TypeReserve),
+			func(v map[string]any) { v["reply_partition"] = num("2") }, false},
+		{"reply_partition negative", "command.reserve.reply-to-replies.json", commandSchema(TypeReserve),
+			func(v map[string]any) { v["reply_partition"] = num("-1") }, false},
+		{"reply_partition above int32", "command.reserve.reply-to-replies.json", commandSchema(TypeReserve),
+			func(v map[string]any) { v["reply_partition"] = num("2147483648") }, false},
+		{"reply_partition fractional", "command.reserve.reply-to-replies.json", commandSchema(TypeReserve),
+			func(v map[string]any) { v["reply_partition"] = num("1.5") }, false},
 		{"prepare without order_id", "command.prepare.json", commandSchema(TypePrepare),
 			func(v map[string]any) { delete(v, "order_id") }, false},
 		{"unprepare without reservation_id", "command.unprepare.json", commandSchema(TypeUnprepare),

@@ -39,6 +39,11 @@ type Names struct {
 	CartCommands  string
 	CartResults   string
 	CartChangelog string
+	// Replies (schemas/README.md, extension (l)): copies of the decisions of
+	// commands sent with reply_to "replies", on the partition the command
+	// names; each request/reply client instance reads its own partitions.
+	// Empty in a view returned by Cart.
+	Replies string
 }
 
 // NewNames derives the topic names from prefix (DefaultPrefix when empty).
@@ -55,8 +60,14 @@ func NewNames(prefix string) Names {
 		CartCommands:  prefix + ".cart-commands",
 		CartResults:   prefix + ".cart-results",
 		CartChangelog: prefix + ".cart-changelog",
+
+		Replies: prefix + ".replies",
 	}
 }
+
+// RepliesRetention is the retention.ms the replies topic is created with: a
+// reply is read within a call's timeout (seconds), so an hour is plenty.
+const RepliesRetention = time.Hour
 
 // Cart returns the names as the cart coordinator sees them: its input, results
 // and changelog in place of the SKU processor's (and the same DLQ), so that
@@ -65,10 +76,11 @@ func (n Names) Cart() Names {
 	return Names{Commands: n.CartCommands, Results: n.CartResults, Changelog: n.CartChangelog, DLQ: n.DLQ}
 }
 
-// All returns the names in creation order (the cart topics when set).
+// All returns the names in creation order (the cart topics and replies when
+// set).
 func (n Names) All() []string {
 	all := n.core()
-	for _, t := range []string{n.CartCommands, n.CartResults, n.CartChangelog} {
+	for _, t := range []string{n.CartCommands, n.CartResults, n.CartChangelog, n.Replies} {
 		if t != "" {
 			all = append(all, t)
 		}
@@ -78,13 +90,20 @@ func (n Names) All() []string {
 
 func (n Names) core() []string { return []string{n.Commands, n.Results, n.Changelog, n.DLQ} }
 
-// Configs returns the topic configs each topic is created with.
+// Configs returns the topic configs each topic is created with: the
+// changelogs compacted, the others deleted by time; replies keep
+// RepliesRetention.
 func (n Names) Configs(topic string) map[string]*string {
 	policy := "delete"
 	if topic == n.Changelog || (topic != "" && topic == n.CartChangelog) {
 		policy = "compact"
 	}
-	return map[string]*string{"cleanup.policy": &policy}
+	c := map[string]*string{"cleanup.policy": &policy}
+	if topic != "" && topic == n.Replies {
+		ms := strconv.FormatInt(RepliesRetention.Milliseconds(), 10)
+		c["retention.ms"] = &ms
+	}
+	return c
 }
 
 var murmur2 = kgo.StickyKeyPartitioner(nil).ForTopic("")
@@ -105,7 +124,9 @@ var ErrMissing = errors.New("topic is missing")
 // Ensure creates missing topics with partitions partitions (replication
 // replicas, -1 for the broker default) and verifies that commands, results and
 // changelog share one partition count, and so do the cart topics when named.
-// It returns the commands partition count.
+// The replies topic (when named) is created with the same count, but its count
+// is free: it bounds the request/reply client instances that have partitions of
+// their own (docs/CLIENT.md). It returns the commands partition count.
 func Ensure(ctx context.Context, adm *kadm.Client, n Names, partitions int32, replication int16) (int32, error) {
 	details, err := adm.ListTopics(ctx, n.All()...)
 	if err != nil {

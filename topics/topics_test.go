@@ -37,6 +37,18 @@ func TestPartitionMatchesKafkaMurmur2(t *testing.T) {
 	}
 }
 
+func TestNames(t *testing.T) {
+	n := NewNames("p")
+	assert.Equal(t, "p.replies", n.Replies)
+	assert.Equal(t, []string{"p.commands", "p.results", "p.changelog", "p.dlq", "p.cart-commands", "p.cart-results",
+		"p.cart-changelog", "p.replies"}, n.All())
+	assert.Empty(t, n.Cart().Replies, "the cart coordinator has no replies topic")
+	assert.Equal(t, "3600000", *n.Configs(n.Replies)["retention.ms"])
+	assert.Equal(t, "delete", *n.Configs(n.Replies)["cleanup.policy"])
+	assert.NotContains(t, n.Configs(n.Results), "retention.ms")
+	assert.Equal(t, "compact", *n.Configs(n.CartChangelog)["cleanup.policy"])
+}
+
 func TestEnsureCreatesAndVerifies(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
@@ -50,6 +62,24 @@ func TestEnsureCreatesAndVerifies(t *testing.T) {
 	got, err := Ensure(ctx, adm, n, 6, 1)
 	require.NoError(t, err)
 	assert.Equal(t, int32(6), got)
+	// The replies topic (extension (l)) is created too, deleted by time after
+	// an hour.
+	td, err := adm.ListTopics(ctx, n.Replies)
+	require.NoError(t, err)
+	require.NoError(t, td[n.Replies].Err)
+	assert.Len(t, td[n.Replies].Partitions, 6)
+	rc, err := adm.DescribeTopicConfigs(ctx, n.Replies)
+	require.NoError(t, err)
+	cfg, err := rc.On(n.Replies, nil)
+	require.NoError(t, err)
+	got2 := map[string]string{}
+	for _, kv := range cfg.Configs {
+		if kv.Value != nil {
+			got2[kv.Key] = *kv.Value
+		}
+	}
+	assert.Equal(t, "delete", got2["cleanup.policy"])
+	assert.Equal(t, "3600000", got2["retention.ms"])
 	// Idempotent.
 	got, err = Ensure(ctx, adm, n, 6, 1)
 	require.NoError(t, err)

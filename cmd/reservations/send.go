@@ -488,7 +488,7 @@ func sendAndWait(parent context.Context, log *slog.Logger, brokers []string, sec
 		}
 		return nil, err
 	}
-	cl, err := client.New(ctx, brokers, client.WithTopicPrefix(prefix), client.WithSecurity(sec.Config),
+	cl, err := client.New(ctx, brokers, client.WithTopicPrefix(prefix), client.WithSecurity(sec.Config), client.WithResultsPartitions(),
 		client.WithTimeout(timeout), client.WithPartitionLinger(0), client.WithLogger(log))
 	switch {
 	case errors.Is(err, topics.ErrMissing):

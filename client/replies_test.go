@@ -1,0 +1,184 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/client"
+	"github.com/reservations/reservations/internal/kafkatest"
+	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/schemas"
+)
+
+// TestReplyRouteDefault: a client reads its replies partitions, not the
+// results topic: its commands carry reply_to "replies" and one of its
+// partitions, and it subscribes no result partition. WithResultsPartitions
+// keeps the old mode (no group, result partitions).
+func TestReplyRouteDefault(t *testing.T) {
+	pl := newTestPipeline(t, 4, processor.RoleSKU)
+	ctx := ctxFor(t, 60*time.Second)
+	c := newTestClient(t, pl)
+	own := c.ReplyPartitions()
+	require.Len(t, own, 4, "the only instance of the group owns every replies partition")
+	res, err := c.SetStock(ctx, client.SetStockRequest{SKU: "R-1", OnHand: 5})
+	require.NoError(t, err)
+	require.Equal(t, schemas.OutcomeAccepted, res.Outcome)
+	res, err = c.Reserve(ctx, client.ReserveRequest{CommandID: "rr-1", SKU: "R-1", ReservationID: "r-1", Quantity: 2})
+	require.NoError(t, err)
+	assert.Equal(t, "rr-1", res.CommandID)
+	assert.Equal(t, int64(3), res.Stock.Available)
+	s := c.Stats()
+	assert.Equal(t, int64(2), s.ResultsMatched)
+	assert.Equal(t, int64(2), s.RecordsRead, "only its own replies")
+	assert.Zero(t, s.Subscribes, "no result partition subscribed")
+
+	// What was sent: reply_to "replies" and one of the client's partitions.
+	cmds := readAll(t, pl.Brokers, pl.Names.Commands, 2)
+	var sent schemas.Command
+	require.NoError(t, json.Unmarshal(cmds[1].Value, &sent))
+	assert.Equal(t, schemas.ReplyToReplies, sent.ReplyTo)
+	require.NotNil(t, sent.ReplyPartition)
+	assert.Contains(t, own, int32(*sent.ReplyPartition))
+
+	old := newTestClient(t, pl, client.WithResultsPartitions())
+	assert.Nil(t, old.ReplyPartitions())
+	res, err = old.Reserve(ctx, client.ReserveRequest{SKU: "R-1", ReservationID: "r-2", Quantity: 1})
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res.Stock.Available)
+	assert.Equal(t, int64(1), old.Stats().Subscribes)
+	cmds = readAll(t, pl.Brokers, pl.Names.Commands, 3)
+	var plain schemas.Command
+	require.NoError(t, json.Unmarshal(cmds[2].Value, &plain))
+	assert.Equal(t, "r-2", plain.ReservationID)
+	assert.Empty(t, plain.ReplyTo)
+	assert.Nil(t, plain.ReplyPartition)
+}
+
+// TestReplyRouteFallback: without a replies topic (an older deployment) the
+// client reads result partitions, and its calls work as before.
+func TestReplyRouteFallback(t *testing.T) {
+	pl := newTestPipeline(t, 2, processor.RoleSKU)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(pl.Brokers...)}, kafkatest.ClientOpts()...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx := ctxFor(t, 60*time.Second)
+	_, err = kadm.NewClient(cl).DeleteTopic(ctx, pl.Names.Replies)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		td, err := kadm.NewClient(cl).ListTopics(ctx, pl.Names.Replies)
+		return err == nil && !td.Has(pl.Names.Replies)
+	}, 10*time.Second, 50*time.Millisecond)
+
+	c := newTestClient(t, pl)
+	assert.Nil(t, c.ReplyPartitions(), "no replies topic: the results mode")
+	res, err := c.SetStock(ctx, client.SetStockRequest{SKU: "F-1", OnHand: 5})
+	require.NoError(t, err)
+	assert.Equal(t, schemas.OutcomeAccepted, res.Outcome)
+	assert.Equal(t, int64(1), c.Stats().Subscribes)
+}
+
+// TestReplyRouteRebalance: calls in flight on one client while a second
+// instance joins the group and takes some of its replies partitions. The
+// calls whose partition moved are sent again with the same command_id; every
+// call is answered exactly once, with its own command id, and every reserve
+// is decided once.
+func TestReplyRouteRebalance(t *testing.T) {
+	pl := newTestPipeline(t, 4, processor.RoleSKU)
+	ctx := ctxFor(t, 120*time.Second)
+	setup := newTestClient(t, pl, client.WithResultsPartitions())
+	const skus, calls = 4, 40
+	for i := range skus {
+		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("B-%d", i), OnHand: 1000})
+		require.NoError(t, err)
+	}
+	a := newTestClient(t, pl, client.WithTimeout(90*time.Second))
+	require.Len(t, a.ReplyPartitions(), 4)
+
+	// The processor is down: every call is sent and waits.
+	require.NoError(t, pl.Stop(processor.RoleSKU))
+	type answer struct {
+		res schemas.Result
+		err error
+	}
+	answers := make([]chan answer, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		answers[i] = make(chan answer, 2)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := a.Reserve(ctx, client.ReserveRequest{CommandID: fmt.Sprintf("rb-%d", i), SKU: fmt.Sprintf("B-%d", i%skus),
+				ReservationID: fmt.Sprintf("r-%d", i), Quantity: 1})
+			answers[i] <- answer{res, err}
+		}()
+	}
+	require.Eventually(t, func() bool { return a.Stats().Calls == calls }, 30*time.Second, 10*time.Millisecond)
+
+	// A second instance joins: cooperative-sticky moves half of a's partitions.
+	b := newTestClient(t, pl)
+	require.NotEmpty(t, b.ReplyPartitions())
+	require.Eventually(t, func() bool { return len(a.ReplyPartitions())+len(b.ReplyPartitions()) == 4 }, 30*time.Second, 20*time.Millisecond)
+	for _, p := range b.ReplyPartitions() {
+		assert.NotContains(t, a.ReplyPartitions(), p, "no partition is read by both")
+	}
+	require.Eventually(t, func() bool { return a.Stats().Resent > 0 }, 10*time.Second, 10*time.Millisecond,
+		"the calls waiting on moved partitions are sent again")
+
+	require.NoError(t, pl.Start(processor.RoleSKU))
+	wg.Wait()
+	perSKU := map[string]int64{}
+	for i := range calls {
+		got := <-answers[i]
+		require.NoError(t, got.err, "call %d", i)
+		assert.Equal(t, fmt.Sprintf("rb-%d", i), got.res.CommandID)
+		assert.Equal(t, schemas.OutcomeAccepted, got.res.Outcome)
+		perSKU[got.res.SKU]++
+		select {
+		case extra := <-answers[i]:
+			t.Fatalf("call %d answered twice: %+v", i, extra)
+		default:
+		}
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("a: %+v; b: %+v", sa, sb)
+	assert.Equal(t, int64(calls), sa.ResultsMatched)
+	assert.Zero(t, sb.ResultsMatched, "b had no calls")
+	assert.Zero(t, sa.Subscribes, "a read no result partition")
+	for i := range skus {
+		sku := fmt.Sprintf("B-%d", i)
+		res, err := b.AdjustStock(ctx, client.AdjustStockRequest{SKU: sku, Delta: 1})
+		require.NoError(t, err)
+		assert.Equal(t, perSKU[sku], res.Stock.Reserved, "%s: each reserve decided once", sku)
+	}
+}
+
+// readAll reads n records of topic from the start (read_committed), ordered
+// by offset (use it on records of one partition).
+func readAll(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted())},
+		kafkatest.ClientOpts()...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "%d of %d records of %s", len(out), n, topic)
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	slices.SortStableFunc(out, func(x, y *kgo.Record) int { return int(x.Offset - y.Offset) })
+	return out
+}

@@ -36,6 +36,8 @@ type childConfig struct {
 	// LogFile, when set, receives the child's log as JSON lines at level Info
 	// (the membership tests read partition starts and stops from it).
 	LogFile string
+	// StandbyReplicas is the processor's Config.StandbyReplicas.
+	StandbyReplicas int
 }
 
 func TestMain(m *testing.M) {
@@ -74,6 +76,7 @@ func runChild(js string) int {
 		CommitInterval:     20 * time.Millisecond,
 		TransactionTimeout: 5 * time.Second,
 		SessionTimeout:     6 * time.Second,
+		StandbyReplicas:    c.StandbyReplicas,
 		KafkaOpts:          kafkatest.ClientOpts(),
 	}, processor.WithLogger(log))
 	if err != nil {

@@ -284,6 +284,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	if err := p.loadLayout(ctx); err != nil {
 		return err
 	}
+	p.scanWarmStores()
 
 	t := p.io
 	opts := append([]kgo.Opt{

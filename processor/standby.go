@@ -1,14 +1,20 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/reservations/reservations/statestore"
 )
 
 // Standby replicas (Config.StandbyReplicas, docs/STANDBY.md).
@@ -283,4 +289,66 @@ func (s *standby) tail(ctx context.Context, p *Processor) error {
 			}
 		}
 	}
+}
+
+// scanWarmStores (start of a session, with standbys) reads the offset of the
+// stores this instance has on disk and does not run, so that a restarted
+// instance advertises them in its first JoinGroup: the balancer then prefers
+// it as a standby of those partitions. Stores that are unreadable, of another
+// changelog topic, marked to be wiped or stale by the stale-store rule are
+// left out (they would be rebuilt in full anyway).
+func (p *Processor) scanWarmStores() {
+	if p.cfg.StandbyReplicas == 0 {
+		return
+	}
+	prefix := p.io.Changelog + "-"
+	entries, err := os.ReadDir(p.cfg.StateDir)
+	if err != nil {
+		return
+	}
+	limit := time.Duration(float64(p.lay.deleteRetention) * StaleStoreFraction)
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		n64, err := strconv.ParseInt(strings.TrimPrefix(e.Name(), prefix), 10, 32)
+		n := int32(n64)
+		if err != nil || n < 0 || n >= p.lay.partitions || p.parts[n] != nil || p.standbys[n] != nil {
+			continue
+		}
+		dir := StateDir(p.cfg.StateDir, p.io.Changelog, n)
+		if wipeMarked(dir) {
+			continue
+		}
+		ws, ok := readWarmStore(dir, p.lay.changelogID)
+		if !ok || time.Since(ws.ownedAt) >= limit {
+			continue
+		}
+		p.mu.Lock()
+		p.released[n] = ws
+		p.mu.Unlock()
+	}
+}
+
+// readWarmStore returns the offset and owned_at of the store in dir, if it is
+// readable and mirrors the changelog topic id.
+func readWarmStore(dir string, topicID []byte) (warmStore, bool) {
+	s, err := statestore.Open(dir, statestore.Options{})
+	if err != nil {
+		return warmStore{}, false
+	}
+	defer func() { _ = s.Close() }()
+	off, err := s.Offset()
+	if err != nil || off <= 0 {
+		return warmStore{}, false
+	}
+	tid, err := s.Meta(statestore.MetaTopicID)
+	if err != nil || !bytes.Equal(tid, topicID) {
+		return warmStore{}, false
+	}
+	at, ok, err := s.OwnedAt()
+	if err != nil || !ok {
+		return warmStore{}, false
+	}
+	return warmStore{offset: off, ownedAt: at}, true
 }

@@ -66,6 +66,7 @@ func TestProcessorValidationNamesTheSetting(t *testing.T) {
 		{[]string{"--transaction-timeout", "500ms"}, "invalid --transaction-timeout (RESERVATIONS_TRANSACTION_TIMEOUT): 500ms: must be >= 1s"},
 		{[]string{"--group", ""}, "invalid --group (RESERVATIONS_GROUP): must not be empty"},
 		{[]string{"--dedupe-window", "59s"}, "invalid --dedupe-window (RESERVATIONS_DEDUPE_WINDOW): 59s: must be >= 1m"},
+		{[]string{"--standby-replicas", "-1"}, "invalid --standby-replicas (RESERVATIONS_STANDBY_REPLICAS): -1: must be between 0 and 8"},
 	} {
 		var cfg serveConfig
 		s := newSettings("serve")
@@ -77,5 +78,27 @@ func TestProcessorValidationNamesTheSetting(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 		var ue *usageError
 		assert.True(t, errors.As(err, &ue), "a usage error (exit 2): %v", err)
+	}
+}
+
+// --standby-replicas reaches the processor and the cart coordinator, from the
+// flag or its variable (the bench harness and the manifests set it).
+func TestStandbyReplicasSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+	}{
+		{args: []string{"--standby-replicas", "2"}},
+		{env: []string{"RESERVATIONS_STANDBY_REPLICAS", "2"}},
+	} {
+		var cfg serveConfig
+		s := newSettings("serve")
+		cfg.register(s)
+		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap(tc.env...))
+		require.NoError(t, err)
+		require.NoError(t, cfg.validate(s))
+		pc := cfg.processorConfig([]string{"b:1"}, "/state")
+		assert.Equal(t, 2, pc.StandbyReplicas)
+		assert.Equal(t, 2, cfg.cartConfig(pc).StandbyReplicas)
 	}
 }

@@ -178,7 +178,9 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 	var free []int32
 	sticky := map[int32]int{}
 	out := make([][]int32, len(ms))
+	planned := 0
 	for i := range ms {
+		planned += len(owned[i])
 		for _, p := range owned[i] {
 			if len(claimed[p]) == 0 {
 				free = append(free, p)
@@ -189,6 +191,7 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 			}
 		}
 	}
+	take := freeCapacity(out, slots, planned == int(partitions))
 	slices.Sort(free)
 	type cand struct {
 		p   int32
@@ -198,7 +201,7 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 	var cands []cand
 	for _, p := range free {
 		for i, m := range ms {
-			if o := m.offset(p); o >= 0 && slots[i] > 0 {
+			if o := m.offset(p); o >= 0 {
 				cands = append(cands, cand{p, i, o})
 			}
 		}
@@ -206,27 +209,25 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 	sort.SliceStable(cands, func(a, b int) bool { return cands[a].off > cands[b].off })
 	placed := map[int32]bool{}
 	for _, c := range cands {
-		if !placed[c.p] && slots[c.m] > 0 {
+		if !placed[c.p] && take(c.m) {
 			out[c.m] = append(out[c.m], c.p)
-			slots[c.m]--
 			placed[c.p] = true
 		}
 	}
 	for _, p := range free { // the rest where the sticky plan put them, if it still has room
-		if !placed[p] && slots[sticky[p]] > 0 {
+		if !placed[p] && take(sticky[p]) {
 			out[sticky[p]] = append(out[sticky[p]], p)
-			slots[sticky[p]]--
 			placed[p] = true
 		}
 	}
-	for _, p := range free { // and else in any slot left
+	for _, p := range free { // and else wherever there is room
 		if placed[p] {
 			continue
 		}
 		for i := range ms {
-			if slots[i] > 0 {
+			if take(i) {
 				out[i] = append(out[i], p)
-				slots[i]--
+				placed[p] = true
 				break
 			}
 		}
@@ -260,10 +261,39 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 	}
 	limit := (total + len(ms) - 1) / len(ms) // standbys per member, evenly spread
 	count := make([]int, len(ms))
+	// The standbys of one owner's partitions are spread over the other
+	// members (at most share each), so that when it fails every survivor the
+	// sticky plan gives a partition has a warm copy of one.
+	ownerOf := func(p int32) int {
+		if o, ok := owner[p]; ok {
+			return o
+		}
+		if c := claimed[p]; len(c) > 0 {
+			return c[0]
+		}
+		return -1
+	}
+	perOwner := map[int]int{}
 	for p := range partitions {
+		perOwner[ownerOf(p)]++
+	}
+	others := len(ms) - 1
+	spread := map[[2]int]int{} // (owner, member) -> standbys
+	for p := range partitions {
+		o := ownerOf(p)
+		share := (perOwner[o]*min(replicas, others) + others - 1) / others
+		over := func(i int) int {
+			if spread[[2]int{o, i}] >= share {
+				return 1
+			}
+			return 0
+		}
 		cs := slices.Clone(eligible[p])
 		slices.SortStableFunc(cs, func(a, b int) int {
-			if c := cmp.Compare(ms[b].offset(p), ms[a].offset(p)); c != 0 { // warm first
+			if c := cmp.Compare(over(a), over(b)); c != 0 { // within the owner's share first
+				return c
+			}
+			if c := cmp.Compare(ms[b].offset(p), ms[a].offset(p)); c != 0 { // then warm
 				return c
 			}
 			return cmp.Compare(count[a], count[b]) // then the least loaded
@@ -283,9 +313,70 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 		for _, i := range picked {
 			standby[i] = append(standby[i], p)
 			count[i]++
+			spread[[2]int{o, i}]++
 		}
 	}
 	return out, standby
+}
+
+// freeCapacity returns take(i), which reserves room for one more free
+// partition on member i, or reports there is none. kept[i] are the claimed
+// partitions member i keeps; slots[i] how many free ones the sticky plan gave
+// it. When the plan holds every partition (final, none waiting for a revoke)
+// any balanced outcome will do: every member ends with floor or ceil of
+// partitions/members, as many at ceil as the sticky plan has, so a warm member
+// at floor may take the extra partition the sticky plan gave another one.
+// Otherwise the sticky plan's counts are kept as they are.
+func freeCapacity(kept [][]int32, slots []int, final bool) func(int) bool {
+	fixed := func(i int) bool {
+		if slots[i] > 0 {
+			slots[i]--
+			return true
+		}
+		return false
+	}
+	total, members := 0, len(kept)
+	for i := range kept {
+		total += len(kept[i]) + slots[i]
+	}
+	if !final || members == 0 {
+		return fixed
+	}
+	floor, rem := total/members, total%members
+	ceil := floor
+	if rem > 0 {
+		ceil++
+	}
+	need, had := make([]int, members), make([]int, members)
+	extras := rem
+	for i := range kept {
+		k := len(kept[i])
+		had[i] = k
+		switch {
+		case k > ceil:
+			return fixed // not a balanced plan: keep it
+		case k == ceil && ceil > floor:
+			extras--
+		default:
+			need[i] = floor - k
+		}
+	}
+	if extras < 0 {
+		return fixed
+	}
+	extra := make([]bool, members)
+	return func(i int) bool {
+		switch {
+		case need[i] > 0:
+			need[i]--
+			return true
+		case extras > 0 && !extra[i] && had[i] <= floor:
+			extras--
+			extra[i] = true
+			return true
+		}
+		return false
+	}
 }
 
 // standbyPlan is a balance plan with each member's standbys in its

@@ -75,6 +75,9 @@ func TestStandbyBalancer(t *testing.T) {
 		want map[string][]int32
 		// standbys: how many standbys every partition must have.
 		standbys int
+		// spread: the standbys of each owner's partitions are on distinct
+		// members (as far as they go round).
+		spread bool
 	}{{
 		name: "the failed owner's partitions go to their warm standbys", replicas: 1, parts: 6,
 		members: []testMember{
@@ -82,6 +85,22 @@ func TestStandbyBalancer(t *testing.T) {
 			{id: "c", owned: []int32{4, 5}, gen: 5, warm: map[int32]int64{1: 100, 3: 9}},
 		},
 		want:     map[string][]int32{"b": {0, 2, 3}, "c": {1, 4, 5}},
+		standbys: 1,
+	}, {
+		name: "one partition per member: the failed owner's goes to its standby (b)", replicas: 1, parts: 3,
+		members: []testMember{
+			{id: "b", owned: []int32{1}, gen: 5, warm: map[int32]int64{0: 100}},
+			{id: "c", owned: []int32{2}, gen: 5, warm: map[int32]int64{1: 100}},
+		},
+		want:     map[string][]int32{"b": {0, 1}, "c": {2}},
+		standbys: 1,
+	}, {
+		name: "one partition per member: the failed owner's goes to its standby (c)", replicas: 1, parts: 3,
+		members: []testMember{
+			{id: "b", owned: []int32{1}, gen: 5, warm: map[int32]int64{2: 100}},
+			{id: "c", owned: []int32{2}, gen: 5, warm: map[int32]int64{0: 100}},
+		},
+		want:     map[string][]int32{"b": {1}, "c": {0, 2}},
 		standbys: 1,
 	}, {
 		name: "the warmest copy wins", replicas: 1, parts: 4,
@@ -108,6 +127,16 @@ func TestStandbyBalancer(t *testing.T) {
 		members:  []testMember{{id: "a", owned: []int32{0, 1}, gen: 3}, {id: "b", owned: []int32{2, 3}, gen: 3}, {id: "c", owned: []int32{4, 5}, gen: 3}},
 		want:     map[string][]int32{"a": {0, 1}, "b": {2, 3}, "c": {4, 5}},
 		standbys: 2,
+	}, {
+		name: "one owner's standbys are spread, even against warm copies", replicas: 1, parts: 6,
+		members: []testMember{
+			{id: "a", owned: []int32{0, 1}, gen: 4},
+			{id: "b", owned: []int32{2, 3}, gen: 4, warm: map[int32]int64{0: 9, 1: 9, 4: 9, 5: 9}},
+			{id: "c", owned: []int32{4, 5}, gen: 4},
+		},
+		want:     map[string][]int32{"a": {0, 1}, "b": {2, 3}, "c": {4, 5}},
+		standbys: 1,
+		spread:   true,
 	}, {
 		name: "a single member has no standby", replicas: 2, parts: 3,
 		members:  []testMember{{id: "a", owned: []int32{0}, gen: 1}},
@@ -147,6 +176,22 @@ func TestStandbyBalancer(t *testing.T) {
 			}
 			for p := range tc.parts {
 				assert.Equal(t, tc.standbys, count[p], "standbys of partition %d", p)
+			}
+			if tc.spread {
+				for _, m := range tc.members {
+					seen := map[string]int{}
+					for sm, ps := range got.standby {
+						for _, p := range ps {
+							if owner[p] == m.id {
+								seen[sm]++
+							}
+						}
+					}
+					for sm, n := range seen {
+						assert.LessOrEqual(t, n, (len(got.owned[m.id])+len(tc.members)-2)/(len(tc.members)-1),
+							"standbys of %s's partitions on %s: %v", m.id, sm, got.standby)
+					}
+				}
 			}
 			// Standbys are spread: no member has more than one above another.
 			lo, hi := 1<<30, 0

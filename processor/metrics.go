@@ -127,7 +127,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 		standbys: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "standby_partitions",
 			Help: "Standby copies this instance keeps warm (Config.StandbyReplicas)."}),
 		standbyRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "standby_records_total",
-			Help: "Changelog records standby copies applied while tailing (their initial catch-up counts in restored_records_total)."}),
+			Help: "Changelog records standby copies applied (catching up and tailing; restored_records_total counts the owners' restores only)."}),
 		standbyLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "standby_lag_records",
 			Help: "Changelog offsets a standby copy is behind the last stable offset, per partition (0: a failover replays nothing)."}, []string{"partition"}),
 		oversold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oversold_skus",

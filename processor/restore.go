@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -180,8 +181,10 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	}
 	took := time.Since(start)
 	st.took = took
-	env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
-	env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
+	if !w.standby { // the restore metrics are the owners'
+		env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
+		env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
+	}
 	w.log.Info("partition restored", "standby", w.standby, "records", n, "took", took.Round(time.Millisecond),
 		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset)
 	return st, nil
@@ -258,6 +261,9 @@ type changelogReader struct {
 	topic   string
 	adm     *kadm.Client
 	metrics *metrics
+	// standby: a standby's reader, whose records count in
+	// standby_records_total, not in the restore metrics.
+	standby bool
 }
 
 // changelogBounds waits until changelog partition p has no open transaction and
@@ -362,7 +368,11 @@ func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, tr
 	}
 	defer cl.Close()
 	remaining := c.metrics.restoreRemaining.WithLabelValues(partLabel(p))
-	restored := c.metrics.restored.WithLabelValues(partLabel(p))
+	var restored prometheus.Counter = c.metrics.restored.WithLabelValues(partLabel(p))
+	if c.standby {
+		remaining = c.metrics.standbyLag.WithLabelValues(partLabel(p))
+		restored = c.metrics.standbyRecords
+	}
 	var n int64
 	next := from
 	for {

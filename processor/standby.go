@@ -132,6 +132,9 @@ func (p *Processor) startStandby(n int32) {
 		promise(r, err)
 	}
 	env.flush = nil
+	cr := *env.changelog
+	cr.standby = true
+	env.changelog = &cr
 	w := newPartition(&env, p.ctx, n)
 	w.standby = true
 	w.log = w.log.With("standby", true)

@@ -85,6 +85,8 @@ func TestStandbyTakesOverWithTheTailOnly(t *testing.T) {
 	assert.Equal(t, standbyPart, notOwner.Partition)
 
 	// More traffic on A's partition: the copy follows.
+	caughtUp := b.counter("reservations_standby_records_total")
+	assert.Positive(t, caughtUp, "the standby's catch-up counts as standby records")
 	var more []schemas.Command
 	for i := range 50 {
 		more = append(more, reserve(fmt.Sprintf("m-%d", i), skus[standbyPart], fmt.Sprintf("m-%d", i), 1))
@@ -92,10 +94,10 @@ func TestStandbyTakesOverWithTheTailOnly(t *testing.T) {
 	h.send(more...)
 	h.waitDecided(30*time.Second, idsOf(more)...)
 	require.Eventually(t, func() bool {
-		return b.counter("reservations_standby_records_total") >= float64(len(more)) &&
+		return b.counter("reservations_standby_records_total")-caughtUp >= float64(len(more)) &&
 			b.gauges("reservations_standby_lag_records")[fmt.Sprint(standbyPart)] == 0
 	}, 30*time.Second, 50*time.Millisecond, "the standby tailed the new records and caught up again")
-	applied := b.counter("reservations_standby_records_total")
+	applied := b.counter("reservations_standby_records_total") - caughtUp
 
 	adm := kadm.NewClient(h.c.Client(t))
 	ends, err := adm.ListEndOffsets(context.Background(), h.names.Changelog)
@@ -134,6 +136,77 @@ func TestStandbyTakesOverWithTheTailOnly(t *testing.T) {
 		return err == nil && st.Reserved == holds
 	}, 10*time.Second, 20*time.Millisecond, "every hold of the partition counted once: reserved %d (%v), want %d", st.Reserved, err, holds)
 	b.stop(t)
+	h.drain()
+	assertInvariants(t, h.changelogState())
+}
+
+// Three instances, one partition each, one standby per partition: when A is
+// killed, the group gives its partition to the instance with the warm copy
+// (the sticky plan alone may pick the other one, which would restore it in
+// full), so the survivors restore only a tail between them.
+func TestFailoverGoesToTheWarmCopy(t *testing.T) {
+	h := newHarness(t, 3)
+	withStandby := func(c *processor.Config) { c.StandbyReplicas = 1 }
+	skus := h.skuPerPartition("F")
+	a := h.startChildConf(childConfig{StateDir: t.TempDir(), StandbyReplicas: 1})
+	require.True(t, a.waitAssigned(30*time.Second), "A joined")
+	var cmds []schemas.Command
+	for i, sku := range skus {
+		cmds = append(cmds, stockSet(fmt.Sprintf("set-%d", i), sku, 1_000_000))
+	}
+	for i := range 600 {
+		cmds = append(cmds, reserve(fmt.Sprintf("r-%d", i), skus[i%len(skus)], fmt.Sprintf("h-%d", i), 1))
+	}
+	h.send(cmds...)
+	h.waitDecided(60*time.Second, idsOf(cmds)...)
+
+	b := h.start("", withStandby)
+	c := h.start("", withStandby)
+	// Each owns one partition; A's partition has a caught-up standby on B or C.
+	var aPart int32 = -1
+	var warm *instance
+	require.Eventually(t, func() bool {
+		sb, sc := b.p.Status(), c.p.Status()
+		if len(sb) != 1 || len(sc) != 1 || !b.p.Ready() || !c.p.Ready() {
+			return false
+		}
+		for n := range int32(3) {
+			_, inB := sb[n]
+			_, inC := sc[n]
+			if !inB && !inC {
+				aPart = n
+			}
+		}
+		warm = nil
+		for _, in := range []*instance{b, c} {
+			if v, ok := in.gauges("reservations_standby_lag_records")[fmt.Sprint(aPart)]; ok && v == 0 {
+				warm = in
+			}
+		}
+		return aPart >= 0 && warm != nil
+	}, 60*time.Second, 50*time.Millisecond, "B and C own one partition each, and A's has a warm standby")
+	t.Logf("A owns partition %d; its standby is on %s", aPart, map[bool]string{true: "B", false: "C"}[warm == b])
+
+	adm := kadm.NewClient(h.c.Client(t))
+	ends, err := adm.ListEndOffsets(context.Background(), h.names.Changelog)
+	require.NoError(t, err)
+	end, ok := ends.Lookup(h.names.Changelog, aPart)
+	require.True(t, ok)
+	before := b.counter("reservations_restored_records_total") + c.counter("reservations_restored_records_total")
+
+	a.kill()
+	h.waitReady(b, c)
+	restored := b.counter("reservations_restored_records_total") + c.counter("reservations_restored_records_total") - before
+	_, took := warm.p.Status()[aPart]
+	assert.True(t, took, "the instance with the warm copy took partition %d over", aPart)
+	assert.Less(t, restored*10, float64(end.Offset), "the takeover restored %v records of %d: only a tail", restored, end.Offset)
+
+	last := reserve("after", skus[aPart], "after", 1)
+	h.send(last)
+	h.waitDecided(30*time.Second, "after")
+	require.Equal(t, schemas.OutcomeAccepted, h.decisive("after").Outcome)
+	b.stop(t)
+	c.stop(t)
 	h.drain()
 	assertInvariants(t, h.changelogState())
 }

@@ -490,6 +490,12 @@ func (p *Processor) stopNow(ps []int32, why string) {
 	for _, w := range ws {
 		<-w.exit
 		w.log.Info("partition stopped by the group", "why", why)
+		if w.offset > 0 && !w.ownedAt.IsZero() {
+			// Advertised as warm in the JoinGroup that follows a revoke.
+			p.mu.Lock()
+			p.released[w.p] = warmStore{offset: w.offset, ownedAt: w.ownedAt}
+			p.mu.Unlock()
+		}
 	}
 }
 

@@ -212,6 +212,10 @@ func (s *standby) tail(ctx context.Context, p *Processor) error {
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{env.io.Changelog: {w.p: kgo.NewOffset().At(w.offset)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // markers move the offset on, so a caught-up copy has lag 0
+		// The log start passing the copy's offset (records deleted before it
+		// read them) is an error, never a silent jump: the restart's restore
+		// then rebuilds the copy in full, as for an owned store.
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 	}, env.cfg.KafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -526,12 +526,15 @@ func (b assignmentTracker) ParseSyncAssignment(a []byte) (map[string][]int32, er
 // every generation, so a revoke the transact session swallows still stops the
 // partition.
 func (p *Processor) balancers() []kgo.GroupBalancer {
-	coop := assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced, p.onStandbys}
 	if p.cfg.StandbyReplicas == 0 {
 		return []kgo.GroupBalancer{assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced, nil}}
 	}
 	sb := &standbyBalancer{topic: p.io.Commands, replicas: p.cfg.StandbyReplicas, warm: p.warmOffsets}
-	return []kgo.GroupBalancer{assignmentTracker{sb, p.onSynced, p.onStandbys}, coop}
+	return []kgo.GroupBalancer{
+		assignmentTracker{sb, p.onSynced, p.onStandbys},
+		// Chosen while some member lacks the protocol above: no standbys then.
+		assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced, p.onStandbys},
+	}
 }
 
 // handleEvents applies assignment changes between transactions.

@@ -67,6 +67,9 @@ func (p *Processor) cleanupStores(now time.Time) {
 		if _, owned := p.parts[int32(n)]; owned {
 			continue
 		}
+		if _, standby := p.standbys[int32(n)]; standby {
+			continue
+		}
 		dir := filepath.Join(p.cfg.StateDir, e.Name())
 		fi, err := os.Stat(filepath.Join(dir, releasedFile))
 		if err != nil {
@@ -86,6 +89,9 @@ func (p *Processor) cleanupStores(now time.Time) {
 				p.log.Warn("state cleanup", "dir", dir, "err", err)
 				continue
 			}
+			p.mu.Lock()
+			delete(p.released, int32(n))
+			p.mu.Unlock()
 			p.log.Info("removed the store of a partition not owned for the cleanup delay", "dir", dir,
 				"away", away.Round(time.Second), "delay", p.cfg.StateCleanupDelay)
 		}

@@ -117,6 +117,13 @@ type Config struct {
 	// CartRules are the cart coordinator's rules (RoleCart; default
 	// cart.DefaultRules(), with the dedupe window of Rules).
 	CartRules cart.Rules
+	// StandbyReplicas is how many other instances keep a warm copy of each
+	// partition's store by tailing its changelog (Kafka Streams'
+	// num.standby.replicas; default 0, at most MaxStandbyReplicas). When an
+	// owner fails, the group gives its partitions to instances with a warm
+	// copy, which replay only the changelog tail. Capped by the number of other
+	// members. docs/STANDBY.md has the costs.
+	StandbyReplicas int
 	// KafkaOpts are extra client options (TLS, SASL, test tuning), applied to
 	// every client the processor creates.
 	KafkaOpts []kgo.Opt
@@ -218,6 +225,9 @@ const (
 	MinDedupeWindow = time.Minute
 	// MinTransactionTimeout is the shortest TransactionTimeout.
 	MinTransactionTimeout = time.Second
+	// MaxStandbyReplicas is the largest StandbyReplicas: each standby costs a
+	// copy of the store and a changelog reader per partition.
+	MaxStandbyReplicas = 8
 )
 
 // SettingError is one invalid setting of a Config. Setting names it as the
@@ -286,6 +296,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rules.DedupeWindow < MinDedupeWindow {
 		bad("dedupe-window", "%s: must be >= 1m", c.Rules.DedupeWindow)
+	}
+	if c.StandbyReplicas < 0 || c.StandbyReplicas > MaxStandbyReplicas {
+		bad("standby-replicas", "%d: must be between 0 and %d", c.StandbyReplicas, MaxStandbyReplicas)
 	}
 	if c.Rules.MaxExtensions < 0 {
 		bad("max-extensions", "%d: must be >= 0", c.Rules.MaxExtensions)

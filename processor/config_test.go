@@ -32,6 +32,7 @@ func TestValidateNamesEverySetting(t *testing.T) {
 	c.TransactionTimeout = 10 * time.Millisecond
 	c.Rules.DedupeWindow = time.Second
 	c.Rules.MaxExtensions = -2
+	c.StandbyReplicas = -1
 	err := c.Validate()
 	require.Error(t, err)
 	var got []string
@@ -41,8 +42,15 @@ func TestValidateNamesEverySetting(t *testing.T) {
 		got = append(got, se.Setting)
 	}
 	assert.Equal(t, []string{"brokers", "state-dir", "commit-interval", "max-batch", "transaction-timeout",
-		"dedupe-window", "max-extensions"}, got)
+		"dedupe-window", "standby-replicas", "max-extensions"}, got)
 	assert.Contains(t, err.Error(), "dedupe-window: 1s: must be >= 1m")
+
+	c = processor.DefaultConfig()
+	c.Brokers, c.StateDir = []string{"b:1"}, t.TempDir()
+	c.StandbyReplicas = processor.MaxStandbyReplicas + 1
+	assert.ErrorContains(t, c.Validate(), "standby-replicas: 9: must be between 0 and 8")
+	c.StandbyReplicas = processor.MaxStandbyReplicas
+	assert.NoError(t, c.Validate())
 
 	// New fills in the defaults first: zero fields are not errors there.
 	_, err = processor.New(processor.Config{Brokers: []string{"b:1"}, StateDir: t.TempDir()})

@@ -40,6 +40,8 @@ type childConfig struct {
 	// InstanceID, when set, makes the child a static member of the group
 	// (static membership tests).
 	InstanceID string
+	// StandbyReplicas is the processor's Config.StandbyReplicas.
+	StandbyReplicas int
 }
 
 func TestMain(m *testing.M) {
@@ -79,6 +81,7 @@ func runChild(js string) int {
 		CommitInterval:     20 * time.Millisecond,
 		TransactionTimeout: 5 * time.Second,
 		SessionTimeout:     6 * time.Second,
+		StandbyReplicas:    c.StandbyReplicas,
 		KafkaOpts:          kafkatest.ClientOpts(),
 	}, processor.WithLogger(log))
 	if err != nil {

@@ -86,6 +86,17 @@
 // coalesced chunks. The expiry timers are rebuilt from the active reservations
 // in the store: they are derived state, never the source of truth.
 //
+// # Standby replicas
+//
+// With Config.StandbyReplicas = N, the group protocol is the standby
+// balancer's (balancer.go: franz-go's cooperative-sticky plan, then partitions
+// nobody claims go to the warmest copy and each partition gets N standbys off
+// its owner). A standby (standby.go) restores a store with the rules above and
+// tails the changelog read_committed into it; it is never queryable and never
+// writes. The main loop stops it, closing the store, before the partition's
+// owner starts on the same folder, which then replays only the tail.
+// docs/STANDBY.md has the whole story.
+//
 // # Timers and the sweep
 //
 // Each partition keeps a min-heap of active reservations' expires_at. Due

@@ -305,7 +305,16 @@ func (s *slot) mark(msg string) {
 // instances at once, every command has exactly one decisive result, every
 // accepted hold ended exactly once (one expired notice or one accepted
 // release), and the changelog keeps reserved == sum(active) for every SKU.
-func TestMembershipChaos(t *testing.T) {
+func TestMembershipChaos(t *testing.T) { membershipChaos(t, 0) }
+
+// The same chaos with one standby replica per partition: besides all of the
+// above, standbys ran, none ever tried to write, and on one instance a
+// partition's standby and its owned run never overlapped (the standby stops
+// and closes the store before the owner starts on it, and is not started
+// while the instance owns the partition).
+func TestMembershipChaosWithStandbys(t *testing.T) { membershipChaos(t, 1) }
+
+func membershipChaos(t *testing.T, standbys int) {
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("CHAOS_SEED"); s != "" {
 		fmt.Sscan(s, &seed)
@@ -328,7 +337,7 @@ func TestMembershipChaos(t *testing.T) {
 		slots[i] = &slot{name: fmt.Sprintf("p%d", i), dir: t.TempDir(), log: filepath.Join(logs, fmt.Sprintf("p%d.log", i))}
 	}
 	start := func(s *slot) {
-		s.c = h.startChildConf(childConfig{StateDir: s.dir, LogFile: s.log})
+		s.c = h.startChildConf(childConfig{StateDir: s.dir, LogFile: s.log, StandbyReplicas: standbys})
 		t.Logf("%s: start", s.name)
 	}
 	running := func() []*slot {
@@ -468,6 +477,63 @@ func TestMembershipChaos(t *testing.T) {
 		files[i] = s.log
 	}
 	checkOwnership(t, files...)
+	if standbys > 0 {
+		checkStandbys(t, files...)
+	}
+}
+
+// checkStandbys asserts from child logs that standbys ran, that none tried
+// to write, and that within one process a partition's standby run (standby
+// running .. standby stopped) and its owned run (partition running ..
+// partition stopped) never overlap.
+func checkStandbys(t testing.TB, files ...string) {
+	t.Helper()
+	runs := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if os.IsNotExist(err) {
+			continue
+		}
+		require.NoError(t, err)
+		owned, standby := map[int32]bool{}, map[int32]bool{}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			var e struct {
+				Time      time.Time `json:"time"`
+				Msg       string    `json:"msg"`
+				Partition *int32    `json:"partition"`
+			}
+			require.NoError(t, json.Unmarshal(line, &e), "log line %s", line)
+			if e.Msg == "killed" {
+				clear(owned)
+				clear(standby)
+				continue
+			}
+			assert.NotEqual(t, "standby refused a write", e.Msg, "%s: %s", filepath.Base(f), line)
+			if e.Partition == nil {
+				continue
+			}
+			p := *e.Partition
+			switch e.Msg {
+			case "standby running":
+				runs++
+				assert.False(t, owned[p], "%s %s: standby of partition %d started while the process owns it",
+					filepath.Base(f), e.Time.Format(time.StampMilli), p)
+				standby[p] = true
+			case "standby stopped":
+				delete(standby, p)
+			case "partition running":
+				assert.False(t, standby[p], "%s %s: partition %d runs while its standby still runs in the same process",
+					filepath.Base(f), e.Time.Format(time.StampMilli), p)
+				owned[p] = true
+			case "partition stopped":
+				delete(owned, p)
+			}
+		}
+	}
+	assert.Positive(t, runs, "no standby ran (the check could not fail)")
 }
 
 // Shutting down under load returns promptly, every time (SIGTERM to a

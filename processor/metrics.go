@@ -43,6 +43,11 @@ type metrics struct {
 	// rolePartition are the role's own per-partition gauges (forgotten with
 	// the partition).
 	rolePartition []*prometheus.GaugeVec
+	// Standby replicas: copies running, records they applied, and each
+	// copy's lag behind the changelog's last stable offset.
+	standbys       prometheus.Gauge
+	standbyRecords prometheus.Counter
+	standbyLag     *prometheus.GaugeVec
 	// running is reservations_partitions_running{role}: shared by both roles
 	// of one process (one registry), each setting its own label.
 	running prometheus.Gauge
@@ -122,6 +127,12 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 			Help: "Holds the partition's last timer run found more than 1 s past expires_at and not yet expired (0 when expiry keeps up)."}, []string{"partition"}),
 		expiryLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "expiry_lag_seconds",
 			Help: "Delay between a hold's expires_at and its expiry decision.", Buckets: latencyBuckets}),
+		standbys: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "standby_partitions",
+			Help: "Standby copies this instance keeps warm (Config.StandbyReplicas)."}),
+		standbyRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "standby_records_total",
+			Help: "Changelog records standby copies applied (catching up and tailing; restored_records_total counts the owners' restores only)."}),
+		standbyLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "standby_lag_records",
+			Help: "Changelog offsets a standby copy is behind the last stable offset, per partition (0: a failover replays nothing)."}, []string{"partition"}),
 		oversold: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "oversold_skus",
 			Help: "SKUs with available < 0 (stock set below reserved), per partition."}, []string{"partition"}),
 	}
@@ -132,6 +143,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 	m.running.Set(0)
 	shared := prometheus.WrapRegistererWith(prometheus.Labels{"role": r.name()}, reg)
 	shared.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
+	shared.MustRegister(m.standbys, m.standbyRecords, m.standbyLag)
 	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned, m.coalesced,
 		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)

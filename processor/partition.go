@@ -142,6 +142,9 @@ type partition struct {
 	deadline time.Time
 	// dropValue makes toDLQ leave out the record's value (poison.go).
 	dropValue bool
+	// standby: this is a warm copy of a partition another member owns
+	// (standby.go): it restores and tails the changelog, never decides.
+	standby bool
 
 	store   *statestore.Store
 	offset  int64     // next changelog offset the store reflects

@@ -89,6 +89,15 @@ type Processor struct {
 	queryable map[int32]*partition // running partitions
 	owners    map[int32]string     // partition -> advertised address, from DescribeGroups
 	ownersAt  time.Time
+	// Standby replicas (standby.go): the latest generation's standby
+	// partitions (set on the group goroutine), the running standbys (main
+	// loop; guarded by mu for warmOffsets), when one last failed (main loop),
+	// and the stores of partitions this instance stopped owning or standing
+	// by for (guarded by mu): what JoinGroup advertises as warm.
+	standbyWant   atomic.Pointer[[]int32]
+	standbys      map[int32]*standby
+	standbyFailed map[int32]time.Time
+	released      map[int32]warmStore
 }
 
 type groupEvent struct {
@@ -103,7 +112,9 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
 	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), live: make(map[int32]*partition),
-		status: make(map[int32]string), queryable: make(map[int32]*partition), static: cfg.StaticMembership()}
+		status: make(map[int32]string), queryable: make(map[int32]*partition),
+		standbys: make(map[int32]*standby), standbyFailed: make(map[int32]time.Time), released: make(map[int32]warmStore),
+		static: cfg.StaticMembership()}
 	for _, o := range opts {
 		o(p)
 	}
@@ -279,6 +290,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	if err := p.loadLayout(ctx); err != nil {
 		return err
 	}
+	p.scanWarmStores()
 
 	t := p.io
 	opts := append([]kgo.Opt{
@@ -288,7 +300,7 @@ func (p *Processor) runOnce(ctx context.Context) error {
 		kgo.ConsumeTopics(t.Commands),
 		// The tracker tells stopNow the whole assignment of every generation,
 		// so a revoke the transact session swallows still stops the partition.
-		kgo.Balancers(assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced}),
+		kgo.Balancers(p.balancers()...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.TransactionalID(p.TransactionalID()),
 		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
@@ -327,15 +339,17 @@ func (p *Processor) runOnce(ctx context.Context) error {
 	p.brokerOK = true
 	p.mu.Unlock()
 	p.env = p.newEnv()
+	p.standbyWant.Store(nil) // until this session's first SyncGroup
 	go p.pingBrokers(ctx, sess.Client())
 	p.log.Info("processor started", "role", p.role.name(), "group", p.cfg.Group, "transactional_id", p.TransactionalID(),
 		"producer_id", pid, "producer_epoch", epoch, "static_member", p.static, "session_timeout", p.cfg.SessionTimeout,
 		"commands", t.Commands, "partitions", p.lay.partitions, "state_dir", p.cfg.StateDir)
 
 	runErr := p.loop(ctx)
-	// Stop partitions, then leave the group (a static member stays in it, see
-	// leaveGroup). An open transaction is aborted by Close (its records will be
-	// decided again by the next owner).
+	// Stop standbys and partitions, then leave the group (a static member
+	// stays in it, see leaveGroup). An open transaction is aborted by Close
+	// (its records will be decided again by the next owner).
+	p.stopStandbys()
 	for _, w := range p.parts {
 		p.stopPartition(w)
 	}
@@ -565,22 +579,51 @@ func (p *Processor) stopNow(ps []int32, why string) {
 	for _, w := range ws {
 		<-w.exit
 		w.log.Info("partition stopped by the group", "why", why)
+		if w.offset > 0 && !w.ownedAt.IsZero() {
+			// Advertised as warm in the JoinGroup that follows a revoke.
+			p.mu.Lock()
+			p.released[w.p] = warmStore{offset: w.offset, ownedAt: w.ownedAt}
+			p.mu.Unlock()
+		}
 	}
 }
 
 // assignmentTracker is a group balancer that reports each member's assignment
-// as it is parsed from SyncGroup.
+// as it is parsed from SyncGroup, and its standby partitions (none unless the
+// standby balancer was chosen).
 type assignmentTracker struct {
 	kgo.GroupBalancer
-	onSync func(map[string][]int32)
+	onSync    func(map[string][]int32)
+	onStandby func([]int32)
 }
 
 func (b assignmentTracker) ParseSyncAssignment(a []byte) (map[string][]int32, error) {
 	m, err := b.GroupBalancer.ParseSyncAssignment(a)
 	if err == nil {
 		b.onSync(m)
+		if b.onStandby != nil {
+			b.onStandby(parseStandbys(a))
+		}
 	}
 	return m, err
+}
+
+// balancers are the group protocols this member offers, in order of
+// preference: with standbys, the standby balancer (balancer.go), then
+// cooperative-sticky (which a group in a rolling upgrade keeps until every
+// member offers the first). The tracker tells stopNow the whole assignment of
+// every generation, so a revoke the transact session swallows still stops the
+// partition.
+func (p *Processor) balancers() []kgo.GroupBalancer {
+	if p.cfg.StandbyReplicas == 0 {
+		return []kgo.GroupBalancer{assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced, nil}}
+	}
+	sb := &standbyBalancer{topic: p.io.Commands, replicas: p.cfg.StandbyReplicas, warm: p.warmOffsets}
+	return []kgo.GroupBalancer{
+		assignmentTracker{sb, p.onSynced, p.onStandbys},
+		// Chosen while some member lacks the protocol above: no standbys then.
+		assignmentTracker{kgo.CooperativeStickyBalancer(), p.onSynced, p.onStandbys},
+	}
 }
 
 // handleEvents applies assignment changes between transactions.
@@ -617,10 +660,17 @@ func (p *Processor) handleEvents() {
 // startPartition starts partition n (restore, then ready); fetching it stays
 // paused until it is ready (resumeUnpaused).
 func (p *Processor) startPartition(n int32) {
+	if s, ok := p.standbys[n]; ok {
+		// Promotion: the standby stops and closes the store before the owner
+		// opens it, and the owner replays only the tail it had not read.
+		p.stopStandby(s)
+		p.log.Info("standby promoted to owner", "partition", n, "offset", s.offset.Load())
+	}
 	w := newPartition(p.env, p.ctx, n)
 	p.parts[n] = w
 	p.mu.Lock()
 	p.live[n] = w
+	delete(p.released, n)
 	p.mu.Unlock()
 	p.setStatus(n, "restoring")
 	go w.run(p.restored)
@@ -683,6 +733,9 @@ func (p *Processor) stopPartition(w *partition) {
 		delete(p.learned, w.p)
 		p.mu.Lock()
 		delete(p.live, w.p)
+		if w.offset > 0 && !w.ownedAt.IsZero() {
+			p.released[w.p] = warmStore{offset: w.offset, ownedAt: w.ownedAt}
+		}
 		p.mu.Unlock()
 		p.setStatus(w.p, "")
 		p.metrics.forget(w.p)
@@ -748,6 +801,7 @@ func (p *Processor) loop(ctx context.Context) error {
 			return err
 		}
 		p.handleEvents()
+		p.reconcileStandbys()
 		if err := p.handleRestored(); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -92,13 +93,25 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	}
 	w.store = store
 
-	logStart, end, err := env.changelog.bounds(ctx, w.p, w.log)
+	var logStart, end, hwm int64
+	if w.standby {
+		// A standby does not wait for the owner's open transaction to end
+		// (under load one is almost always open): it catches up to the last
+		// stable offset, then tails the log.
+		logStart, end, hwm, err = env.changelog.stableBounds(ctx, w.p)
+	} else {
+		logStart, end, err = env.changelog.bounds(ctx, w.p, w.log)
+		hwm = end
+	}
 	if err != nil {
 		return st, err
 	}
 	off, err := store.Offset()
 	if err != nil {
 		return st, err
+	}
+	if w.standby && off > end && off <= hwm {
+		end = off // committed state past an open transaction's first record: nothing to catch up now
 	}
 	tid, err := store.Meta(statestore.MetaTopicID)
 	if err != nil {
@@ -160,18 +173,24 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	if w.offset, err = store.Offset(); err != nil {
 		return st, err
 	}
-	if err := w.role.restored(); err != nil {
-		return st, err
+	if !w.standby { // a standby decides nothing: no timers, no gauges
+		if err := w.role.restored(); err != nil {
+			return st, err
+		}
+		w.updateDue()
 	}
-	if err := w.keys.build(store); err != nil {
-		return st, err
+	if !w.standby { // a standby reads nothing: no key filter
+		if err := w.keys.build(store); err != nil {
+			return st, err
+		}
 	}
-	w.updateDue()
 	took := time.Since(start)
 	st.took = took
-	env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
-	env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
-	w.log.Info("partition restored", "records", n, "took", took.Round(time.Millisecond),
+	if !w.standby { // the restore metrics are the owners'
+		env.metrics.restoreSeconds.WithLabelValues(partLabel(w.p)).Set(took.Seconds())
+		env.metrics.restoreDuration.WithLabelValues(restoreKind(st)).Observe(took.Seconds())
+	}
+	w.log.Info("partition restored", "standby", w.standby, "records", n, "took", took.Round(time.Millisecond),
 		"records_per_s", int64(float64(n)/max(took.Seconds(), 1e-3)), "offset", w.offset, "key_filter", w.keys.on())
 	return st, nil
 }
@@ -247,6 +266,9 @@ type changelogReader struct {
 	topic   string
 	adm     *kadm.Client
 	metrics *metrics
+	// standby: a standby's reader, whose records count in
+	// standby_records_total, not in the restore metrics.
+	standby bool
 }
 
 // changelogBounds waits until changelog partition p has no open transaction and
@@ -297,6 +319,37 @@ func (c *changelogReader) bounds(ctx context.Context, p int32, log interface {
 	}
 }
 
+// stableBounds returns changelog partition p's start offset, last stable
+// offset and high watermark, without waiting for an open transaction.
+func (c *changelogReader) stableBounds(ctx context.Context, p int32) (start, stable, hwm int64, err error) {
+	t := c.topic
+	starts, err := c.adm.ListStartOffsets(ctx, t)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("list start offsets of %s: %w", t, err)
+	}
+	ends, err := c.adm.ListEndOffsets(ctx, t)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("list end offsets of %s: %w", t, err)
+	}
+	stables, err := c.adm.ListCommittedOffsets(ctx, t)
+	if err == nil {
+		err = stables.Error()
+	}
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("list stable offsets of %s: %w", t, err)
+	}
+	s, _ := starts.Lookup(t, p)
+	e, _ := ends.Lookup(t, p)
+	l, _ := stables.Lookup(t, p)
+	return s.Offset, min(l.Offset, e.Offset), e.Offset, nil
+}
+
 // readChangelog calls fn for every committed data record of changelog partition
 // p in [from, end), in offset order, and returns how many it read.
 // track (may be nil) learns the position after every fetch: it logs the
@@ -320,7 +373,11 @@ func (c *changelogReader) read(ctx context.Context, p int32, from, end int64, tr
 	}
 	defer cl.Close()
 	remaining := c.metrics.restoreRemaining.WithLabelValues(partLabel(p))
-	restored := c.metrics.restored.WithLabelValues(partLabel(p))
+	var restored prometheus.Counter = c.metrics.restored.WithLabelValues(partLabel(p))
+	if c.standby {
+		remaining = c.metrics.standbyLag.WithLabelValues(partLabel(p))
+		restored = c.metrics.standbyRecords
+	}
 	var n int64
 	next := from
 	for {

@@ -118,3 +118,25 @@ func TestStaticMembershipSettings(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "invalid --session-timeout (RESERVATIONS_SESSION_TIMEOUT)")
 }
+
+// --standby-replicas reaches the processor and the cart coordinator, from the
+// flag or its variable (the bench harness and the manifests set it).
+func TestStandbyReplicasSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+	}{
+		{args: []string{"--standby-replicas", "2"}},
+		{env: []string{"RESERVATIONS_STANDBY_REPLICAS", "2"}},
+	} {
+		var cfg serveConfig
+		s := newSettings("serve")
+		cfg.register(s)
+		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap(tc.env...))
+		require.NoError(t, err)
+		require.NoError(t, cfg.validate(s))
+		pc := cfg.processorConfig([]string{"b:1"}, "/state")
+		assert.Equal(t, 2, pc.StandbyReplicas)
+		assert.Equal(t, 2, cfg.cartConfig(pc).StandbyReplicas)
+	}
+}

@@ -37,6 +37,7 @@ type pipelineConfig struct {
 	DedupeWindow       time.Duration
 	MaxExtensions      int64
 	TransactionTimeout time.Duration
+	StandbyReplicas    int
 	Carts              bool
 	CartGroup          string
 	AllowOtherGroups   []string
@@ -83,6 +84,9 @@ func (p *pipelineConfig) register(s *settings) {
 		"how often one reservation may be extended (0: never)")
 	s.Duration(&p.TransactionTimeout, "transaction-timeout", def.TransactionTimeout,
 		"broker-side timeout of an open transaction: how long a crashed instance can block readers of its partitions")
+	s.Int(&p.StandbyReplicas, "standby-replicas", def.StandbyReplicas,
+		"how many other instances keep a warm copy of each partition's state by tailing its changelog, for a failover that replays only the tail "+
+			"(Kafka Streams' num.standby.replicas; capped at the other instances; costs a store copy and a changelog reader per copy, see docs/STANDBY.md)")
 	s.Bool(&p.Carts, "carts", true,
 		"also run the cart coordinator (all-or-nothing cart holds: <prefix>.cart-commands -> <prefix>.cart-results) in this process")
 	s.String(&p.CartGroup, "cart-group", processor.DefaultRoleConfig(processor.RoleCart).Group,
@@ -168,6 +172,7 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 	c.CommitInterval = p.CommitInterval
 	c.MaxBatch = p.MaxBatch
 	c.TransactionTimeout = p.TransactionTimeout
+	c.StandbyReplicas = p.StandbyReplicas
 	c.Rules = sku.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions}
 	// The coordinator remembers cart command ids as long as the processor
 	// its command ids.

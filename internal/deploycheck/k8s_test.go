@@ -472,6 +472,14 @@ func TestStatefulSet(t *testing.T) {
 		assert.True(t, *spec.Replicas >= 1 && *spec.Replicas <= parts, "replicas %d <= partitions %d", *spec.Replicas, parts)
 	}
 
+	// One standby copy per partition on another pod (docs/STANDBY.md): a
+	// failover replays only the changelog tail. A standby needs a pod that
+	// does not own the partition.
+	if standbys, err := strconv.Atoi(env["RESERVATIONS_STANDBY_REPLICAS"]); assert.NoError(t, err, "RESERVATIONS_STANDBY_REPLICAS") && spec.Replicas != nil {
+		assert.Equal(t, 1, standbys, "RESERVATIONS_STANDBY_REPLICAS")
+		assert.Less(t, standbys, *spec.Replicas, "standby replicas < pod replicas")
+	}
+
 	// Badger on the PVC.
 	require.Len(t, spec.VolumeClaimTemplates, 1, "volumeClaimTemplates")
 	pvc := spec.VolumeClaimTemplates[0]

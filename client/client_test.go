@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -153,19 +154,31 @@ func TestTimeoutThenRetry(t *testing.T) {
 	require.NoError(t, err)
 	defer reader.Close()
 	ctx := ctxFor(t, 60*time.Second)
+	var first schemas.Result
 	for found := false; !found; {
 		fs := reader.PollFetches(ctx)
 		require.NoError(t, ctx.Err(), "the first send was never decided")
 		fs.EachRecord(func(r *kgo.Record) {
 			for _, h := range r.Headers {
-				found = found || (h.Key == "command_id" && string(h.Value) == ce.CommandID)
+				if !found && h.Key == "command_id" && string(h.Value) == ce.CommandID {
+					found = true
+					require.NoError(t, json.Unmarshal(r.Value, &first))
+				}
 			}
 		})
 	}
 	res, err := c.SetStock(ctx, client.SetStockRequest{CommandID: ce.CommandID, SKU: "S", OnHand: 5})
 	require.NoError(t, err)
-	assert.True(t, res.Duplicate, "%+v", res)
+	// The answer is the first send's decision: the duplicate repeat of it, or,
+	// on the reply route, that decision's own reply when the client's replies
+	// reader reaches it only after the retry began to wait (both carry the
+	// first decision; nothing is decided twice).
 	assert.Equal(t, schemas.OutcomeAccepted, res.Outcome)
+	assert.Equal(t, first.Offset, res.Offset, "the first send's decision: %+v", res)
+	assert.Equal(t, first.DecidedAt, res.DecidedAt, "the first send's decision: %+v", res)
+	if !res.Duplicate {
+		assert.Equal(t, first, res, "not a duplicate: the original decision itself")
+	}
 }
 
 // The processor stops and restarts while calls are in flight: every call is

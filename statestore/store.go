@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/pb"
 	"github.com/dgraph-io/ristretto/v2/z"
 )
@@ -94,8 +95,9 @@ func (o Options) badger(dir string) badger.Options {
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
 		WithValueLogFileSize(64 << 20).
-		WithValueThreshold(64 << 10). // values are small JSON entities: keep them in the LSM tree
-		WithDetectConflicts(false).   // one writer per partition
+		WithValueThreshold(64 << 10).  // values are small JSON entities: keep them in the LSM tree
+		WithDetectConflicts(false).    // one writer per partition
+		WithCompression(options.None). // a cache of the changelog: CPU over disk (Badger's default is snappy)
 		WithSyncWrites(o.SyncWrites).
 		WithLogger(badgerLogger{o.Logger})
 	return bo

@@ -71,6 +71,8 @@ type Options struct {
 	// times 12 partitions would hold ~4 GiB of memtables per instance).
 	MemTableSize int64
 	// BlockCacheSize is the block cache in bytes (default 16 MiB per partition).
+	// Badger uses it only for compressed or encrypted tables: the store writes
+	// uncompressed ones, so it matters only for tables an older version wrote.
 	BlockCacheSize int64
 	// SyncWrites fsyncs every commit (default false: a lost write is replayed from
 	// the changelog, which is the source of truth).

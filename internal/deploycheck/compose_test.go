@@ -200,8 +200,10 @@ func TestComposeTopics(t *testing.T) {
 	script := s.Command[0]
 
 	created := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) (\S+)\s*$`).FindAllStringSubmatch(script, -1) {
+	extra := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*create (\S+) (\S+)(?: (\S+=\S+))?\s*$`).FindAllStringSubmatch(script, -1) {
 		created[m[1]] = m[2]
+		extra[m[1]] = m[3]
 	}
 	names := topics.NewNames(topics.DefaultPrefix)
 	want := map[string]string{}
@@ -209,6 +211,16 @@ func TestComposeTopics(t *testing.T) {
 		want[n] = *names.Configs(n)["cleanup.policy"]
 	}
 	assert.Equal(t, want, created, "topics created by compose vs the topics package")
+	for n, kv := range extra {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		cfg := names.Configs(n)[k]
+		if assert.NotNil(t, cfg, "%s: compose sets %s, the topics package does not", n, k) {
+			assert.Equal(t, *cfg, v, "%s: %s", n, k)
+		}
+	}
 	assert.Equal(t, strconv.Itoa(topics.DefaultPartitions), s.Environment["PARTITIONS"])
 
 	// Compose interpolates $VAR and ${VAR}; the shell's variables are $$VAR.

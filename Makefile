@@ -94,12 +94,13 @@ reset:
 ## bench: the benchmark harness, full mode: this pipeline end to end vs the Postgres
 ## row-lock designs vs the broker's exactly-once pass-through, restore, sink, expiry, pure core.
 ## Writes docs/BENCHMARKS.md, docs/bench/latest.json, docs/bench/chart.svg (and the git-ignored
-## CPU profile docs/bench/cpu.prof). RESERVATIONS_BENCH_PG_DSN names a Postgres to use instead of
+## CPU profile docs/bench/cpu.prof), then the HTTP API load (bench-http). RESERVATIONS_BENCH_PG_DSN names a Postgres to use instead of
 ## a throwaway cluster.
 bench:
 	mkdir -p docs/bench
 	$(GO) test -run '^$$' -bench 'Apply|Codec' -benchmem ./processor/sku/ > docs/bench/core-bench.txt || { cat docs/bench/core-bench.txt; exit 1; }
 	$(GO) run ./internal/bench/cmd/benchharness -mode full -out docs -core-bench docs/bench/core-bench.txt -cpuprofile docs/bench/cpu.prof
+	$(MAKE) bench-http
 
 ## bench-short: the same harness in short mode (about 5 minutes on 2 cores; needs redis-server)
 .PHONY: bench-short

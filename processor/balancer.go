@@ -153,6 +153,11 @@ type balanceMember struct {
 	claims []int32         // partitions it says it owns (JoinGroup)
 }
 
+// acceptableRecoveryLag is how many changelog records a copy may be behind the
+// warmest one and still count as caught up when a partition is placed (Kafka
+// Streams' acceptable.recovery.lag default).
+const acceptableRecoveryLag = 10_000
+
 // offset is the member's warm offset of p, -1 without a copy.
 func (m balanceMember) offset(p int32) int64 {
 	if o, ok := m.warm[p]; ok {
@@ -206,7 +211,34 @@ func place(ms []balanceMember, owned [][]int32, partitions int32, replicas int) 
 			}
 		}
 	}
-	sort.SliceStable(cands, func(a, b int) bool { return cands[a].off > cands[b].off })
+	// Copies within acceptableRecoveryLag of the warmest are as good as it
+	// (Kafka Streams' acceptable.recovery.lag): among them the member the
+	// sticky plan chose wins, so a static member back from a restart gets its
+	// own partitions again rather than the standby that kept up meanwhile.
+	warmest := map[int32]int64{}
+	for _, c := range cands {
+		warmest[c.p] = max(warmest[c.p], c.off)
+	}
+	rank := func(c cand) (caughtUp, chosen int) {
+		if c.off >= warmest[c.p]-acceptableRecoveryLag {
+			caughtUp = 1
+		}
+		if sticky[c.p] == c.m {
+			chosen = 1
+		}
+		return caughtUp, chosen
+	}
+	sort.SliceStable(cands, func(a, b int) bool {
+		ua, sa := rank(cands[a])
+		ub, sb := rank(cands[b])
+		if ua != ub {
+			return ua > ub
+		}
+		if ua == 1 && sa != sb {
+			return sa > sb
+		}
+		return cands[a].off > cands[b].off
+	})
 	placed := map[int32]bool{}
 	for _, c := range cands {
 		if !placed[c.p] && take(c.m) {

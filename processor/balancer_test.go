@@ -103,12 +103,25 @@ func TestStandbyBalancer(t *testing.T) {
 		want:     map[string][]int32{"b": {1}, "c": {0, 2}},
 		standbys: 1,
 	}, {
-		name: "the warmest copy wins", replicas: 1, parts: 4,
+		name: "the warmest copy wins (the others more than the acceptable lag behind)", replicas: 1, parts: 4,
 		members: []testMember{
-			{id: "a", owned: []int32{2}, gen: 5, warm: map[int32]int64{0: 10, 1: 90}},
-			{id: "b", owned: []int32{3}, gen: 5, warm: map[int32]int64{0: 50, 1: 20}},
+			{id: "a", owned: []int32{2}, gen: 5, warm: map[int32]int64{0: 10, 1: 90_000}},
+			{id: "b", owned: []int32{3}, gen: 5, warm: map[int32]int64{0: 50_000, 1: 20}},
 		},
 		want:     map[string][]int32{"a": {1, 2}, "b": {0, 3}},
+		standbys: 1,
+	}, {
+		// A static member back from a restart claims nothing (a new process)
+		// but has its stores; the standby that kept up meanwhile is no warmer
+		// than the acceptable lag: the partitions go back to the restarted
+		// member, where the sticky plan puts them, and nothing moves.
+		name: "a restarted member gets its partitions back from an equally warm standby", replicas: 1, parts: 7,
+		members: []testMember{
+			{id: "b", owned: []int32{2, 3}, gen: 5, warm: map[int32]int64{0: 1000, 1: 1000, 6: 1000}},
+			{id: "c", owned: []int32{4, 5}, gen: 5},
+			{id: "z", gen: -1, warm: map[int32]int64{0: 1000, 1: 995, 6: 1000}},
+		},
+		want:     map[string][]int32{"b": {2, 3}, "c": {4, 5}, "z": {0, 1, 6}},
 		standbys: 1,
 	}, {
 		name: "sticky: an owned partition stays even where another copy is warmer", replicas: 1, parts: 4,

@@ -140,6 +140,19 @@ func (o *ownership) running(instance string, p int32) {
 	o.owner[p] = instance
 }
 
+// agrees reports whether the logged owner of every partition of want is
+// want's.
+func (o *ownership) agrees(want map[int32]string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for p, name := range want {
+		if o.owner[p] != name {
+			return false
+		}
+	}
+	return true
+}
+
 // count starts (on) or stops counting moves and returns the moves and the
 // partition starts so far.
 func (o *ownership) count(on bool) (moves, runs int) {
@@ -617,6 +630,21 @@ func (e *foEnv) rolling(ctx context.Context, group *kadm.Client) (*Rolling, erro
 	before, err := e.owners(ctx, group)
 	if err != nil {
 		return nil, err
+	}
+	// The group may have given a partition to its owner before the owner
+	// restored it and logged it running: counting moves from the logs before
+	// they agree with the group would count the settling of the previous
+	// phase as moves of the restarts.
+	settle := time.Now().Add(time.Minute)
+	for !e.own.agrees(before) {
+		if time.Now().After(settle) {
+			return nil, fmt.Errorf("failover: the processors' logs do not show the group's assignment %v within a minute", before)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	// Poll the group's assignment through the restarts.
 	pollCtx, stopPoll := context.WithCancel(ctx)

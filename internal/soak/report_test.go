@@ -16,7 +16,7 @@ const (
 	invContinuity = "every stock change in the results explained by its decision"
 	invStock      = "per SKU reserved == sum(active), available == on_hand - reserved"
 	invAgree      = "results and changelog agree on every SKU's stock and every active hold"
-	invTerminal   = "no reservation changed after a terminal state, versions +1"
+	invTerminal   = "no reservation changed after a terminal state, versions increase"
 	invExpired    = "every hold past expires_at expired"
 	invEnded      = "every hold ended at most once (expired, released or committed)"
 	invTombstone  = "tombstones only past the dedupe window, each entity deleted once (none revived)"

@@ -68,6 +68,10 @@ type Config struct {
 	// CPUProfile, when set, is where the CPU profile of the pipeline phase is
 	// written (pprof format, with labels component=broker|processor|load).
 	CPUProfile string
+	// Phases, when set, runs only the named phases (core, pipeline, sql,
+	// redis, restore, carts, binary, failover) and writes no report files:
+	// a partial run must not replace the recorded one.
+	Phases []string
 	// Command is the command line that produced the run, quoted in the report.
 	Command string
 	// Logger receives the processors' and sinks' warnings (default: discarded).
@@ -345,6 +349,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		{"carts", r.cartsPhase},
 		{"binary", r.binaryPhase},
 		{"failover", r.failoverPhase},
+	}
+	if len(cfg.Phases) > 0 {
+		var known []string
+		for _, ph := range phases {
+			known = append(known, ph.name)
+		}
+		for _, name := range cfg.Phases {
+			if !slices.Contains(known, name) {
+				return nil, fmt.Errorf("bench config: unknown phase %q (want %s)", name, strings.Join(known, ", "))
+			}
+		}
+		phases = slices.DeleteFunc(phases, func(ph struct {
+			name string
+			fn   func(context.Context) error
+		}) bool {
+			return !slices.Contains(cfg.Phases, ph.name)
+		})
+		cfg.OutDir = ""
 	}
 	for _, ph := range phases {
 		t0 := time.Now()

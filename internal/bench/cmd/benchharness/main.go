@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&cfg.CoreBenchFile, "core-bench", "", "output of `go test -run '^$' -bench 'Apply|Codec' -benchmem ./processor/` to include")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the CPU profile of the pipeline phase here")
 	flag.IntVar(&cfg.PoolCap, "pool-cap", 0, "largest pgxpool of the SQL baselines (0: max(16, 4 x CPUs))")
+	phases := flag.String("phases", "", "run only these phases, comma-separated (core, pipeline, sql, redis, restore, carts, binary, failover), and write no report files")
 	logLevel := flag.String("log-level", "error", "level of the processors' and sink's logs on stderr: debug, info, warn, error")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -40,6 +41,9 @@ func main() {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Command = "benchharness " + strings.Join(os.Args[1:], " ")
+	if *phases != "" {
+		cfg.Phases = strings.Split(*phases, ",")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

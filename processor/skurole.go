@@ -309,6 +309,16 @@ func (s *skuPartition) restored() error {
 		return err
 	}
 	err = w.store.Scan(schemas.ReservationPrefix, func(key string, val []byte) error {
+		// The expiry schedule needs four fields: read them without decoding
+		// the entity (a promoted standby or a restart reads every active
+		// hold here), and decode what the shortcut declines.
+		if sku, id, status, exp, ok := schemas.ReservationTimer(val); ok {
+			if status == schemas.StatusActive {
+				s.timers.add(exp, sku, id)
+				s.active++
+			}
+			return nil
+		}
 		c, err := DecodeChange(key, val)
 		if err != nil {
 			w.log.Warn("undecodable reservation in state", "key", key, "err", err)

@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -308,4 +309,50 @@ func FuzzDecodeChange(f *testing.F) {
 			t.Fatalf("UpdatedAt of %s: %s, %v; decoded %s", enc, at, ok, c.UpdatedAt())
 		}
 	})
+}
+
+// ReservationTimer reads exactly what DecodeChange reads of every reservation
+// entity it accepts, accepts every entity with plain ids, a known status and
+// an expiry, and declines the rest (which the caller then decodes).
+func TestReservationTimerAgreesWithDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	statuses := []string{StatusActive, StatusReleased, StatusExpired, StatusConsumed}
+	accepted, declined := 0, 0
+	for i := range 2000 {
+		c := randChange(rng, ReservationPrefix)
+		r := &c.Reservation.Reservation
+		plain := rng.IntN(4) != 0
+		if plain {
+			r.SKU, r.ReservationID = fmt.Sprintf("SKU-%d", rng.IntN(1000)), fmt.Sprintf("r/%d:x.y", i)
+			r.Status = statuses[rng.IntN(len(statuses))]
+			if r.ExpiresAt == 0 {
+				r.ExpiresAt = 1
+			}
+			c.Key = ReservationKey(r.SKU, r.ReservationID)
+		}
+		v, err := EncodeChange(&c)
+		require.NoError(t, err)
+		sku, id, status, exp, ok := ReservationTimer(v)
+		d, err := DecodeChange(c.Key, v)
+		require.NoError(t, err)
+		if !ok {
+			declined++
+			require.False(t, plain, "a plain entity was declined: %s", v)
+			continue
+		}
+		accepted++
+		want := d.Reservation.Reservation
+		require.Equal(t, []any{want.SKU, want.ReservationID, want.Status, want.ExpiresAt}, []any{sku, id, status, exp}, "%s", v)
+	}
+	require.Positive(t, accepted)
+	require.Positive(t, declined)
+	for _, v := range []string{``, `{}`, `{"reservation":{}}`, `{"reservation":{"reservation_id":"r","sku":"S","quantity":1,"status":"active"}}`,
+		`{"reservation":{"reservation_id":"r","sku":"S","quantity":1,"status":"active","expires_at":""}}`,
+		`{"reservation":{"reservation_id":"r","sku":"S","quantity":1,"status":"gone","expires_at":"2026-03-04T05:06:07.890Z"}}`,
+		`{"reservation":{"reservation_id":"r\"","sku":"S","quantity":1,"status":"active","expires_at":"2026-03-04T05:06:07.890Z"}}`,
+		`{"sku":"S","on_hand":1}`,
+	} {
+		_, _, _, _, ok := ReservationTimer([]byte(v))
+		assert.False(t, ok, v)
+	}
 }

@@ -176,6 +176,86 @@ func UpdatedAt(value []byte) (Millis, bool) {
 	return MillisOf(t), true
 }
 
+// ReservationTimer reads what an expiry schedule needs of a reservation
+// entity as AppendReservationEntity writes it (SKU, reservation id, status,
+// expires_at) without decoding the whole entity, and declines (ok false)
+// anything else: another layout, escaped ids, an unknown status. A JSON string
+// cannot hold an unescaped quote, so the field names matched here cannot occur
+// inside a value. TestReservationTimerAgreesWithDecode holds it to
+// DecodeChange.
+func ReservationTimer(value []byte) (sku, id, status string, expiresAt Millis, ok bool) {
+	rest, ok := cutPrefix(value, `{"reservation":{"reservation_id":"`)
+	if !ok {
+		return
+	}
+	var idb, skub, stb []byte
+	if idb, rest, ok = plainString(rest); !ok {
+		return
+	}
+	if rest, ok = cutPrefix(rest, `,"sku":"`); !ok {
+		return
+	}
+	if skub, rest, ok = plainString(rest); !ok {
+		return
+	}
+	if rest, ok = cutPrefix(rest, `,"quantity":`); !ok {
+		return
+	}
+	i := 0
+	for i < len(rest) && (rest[i] >= '0' && rest[i] <= '9' || rest[i] == '-') {
+		i++
+	}
+	if rest, ok = cutPrefix(rest[i:], `,"status":"`); !ok {
+		return
+	}
+	if stb, rest, ok = plainString(rest); !ok {
+		return
+	}
+	switch string(stb) { // the constants: no allocation
+	case StatusActive:
+		status = StatusActive
+	case StatusReleased:
+		status = StatusReleased
+	case StatusExpired:
+		status = StatusExpired
+	case StatusConsumed:
+		status = StatusConsumed
+	default:
+		return "", "", "", 0, false
+	}
+	if rest, ok = cutPrefix(rest, `,"expires_at":"`); !ok || len(rest) <= len(TimeLayout) || rest[len(TimeLayout)] != '"' {
+		return "", "", "", 0, false
+	}
+	t, err := time.Parse(TimeLayout, string(rest[:len(TimeLayout)]))
+	if err != nil {
+		return "", "", "", 0, false
+	}
+	return string(skub), string(idb), status, MillisOf(t), true
+}
+
+// cutPrefix returns b after prefix, if b starts with it.
+func cutPrefix(b []byte, prefix string) ([]byte, bool) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return b, false
+	}
+	return b[len(prefix):], true
+}
+
+// plainString returns the characters of a JSON string up to its closing
+// quote (the opening one already read) and what follows; false when it has
+// an escape.
+func plainString(b []byte) (s, rest []byte, ok bool) {
+	for i, c := range b {
+		switch c {
+		case '"':
+			return b[:i], b[i+1:], true
+		case '\\':
+			return nil, b, false
+		}
+	}
+	return nil, b, false
+}
+
 // appendString appends s as a JSON string: printable ASCII without escapes is
 // copied as is; anything else goes through encoding/json (HTML-safe escaping
 // and invalid UTF-8 replaced, exactly as json.Marshal does).

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -88,61 +87,21 @@ func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 	return <-loopErr
 }
 
-// passLayoutLoop is the pass-through's transaction loop.
+// passLayoutLoop is the same-layout pass-through's transaction loop: per
+// command a result (a copy with its command_id header) and
+// ChangelogPerCommand changelog records, to the command's partition.
 func passLayoutLoop(ctx context.Context, sess *kgo.GroupTransactSession, names topics.Names, pc PassConfig) error {
-	for ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		recs := sess.PollRecords(pctx, pc.MaxBatch).Records()
-		cancel()
-		if len(recs) == 0 {
-			continue
+	return passLoopWith(ctx, sess, pc.CommitInterval, pc.MaxBatch, func(rec *kgo.Record, produce func(*kgo.Record)) {
+		res := &kgo.Record{Topic: names.Results, Partition: rec.Partition, Key: rec.Key, Value: bytes.Clone(rec.Value)}
+		if id := commandID(rec.Value); id != nil {
+			res.Headers = []kgo.RecordHeader{{Key: processor.HeaderCommandID, Value: id}}
 		}
-		if err := sess.Begin(); err != nil {
-			return fmt.Errorf("begin: %w", err)
+		produce(res)
+		for i := range pc.ChangelogPerCommand {
+			key := append(append(bytes.Clone(rec.Key), '/'), strconv.Itoa(i)...)
+			produce(&kgo.Record{Topic: names.Changelog, Partition: rec.Partition, Key: key, Value: bytes.Clone(rec.Value)})
 		}
-		var failed atomic.Bool
-		promise := func(_ *kgo.Record, err error) {
-			if err != nil {
-				failed.Store(true)
-			}
-		}
-		pctx = context.WithoutCancel(ctx)
-		start := time.Now()
-		n := 0
-		for len(recs) > 0 {
-			for _, rec := range recs {
-				res := &kgo.Record{Topic: names.Results, Partition: rec.Partition, Key: rec.Key, Value: bytes.Clone(rec.Value)}
-				if id := commandID(rec.Value); id != nil {
-					res.Headers = []kgo.RecordHeader{{Key: processor.HeaderCommandID, Value: id}}
-				}
-				sess.Produce(pctx, res, promise)
-				for i := range pc.ChangelogPerCommand {
-					key := append(append(bytes.Clone(rec.Key), '/'), strconv.Itoa(i)...)
-					sess.Produce(pctx, &kgo.Record{Topic: names.Changelog, Partition: rec.Partition, Key: key, Value: bytes.Clone(rec.Value)}, promise)
-				}
-			}
-			n += len(recs)
-			if n >= pc.MaxBatch || time.Since(start) >= pc.CommitInterval {
-				break
-			}
-			//lint:ignore SA1012 a nil context returns what is buffered without waiting (kgo documents it)
-			recs = sess.PollRecords(nil, pc.MaxBatch-n).Records()
-		}
-		ectx, ecancel := context.WithTimeout(pctx, 20*time.Second)
-		if err := sess.Client().Flush(ectx); err != nil {
-			failed.Store(true)
-		}
-		try := kgo.TryCommit
-		if failed.Load() {
-			try = kgo.TryAbort
-		}
-		_, err := sess.End(ectx, try)
-		ecancel()
-		if err != nil {
-			return fmt.Errorf("end transaction: %w", err)
-		}
-	}
-	return nil
+	})
 }
 
 // commandID returns the command_id field of a command's JSON without decoding

@@ -146,6 +146,20 @@ func (r *run) passthrough(ctx context.Context, brokers []string, ci time.Duratio
 // passLoop is the pass-through's transaction loop: poll, copy each record to
 // the same partition of out, flush, commit (offsets in the transaction).
 func passLoop(ctx context.Context, sess *kgo.GroupTransactSession, out string, ci time.Duration, maxBatch int) error {
+	return passLoopWith(ctx, sess, ci, maxBatch, func(rec *kgo.Record, produce func(*kgo.Record)) {
+		v := make([]byte, len(rec.Value)) // an equally sized output record
+		copy(v, rec.Value)
+		produce(&kgo.Record{Topic: out, Partition: rec.Partition, Key: rec.Key, Value: v})
+	})
+}
+
+// passLoopWith is the transaction loop of both pass-throughs, with the
+// processor's batching rule: poll, hand each record to copyOut (which
+// produces what it stands for into the transaction), repeat while records
+// are buffered up to maxBatch or ci, flush, and commit with the consumed
+// offsets (abort when a produce failed).
+func passLoopWith(ctx context.Context, sess *kgo.GroupTransactSession, ci time.Duration, maxBatch int,
+	copyOut func(rec *kgo.Record, produce func(*kgo.Record))) error {
 	for ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		recs := sess.PollRecords(pctx, maxBatch).Records()
@@ -162,22 +176,22 @@ func passLoop(ctx context.Context, sess *kgo.GroupTransactSession, out string, c
 				failed.Store(true)
 			}
 		}
+		octx := context.WithoutCancel(ctx)
+		produce := func(r *kgo.Record) { sess.Produce(octx, r, promise) }
 		start := time.Now()
 		n := 0
 		for len(recs) > 0 {
 			for _, rec := range recs {
-				v := make([]byte, len(rec.Value)) // an equally sized output record
-				copy(v, rec.Value)
-				sess.Produce(context.WithoutCancel(ctx), &kgo.Record{Topic: out, Partition: rec.Partition, Key: rec.Key, Value: v}, promise)
+				copyOut(rec, produce)
 			}
 			n += len(recs)
 			if n >= maxBatch || time.Since(start) >= ci {
 				break
 			}
-			//lint:ignore SA1012 a nil context returns what is buffered without waiting (kgo documents it)
+			//lint:ignore SA1012 a nil context makes PollRecords return what is buffered without waiting (kgo documents it)
 			recs = sess.PollRecords(nil, maxBatch-n).Records()
 		}
-		ectx, ecancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		ectx, ecancel := context.WithTimeout(octx, 20*time.Second)
 		if err := sess.Client().Flush(ectx); err != nil {
 			failed.Store(true)
 		}

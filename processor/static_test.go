@@ -104,6 +104,22 @@ type member struct {
 }
 
 // startStatic starts (or restarts) m as a static member.
+// stockEverywhere sets onHand of one SKU per partition (named after prefix)
+// and waits until every set is decided; it returns the SKUs and the command
+// ids.
+func (h *harness) stockEverywhere(prefix string, onHand int64) (skus, ids []string) {
+	h.t.Helper()
+	skus = h.skuPerPartition(prefix)
+	var sets []schemas.Command
+	for i, sku := range skus {
+		sets = append(sets, stockSet(fmt.Sprintf("set-%d", i), sku, onHand))
+	}
+	h.send(sets...)
+	ids = idsOf(sets)
+	h.waitDecided(60*time.Second, ids...)
+	return skus, ids
+}
+
 func (h *harness) startStatic(m *member) {
 	h.t.Helper()
 	if m.dir == "" {
@@ -176,14 +192,7 @@ func TestStaticRestartWithinSessionTimeoutMovesNothing(t *testing.T) {
 	}
 	a, b, c := ms[0], ms[1], ms[2]
 	h.waitReady(a.in, b.in, c.in)
-	skus := h.skuPerPartition("S")
-	var sets []schemas.Command
-	for i, sku := range skus {
-		sets = append(sets, stockSet(fmt.Sprintf("set-%d", i), sku, 1000))
-	}
-	h.send(sets...)
-	ids := idsOf(sets)
-	h.waitDecided(60*time.Second, ids...)
+	skus, ids := h.stockEverywhere("S", 1000)
 	ids = append(ids, h.trafficRound(skus, 0)...)
 	// The group is stable: every member had its final assignment.
 	time.Sleep(2 * time.Second)
@@ -230,14 +239,7 @@ func TestStaticRestartAfterSessionTimeoutMovesAndReturns(t *testing.T) {
 	}
 	a, b, c := ms[0], ms[1], ms[2]
 	h.waitReady(a.in, b.in, c.in)
-	skus := h.skuPerPartition("T")
-	var sets []schemas.Command
-	for i, sku := range skus {
-		sets = append(sets, stockSet(fmt.Sprintf("set-%d", i), sku, 1000))
-	}
-	h.send(sets...)
-	ids := idsOf(sets)
-	h.waitDecided(60*time.Second, ids...)
+	skus, ids := h.stockEverywhere("T", 1000)
 	time.Sleep(2 * time.Second)
 	gone := b.owned()
 	require.NotEmpty(t, gone)
@@ -275,13 +277,7 @@ func TestStaticLeaveGroupOnShutdownMovesAtOnce(t *testing.T) {
 	h.startStatic(a)
 	h.startStatic(b)
 	h.waitReady(a.in, b.in)
-	skus := h.skuPerPartition("L")
-	var sets []schemas.Command
-	for i, sku := range skus {
-		sets = append(sets, stockSet(fmt.Sprintf("set-%d", i), sku, 1000))
-	}
-	h.send(sets...)
-	h.waitDecided(60*time.Second, idsOf(sets)...)
+	skus, ids := h.stockEverywhere("L", 1000)
 	time.Sleep(2 * time.Second)
 	require.NotEmpty(t, b.owned())
 	stopped := time.Now()
@@ -298,7 +294,7 @@ func TestStaticLeaveGroupOnShutdownMovesAtOnce(t *testing.T) {
 	}
 	h.send(reserve("after", skus[0], "h-after", 1))
 	h.waitDecided(30*time.Second, "after")
-	h.exactlyOnce(append(idsOf(sets), "after"))
+	h.exactlyOnce(append(ids, "after"))
 }
 
 // A static member frozen past its session timeout (SIGSTOP) loses its

@@ -115,7 +115,11 @@ func DecodeCommand(b []byte, maxBytes int) (Command, error) {
 	if maxBytes > 0 && len(b) > maxBytes {
 		return c, &UndecodableError{Msg: fmt.Sprintf("record of %d bytes exceeds the limit of %d bytes", len(b), maxBytes)}
 	}
-	err := json.Unmarshal(b, &c)
+	var err error
+	if !fastCommand(b, &c) {
+		c = Command{}
+		err = json.Unmarshal(b, &c)
+	}
 	if err == nil {
 		if c.CommandID == "" {
 			return c, &UndecodableError{Msg: "missing command_id"}

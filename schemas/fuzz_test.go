@@ -185,3 +185,74 @@ func FuzzDecodeCartCommand(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastCommand: the fast path of the command decoder either declines or
+// reads exactly what encoding/json reads.
+func FuzzFastCommand(f *testing.F) {
+	for _, dir := range []string{"testdata/golden", "testdata/invalid"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		for _, name := range files {
+			if b, err := os.ReadFile(name); err == nil {
+				f.Add(b)
+			}
+		}
+	}
+	for _, s := range []string{`{}`, ` {"command_id":"c1","type":"reserve","sku":"A","quantity":-0,"ttl_seconds":null} `,
+		`{"command_id":"c","quantity":1,"quantity":null}`, `{"command_id":"c","sku":null}`, `{"command_id":"c","quantity":1e3}`,
+		`{"command_id":"c","quantity":01}`, `{"command_id":"c","quantity":1.0}`, `{"command_id":"c","quantity":999999999999999999}`,
+		`{"command_id":"c","quantity":9999999999999999999}`, `{"command_id":"c","SKU":"x"}`, `{"command_id":"c","sku":"a\u0041"}`,
+		`{"command_id":"c","extra":1}`, `{"command_id":"c"} x`, `{"command_id":"c",}`, `{"command_id":"c","quantity":nul}`,
+		`{"command_id":"c","quantity":nullx}`, `{"command_id":"c","quantity":"1"}`, `{"command_id":1}`, `[]`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast Command
+		if !fastCommand(b, &fast) {
+			return
+		}
+		var slow Command
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("the fast path read %q, which encoding/json refuses: %v", b, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q:\nfast %+v\njson %+v", b, fast, slow)
+		}
+	})
+}
+
+// TestFastCommandReadsWhatProducersWrite: the fast path takes the commands of
+// the golden files and of the project's own encoder (so it is the path of a
+// normal record, not a decoder that always declines), except those it is meant
+// to leave to encoding/json.
+func TestFastCommandReadsWhatProducersWrite(t *testing.T) {
+	declined := map[string]bool{
+		"command.reserve.extra-fields.json": true, // fields outside the contract
+		"command.reserve.limits.json":       true, // non-ASCII strings
+	}
+	files, err := filepath.Glob("testdata/golden/command*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden commands: %v", err)
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Command
+		if got := !fastCommand(b, &c); got != declined[filepath.Base(name)] {
+			t.Errorf("%s: the fast path declined: %v, want %v", name, got, declined[filepath.Base(name)])
+			continue
+		}
+		if declined[filepath.Base(name)] {
+			continue
+		}
+		enc, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Command
+		if !fastCommand(enc, &back) || !reflect.DeepEqual(c, back) {
+			t.Errorf("%s: the fast path declined or misread the encoder's output %s", name, enc)
+		}
+	}
+}

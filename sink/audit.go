@@ -291,38 +291,48 @@ func (a *auditor) take(fs kgo.Fetches, b *auditBatch, pos auditPos, lag map[stri
 	if stop != nil {
 		return stop
 	}
-	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-		s, ok := a.stores[fp.Topic]
+	fs.EachTopic(func(ft kgo.FetchTopic) {
+		s, ok := a.stores[ft.Topic]
 		if !ok {
 			return
 		}
-		if fp.LastStableOffset > 0 {
-			if lag[fp.Topic] == nil {
-				lag[fp.Topic] = map[int32]int64{}
-			}
-			lag[fp.Topic][fp.Partition] = fp.LastStableOffset
-		}
-		for _, r := range fp.Records {
-			b.records++
-			b.setNext(s.topic, r.Partition, r.Offset+1)
-			if r.Attrs.IsControl() {
-				continue
-			}
-			row, err := decodeAuditRow(r, s.topic == a.cfg.CartResults)
-			if err != nil {
-				key := string(r.Key)
-				if storableKey(key) != nil {
-					key = fmt.Sprintf("%q", r.Key)
-				}
-				b.bad = append(b.bad, auditBad{topic: s.topic, badRecord: badRecord{partition: r.Partition,
-					offset: r.Offset, key: key, value: r.Value, err: err}})
-				continue
-			}
-			b.rows = append(b.rows, row)
+		id := topicIDString(ft.TopicID)
+		for _, fp := range ft.Partitions {
+			a.takePartition(s, id, ft.Topic, fp, b, lag)
 		}
 	})
 	a.setLag(pos, lag)
 	return nil
+}
+
+// takePartition folds the records of one fetched partition of topic (Kafka
+// topic ID id, "" unknown) into b.
+func (a *auditor) takePartition(s *store, id, topic string, fp kgo.FetchPartition, b *auditBatch, lag map[string]map[int32]int64) {
+	if fp.LastStableOffset > 0 {
+		if lag[topic] == nil {
+			lag[topic] = map[int32]int64{}
+		}
+		lag[topic][fp.Partition] = fp.LastStableOffset
+	}
+	for _, r := range fp.Records {
+		b.records++
+		b.setNext(s.topic, r.Partition, r.Offset+1)
+		if r.Attrs.IsControl() {
+			continue
+		}
+		row, err := decodeAuditRow(r, s.topic == a.cfg.CartResults)
+		if err != nil {
+			key := string(r.Key)
+			if storableKey(key) != nil {
+				key = fmt.Sprintf("%q", r.Key)
+			}
+			b.bad = append(b.bad, auditBad{topic: s.topic, badRecord: badRecord{partition: r.Partition,
+				offset: r.Offset, key: key, value: r.Value, err: err}})
+			continue
+		}
+		row.topicID = id
+		b.rows = append(b.rows, row)
+	}
 }
 
 // setLag publishes, per audited topic, the records between the stored

@@ -196,9 +196,7 @@ func auditRows(t testing.TB, pool *pgxpool.Pool) map[auditKey]auditRow {
 	rows, _ := pool.Query(context.Background(), `SELECT `+quotedColumns(auditColumns)+` FROM audit_events`)
 	out := map[auditKey]auditRow{}
 	var r auditRow
-	_, err := pgx.ForEachRow(rows, []any{&r.topic, &r.partition, &r.offset, &r.kind, &r.commandID, &r.typ, &r.sku,
-		&r.reservationID, &r.cartID, &r.orderID, &r.quantity, &r.outcome, &r.reason, &r.message, &r.duplicate,
-		&r.decidedAt}, func() error {
+	_, err := pgx.ForEachRow(rows, r.scanTargets(), func() error {
 		row := r
 		row.decidedAt = row.decidedAt.UTC()
 		out[auditKey{r.topic, r.partition, r.offset}] = row
@@ -529,4 +527,103 @@ func TestAuditAdoptedWithItsPartitions(t *testing.T) {
 	for _, p := range before {
 		assert.Contains(t, moved, p)
 	}
+}
+
+// TestAuditVerifyAfterTopicRecreated: the results topic is deleted and
+// created again, so its offsets start at 0 again, while audit_events keeps the
+// rows of the old topic at the same positions. The sink records the gap and
+// audits the new records; verify compares the new topic with the rows read
+// from it only (clean), and still names an altered row of the new topic.
+func TestAuditVerifyAfterTopicRecreated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newKafkaEnv(t, testPartitions)
+	a := newAuditEnv(t, e)
+	db := pgtest.NewDatabase(t)
+	cfg := e.sinkConfig(db.DSN)
+	cfg.Audit = a.auditConfig()
+	a.produce(jan, time.Minute, 40)
+	_, stop := runWriter(t, cfg, nil)
+	a.waitAuditCaughtUp(db.Pool, 30*time.Second)
+	stop()
+	old := storedOffsets(t, db.Pool, testNames.Results)
+	resultRows := func() (n int64) {
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE topic = $1`, testNames.Results).Scan(&n))
+		return n
+	}
+	oldRows := resultRows()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).DeleteTopics(ctx, testNames.Results)
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+	require.NoError(t, e.cluster.CreateTopic(testNames.Results, testPartitions, map[string]string{"cleanup.policy": "delete"}))
+	a.prod.Close()
+	a.prod = e.newProducer("results-writer-2")
+	a.produce(jan.Add(24*time.Hour), time.Minute, 4)
+	ends := a.ends()[testNames.Results]
+	for p, o := range old {
+		require.Greater(t, o, ends[p], "partition %d: the new topic must end before the stored offset, so that the sink sees it was recreated", p)
+	}
+
+	_, _ = runWriter(t, cfg, nil)
+	require.Eventually(t, func() bool {
+		stored := storedOffsets(t, db.Pool, testNames.Results)
+		for p := range old {
+			if stored[p] != ends[p] {
+				return false
+			}
+		}
+		for p, o := range ends {
+			if stored[p] != o {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "the audit did not reach the end of the recreated topic")
+	var gaps int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_gaps WHERE topic = $1 AND reason = $2`,
+		testNames.Results, staleAheadOfLogEnd).Scan(&gaps))
+	assert.Equal(t, len(old), gaps, "one gap per partition the old topic had records in")
+
+	vcfg := e.verifyConfig()
+	vcfg.Pool, vcfg.Audit, vcfg.AuditRequired = db.Pool, a.auditConfig(), true
+	rep := verify(t, vcfg)
+	require.True(t, rep.OK(), "%v", rep.Mismatches)
+	results := rep.Audit[0]
+	require.Equal(t, testNames.Results, results.Topic)
+	assert.Positive(t, results.Records)
+	assert.Equal(t, results.Records, results.Rows, "the new topic's rows, compared")
+	assert.Equal(t, oldRows+results.Rows, resultRows(), "the old topic's rows stay")
+	assert.Equal(t, oldRows, results.OtherTopicRows, "the old topic's rows, kept and not compared")
+	assert.NotEmpty(t, results.TopicID)
+	var unknown int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE topic_id = ''`).Scan(&unknown))
+	assert.Zero(t, unknown, "rows without the topic ID they were read from")
+
+	// Rows of the old topic without their ID (written before the sink
+	// recorded IDs) at positions the new topic reused: of an earlier topic
+	// too, not compared.
+	tag, err := db.Pool.Exec(ctx, `UPDATE audit_events a SET topic_id = '' WHERE topic = $1 AND decided_at < $2 AND EXISTS
+		(SELECT 1 FROM audit_events n WHERE n.topic = a.topic AND n.partition = a.partition AND n."offset" = a."offset"
+		AND n.decided_at >= $2)`, testNames.Results, jan.Add(24*time.Hour))
+	require.NoError(t, err)
+	require.Positive(t, tag.RowsAffected(), "positions reused by the new topic")
+	rep = verify(t, vcfg)
+	require.True(t, rep.OK(), "%v", rep.Mismatches)
+	assert.Equal(t, oldRows, rep.Audit[0].OtherTopicRows)
+
+	// An altered row of the new topic is still a mismatch.
+	var p int32
+	var o int64
+	require.NoError(t, db.Pool.QueryRow(ctx, `UPDATE audit_events SET outcome = 'tampered' WHERE (topic, partition, "offset", decided_at) =
+		(SELECT topic, partition, "offset", decided_at FROM audit_events WHERE topic = $1 AND decided_at >= $2
+		ORDER BY partition, "offset" LIMIT 1) RETURNING partition, "offset"`, testNames.Results, jan.Add(24*time.Hour)).Scan(&p, &o))
+	rep = verify(t, vcfg)
+	require.Equal(t, 1, rep.AuditMismatches, "%v", rep.Mismatches)
+	m := rep.Mismatches[0]
+	assert.Equal(t, [4]any{CheckAudit, testNames.Results, p, o}, [4]any{m.Check, m.Key, m.Partition, m.Offset})
+	assert.Equal(t, "outcome", m.Field)
 }

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,16 +38,36 @@ type auditRow struct {
 	message       string
 	duplicate     bool
 	decidedAt     time.Time // UTC, millisecond precision
+	// topicID is the Kafka topic ID of the topic the record was read from
+	// (topicIDString; "" unknown): positions restart when a topic is
+	// recreated, the ID tells the topics of one name apart.
+	topicID string
 }
 
 // auditColumns are the columns of audit_events the sink writes (recorded_at
 // takes its default).
 var auditColumns = []string{"topic", "partition", "offset", "kind", "command_id", "type", "sku", "reservation_id",
-	"cart_id", "order_id", "quantity", "outcome", "reason", "message", "duplicate", "decided_at"}
+	"cart_id", "order_id", "quantity", "outcome", "reason", "message", "duplicate", "decided_at", "topic_id"}
 
 func (r *auditRow) values() []any {
 	return []any{r.topic, r.partition, r.offset, r.kind, r.commandID, r.typ, r.sku, r.reservationID,
-		r.cartID, r.orderID, r.quantity, r.outcome, r.reason, r.message, r.duplicate, r.decidedAt}
+		r.cartID, r.orderID, r.quantity, r.outcome, r.reason, r.message, r.duplicate, r.decidedAt, r.topicID}
+}
+
+// scanTargets are the destinations of auditColumns, for pgx.ForEachRow.
+func (r *auditRow) scanTargets() []any {
+	return []any{&r.topic, &r.partition, &r.offset, &r.kind, &r.commandID, &r.typ, &r.sku, &r.reservationID,
+		&r.cartID, &r.orderID, &r.quantity, &r.outcome, &r.reason, &r.message, &r.duplicate, &r.decidedAt, &r.topicID}
+}
+
+// topicIDString is a Kafka topic ID as Kafka prints it (base64url without
+// padding, as kafka-topics --describe shows TopicId); "" for the zero ID (a
+// broker that did not say).
+func topicIDString(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(id[:])
 }
 
 // decodeAuditRow reads a record of a results topic into its row: a result

@@ -37,6 +37,13 @@ type AuditTopicReport struct {
 	Records, Skipped, Rows int64
 	// DroppedBefore is the retention's cut (zero: nothing dropped).
 	DroppedBefore time.Time
+	// TopicID is the Kafka topic ID of the topic compared ("": the broker
+	// did not say; then every row is compared by position).
+	TopicID string
+	// OtherTopicRows are rows read from earlier topics of this name (deleted
+	// and created again: another topic ID, offsets that started at 0 again).
+	// They are history, kept and not compared.
+	OtherTopicRows int64
 }
 
 // auditTimeout bounds reading the audit rows.
@@ -45,10 +52,13 @@ const auditTimeout = 10 * time.Minute
 // verifyAudit compares audit_events with each topic of cfg: every data
 // record of the topic from its log start to the offset the sink stored has
 // exactly one row, field-equal, and there is no other row at or after the log
-// start. Records decided before the retention's cut and rows before the log
-// start (kept longer than the topic keeps them) are not compared. It waits up
-// to wait for the sink's offsets to reach the last stable offsets listed at
-// its start (*SinkBehindError).
+// start. A position names a record together with the topic's ID: rows read
+// from an earlier topic of the same name (deleted and created again, its
+// offsets restarted) are not compared (readAudit). Records decided
+// before the retention's cut and rows before the log start (kept longer than
+// the topic keeps them) are not compared. It waits up to wait for the sink's
+// offsets to reach the last stable offsets listed at its start
+// (*SinkBehindError).
 func verifyAudit(ctx context.Context, kopts []kgo.Opt, adm *kadm.Client, pool *pgxpool.Pool, cfg AuditConfig,
 	required bool, wait time.Duration, log *slog.Logger, limit int) ([]AuditTopicReport, []Mismatch, int, error) {
 	var reps []AuditTopicReport
@@ -82,11 +92,15 @@ func verifyAudit(ctx context.Context, kopts []kgo.Opt, adm *kadm.Client, pool *p
 				continue
 			}
 		}
-		stored, rows, cut, err := waitAudit(ctx, pool, topic, bounds, wait, log)
+		if rep.TopicID, err = currentTopicID(ctx, adm, topic); err != nil {
+			return nil, nil, 0, err
+		}
+		read, err := waitAudit(ctx, pool, topic, rep.TopicID, bounds, wait, log)
 		if err != nil {
 			return nil, nil, 0, err
 		}
-		rep.DroppedBefore = cut
+		stored, rows, cut := read.stored, read.rows, read.cut
+		rep.DroppedBefore, rep.OtherTopicRows = cut, read.other
 		rep.From, rep.To = map[int32]int64{}, map[int32]int64{}
 		for _, p := range bounds.partitions {
 			rep.From[p] = bounds.start[p]
@@ -161,25 +175,52 @@ func auditKept(ctx context.Context, pool *pgxpool.Pool, topic string) (bool, err
 	return kept, nil
 }
 
+// currentTopicID is the Kafka topic ID of topic (topicIDString; "" when the
+// broker gives none).
+func currentTopicID(ctx context.Context, adm *kadm.Client, topic string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tds, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return "", fmt.Errorf("topic ID of %s: %w", topic, err)
+	}
+	td, ok := tds[topic]
+	if !ok {
+		return "", fmt.Errorf("topic ID of %s: %w", topic, ErrNoTopic)
+	}
+	if td.Err != nil {
+		return "", fmt.Errorf("topic ID of %s: %w", topic, td.Err)
+	}
+	return topicIDString(td.ID), nil
+}
+
+// auditRead is what readAudit read of one topic.
+type auditRead struct {
+	stored map[int32]int64        // the sink's next offsets
+	rows   map[[2]int64]*auditRow // by partition and offset: the rows compared
+	cut    time.Time              // the retention's cut (zero: none)
+	other  int64                  // rows of other topic IDs, not compared
+}
+
 // waitAudit polls the sink's stored offsets of topic until every partition
 // with records reached its last stable offset in b (or wait passed:
 // *SinkBehindError), then reads, in the same repeatable-read transaction, the
-// rows of the topic at or after the log start (by partition and offset) and
-// the retention's cut.
-func waitAudit(ctx context.Context, pool *pgxpool.Pool, topic string, b logBounds, wait time.Duration,
-	log *slog.Logger) (map[int32]int64, map[[2]int64]*auditRow, time.Time, error) {
+// rows of the topic (ID id) at or after the log start (by partition and
+// offset) and the retention's cut.
+func waitAudit(ctx context.Context, pool *pgxpool.Pool, topic, id string, b logBounds, wait time.Duration,
+	log *slog.Logger) (auditRead, error) {
 	deadline := time.Now().Add(wait)
 	logged := time.Now()
 	for {
-		stored, rows, cut, behind, err := readAudit(ctx, pool, topic, b)
+		read, behind, err := readAudit(ctx, pool, topic, id, b)
 		if err != nil {
-			return nil, nil, time.Time{}, fmt.Errorf("read the audit trail of %s: %w", topic, err)
+			return auditRead{}, fmt.Errorf("read the audit trail of %s: %w", topic, err)
 		}
 		if len(behind) == 0 {
-			return stored, rows, cut, nil
+			return read, nil
 		}
 		if !time.Now().Before(deadline) {
-			return nil, nil, time.Time{}, &SinkBehindError{Topic: topic, Wait: wait, Behind: behind, Audit: true}
+			return auditRead{}, &SinkBehindError{Topic: topic, Wait: wait, Behind: behind, Audit: true}
 		}
 		if time.Since(logged) > 5*time.Second {
 			log.Info("waiting for the sink's audit to reach the end of the results topic", "topic", topic,
@@ -188,34 +229,40 @@ func waitAudit(ctx context.Context, pool *pgxpool.Pool, topic string, b logBound
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, time.Time{}, ctx.Err()
+			return auditRead{}, ctx.Err()
 		case <-time.After(min(100*time.Millisecond, time.Until(deadline))):
 		}
 	}
 }
 
-func readAudit(ctx context.Context, pool *pgxpool.Pool, topic string, b logBounds) (
-	map[int32]int64, map[[2]int64]*auditRow, time.Time, map[int32][2]int64, error) {
+// readAudit reads, in one repeatable-read transaction, the sink's stored
+// offsets of topic and, when every partition with records reached its last
+// stable offset in b (else behind lists those that did not), the rows to
+// compare: the rows at or after the log start that were read from the topic
+// with ID id, or whose topic ID is unknown (”). Rows read from a topic of
+// another ID are counted only. With id "" (the broker gives no IDs) every row
+// at or after the log start is compared.
+func readAudit(ctx context.Context, pool *pgxpool.Pool, topic, id string, b logBounds) (auditRead, map[int32][2]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, auditTimeout)
 	defer cancel()
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, nil, time.Time{}, nil, err
+		return auditRead{}, nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only
 	rs, _ := tx.Query(ctx, `SELECT partition, next_offset FROM sink_offsets WHERE topic = $1`, topic)
-	stored := map[int32]int64{}
+	read := auditRead{stored: map[int32]int64{}, rows: map[[2]int64]*auditRow{}}
 	var p int32
 	var o int64
-	if _, err := pgx.ForEachRow(rs, []any{&p, &o}, func() error { stored[p] = o; return nil }); err != nil {
-		return nil, nil, time.Time{}, nil, err
+	if _, err := pgx.ForEachRow(rs, []any{&p, &o}, func() error { read.stored[p] = o; return nil }); err != nil {
+		return auditRead{}, nil, err
 	}
 	behind := map[int32][2]int64{}
 	for _, p := range b.partitions {
 		if b.stable[p] <= b.start[p] {
 			continue
 		}
-		s, ok := stored[p]
+		s, ok := read.stored[p]
 		if !ok {
 			s = -1
 		}
@@ -224,11 +271,20 @@ func readAudit(ctx context.Context, pool *pgxpool.Pool, topic string, b logBound
 		}
 	}
 	if len(behind) > 0 {
-		return nil, nil, time.Time{}, behind, nil
+		return auditRead{}, behind, nil
 	}
 	var cut pgtype.Timestamptz
 	if err := tx.QueryRow(ctx, `SELECT max(range_to) FROM audit_dropped_partitions`).Scan(&cut); err != nil {
-		return nil, nil, time.Time{}, nil, fmt.Errorf("read audit_dropped_partitions: %w", err)
+		return auditRead{}, nil, fmt.Errorf("read audit_dropped_partitions: %w", err)
+	}
+	if cut.Valid {
+		read.cut = cut.Time
+	}
+	if id != "" {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE topic = $1 AND topic_id NOT IN ('', $2)`,
+			topic, id).Scan(&read.other); err != nil {
+			return auditRead{}, nil, fmt.Errorf("count the rows of other topic IDs: %w", err)
+		}
 	}
 	parts := make([]int32, 0, len(b.partitions))
 	starts := make([]int64, 0, len(b.partitions))
@@ -238,24 +294,27 @@ func readAudit(ctx context.Context, pool *pgxpool.Pool, topic string, b logBound
 	}
 	rs, _ = tx.Query(ctx, `SELECT `+quotedColumns(auditColumns)+` FROM audit_events a
 		JOIN unnest($2::integer[], $3::bigint[]) AS t(p, s) ON a.partition = t.p AND a."offset" >= t.s
-		WHERE a.topic = $1`, topic, parts, starts)
-	rows := map[[2]int64]*auditRow{}
+		WHERE a.topic = $1 AND ($4 = '' OR a.topic_id IN ('', $4))`, topic, parts, starts, id)
 	var r auditRow
-	if _, err := pgx.ForEachRow(rs, []any{&r.topic, &r.partition, &r.offset, &r.kind, &r.commandID, &r.typ, &r.sku,
-		&r.reservationID, &r.cartID, &r.orderID, &r.quantity, &r.outcome, &r.reason, &r.message, &r.duplicate,
-		&r.decidedAt}, func() error {
+	if _, err := pgx.ForEachRow(rs, r.scanTargets(), func() error {
 		row := r
-		rows[[2]int64{int64(r.partition), r.offset}] = &row
 		r.quantity = nil
+		k := [2]int64{int64(row.partition), row.offset}
+		if prev, ok := read.rows[k]; ok && id != "" && (prev.topicID == "") != (row.topicID == "") {
+			// A row without an ID (written before the sink recorded
+			// them) at the position of a row of this topic is of an
+			// earlier topic: one position holds one record per topic.
+			read.other++
+			if prev.topicID == id {
+				return nil
+			}
+		}
+		read.rows[k] = &row
 		return nil
 	}); err != nil {
-		return nil, nil, time.Time{}, nil, fmt.Errorf("read audit_events: %w", err)
+		return auditRead{}, nil, fmt.Errorf("read audit_events: %w", err)
 	}
-	var at time.Time
-	if cut.Valid {
-		at = cut.Time
-	}
-	return stored, rows, at, nil, nil
+	return read, nil, nil
 }
 
 // writeAuditText writes the audit lines of a report.
@@ -273,6 +332,9 @@ func writeAuditText(b *strings.Builder, reps []AuditTopicReport) {
 			a.Rows, a.Records, a.Topic, a.Skipped, offsetList(a.To))
 		if !a.DroppedBefore.IsZero() {
 			fmt.Fprintf(b, ", retention cut %s", a.DroppedBefore.UTC().Format(time.RFC3339))
+		}
+		if a.OtherTopicRows > 0 {
+			fmt.Fprintf(b, "; %d rows of earlier topics of this name (another topic ID) kept, not compared", a.OtherTopicRows)
 		}
 		b.WriteByte('\n')
 	}

@@ -3,14 +3,22 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -133,8 +141,67 @@ func TestRoutesBuildCommands(t *testing.T) {
 	}
 }
 
-// The status codes, and the bodies of the failures.
+// handlerStatusCodes lists the status codes the handler can answer: every
+// http.StatusXxx constant its source (the package's non-test Go files) names,
+// resolved through net/http's own declarations (status.go of the Go tree
+// that runs the test). A code added to the handler shows up here, so the
+// tests below cannot miss it.
+func handlerStatusCodes(t *testing.T) []int {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	require.NoError(t, err, "the go tool on PATH: the test reads net/http's status codes from the Go tree")
+	out, err := exec.Command(goTool, "env", "GOROOT").Output()
+	require.NoError(t, err, "go env GOROOT")
+	fset := token.NewFileSet()
+	statusFile := filepath.Join(strings.TrimSpace(string(out)), "src", "net", "http", "status.go")
+	decl, err := parser.ParseFile(fset, statusFile, nil, 0)
+	require.NoError(t, err)
+	values := map[string]int{}
+	ast.Inspect(decl, func(n ast.Node) bool {
+		if vs, ok := n.(*ast.ValueSpec); ok && len(vs.Names) == 1 && len(vs.Values) == 1 {
+			if lit, ok := vs.Values[0].(*ast.BasicLit); ok && lit.Kind == token.INT {
+				if v, err := strconv.Atoi(lit.Value); err == nil {
+					values[vs.Names[0].Name] = v
+				}
+			}
+		}
+		return true
+	})
+	require.Equal(t, 200, values["StatusOK"], "%s: no StatusOK = 200", statusFile)
+
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	var codes []int
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := parser.ParseFile(fset, f, nil, 0)
+		require.NoError(t, err)
+		ast.Inspect(src, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok || !strings.HasPrefix(sel.Sel.Name, "Status") {
+				return true
+			}
+			if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "http" {
+				v, ok := values[sel.Sel.Name]
+				require.True(t, ok, "%s: http.%s is not a status code of %s", fset.Position(sel.Pos()), sel.Sel.Name, statusFile)
+				if !slices.Contains(codes, v) {
+					codes = append(codes, v)
+				}
+			}
+			return true
+		})
+	}
+	slices.Sort(codes)
+	require.Contains(t, codes, http.StatusOK, "the handler's status codes, from its source")
+	return codes
+}
+
+// The status codes, and the bodies of the failures; every code the handler
+// can answer (handlerStatusCodes) has a case.
 func TestStatusCodes(t *testing.T) {
+	answered := map[int]bool{}
 	for _, tc := range []struct {
 		name            string
 		f               *fake
@@ -163,6 +230,7 @@ func TestStatusCodes(t *testing.T) {
 		{"no result", &fake{err: client.ErrNoResult}, "/v1/stock/S", `{"on_hand":1}`, "k-504", 504, ""},
 		{"unavailable", &fake{err: client.ErrUnavailable}, "/v1/carts/k/commit", `{"order_id":"o"}`, "k-503", 503, ""},
 	} {
+		answered[tc.code] = true
 		t.Run(tc.name, func(t *testing.T) {
 			var hdr []string
 			if tc.key != "" {
@@ -189,6 +257,21 @@ func TestStatusCodes(t *testing.T) {
 				}
 			}
 		})
+	}
+	t.Run("unreadable body", func(t *testing.T) {
+		f := &fake{outcome: "accepted"}
+		w := httptest.NewRecorder()
+		httpapi.New(f, httpapi.Config{}).ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/stock/S",
+			iotest.ErrReader(errors.New("connection reset by peer"))))
+		answered[w.Code] = true
+		require.Equal(t, http.StatusBadRequest, w.Code, w.Body.String())
+		var eb httpapi.ErrorBody
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &eb), w.Body.String())
+		assert.Contains(t, eb.Error, "connection reset by peer")
+		assert.Empty(t, f.cmds, "nothing sent")
+	})
+	for _, c := range handlerStatusCodes(t) {
+		assert.True(t, answered[c], "the handler can answer %d: no case of TestStatusCodes gets it", c)
 	}
 }
 
@@ -244,8 +327,12 @@ func TestOpenAPIMatchesHandler(t *testing.T) {
 		assert.NotContains(t, []int{404, 405}, w.Code, "%s: %s", r, w.Body)
 	}
 
-	// The codes every command route can answer, each documented for it.
-	codes := []string{"200", "400", "409", "413", "422", "503", "504"}
+	// The codes every command route can answer (those the handler's source
+	// names), each documented for it.
+	var codes []string
+	for _, c := range handlerStatusCodes(t) {
+		codes = append(codes, strconv.Itoa(c))
+	}
 	for path, ops := range doc.Paths {
 		for m, op := range ops {
 			if m != "post" {

@@ -49,8 +49,9 @@ state and checks:
     record of <topic-prefix>.results and <topic-prefix>.cart-results
     exactly once, field for field, and no other row, from each partition's
     log start to the offset the sink stored (rows the topics no longer
-    hold, and records of months the audit retention dropped, are not
-    compared). --check-audit auto (the default) compares the topics the sink
+    hold, rows read from an earlier topic of the same name, i.e. another
+    Kafka topic ID, and records of months the audit retention dropped, are
+    not compared). --check-audit auto (the default) compares the topics the sink
     stored offsets of and reports the others as not kept; on requires the
     audit (waiting up to --wait for it); off skips it.
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/reservations/reservations/internal/kafkatest"
 	"github.com/reservations/reservations/internal/pgtest"
 )
 
@@ -179,7 +180,9 @@ var generatedSeries = setOf("up", "scrape_duration_seconds", "scrape_samples_scr
 // alert rules and the dashboard and checks each against what the real
 // binary exposes on /metrics: the processor (`dev`, after commands, a
 // low-stock notice and a restore from the changelog, so that per-partition
-// and labelled families exist) and the sink (`sink` against a real Postgres).
+// and labelled families exist), two `serve` processes with a standby each
+// (the standby families, which a single instance never exports) and the sink
+// (`sink` against a real Postgres).
 func TestRulesAndDashboardUseRealMetrics(t *testing.T) {
 	uses := usedMetrics(t)
 	require.NotEmpty(t, uses)
@@ -213,12 +216,14 @@ func TestRulesAndDashboardUseRealMetrics(t *testing.T) {
 }
 
 // binaryMetrics runs the binary and returns the union of the families that
-// the processor and the sink expose, once every name of want is exposed or
+// the processors and the sink expose, once every name of want is exposed or
 // 20 seconds passed.
 func binaryMetrics(t *testing.T, want []string) exposition {
 	t.Helper()
 	table := configTable(t)
 	data := t.TempDir()
+	// First, so that the pair settles while dev runs.
+	standbyURLs := startStandbyPair(t)
 
 	// Run 1: decisions whose changelog run 2 restores.
 	kafka := freePort(t)
@@ -237,7 +242,7 @@ func binaryMetrics(t *testing.T, want []string) exposition {
 	send(t, kafka, "reserve", "--sku", "SKU-2", "--reservation", "r-2", "--qty", "6")
 	send(t, kafka, "cart.reserve", "--cart", "cart-1", "--items", "SKU-1:1,SKU-2:1") // the coordinator's metrics
 
-	urls := []string{"http://" + admin + "/metrics"}
+	urls := append([]string{"http://" + admin + "/metrics"}, standbyURLs...)
 	if table["sink"] == nil {
 		t.Errorf("the binary has no `sink` subcommand (not in `reservations config-table`): " +
 			"the sink metrics of the rules and the dashboard cannot be checked against it")
@@ -272,6 +277,39 @@ func binaryMetrics(t *testing.T, want []string) exposition {
 		}
 		time.Sleep(250 * time.Millisecond) // polling external processes
 	}
+}
+
+// startStandbyPair runs two `serve` processes with --standby-replicas 1 in
+// one group on a broker of their own (internal/kafkatest), with 2 partitions:
+// each owns one and keeps a warm copy of the other, so that they export the
+// standby families (reservations_standby_lag_records and the like), which
+// `dev` alone never does. It returns their /metrics URLs once both answer
+// /healthz; the caller's polling waits for the families.
+func startStandbyPair(t *testing.T) []string {
+	t.Helper()
+	kafka := kafkatest.New(t)
+	names := kafka.Topics(t, 2)
+	prefix := strings.TrimSuffix(names.Commands, ".commands")
+	var urls []string
+	var procs []*process
+	for _, id := range []string{"standby-a", "standby-b"} {
+		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		procs = append(procs, start(t, id, nil, "serve",
+			"--brokers", strings.Join(kafka.Brokers, ","),
+			"--topic-prefix", prefix,
+			"--group", prefix+"-processor",
+			"--instance-id", id,
+			"--state-dir", t.TempDir(),
+			"--http-addr", admin,
+			"--standby-replicas", "1",
+			"--carts=false",
+			"--log-level", "info"))
+		urls = append(urls, "http://"+admin+"/metrics")
+	}
+	for i, p := range procs {
+		p.waitHTTP(t, strings.TrimSuffix(urls[i], "/metrics")+"/healthz", 60*time.Second)
+	}
+	return urls
 }
 
 // pgtestDatabase returns the DSN of a fresh database on a real PostgreSQL
@@ -351,6 +389,7 @@ func TestRules(t *testing.T) {
 		"reservations_end_to_end_latency_seconds_bucket",
 		"reservations_state_wipes_total",
 		"reservations_partitions_running",
+		"reservations_standby_lag_records",
 	} {
 		assert.NotEmpty(t, metricsOf[m], "no alert uses %s", m)
 	}
@@ -393,6 +432,11 @@ func TestRules(t *testing.T) {
 		"fires when the processes run no partition of a role")
 	assert.Equal(t, "critical", none.Labels["severity"])
 	assert.NotEmpty(t, none.For)
+	// A standby far behind: above the balancer's acceptable recovery lag for
+	// minutes, per copy (instance and partition).
+	standby := alerts["ReservationsStandbyLagging"]
+	assert.Regexp(t, `^max by \(job, instance, role, partition\) \(reservations_standby_lag_records\) > 10000$`, strings.TrimSpace(standby.Expr))
+	assert.Equal(t, "10m", standby.For)
 }
 
 // processorJob is the job name under which compose's Prometheus scrapes the
@@ -598,6 +642,7 @@ func TestDashboard(t *testing.T) {
 		"go_memstats_heap_inuse_bytes",
 		"reservations_partitions_running",
 		"reservations_state_wipes_total",
+		"reservations_standby_lag_records",
 	} {
 		assert.True(t, used[m], "no dashboard panel queries %s", m)
 	}

@@ -127,6 +127,21 @@ func TestAlertExpressionsWithPromtool(t *testing.T) {
 	add("wipes: none", wipes, "120m", silent, counter("0x150"))
 	add("wipes: one more than an hour ago", wipes, "150m", silent, counter("1x200"))
 
+	// Standby lag: the alert fires per copy (instance and partition), above
+	// 10000 only, and not for a copy that caught up again.
+	standby := exprs["ReservationsStandbyLagging"]
+	require.NotEmpty(t, standby, "no alert ReservationsStandbyLagging")
+	lag := func(instance, partition, values string) promtoolSeries {
+		return series(sel("reservations_standby_lag_records", `instance="`+instance+`", role="sku", partition="`+partition+`"`), values)
+	}
+	add("standby lag: one copy far behind", standby, "10m",
+		[]promtoolSample{{Labels: `{job="` + job + `", instance="p1", role="sku", partition="3"}`, Value: 25000}},
+		lag("p1", "3", "25000x20"), lag("p2", "4", "0x20"), lag("p0", "5", "10000x20"))
+	add("standby lag: caught up", standby, "10m", silent,
+		lag("p1", "3", "25000x5 0x15"), lag("p2", "4", "0x20"))
+	add("standby lag: no standbys", standby, "10m", silent,
+		series(sel(running, `instance="p0", role="sku"`), "6x20"))
+
 	b, err := yaml.Marshal(promtoolFile{RuleFiles: []string{}, EvaluationInterval: "1m", Tests: tests})
 	require.NoError(t, err)
 	file := filepath.Join(t.TempDir(), "rules_test.yml")

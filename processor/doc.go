@@ -37,18 +37,26 @@
 //     then flushes and checks every produce: any failure aborts;
 //  4. ends the transaction, which commits the consumed offsets with the
 //     outputs (KIP-447: the group generation fences zombies);
-//  5. on commit, each partition writes its pending changes and the changelog
-//     offset they reach to Badger in ONE write, then moves them to its cache;
-//     on abort, it drops them (and puts popped timers back), and the session
-//     rewinds to the committed offsets so the records are decided again.
+//  5. on commit, each partition moves its pending changes to its cache and
+//     hands their changelog values, with the changelog offset they reach, to
+//     its store writer (checkpoint.go): one background write at a time puts
+//     everything committed since the last one into Badger in ONE write (data
+//     and offset together), so Badger's work is off the partition's critical
+//     path and a key changed by many transactions is written once per store
+//     write; on abort, it drops them (and puts popped timers back), and the
+//     session rewinds to the committed offsets so the records are decided again.
 //
 // Badger therefore only ever holds state of committed transactions: it can be
-// behind the changelog (a crash between commit and the Badger write), never
+// behind the changelog (a crash before the background write ended), never
 // ahead of it, and never holds aborted writes (a store written before the
-// commit would keep the writes of a transaction that then aborted).
+// commit would keep the writes of a transaction that then aborted). Being
+// behind is the case every restore handles: the changelog tail from the
+// store's offset brings it up to date. A clean stop waits for the store to
+// have every commit before closing it.
 //
 // A partition reads state through its pending writes, a cache of decoded
-// entities and the store; a key filter (keyfilter.go: the hashes of every key
+// entities, the committed values its store writer has not written yet, and
+// the store; a key filter (keyfilter.go: the hashes of every key
 // the store may hold) answers "certainly absent" for the keys a new command
 // asks for (its command/<id> and reservation keys) without a Badger read.
 //
@@ -127,6 +135,7 @@
 //
 //	processor.go  the main loop: poll, dispatch, barrier, transaction, group events
 //	partition.go  a partition's goroutine: store, cache, pending writes, commit/abort
+//	checkpoint.go committed state written to Badger behind the commits
 //	restore.go    store + changelog -> ready partition; the stale-store rules
 //	sweep.go      tombstones of what the role forgets
 //	poison.go     commands whose decision the broker rejects

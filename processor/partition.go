@@ -146,9 +146,13 @@ type partition struct {
 	// (standby.go): it restores and tails the changelog, never decides.
 	standby bool
 
-	store   *statestore.Store
-	offset  int64     // next changelog offset the store reflects
-	ownedAt time.Time // the store's MetaOwnedAt, last written
+	store *statestore.Store
+	// offset is the next changelog offset committed state reflects; the
+	// store has stored, and the rest waits in sw (checkpoint.go).
+	offset  int64
+	stored  int64
+	sw      storeWriter
+	ownedAt time.Time // the store's MetaOwnedAt, last written or staged
 
 	cache   map[string]Change // committed entities (a tombstone caches absence)
 	keys    keyFilter         // the keys the store may hold
@@ -190,6 +194,7 @@ func newPartition(env *partitionEnv, parent context.Context, p int32) *partition
 		pending:   make(Entities),
 		raw:       make(map[string][]byte),
 		unsentSet: make(map[string]struct{}),
+		sw:        newStoreWriter(),
 	}
 	w.role = env.role.partition(w)
 	w.maxOff.Store(-1)
@@ -210,9 +215,7 @@ func (w *partition) run(restored chan<- restoreDone) {
 			if !w.ownedAt.IsZero() {
 				markReleased(w.store.Dir())
 			}
-			if err := w.store.Close(); err != nil {
-				w.log.Warn("close state", "err", err)
-			}
+			w.closeStore()
 		}
 	}()
 	err := w.restore(w.ctx)
@@ -243,6 +246,8 @@ func (w *partition) run(restored chan<- restoreDone) {
 			q(w)
 		case j := <-w.jobs:
 			w.handleJob(j)
+		case r := <-w.sw.done:
+			w.storeDone(r)
 		}
 	}
 }
@@ -271,11 +276,7 @@ func (w *partition) handleJob(j job) {
 			return
 		}
 		if err := w.commit(j.owned); err != nil {
-			// The transaction is committed in Kafka; the store is merely
-			// behind, and the restore after a restart replays the tail.
-			w.log.Error("write committed state; restart to restore from the changelog", "err", err)
-			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
-			w.env.fail(w.broken)
+			w.storeFailed(err)
 		}
 	case jobAbort:
 		w.abort()
@@ -304,10 +305,13 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 		}
 		return Change{}, false
 	}
-	v, err := w.store.Get(key)
-	if err != nil {
-		w.err = err
-		return Change{}, false
+	v, staged := w.sw.lookup(key)
+	if !staged {
+		var err error
+		if v, err = w.store.Get(key); err != nil {
+			w.err = err
+			return Change{}, false
+		}
 	}
 	if v == nil {
 		if cacheMiss {
@@ -454,28 +458,31 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 	w.env.metrics.forwarded.Inc()
 }
 
-// commit writes the committed transaction's changes and changelog offset to the
-// store in one Badger write, then moves them into the cache.
+// commit hands the committed transaction's changes and changelog offset to the
+// store's writer (checkpoint.go), then moves them into the cache.
 func (w *partition) commit(owned time.Time) error {
 	next := w.offset
 	if m := w.maxOff.Load(); m >= 0 {
 		next = m + 1
 	}
+	if !owned.IsZero() && owned.Sub(w.ownedAt) > ownedAtRefresh {
+		w.ownedAt = owned
+	} else {
+		owned = time.Time{}
+	}
 	if len(w.raw) > 0 || next != w.offset {
-		if err := w.store.Commit(w.raw, next); err != nil {
-			return err
-		}
+		w.stage(w.raw, next, owned)
 		w.offset = next
 		for k, v := range w.raw {
 			if v != nil {
 				w.keys.committed(k)
 			}
 		}
+	} else if !owned.IsZero() {
+		w.stage(nil, -1, owned)
 	}
-	if !owned.IsZero() && owned.Sub(w.ownedAt) > ownedAtRefresh {
-		if err := w.markOwned(owned); err != nil {
-			return err
-		}
+	if err := w.writeBehind(); err != nil {
+		return err
 	}
 	for k, c := range w.pending {
 		// Decided commands are read again only by a duplicate: leave them to

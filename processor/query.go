@@ -152,9 +152,15 @@ func (w *partition) committed(key string) (Change, bool, error) {
 	if c, ok := w.cache[key]; ok {
 		return c, !c.Tombstone(), nil
 	}
-	v, err := w.store.Get(key)
-	if err != nil || v == nil {
-		return Change{}, false, err
+	v, staged := w.sw.lookup(key)
+	if !staged {
+		var err error
+		if v, err = w.store.Get(key); err != nil {
+			return Change{}, false, err
+		}
+	}
+	if v == nil {
+		return Change{}, false, nil
 	}
 	c, err := DecodeChange(key, v)
 	return c, err == nil, err

@@ -173,6 +173,7 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	if w.offset, err = store.Offset(); err != nil {
 		return st, err
 	}
+	w.stored = w.offset
 	if !w.standby { // a standby decides nothing: no timers, no gauges
 		if err := w.role.restored(); err != nil {
 			return st, err

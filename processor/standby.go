@@ -265,7 +265,7 @@ func (s *standby) tail(ctx context.Context, p *Processor) error {
 				return err
 			}
 			clear(chunk)
-			w.offset = next
+			w.offset, w.stored = next, next
 			s.offset.Store(next)
 			p.metrics.standbyRecords.Add(float64(n))
 		}

@@ -30,6 +30,11 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	}
 	horizon := clock - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
+	if err := w.syncStore(); err != nil {
+		w.storeFailed(err)
+		w.err = err
+		return
+	}
 	if w.sweep.cursor == "" {
 		w.keys.passStart()
 	}

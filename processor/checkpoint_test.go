@@ -1,0 +1,147 @@
+package processor
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/reservations/reservations/processor/sku"
+	"github.com/reservations/reservations/schemas"
+	"github.com/reservations/reservations/statestore"
+)
+
+// TestWriteBehindModel drives a partition's write-behind the way the loop
+// does, in a random order: committed transactions (some while a store write
+// runs), the end of the running write, reads, stops that wait for the store
+// and crashes that do not. It checks against a model of committed state:
+//   - every read (partition.get, the interactive query's committed) sees the
+//     last committed value of its key, whatever the store has;
+//   - the store is always a prefix of the committed history: its values are
+//     exactly the state at the changelog offset it records;
+//   - after a clean stop the store has every committed value.
+func TestWriteBehindModel(t *testing.T) {
+	for seed := range uint64(6) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			dir := t.TempDir()
+			open := func() *partition {
+				store, err := statestore.Open(dir, statestore.Options{})
+				require.NoError(t, err)
+				w := &partition{
+					store: store, sw: newStoreWriter(), log: slog.New(slog.DiscardHandler),
+					cache: map[string]Change{}, pending: Entities{},
+					env: &partitionEnv{fail: func(err error) { t.Fatalf("partition failed: %v", err) }},
+				}
+				w.offset, err = store.Offset()
+				require.NoError(t, err)
+				w.stored = w.offset
+				return w
+			}
+			w := open()
+			// history[o] is the committed state after the changelog prefix [0, o).
+			history := map[int64]map[string]int64{0: {}}
+			model := map[string]int64{}
+			off := int64(0)
+			value := func(k string, onHand int64) []byte {
+				v, err := EncodeChange(&Change{Change: sku.Change{Key: k, Stock: &schemas.StockEntity{SKU: k, OnHand: onHand, Available: onHand, Version: 1, UpdatedAt: 1}}})
+				require.NoError(t, err)
+				return v
+			}
+			checkReads := func() {
+				for i := range 30 {
+					k := fmt.Sprintf("s%02d", i)
+					want, live := model[k]
+					clear(w.cache) // read through the staged values and the store
+					c, ok := w.get(schemas.StockKey(k), false)
+					require.NoError(t, w.err)
+					require.Equal(t, live, ok, "get %s", k)
+					if live {
+						require.Equal(t, want, c.Stock.OnHand, "get %s", k)
+					}
+					c, ok, err := w.committed(schemas.StockKey(k))
+					require.NoError(t, err)
+					require.Equal(t, live, ok, "committed %s", k)
+					if live {
+						require.Equal(t, want, c.Stock.OnHand, "committed %s", k)
+					}
+				}
+			}
+			checkStorePrefix := func() {
+				at, err := w.store.Offset()
+				require.NoError(t, err)
+				want, ok := history[at]
+				require.True(t, ok, "the store records offset %d, which no transaction ended at", at)
+				dump, err := w.store.Dump()
+				require.NoError(t, err)
+				got := map[string]int64{}
+				for k, v := range dump {
+					c, err := DecodeChange(k, v)
+					require.NoError(t, err)
+					got[c.Stock.SKU] = c.Stock.OnHand
+				}
+				require.Equal(t, want, got, "the store at offset %d", at)
+			}
+			for step := range 600 {
+				switch r := rng.IntN(20); {
+				case r < 12: // a committed transaction
+					raw := map[string][]byte{}
+					for range 1 + rng.IntN(5) {
+						k := fmt.Sprintf("s%02d", rng.IntN(30))
+						off++ // one changelog record per change
+						if rng.IntN(4) == 0 {
+							raw[schemas.StockKey(k)] = nil
+							delete(model, k)
+						} else {
+							n := rng.Int64N(1000)
+							raw[schemas.StockKey(k)] = value(k, n)
+							model[k] = n
+						}
+					}
+					off++ // the commit marker
+					history[off] = maps.Clone(model)
+					// What partition.commit does with a committed transaction.
+					w.stage(raw, off, time.Time{})
+					w.offset = off
+					require.NoError(t, w.writeBehind())
+				case r < 16: // the running write ends (the loop's select)
+					if w.sw.writing != nil {
+						w.storeDone(<-w.sw.done)
+					}
+				case r < 18:
+					checkReads()
+				case r == 18: // a clean stop, then a restart on the same folder
+					w.closeStore()
+					w = open()
+					at, err := w.store.Offset()
+					require.NoError(t, err)
+					require.Equal(t, off, at, "step %d: a clean stop leaves the store with every commit", step)
+					checkStorePrefix()
+				default: // a crash: whatever the store has is all there is
+					if w.sw.writing != nil {
+						r := <-w.sw.done // the process dies after the write returned
+						require.NoError(t, r.err)
+					}
+					require.NoError(t, w.store.Close())
+					w = open()
+					checkStorePrefix()
+					// The restore replays the changelog from the store's offset:
+					// the model's state there becomes the committed state again.
+					at, _ := w.store.Offset()
+					model, off = maps.Clone(history[at]), at
+					for o := range history {
+						if o > at {
+							delete(history, o)
+						}
+					}
+				}
+				checkReads()
+			}
+			w.closeStore()
+		})
+	}
+}

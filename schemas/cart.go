@@ -98,6 +98,7 @@ func DecodeCartCommand(b []byte, maxBytes int) (CartCommand, error) {
 		return c, &UndecodableError{CommandID: c.CommandID, Msg: fmt.Sprintf("command_id longer than %d characters", MaxIDLen)}
 	}
 	if te != nil {
+		dropBadReplyPartition(b, &c.ReplyPartition)
 		field := te.Field
 		if field == "items" || strings.HasPrefix(field, "items.") {
 			field = itemField(b)

@@ -58,7 +58,7 @@ func (r *cartRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
 		Help: "When the oldest saga in flight started (Unix seconds; 0 when none): time() minus it is how long a saga has waited for its line results."},
 		[]string{"partition"})
 	reg.MustRegister(r.sagaSeconds, r.sagasInFlight, r.oldestSaga)
-	r.replies.register(reg)
+	r.replies.register(reg, r.name())
 	return []*prometheus.GaugeVec{r.sagasInFlight, r.oldestSaga}
 }
 

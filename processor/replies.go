@@ -58,15 +58,19 @@ type replyRoute struct {
 	warned     map[string]bool // outcome -> logged once
 }
 
-func (rr *replyRoute) register(reg prometheus.Registerer) {
-	rr.total = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "reservations", Name: "replies_total",
-		Help: "Decisions (cart results, in the cart role) of commands sent with reply_to \"replies\", by outcome: " +
+// register registers reservations_replies_total (shared by the roles of one
+// registry, labelled by role, like the processor's shared metrics) and counts
+// role's outcomes.
+func (rr *replyRoute) register(reg prometheus.Registerer, role string) {
+	vec := registerShared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "reservations", Name: "replies_total",
+		Help: "Decisions (cart results, in the cart role) of commands sent with reply_to \"replies\", by role and outcome: " +
 			"routed (copied to the replies topic), no_topic (the replies topic does not exist), out_of_range " +
-			"(reply_partition beyond its partitions). Unrouted decisions are still written to the results topic."}, []string{"outcome"})
+			"(reply_partition beyond its partitions). Unrouted decisions are still written to the results topic."},
+		[]string{"role", "outcome"}))
+	rr.total = vec.MustCurryWith(prometheus.Labels{"role": role})
 	for _, o := range []string{replyRouted, replyNoTopic, replyOutOfRange} {
 		rr.total.WithLabelValues(o)
 	}
-	reg.MustRegister(rr.total)
 }
 
 // lookup reads the replies topic's partition count (0 when it does not exist)

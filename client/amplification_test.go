@@ -11,6 +11,7 @@ import (
 
 	"github.com/reservations/reservations/client"
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/schemas"
 )
 
 // TestReadAmplification measures how many result (or reply) records the
@@ -109,6 +110,103 @@ func TestReadAmplification(t *testing.T) {
 				tc.clients, mode, matched, elapsed.Round(time.Millisecond), read, matched, amp, tc.clients, subs,
 				float64(subs)/float64(matched), resent)
 			assert.LessOrEqual(t, amp, tc.max)
+		})
+	}
+}
+
+// TestCartReadAmplification is TestReadAmplification for cart calls (a
+// cart.reserve of two lines, then a cart.release of the cart), with 1 and 10
+// client instances: on the reply route, where the coordinator copies each
+// cart result to the caller's replies partition, every instance reads only
+// its own cart results (1.0); in the results mode (the only mode of cart
+// calls before the route) every instance reads the cart-results partitions
+// of its calls in flight, which under load is nearly every cart result
+// (logged: docs/CLIENT.md records the figures).
+func TestCartReadAmplification(t *testing.T) {
+	pl := newTestPipeline(t, 12, processor.RoleSKU, processor.RoleCart)
+	setup := newTestClient(t, pl, client.WithResultsPartitions())
+	ctx := ctxFor(t, 240*time.Second)
+	const skus = 48
+	for i := range skus {
+		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("C-%d", i), OnHand: 1 << 40})
+		require.NoError(t, err)
+	}
+	for _, tc := range []struct {
+		replies bool
+		clients int
+		max     float64
+	}{
+		{true, 1, 1.0},
+		{true, 10, 1.0},
+		{false, 10, 10},
+	} {
+		mode := "results,linger=250ms"
+		if tc.replies {
+			mode = "replies"
+		}
+		t.Run(fmt.Sprintf("clients=%d,%s", tc.clients, mode), func(t *testing.T) {
+			cs := make([]*client.Client, tc.clients)
+			for i := range cs {
+				if tc.replies {
+					cs[i] = newTestClient(t, pl)
+					continue
+				}
+				cs[i] = newTestClient(t, pl, client.WithResultsPartitions())
+			}
+			if tc.replies {
+				require.Eventually(t, func() bool {
+					n := 0
+					for _, c := range cs {
+						if len(c.ReplyPartitions()) == 0 {
+							return false
+						}
+						n += len(c.ReplyPartitions())
+					}
+					return n == 12
+				}, 30*time.Second, 20*time.Millisecond)
+			}
+			const callers, carts = 4, 5 // two calls per cart
+			start := time.Now()
+			var wg sync.WaitGroup
+			for ci, c := range cs {
+				for g := range callers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := range carts {
+							cartID := client.NewID()
+							a, b := (ci*7+g*13+i)%skus, (ci*7+g*13+i+1)%skus
+							res, err := c.CartReserve(ctx, client.CartReserveRequest{CartID: cartID, Items: []schemas.CartItem{
+								{SKU: fmt.Sprintf("C-%d", a), Quantity: i64(1)}, {SKU: fmt.Sprintf("C-%d", b), Quantity: i64(1)}}})
+							if !assert.NoError(t, err) || !assert.Equal(t, schemas.OutcomeAccepted, res.Outcome, "%+v", res) {
+								return
+							}
+							res, err = c.CartRelease(ctx, client.CartReleaseRequest{CartID: cartID})
+							if !assert.NoError(t, err) || !assert.Equal(t, schemas.OutcomeAccepted, res.Outcome, "%+v", res) {
+								return
+							}
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			var read, matched, subs int64
+			for _, c := range cs {
+				s := c.Stats()
+				read += s.RecordsRead
+				matched += s.ResultsMatched
+				subs += s.Subscribes
+			}
+			require.Equal(t, int64(tc.clients*callers*carts*2), matched, "every call got its cart result")
+			amp := float64(read) / float64(matched)
+			t.Logf("clients=%d %s: %d cart calls in %s, %d records read for %d cart results needed: amplification %.2f "+
+				"(reading every partition: %d); %d subscriptions of cart-results partitions",
+				tc.clients, mode, matched, elapsed.Round(time.Millisecond), read, matched, amp, tc.clients, subs)
+			assert.LessOrEqual(t, amp, tc.max)
+			if tc.replies {
+				assert.Zero(t, subs, "the reply route reads no cart-results partition")
+			}
 		})
 	}
 }

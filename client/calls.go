@@ -184,13 +184,13 @@ func (c *Client) Do(ctx context.Context, cmd schemas.Command) (schemas.Result, e
 	var raw []byte
 	var err error
 	if c.rcl != nil && cmd.ReplyTo == "" && cmd.ReplyPartition == nil {
-		raw, err = c.sendReply(ctx, cmd)
+		raw, err = c.sendReply(ctx, commandCall(cmd))
 	} else {
 		var v []byte
 		if v, err = json.Marshal(cmd); err != nil {
 			return schemas.Result{}, fmt.Errorf("client: encode command: %w", err)
 		}
-		raw, err = c.Send(ctx, Record{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID})
+		raw, err = c.sendResults(ctx, Record{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID})
 	}
 	if err != nil {
 		return schemas.Result{}, err
@@ -202,7 +202,10 @@ func (c *Client) Do(ctx context.Context, cmd schemas.Command) (schemas.Result, e
 	return res, nil
 }
 
-// DoCart is Do for cart commands.
+// DoCart is Do for cart commands: on the reply route (the default) it adds
+// reply_to "replies" and a replies partition of this instance, and the
+// coordinator copies the cart result there when the saga ends; a cmd that
+// sets reply_to itself is sent as is and answered through cart-results.
 func (c *Client) DoCart(ctx context.Context, cmd schemas.CartCommand) (schemas.CartResult, error) {
 	if cmd.CommandID == "" {
 		cmd.CommandID = c.opts.newID()
@@ -213,11 +216,20 @@ func (c *Client) DoCart(ctx context.Context, cmd schemas.CartCommand) (schemas.C
 	if fe := cmd.Validate(); fe != nil {
 		return schemas.CartResult{}, invalid(fe)
 	}
-	v, err := json.Marshal(cmd)
-	if err != nil {
-		return schemas.CartResult{}, fmt.Errorf("client: encode cart command: %w", err)
+	var raw []byte
+	var err error
+	switch {
+	case c.cartParts == 0:
+		return schemas.CartResult{}, c.noCartTopics()
+	case c.rcl != nil && cmd.ReplyTo == "" && cmd.ReplyPartition == nil:
+		raw, err = c.sendReply(ctx, cartCall(cmd))
+	default:
+		var v []byte
+		if v, err = json.Marshal(cmd); err != nil {
+			return schemas.CartResult{}, fmt.Errorf("client: encode cart command: %w", err)
+		}
+		raw, err = c.sendResults(ctx, Record{Key: cmd.CartID, Value: v, CommandID: cmd.CommandID, Cart: true})
 	}
-	raw, err := c.Send(ctx, Record{Key: cmd.CartID, Value: v, CommandID: cmd.CommandID, Cart: true})
 	if err != nil {
 		return schemas.CartResult{}, err
 	}

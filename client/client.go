@@ -25,8 +25,12 @@
 //     decision there. With no more instances than replies partitions, no
 //     instance reads another's replies. A call whose partition moves to
 //     another instance sends its command again with the same command_id.
+//     Cart calls take the same route (the coordinator copies the cart
+//     result there when the saga ends), and so does Send for a value that is
+//     a valid command without reply fields.
 //   - The results mode (WithResultsPartitions; also without a replies topic,
-//     and always for cart calls and Send): the client reads only the result
+//     for a command that sets reply_to itself, and for Send of any other
+//     value): the client reads only the result
 //     partitions that have calls in flight, each from its end offset listed
 //     before the first of those calls was sent, and stops reading a
 //     partition a short linger after its last call returns. It never reads a
@@ -439,12 +443,34 @@ type Record struct {
 	Cart bool
 }
 
-// Send produces rec as is (no validation) and returns the raw JSON of its
-// result, read from the results (cart-results) topic: it cannot add reply
-// fields to bytes it does not decode, so it does not use the reply route.
-// The cart calls use it; `reservations send --json` uses it to send any JSON,
-// invalid commands included.
+// Send produces rec and returns the raw JSON of its result (cart result).
+// `reservations send --json` uses it to send any JSON, invalid commands
+// included. On the reply route (the default), a value that is a valid command
+// (cart command) with command_id rec.CommandID and no reply fields is sent
+// with reply_to "replies" and a replies partition of this instance added
+// before its closing brace (the rest of the bytes unchanged), and answered
+// there. Any other value is sent as is and its result read from the results
+// (cart-results) topic: a value that sets reply_to or reply_partition itself
+// is left alone, and an invalid one gets its invalid_command rejection where
+// the processor always writes it.
 func (c *Client) Send(ctx context.Context, rec Record) ([]byte, error) {
+	if c.rcl != nil && rec.CommandID != "" && rec.Key != "" && (!rec.Cart || c.cartParts > 0) {
+		if call, ok := rawCall(rec); ok {
+			return c.sendReply(ctx, call)
+		}
+	}
+	return c.sendResults(ctx, rec)
+}
+
+// noCartTopics is the error of a cart call without the cart topics.
+func (c *Client) noCartTopics() error {
+	return fmt.Errorf("topic %s or %s (the cart coordinator's) does not exist, or their partition counts differ: %w",
+		c.names.CartCommands, c.names.CartResults, topics.ErrMissing)
+}
+
+// sendResults produces rec as is and returns the raw JSON of its result,
+// read from the results (cart-results) topic (the results mode).
+func (c *Client) sendResults(ctx context.Context, rec Record) ([]byte, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -456,8 +482,7 @@ func (c *Client) Send(ctx context.Context, rec Record) ([]byte, error) {
 	in, out, n := c.names.Commands, c.names.Results, c.cmdParts
 	if rec.Cart {
 		if c.cartParts == 0 {
-			return nil, fmt.Errorf("topic %s or %s (the cart coordinator's) does not exist, or their partition counts differ: %w",
-				c.names.CartCommands, c.names.CartResults, topics.ErrMissing)
+			return nil, c.noCartTopics()
 		}
 		in, out, n = c.names.CartCommands, c.names.CartResults, c.cartParts
 	}

@@ -320,6 +320,13 @@ func TestCartCalls(t *testing.T) {
 	res, err = c.CartRelease(ctx, client.CartReleaseRequest{CartID: "cart-3"})
 	require.NoError(t, err)
 	assert.Equal(t, schemas.OutcomeAccepted, res.Outcome, "an empty cart releases at once")
+
+	// Every cart result came on the reply route (the duplicate too): no
+	// cart-results partition read, no record read that was not an answer.
+	s := c.Stats()
+	assert.Equal(t, int64(7), s.ResultsMatched)
+	assert.Equal(t, s.ResultsMatched, s.RecordsRead)
+	assert.Zero(t, s.Subscribes)
 }
 
 // Close fails the calls in flight.

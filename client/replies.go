@@ -1,11 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,7 +20,9 @@ import (
 // reads only the replies partitions assigned to it. Every command it sends
 // carries reply_to "replies" and one of those partitions, and the processor
 // copies the decision there in its transaction. With no more instances than
-// replies partitions, no instance reads another's replies.
+// replies partitions, no instance reads another's replies. Cart commands take
+// the same route: the coordinator keeps it with the cart command until the
+// saga ends and copies the cart result there.
 //
 // Invariants:
 //   - A partition is handed to calls only once its fetch offset is known and
@@ -251,11 +255,93 @@ func (c *Client) unwaitReply(id string, w *replyWait) {
 	}
 }
 
-// sendReply sends cmd (valid, without reply fields) with reply_to "replies"
-// and one of the instance's replies partitions, and returns the raw result.
-// It sends again, same command_id, when the partition is revoked; without any
-// partition it sends through the results topic (Send).
-func (c *Client) sendReply(ctx context.Context, cmd schemas.Command) ([]byte, error) {
+// routedCall is one command the reply route sends: its topic, key and id,
+// and its value naming a replies partition.
+type routedCall struct {
+	id, key string
+	cart    bool // cart-commands (and cart-results in the results mode)
+	// value returns the command's bytes with reply_to "replies" and
+	// reply_partition p, or without reply fields when p < 0 (the results
+	// mode).
+	value func(p int32) ([]byte, error)
+}
+
+// commandCall is the routed call of cmd (valid, without reply fields).
+func commandCall(cmd schemas.Command) routedCall {
+	return routedCall{id: cmd.CommandID, key: cmd.SKU, value: func(p int32) ([]byte, error) {
+		cmd.ReplyTo, cmd.ReplyPartition = "", nil
+		if p >= 0 {
+			part := int64(p)
+			cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &part
+		}
+		v, err := json.Marshal(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("client: encode command: %w", err)
+		}
+		return v, nil
+	}}
+}
+
+// cartCall is the routed call of cmd (a valid cart command without reply
+// fields).
+func cartCall(cmd schemas.CartCommand) routedCall {
+	return routedCall{id: cmd.CommandID, key: cmd.CartID, cart: true, value: func(p int32) ([]byte, error) {
+		cmd.ReplyTo, cmd.ReplyPartition = "", nil
+		if p >= 0 {
+			part := int64(p)
+			cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &part
+		}
+		v, err := json.Marshal(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("client: encode cart command: %w", err)
+		}
+		return v, nil
+	}}
+}
+
+// rawCall is the routed call of a raw record, when its value is a valid
+// command (cart command) of id rec.CommandID without reply fields: its value
+// is rec.Value with the two fields added before the closing brace. Any other
+// record (invalid, undecodable, or with a route of its own) is sent as is
+// through the results mode, where every answer the processor gives it
+// (invalid_command for a bad reply field or an over-long command_id
+// included) is written.
+func rawCall(rec Record) (routedCall, bool) {
+	if rec.Cart {
+		cmd, err := schemas.DecodeCartCommand(rec.Value, 0)
+		if err != nil || cmd.Validate() != nil || cmd.CommandID != rec.CommandID || cmd.ReplyTo != "" || cmd.ReplyPartition != nil {
+			return routedCall{}, false
+		}
+	} else {
+		cmd, err := schemas.DecodeCommand(rec.Value, 0)
+		if err != nil || cmd.Validate() != nil || cmd.CommandID != rec.CommandID || cmd.ReplyTo != "" || cmd.ReplyPartition != nil {
+			return routedCall{}, false
+		}
+	}
+	body := bytes.TrimRight(rec.Value, " \t\r\n")
+	if len(body) == 0 || body[len(body)-1] != '}' {
+		return routedCall{}, false
+	}
+	body = bytes.TrimRight(body[:len(body)-1], " \t\r\n")
+	return routedCall{id: rec.CommandID, key: rec.Key, cart: rec.Cart, value: func(p int32) ([]byte, error) {
+		if p < 0 {
+			return rec.Value, nil
+		}
+		v := append(make([]byte, 0, len(body)+48), body...)
+		if len(body) > 0 && body[len(body)-1] != '{' {
+			v = append(v, ',')
+		}
+		v = append(v, `"reply_to":"replies","reply_partition":`...)
+		v = strconv.AppendInt(v, int64(p), 10)
+		return append(v, '}'), nil
+	}}, true
+}
+
+// sendReply sends call with reply_to "replies" and one of the instance's
+// replies partitions, and returns the raw result (cart result). It sends
+// again, same command_id, when the partition is revoked; without any
+// partition it sends through the results mode (sendResults).
+func (c *Client) sendReply(ctx context.Context, call routedCall) ([]byte, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -264,14 +350,18 @@ func (c *Client) sendReply(ctx context.Context, cmd schemas.Command) ([]byte, er
 		ctx, cancel = context.WithTimeout(ctx, c.opts.timeout)
 		defer cancel()
 	}
+	topic := c.names.Commands
+	if call.cart {
+		topic = c.names.CartCommands
+	}
 	fail := func(kind error, step string, err error) error {
 		if c.ctx.Err() != nil {
 			err = ErrClosed
 		}
-		return &CallError{CommandID: cmd.CommandID, Kind: kind, Step: step, Err: err}
+		return &CallError{CommandID: call.id, Kind: kind, Step: step, Err: err}
 	}
 	w := &replyWait{res: make(chan []byte, 1), moved: make(chan struct{}, 1)}
-	defer c.unwaitReply(cmd.CommandID, w)
+	defer c.unwaitReply(call.id, w)
 	for sends := 0; ; sends++ {
 		select {
 		case v, ok := <-w.res:
@@ -281,30 +371,27 @@ func (c *Client) sendReply(ctx context.Context, cmd schemas.Command) ([]byte, er
 			return nil, fail(ErrNoResult, "wait for the reply", ErrClosed)
 		default:
 		}
-		part, ok := c.pick(cmd.CommandID, w)
+		part, ok := c.pick(call.id, w)
 		if !ok {
 			// No replies partition (more instances than partitions, or all
 			// of ours moved): the results topic answers.
-			cmd.ReplyTo, cmd.ReplyPartition = "", nil
-			v, err := json.Marshal(cmd)
+			v, err := call.value(-1)
 			if err != nil {
-				return nil, fmt.Errorf("client: encode command: %w", err)
+				return nil, err
 			}
-			return c.Send(ctx, Record{Key: cmd.SKU, Value: v, CommandID: cmd.CommandID})
+			return c.sendResults(ctx, Record{Key: call.key, Value: v, CommandID: call.id, Cart: call.cart})
 		}
-		p := int64(part)
-		cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &p
-		v, err := json.Marshal(cmd)
+		v, err := call.value(part)
 		if err != nil {
-			return nil, fmt.Errorf("client: encode command: %w", err)
+			return nil, err
 		}
 		if sends == 0 {
 			c.stats.calls.Add(1)
 		} else {
 			c.stats.resent.Add(1)
 		}
-		if err := c.produce(ctx, &kgo.Record{Topic: c.names.Commands, Key: []byte(cmd.SKU), Value: v}); err != nil {
-			return nil, fail(ErrUnavailable, "produce to "+c.names.Commands, err)
+		if err := c.produce(ctx, &kgo.Record{Topic: topic, Key: []byte(call.key), Value: v}); err != nil {
+			return nil, fail(ErrUnavailable, "produce to "+topic, err)
 		}
 		select {
 		case v, ok := <-w.res:
@@ -313,9 +400,12 @@ func (c *Client) sendReply(ctx context.Context, cmd schemas.Command) ([]byte, er
 			}
 			return v, nil
 		case <-w.moved:
-			c.opts.log.Debug("client: replies partition moved, sending again", "command_id", cmd.CommandID, "partition", p)
+			// A cart command still in progress takes the new route
+			// (schemas/README.md, extension (l)); a decided one is answered
+			// as a duplicate there.
+			c.opts.log.Debug("client: replies partition moved, sending again", "command_id", call.id, "partition", part)
 		case <-ctx.Done():
-			return nil, fail(ErrNoResult, fmt.Sprintf("wait for the reply on %s partition %d", c.names.Replies, p), ctx.Err())
+			return nil, fail(ErrNoResult, fmt.Sprintf("wait for the reply on %s partition %d", c.names.Replies, part), ctx.Err())
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,4 +182,131 @@ func readAll(t *testing.T, brokers []string, topic string, n int) []*kgo.Record 
 	}
 	slices.SortStableFunc(out, func(x, y *kgo.Record) int { return int(x.Offset - y.Offset) })
 	return out
+}
+
+// TestCartReplyRoute: cart calls take the reply route: the cart command
+// carries reply_to "replies" and a partition of the instance, whose cart
+// result comes there (no cart-results partition read); a cart command that
+// sets reply_to itself is sent as is and answered through cart-results; Send
+// adds the route to a raw valid command (the other bytes unchanged) and
+// leaves a raw command with reply fields, or an invalid one, alone.
+func TestCartReplyRoute(t *testing.T) {
+	pl := newTestPipeline(t, 3, processor.RoleSKU, processor.RoleCart)
+	ctx := ctxFor(t, 60*time.Second)
+	c := newTestClient(t, pl)
+	own := c.ReplyPartitions()
+	require.Len(t, own, 3)
+	_, err := c.SetStock(ctx, client.SetStockRequest{SKU: "K-1", OnHand: 5})
+	require.NoError(t, err)
+	res, err := c.CartReserve(ctx, client.CartReserveRequest{CommandID: "kr-1", CartID: "cart-r1",
+		Items: []schemas.CartItem{{SKU: "K-1", Quantity: i64(2)}}})
+	require.NoError(t, err)
+	require.Equal(t, schemas.OutcomeAccepted, res.Outcome, "%+v", res)
+	assert.Zero(t, c.Stats().Subscribes, "no cart-results partition subscribed")
+	cmds := readAll(t, pl.Brokers, pl.Names.CartCommands, 1)
+	var sent schemas.CartCommand
+	require.NoError(t, json.Unmarshal(cmds[0].Value, &sent))
+	assert.Equal(t, schemas.ReplyToReplies, sent.ReplyTo)
+	require.NotNil(t, sent.ReplyPartition)
+	assert.Contains(t, own, int32(*sent.ReplyPartition))
+
+	// reply_to set by the caller: as is (here invalid for a cart command),
+	// answered on cart-results.
+	_, err = c.DoCart(ctx, schemas.CartCommand{CommandID: "kr-2", Type: schemas.TypeCartRelease, CartID: "cart-r1", ReplyTo: "cart"})
+	require.ErrorIs(t, err, client.ErrInvalid, "validated before sending")
+	p := int64(own[0])
+	res, err = c.DoCart(ctx, schemas.CartCommand{CommandID: "kr-3", Type: schemas.TypeCartRelease, CartID: "cart-r9",
+		ReplyTo: schemas.ReplyToReplies, ReplyPartition: &p})
+	require.NoError(t, err)
+	assert.Equal(t, schemas.OutcomeAccepted, res.Outcome)
+	assert.Equal(t, int64(1), c.Stats().Subscribes, "a command with its own route is answered through cart-results")
+
+	// Send: a raw valid cart command gets the route added before its brace.
+	before := c.Stats().Subscribes
+	raw := []byte(`{"command_id":"kr-4","type":"cart.release","cart_id":"cart-r1" , "reason":"raw"}` + "\n")
+	out, err := c.Send(ctx, client.Record{Key: "cart-r1", Value: raw, CommandID: "kr-4", Cart: true})
+	require.NoError(t, err)
+	var rel schemas.CartResult
+	require.NoError(t, json.Unmarshal(out, &rel))
+	assert.Equal(t, schemas.OutcomeAccepted, rel.Outcome, "%s", out)
+	assert.Equal(t, before, c.Stats().Subscribes, "answered on the reply route")
+	recs := readAll(t, pl.Brokers, pl.Names.CartCommands, 3)
+	var last *kgo.Record
+	for _, r := range recs {
+		if strings.Contains(string(r.Value), `"kr-4"`) {
+			last = r
+		}
+	}
+	require.NotNil(t, last)
+	assert.Regexp(t, `^\{"command_id":"kr-4","type":"cart.release","cart_id":"cart-r1" , "reason":"raw","reply_to":"replies","reply_partition":[0-9]+\}$`,
+		string(last.Value))
+
+	// Send of a raw invalid SKU command: as is, its rejection read from the
+	// results topic.
+	out, err = c.Send(ctx, client.Record{Key: "K-1", CommandID: "kr-5",
+		Value: []byte(`{"command_id":"kr-5","type":"reserve","sku":"K-1","reservation_id":"r","quantity":0}`)})
+	require.NoError(t, err)
+	var rej schemas.Result
+	require.NoError(t, json.Unmarshal(out, &rej))
+	assert.Equal(t, schemas.ReasonInvalidCommand, rej.Reason)
+	assert.Equal(t, before+1, c.Stats().Subscribes, "an invalid raw command is answered through the results topic")
+}
+
+// TestCartReplyRouteRebalance: cart calls in flight (their sagas wait: the
+// SKU processor is down) while a second instance joins the group and takes
+// some of the first one's replies partitions. The calls whose partition moved
+// send their cart command again, same command_id, naming a partition still
+// theirs; the coordinator moves the route of the saga in progress there, and
+// every call gets its cart result once, on the reply route.
+func TestCartReplyRouteRebalance(t *testing.T) {
+	pl := newTestPipeline(t, 4, processor.RoleSKU, processor.RoleCart)
+	ctx := ctxFor(t, 120*time.Second)
+	setup := newTestClient(t, pl, client.WithResultsPartitions())
+	const skus, calls = 4, 16
+	for i := range skus {
+		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("KB-%d", i), OnHand: 1000})
+		require.NoError(t, err)
+	}
+	a := newTestClient(t, pl, client.WithTimeout(60*time.Second))
+	require.Len(t, a.ReplyPartitions(), 4)
+	require.NoError(t, pl.Stop(processor.RoleSKU))
+	type answer struct {
+		res schemas.CartResult
+		err error
+	}
+	answers := make([]chan answer, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		answers[i] = make(chan answer, 2)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := a.CartReserve(ctx, client.CartReserveRequest{CommandID: fmt.Sprintf("kb-%d", i), CartID: fmt.Sprintf("cart-kb-%d", i),
+				Items: []schemas.CartItem{{SKU: fmt.Sprintf("KB-%d", i%skus), Quantity: i64(1)}}})
+			answers[i] <- answer{res, err}
+		}()
+	}
+	require.Eventually(t, func() bool { return a.Stats().Calls == calls }, 30*time.Second, 10*time.Millisecond)
+
+	b := newTestClient(t, pl)
+	require.NotEmpty(t, b.ReplyPartitions())
+	require.Eventually(t, func() bool { return len(a.ReplyPartitions())+len(b.ReplyPartitions()) == 4 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.Stats().Resent > 0 }, 10*time.Second, 10*time.Millisecond,
+		"the calls waiting on moved partitions are sent again")
+
+	require.NoError(t, pl.Start(processor.RoleSKU))
+	wg.Wait()
+	for i := range calls {
+		got := <-answers[i]
+		require.NoError(t, got.err, "call %d", i)
+		assert.Equal(t, fmt.Sprintf("kb-%d", i), got.res.CommandID)
+		assert.Equal(t, schemas.OutcomeAccepted, got.res.Outcome, "%+v", got.res)
+		assert.False(t, got.res.Duplicate, "the re-sent command took over the route of the saga in progress")
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("a: %+v; b: %+v", sa, sb)
+	assert.Equal(t, int64(calls), sa.ResultsMatched)
+	assert.Zero(t, sa.Subscribes, "a read no cart-results partition")
+	assert.Zero(t, sb.ResultsMatched, "b had no calls")
+	assert.Zero(t, sb.RecordsRead, "no cart result went to a partition that moved to b")
 }

@@ -20,7 +20,9 @@ import (
 // it), runs each cart command as a saga of per-SKU commands with the pure
 // cart.Core, and writes cart results and its own changelog. It has no timers:
 // a saga advances only on line results, which the SKU processors always send
-// (exactly once) for every per-SKU command.
+// (exactly once) for every per-SKU command. A cart result whose cart command
+// asked for it (reply_to "replies") is copied to the replies topic in the same
+// transaction (replies.go).
 
 type cartRole struct {
 	core cart.Core
@@ -30,6 +32,9 @@ type cartRole struct {
 	sagaSeconds   prometheus.Histogram
 	sagasInFlight *prometheus.GaugeVec
 	oldestSaga    *prometheus.GaugeVec
+	// replies routes cart results of cart commands sent with reply_to
+	// "replies" (replies.go).
+	replies replyRoute
 }
 
 func newCartRole(cfg *Config) *cartRole {
@@ -53,6 +58,7 @@ func (r *cartRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
 		Help: "When the oldest saga in flight started (Unix seconds; 0 when none): time() minus it is how long a saga has waited for its line results."},
 		[]string{"partition"})
 	reg.MustRegister(r.sagaSeconds, r.sagasInFlight, r.oldestSaga)
+	r.replies.register(reg, r.name())
 	return []*prometheus.GaugeVec{r.sagasInFlight, r.oldestSaga}
 }
 
@@ -167,24 +173,37 @@ func (c *cartPartition) deadLetter(r *kgo.Record, commandID, msg string, now sch
 	if commandID == "" {
 		return
 	}
-	res := schemas.CartResult{CommandID: commandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
-		Reason: schemas.ReasonInvalidCommand, Message: msg, Lines: []schemas.CartLine{}, Partition: c.w.p, Offset: r.Offset, DecidedAt: now}
-	c.emit(cart.Outputs{Results: []schemas.CartResult{res}}, r)
+	c.emit(cart.Outputs{Results: []schemas.CartResult{c.rejected(r, commandID, msg, now)}}, r)
 }
 
 // refuse answers r without deciding it (poison.go). A line result gets only a
-// DLQ copy.
+// DLQ copy; a cart command's rejection is routed like a decision.
 func (c *cartPartition) refuse(r *kgo.Record, msg string, now schemas.Millis) {
 	if lineResult(r) {
 		c.w.toDLQ(r, msg)
 		return
 	}
 	cmd, _ := schemas.DecodeCartCommand(r.Value, c.w.env.cfg.MaxCommandBytes)
-	c.deadLetter(r, cmd.CommandID, msg, now)
+	c.w.toDLQ(r, msg)
+	if cmd.CommandID == "" {
+		return
+	}
+	out := cart.Outputs{Results: []schemas.CartResult{c.rejected(r, cmd.CommandID, msg, now)}}
+	if p, ok := cmd.Reply(); ok {
+		out.Replies = []cart.Reply{{Result: 0, Partition: p}}
+	}
+	c.emit(out, r)
+}
+
+// rejected is the invalid_command cart result of record r that is not decided.
+func (c *cartPartition) rejected(r *kgo.Record, commandID, msg string, now schemas.Millis) schemas.CartResult {
+	return schemas.CartResult{CommandID: commandID, CartID: string(r.Key), Outcome: schemas.OutcomeRejected,
+		Reason: schemas.ReasonInvalidCommand, Message: msg, Lines: []schemas.CartLine{}, Partition: c.w.p, Offset: r.Offset, DecidedAt: now}
 }
 
 // emit produces the cart core's outputs into the open transaction: cart
-// results, changelog records (pending until commit) and per-SKU commands.
+// results (and their copies on the replies topic), changelog records (pending
+// until commit) and per-SKU commands.
 func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
 	w, env := c.w, c.w.env
 	trace := traceHeaders(src)
@@ -194,6 +213,12 @@ func (c *cartPartition) emit(out cart.Outputs, src *kgo.Record) {
 		hs := append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(res.CommandID)}}, trace...)
 		w.produce(&kgo.Record{Topic: env.io.Results, Partition: w.p, Key: []byte(res.CartID), Value: v, Headers: hs}, w.promise)
 		env.metrics.cartResult(res)
+		for _, rp := range out.Replies {
+			// The same bytes as on cart-results; never fails the result.
+			if rp.Result == i && c.role.replies.routable(w, rp.Partition, res.CommandID) {
+				c.role.replies.write(w, rp.Partition, []byte(res.CartID), v, res.CommandID, src)
+			}
+		}
 	}
 	for i := range out.Changes {
 		ch := &out.Changes[i]
@@ -246,9 +271,11 @@ func (c *cartPartition) forget(key string, val []byte, now schemas.Millis) (Chan
 	return cartChange(&ct), true
 }
 
-// restored counts the sagas in flight of the restored state.
+// restored counts the sagas in flight of the restored state, and looks the
+// replies topic up for the cart results routed there.
 func (c *cartPartition) restored() error {
 	w := c.w
+	c.role.replies.warm(w.ctx, w.env)
 	c.sagas = make(map[string]schemas.Millis)
 	err := w.store.Scan(cart.CartPrefix, func(key string, val []byte) error {
 		ch, err := DecodeChange(key, val)

@@ -17,7 +17,9 @@ import (
 // replies topic, in the open transaction: the same result JSON as on the
 // results topic, with the command_id header and the command's trace context.
 // The request/reply client instance that reads that partition gets its
-// replies without reading the results topic.
+// replies without reading the results topic. The cart role routes its cart
+// results the same way (cartrole.go), by the route the cart core kept with
+// the cart command (cart.Outputs.Replies).
 //
 // A decision is never failed for its reply: without a replies topic, or with
 // a reply_partition the topic does not have, it is written to the results
@@ -42,8 +44,9 @@ const (
 	replyLookupTimeout = 5 * time.Second
 )
 
-// replyRoute is the SKU role's knowledge of the replies topic, shared by its
-// partitions (their goroutines call it concurrently).
+// replyRoute is a role's knowledge of the replies topic, shared by its
+// partitions (their goroutines call it concurrently). The SKU role routes
+// decisions, the cart role cart results.
 type replyRoute struct {
 	total *prometheus.CounterVec
 
@@ -55,15 +58,19 @@ type replyRoute struct {
 	warned     map[string]bool // outcome -> logged once
 }
 
-func (rr *replyRoute) register(reg prometheus.Registerer) {
-	rr.total = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "reservations", Name: "replies_total",
-		Help: "Decisions of commands sent with reply_to \"replies\", by outcome: routed (copied to the replies topic), " +
-			"no_topic (the replies topic does not exist), out_of_range (reply_partition beyond its partitions). " +
-			"Unrouted decisions are still written to the results topic."}, []string{"outcome"})
+// register registers reservations_replies_total (shared by the roles of one
+// registry, labelled by role, like the processor's shared metrics) and counts
+// role's outcomes.
+func (rr *replyRoute) register(reg prometheus.Registerer, role string) {
+	vec := registerShared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "reservations", Name: "replies_total",
+		Help: "Decisions (cart results, in the cart role) of commands sent with reply_to \"replies\", by role and outcome: " +
+			"routed (copied to the replies topic), no_topic (the replies topic does not exist), out_of_range " +
+			"(reply_partition beyond its partitions). Unrouted decisions are still written to the results topic."},
+		[]string{"role", "outcome"}))
+	rr.total = vec.MustCurryWith(prometheus.Labels{"role": role})
 	for _, o := range []string{replyRouted, replyNoTopic, replyOutOfRange} {
 		rr.total.WithLabelValues(o)
 	}
-	reg.MustRegister(rr.total)
 }
 
 // lookup reads the replies topic's partition count (0 when it does not exist)
@@ -155,7 +162,20 @@ func (rr *replyRoute) replyTo(w *partition, cmd *schemas.Command, results []sche
 	if i < 0 {
 		return
 	}
-	env, want := w.env, int32(*cmd.ReplyPartition)
+	want := int32(*cmd.ReplyPartition)
+	if !rr.routable(w, want, cmd.CommandID) {
+		return
+	}
+	v := schemas.AppendResult(make([]byte, 0, 512), &results[i])
+	rr.write(w, want, []byte(results[i].SKU), v, cmd.CommandID, src)
+}
+
+// routable reports whether partition want of the replies topic exists; when
+// it does not (or the topic does not), it counts and logs (once) why the
+// decision is not routed. It is the check of every role that routes replies
+// (the SKU role's decisions, the cart role's cart results).
+func (rr *replyRoute) routable(w *partition, want int32, commandID string) bool {
+	env := w.env
 	n := rr.partitions(env, replyRefreshEvery)
 	if want >= n {
 		// The topic may have been created or grown since the last look.
@@ -164,18 +184,24 @@ func (rr *replyRoute) replyTo(w *partition, cmd *schemas.Command, results []sche
 	switch {
 	case n == 0:
 		rr.unrouted(w, replyNoTopic, "reply_to replies: no replies topic; decisions are written to the results topic only",
-			"topic", env.all.Replies, "command_id", cmd.CommandID)
-		return
+			"topic", env.all.Replies, "command_id", commandID)
+		return false
 	case want >= n:
 		rr.unrouted(w, replyOutOfRange, "reply_to replies: reply_partition beyond the replies topic's partitions; "+
 			"the decision is written to the results topic only",
-			"topic", env.all.Replies, "reply_partition", want, "partitions", n, "command_id", cmd.CommandID)
-		return
+			"topic", env.all.Replies, "reply_partition", want, "partitions", n, "command_id", commandID)
+		return false
 	}
-	v := schemas.AppendResult(make([]byte, 0, 512), &results[i])
+	return true
+}
+
+// write produces one reply (value: the decision's JSON as on the results
+// topic) to partition want of the replies topic, in the open transaction,
+// with the command_id header and the trace context of src, and counts it.
+func (rr *replyRoute) write(w *partition, want int32, key, value []byte, commandID string, src *kgo.Record) {
 	w.produce(&kgo.Record{
-		Topic: env.all.Replies, Partition: want, Key: []byte(results[i].SKU), Value: v,
-		Headers: append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(cmd.CommandID)}}, traceHeaders(src)...),
+		Topic: w.env.all.Replies, Partition: want, Key: key, Value: value,
+		Headers: append([]kgo.RecordHeader{{Key: HeaderCommandID, Value: []byte(commandID)}}, traceHeaders(src)...),
 	}, w.promise)
 	if rr.total != nil {
 		rr.total.WithLabelValues(replyRouted).Inc()

@@ -38,7 +38,7 @@ func (*skuRole) io(all topics.Names) topics.Names     { return all }
 func (*skuRole) peer(all topics.Names) (string, bool) { return all.CartCommands, false }
 func (*skuRole) defaultGroup() string                 { return "reservations-processor" }
 func (r *skuRole) register(reg prometheus.Registerer) []*prometheus.GaugeVec {
-	r.replies.register(reg)
+	r.replies.register(reg, r.name())
 	return nil
 }
 func (r *skuRole) sweepWindow() time.Duration              { return r.core.Rules.DedupeWindow }

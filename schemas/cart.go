@@ -66,6 +66,14 @@ type CartCommand struct {
 	TTLSeconds *int64     `json:"ttl_seconds,omitempty"`
 	Items      []CartItem `json:"items,omitempty"`
 	OrderID    string     `json:"order_id,omitempty"`
+	// ReplyTo (extension (l)) routes a copy of the cart result: "replies" (to
+	// partition ReplyPartition of the replies topic; ReplyPartition is then
+	// required) or empty. The coordinator keeps the route with the cart
+	// command until its cart result is written.
+	ReplyTo string `json:"reply_to,omitempty"`
+	// ReplyPartition (extension (l)) is the replies partition of reply_to
+	// "replies": 0..MaxReplyPartition, only with that reply_to.
+	ReplyPartition *int64 `json:"reply_partition,omitempty"`
 }
 
 // DecodeCartCommand reads one cart command record value, like DecodeCommand:
@@ -90,6 +98,7 @@ func DecodeCartCommand(b []byte, maxBytes int) (CartCommand, error) {
 		return c, &UndecodableError{CommandID: c.CommandID, Msg: fmt.Sprintf("command_id longer than %d characters", MaxIDLen)}
 	}
 	if te != nil {
+		dropBadReplyPartition(b, &c.ReplyPartition)
 		field := te.Field
 		if field == "items" || strings.HasPrefix(field, "items.") {
 			field = itemField(b)
@@ -137,6 +146,23 @@ func (c *CartCommand) Validate() *FieldError {
 	if runeLen(c.Reason) > MaxReasonLen {
 		return &FieldError{"reason", fmt.Sprintf("longer than %d characters", MaxReasonLen)}
 	}
+	switch c.ReplyTo {
+	case "":
+	case ReplyToReplies:
+		if c.ReplyPartition == nil {
+			return &FieldError{"reply_partition", `required with reply_to "replies"`}
+		}
+	default:
+		return &FieldError{"reply_to", `want "replies" or absent`}
+	}
+	if c.ReplyPartition != nil {
+		if c.ReplyTo != ReplyToReplies {
+			return &FieldError{"reply_partition", `only with reply_to "replies"`}
+		}
+		if *c.ReplyPartition < 0 || *c.ReplyPartition > MaxReplyPartition {
+			return &FieldError{"reply_partition", fmt.Sprintf("want 0..%d", MaxReplyPartition)}
+		}
+	}
 	switch c.Type {
 	case TypeCartReserve:
 		if c.TTLSeconds != nil && (*c.TTLSeconds < 1 || *c.TTLSeconds > MaxTTLSeconds) {
@@ -182,6 +208,15 @@ func (c *CartCommand) Validate() *FieldError {
 	default:
 		return &FieldError{"type", fmt.Sprintf("unknown cart command type %q", c.Type)}
 	}
+}
+
+// Reply returns the replies partition c asks its cart result to be copied to
+// (reply_to "replies" with a reply_partition in range), or false.
+func (c *CartCommand) Reply() (int32, bool) {
+	if c.ReplyTo != ReplyToReplies || c.ReplyPartition == nil || *c.ReplyPartition < 0 || *c.ReplyPartition > MaxReplyPartition {
+		return 0, false
+	}
+	return int32(*c.ReplyPartition), true
 }
 
 // TTL returns the cart command's ttl_seconds or the contract default.

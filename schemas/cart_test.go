@@ -248,3 +248,48 @@ func TestCartCommandTTL(t *testing.T) {
 	c.TTLSeconds = &ttl
 	assert.Equal(t, int64(60), c.TTL())
 }
+
+// TestCartCommandReply: the reply route of a cart command (extension (l)):
+// Validate's rules (as for a per-SKU command, without reply_to "cart") and
+// Reply, which names the partition only for a valid route.
+func TestCartCommandReply(t *testing.T) {
+	p := func(v int64) *int64 { return &v }
+	for _, tt := range []struct {
+		name      string
+		replyTo   string
+		partition *int64
+		field     string // the FieldError's field; "" valid
+		route     int32  // Reply's partition; -1 none
+	}{
+		{"none", "", nil, "", -1},
+		{"replies 0", ReplyToReplies, p(0), "", 0},
+		{"replies max", ReplyToReplies, p(MaxReplyPartition), "", MaxReplyPartition},
+		{"replies without partition", ReplyToReplies, nil, "reply_partition", -1},
+		{"replies negative", ReplyToReplies, p(-1), "reply_partition", -1},
+		{"replies above int32", ReplyToReplies, p(MaxReplyPartition + 1), "reply_partition", -1},
+		{"partition without reply_to", "", p(3), "reply_partition", -1},
+		{"reply_to cart", ReplyToCart, nil, "reply_to", -1},
+		{"reply_to cart with partition", ReplyToCart, p(3), "reply_to", -1},
+		{"reply_to unknown", "results", p(3), "reply_to", -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := CartCommand{CommandID: "c", Type: TypeCartRelease, CartID: "k", ReplyTo: tt.replyTo, ReplyPartition: tt.partition}
+			fe := c.Validate()
+			if tt.field == "" {
+				assert.Nil(t, fe)
+			} else if assert.NotNil(t, fe) {
+				assert.Equal(t, tt.field, fe.Field, fe.Error())
+			}
+			got, ok := c.Reply()
+			if tt.route < 0 {
+				assert.False(t, ok)
+				return
+			}
+			assert.True(t, ok)
+			assert.Equal(t, tt.route, got)
+			back, err := DecodeCartCommand(AppendCartCommand(nil, &c), 0)
+			require.NoError(t, err)
+			assert.Equal(t, c, back, "the route survives the codec")
+		})
+	}
+}

@@ -142,7 +142,25 @@ func DecodeCommand(b []byte, maxBytes int) (Command, error) {
 	if runeLen(c.CommandID) > MaxIDLen {
 		return c, &UndecodableError{CommandID: c.CommandID, Msg: fmt.Sprintf("command_id longer than %d characters", MaxIDLen)}
 	}
+	dropBadReplyPartition(b, &c.ReplyPartition)
 	return c, &FieldError{Field: te.Field, Msg: fmt.Sprintf("want %s, got JSON %s", jsonKind(te.Type.Kind().String()), te.Value)}
+}
+
+// dropBadReplyPartition clears a reply_partition that is not a JSON integer
+// (decoding a record with a field of the wrong type): encoding/json leaves
+// such a field pointing at 0, which would route the rejection to partition 0.
+// It looks again at the one field, since only the first type error is
+// reported.
+func dropBadReplyPartition(b []byte, p **int64) {
+	if *p == nil {
+		return
+	}
+	var v struct {
+		ReplyPartition *int64 `json:"reply_partition"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		*p = nil
+	}
 }
 
 func jsonKind(goKind string) string {

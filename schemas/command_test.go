@@ -141,5 +141,29 @@ func TestDecodeCommandReplyPartition(t *testing.T) {
 		var fe *FieldError
 		require.ErrorAs(t, err, &fe, bad)
 		assert.Equal(t, "reply_partition", fe.Field)
+		c, _ = DecodeCommand([]byte(`{"command_id":"c","type":"release","sku":"S","reservation_id":"r","reply_to":"replies","reply_partition":`+bad+`}`), 0)
+		assert.Nil(t, c.ReplyPartition, "%s: a reply_partition of the wrong type is no route (not partition 0)", bad)
+		cc, err := DecodeCartCommand([]byte(`{"command_id":"c","type":"cart.release","cart_id":"k","reply_to":"replies","reply_partition":`+bad+`}`), 0)
+		require.ErrorAs(t, err, &fe, bad)
+		assert.Equal(t, "reply_partition", fe.Field)
+		assert.Nil(t, cc.ReplyPartition, "%s: a cart command's reply_partition of the wrong type is no route", bad)
+		_, routed := cc.Reply()
+		assert.False(t, routed)
 	}
+	// Only the first type error is reported: a reply_partition of the wrong
+	// type after another one is no route either.
+	c, err = DecodeCommand([]byte(`{"command_id":"c","type":"reserve","sku":"S","reservation_id":"r","quantity":"2","reply_to":"replies","reply_partition":"7"}`), 0)
+	var fe *FieldError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "quantity", fe.Field)
+	assert.Nil(t, c.ReplyPartition)
+	cc, err := DecodeCartCommand([]byte(`{"command_id":"c","type":"cart.reserve","cart_id":"k","ttl_seconds":"9","reply_to":"replies","reply_partition":"7"}`), 0)
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "ttl_seconds", fe.Field)
+	assert.Nil(t, cc.ReplyPartition)
+	// A valid one next to another field's type error stays (the rejection
+	// is routed).
+	c, _ = DecodeCommand([]byte(`{"command_id":"c","type":"reserve","sku":"S","reservation_id":"r","quantity":"2","reply_to":"replies","reply_partition":7}`), 0)
+	require.NotNil(t, c.ReplyPartition)
+	assert.Equal(t, int64(7), *c.ReplyPartition)
 }

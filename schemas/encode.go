@@ -325,6 +325,8 @@ func AppendCartCommand(b []byte, c *CartCommand) []byte {
 		b = append(b, ']')
 	}
 	b = appendOptString(b, `,"order_id":`, c.OrderID)
+	b = appendOptString(b, `,"reply_to":`, c.ReplyTo)
+	b = appendOptInt(b, `,"reply_partition":`, c.ReplyPartition)
 	return append(b, '}')
 }
 

@@ -98,7 +98,7 @@ func randCartCommand(rng *rand.Rand) CartCommand {
 		return randString(rng)
 	}
 	c := CartCommand{CommandID: randString(rng), Type: randString(rng), CartID: randString(rng), Reason: opt(),
-		IssuedAt: opt(), TTLSeconds: randOptInt(rng), OrderID: opt()}
+		IssuedAt: opt(), TTLSeconds: randOptInt(rng), OrderID: opt(), ReplyTo: opt(), ReplyPartition: randOptInt(rng)}
 	switch rng.IntN(3) {
 	case 0:
 	case 1:

@@ -26,7 +26,7 @@ var fuzzFields = []string{"command_id", "type", "sku", "reason", "issued_at", "o
 
 // cartFuzzField matches the fields a cart command error may name: a field of
 // CartCommand, or a line (items[3]) or a field of one (items[3].quantity).
-var cartFuzzField = regexp.MustCompile(`^(command_id|type|cart_id|reason|issued_at|ttl_seconds|order_id|items|items\[(0|[1-9][0-9]*)\](\.(sku|quantity|reservation_id))?)$`)
+var cartFuzzField = regexp.MustCompile(`^(command_id|type|cart_id|reason|issued_at|ttl_seconds|order_id|reply_to|reply_partition|items|items\[(0|[1-9][0-9]*)\](\.(sku|quantity|reservation_id))?)$`)
 
 // fuzzLimit is a record size limit small enough for the fuzzer to cross.
 const fuzzLimit = 256

@@ -48,7 +48,7 @@ var commandFields = map[string][]string{
 }
 
 // commonCartCommandFields are the properties of every cart command schema.
-var commonCartCommandFields = []string{"command_id", "type", "cart_id", "reason", "issued_at"}
+var commonCartCommandFields = []string{"command_id", "type", "cart_id", "reason", "issued_at", "reply_to", "reply_partition"}
 
 // cartCommandFields are the type-specific properties of each cart command
 // schema. Together with commonCartCommandFields they must cover CartCommand.
@@ -515,6 +515,11 @@ func TestInvalidCartCommands(t *testing.T) {
 		{"reserve-ttl-string.json", decodeField, "ttl_seconds", false},
 		{"commit-missing-order-id.json", validateField, "order_id", false},
 		{"commit-order-id-too-long.json", validateField, "order_id", false},
+		{"reply-to-cart.json", validateField, "reply_to", false},
+		{"reply-to-replies-without-partition.json", validateField, "reply_partition", false},
+		{"reply-partition-negative.json", validateField, "reply_partition", false},
+		{"reply-partition-without-reply-to.json", validateField, "reply_partition", false},
+		{"reply-partition-string.json", decodeField, "reply_partition", false},
 	}
 	var files []string
 	for _, tt := range tests {
@@ -707,7 +712,7 @@ func TestCartCommandSchemasMatchCartCommand(t *testing.T) {
 				} else {
 					first[p] = name
 				}
-				if sku, ok := skuProps[p]; ok && p != "cart_id" {
+				if sku, ok := skuProps[p]; ok && p != "cart_id" && p != "reply_to" {
 					assert.Equal(t, withoutDescription(sku), withoutDescription(props[p]),
 						"property %q of %s differs from the per-SKU command schemas", p, name)
 				}

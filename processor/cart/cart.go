@@ -100,12 +100,25 @@ type Input struct {
 }
 
 // Outputs are what one input produces, in the order they must be written:
-// cart results (cart-results topic, key cart_id), entity changes
-// (cart-changelog) and per-SKU commands (commands topic, key sku).
+// cart results (cart-results topic, key cart_id) and their copies for the
+// replies topic, entity changes (cart-changelog) and per-SKU commands
+// (commands topic, key sku).
 type Outputs struct {
-	Results  []schemas.CartResult
+	Results []schemas.CartResult
+	// Replies route cart results to the replies topic as well (extension
+	// (l)): the cart commands asked for it with reply_to "replies".
+	Replies  []Reply
 	Changes  []Change
 	Commands []schemas.Command
+}
+
+// Reply is the route of one cart result to the replies topic: Results[Result]
+// goes also to partition Partition. The core only names the partition; the
+// role checks it against the topic (a partition the topic does not have gets
+// no copy, and the result still goes to cart-results).
+type Reply struct {
+	Result    int
+	Partition int32
 }
 
 // Rules are the coordinator's configurable rules.

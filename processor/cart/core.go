@@ -17,6 +17,7 @@ const (
 	EventAdvanced = "advanced" // the saga moved to its next phase
 	EventFinished = "finished" // the saga ended with its cart result
 	EventPruned   = "pruned"   // holds long past their expiry were dropped
+	EventRerouted = "rerouted" // a re-sent cart command in progress named another reply route
 )
 
 // LineCommandID is the command id of the per-SKU command of one line of a cart
@@ -163,10 +164,16 @@ func (c *Core) command(st State, in *Input, now schemas.Millis) Outputs {
 	if d, ok := st.Decision(cmd.CommandID); ok && c.remembered(d.UpdatedAt, producedAt(in.Produced, now)) {
 		res := d.Result
 		res.Duplicate = true
-		return Outputs{Results: []schemas.CartResult{res}}
+		out := Outputs{Results: []schemas.CartResult{res}}
+		if p, ok := cmd.Reply(); ok { // the re-sent command's own route
+			out.Replies = []Reply{{Result: 0, Partition: p}}
+		}
+		return out
 	}
 	if ent, ok := st.Cart(in.Key); ok && busyWith(&ent, cmd.CommandID) {
-		return Outputs{} // its one result comes when its saga is done
+		// Its one result comes when its saga is done, by the route of the
+		// latest send that named one.
+		return c.reroute(st, in, now)
 	}
 	r := c.newRun(st, in.Key, now)
 	q := Queued{Command: *cmd, Partition: in.Partition, Offset: in.Offset}
@@ -210,6 +217,35 @@ func busyWith(e *Entity, commandID string) bool {
 		}
 	}
 	return false
+}
+
+// reroute gives the cart command in progress (running or queued) that in
+// re-sends the reply route in names, when it is valid and differs from the
+// one it has: a client whose replies partition moved to another instance
+// sends again naming one it still reads. Anything else produces nothing.
+func (c *Core) reroute(st State, in *Input, now schemas.Millis) Outputs {
+	p, ok := in.Command.Reply()
+	if !ok {
+		return Outputs{}
+	}
+	r := c.newRun(st, in.Key, now)
+	var cmd *schemas.CartCommand
+	if s := r.cart.Saga; s != nil && s.Command.CommandID == in.Command.CommandID {
+		cmd = &s.Command
+	}
+	for i := range r.cart.Queue {
+		if cmd == nil && r.cart.Queue[i].Command.CommandID == in.Command.CommandID {
+			cmd = &r.cart.Queue[i].Command
+		}
+	}
+	if had, ok := cmd.Reply(); ok && had == p {
+		return Outputs{}
+	}
+	part := int64(p)
+	cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &part
+	r.touch(EventRerouted, in.Command.CommandID)
+	r.flush()
+	return r.out
 }
 
 func (c *Core) lineResult(st State, in *Input, now schemas.Millis) Outputs {
@@ -580,6 +616,9 @@ func (r *run) decide(q *Queued, outcome, reason, msg string, lines []schemas.Car
 		DecidedAt: r.now,
 	}
 	r.out.Results = append(r.out.Results, res)
+	if p, ok := cmd.Reply(); ok {
+		r.out.Replies = append(r.out.Replies, Reply{Result: len(r.out.Results) - 1, Partition: p})
+	}
 	d := &Decided{CommandID: cmd.CommandID, Result: res, Version: 1, Event: schemas.EventDecided, UpdatedAt: r.now}
 	if prev, ok := r.st.Decision(cmd.CommandID); ok {
 		d.Version = prev.Version + 1

@@ -34,9 +34,10 @@ package cart
 //	                       "pending":false,"held":false,"prepared":false}    2,052
 //	cart.reserve item     {"sku":130,"quantity":19,"reservation_id":770}      958
 //	queued cart command   command_id, type, cart_id, reason, issued_at,
-//	                      ttl_seconds, partition, offset; without items     3,260
-//	the saga's fields     a cart.commit (3,329 for a cart.reserve), its
-//	                      partition, offset, phase, started_at; no lines    4,089
+//	                      ttl_seconds, reply_to, reply_partition,
+//	                      partition, offset; without items                 3,310
+//	the saga's fields     a cart.commit (3,379 for a cart.reserve), its
+//	                      partition, offset, phase, started_at; no lines    4,139
 //	the entity's fields   cart_id, version, event, command_id, updated_at   1,693
 //
 // The message of a line is the SKU processor's: the longest it writes on a
@@ -47,15 +48,15 @@ package cart
 //
 //	commit saga   100 holds, 100 lines, the saga's fields, 16 queued commands
 //	              with 100 lines in all, the entity's fields:
-//	              99,800 + 205,200 + 4,089 + 16*3,260 + 100*958 + 1,693 = 458,742
+//	              99,800 + 205,200 + 4,139 + 16*3,310 + 100*958 + 1,693 = 459,592
 //	reserve saga  0 holds, 100 lines, a cart.reserve of 100 items, the same queue:
-//	              205,200 + 3,329 + 100*958 + 16*3,260 + 100*958 + 1,693 = 453,982
+//	              205,200 + 3,379 + 100*958 + 16*3,310 + 100*958 + 1,693 = 454,832
 //	idle          100 holds: 99,800 + 1,693                              = 101,493
 //
-// bytes (encoded: 458,893, 454,144 and 101,490; the first element of a list
+// bytes (encoded: 459,743, 454,994 and 101,490; the first element of a list
 // has no comma, brackets replace null, a command's items add `,"items":[]`):
 // under 512 KiB, under half the producer's limit. Each further hold adds up to
-// 998+2,052 bytes, each queued line 958, each queued command 3,260. Realistic
+// 998+2,052 bytes, each queued line 958, each queued command 3,310. Realistic
 // ids (a 36-character UUID, a 10-character SKU) make a hold about 130 bytes.
 //
 // The bound relies on what the contract says of fields the coordinator does

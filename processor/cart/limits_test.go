@@ -22,6 +22,8 @@ var (
 	worstReason = strings.Repeat("<", schemas.MaxReasonLen)
 	worstTime   = t0 + 15*60*1000
 	worstIssued = "2026-01-01T00:00:00.000Z"
+	// worstReply is the longest reply_partition (extension (l)).
+	worstReply = int64(schemas.MaxReplyPartition)
 )
 
 // worstSKU is the i-th distinct SKU of MaxIDLen characters.
@@ -48,7 +50,7 @@ func worstLine(i int) Line {
 
 func worstReserve(items int) schemas.CartCommand {
 	c := schemas.CartCommand{CommandID: worstID, Type: schemas.TypeCartReserve, CartID: worstID, Reason: worstReason,
-		IssuedAt: worstIssued, TTLSeconds: i64(schemas.MaxTTLSeconds)}
+		IssuedAt: worstIssued, TTLSeconds: i64(schemas.MaxTTLSeconds), ReplyTo: schemas.ReplyToReplies, ReplyPartition: i64(worstReply)}
 	for i := range items {
 		c.Items = append(c.Items, schemas.CartItem{SKU: worstSKU(i), Quantity: i64(math.MaxInt64), ReservationID: worstID})
 	}
@@ -57,7 +59,7 @@ func worstReserve(items int) schemas.CartCommand {
 
 func worstCommit() schemas.CartCommand {
 	return schemas.CartCommand{CommandID: worstID, Type: schemas.TypeCartCommit, CartID: worstID, Reason: worstReason,
-		IssuedAt: worstIssued, OrderID: worstID}
+		IssuedAt: worstIssued, OrderID: worstID, ReplyTo: schemas.ReplyToReplies, ReplyPartition: i64(worstReply)}
 }
 
 // worstQueue is the largest queue the rules admit: MaxQueue commands whose
@@ -193,10 +195,10 @@ func TestWorstCaseBytes(t *testing.T) {
 	queued := grow(func(e *Entity) {
 		e.Queue = append(e.Queue, Queued{Command: worstReserve(0), Partition: math.MaxInt32, Offset: math.MaxInt64})
 	})
-	assert.Equal(t, 3260, queued, "queued cart command")
+	assert.Equal(t, 3310, queued, "queued cart command")
 	sagaFields := encodedLen(t, Entity{CartID: "c", Saga: &Saga{Command: worstCommit(), Partition: math.MaxInt32, Offset: math.MaxInt64,
 		Phase: PhaseUnprepare, StartedAt: worstTime}}) - encodedLen(t, Entity{CartID: "c"})
-	assert.Equal(t, 4089, sagaFields, "the saga's fields")
+	assert.Equal(t, 4139, sagaFields, "the saga's fields")
 	base := Entity{CartID: worstID, Version: math.MaxInt64, Event: EventFinished, CommandID: worstID, UpdatedAt: worstTime}
 	assert.Equal(t, 1693, encodedLen(t, base), "the entity's fields")
 }

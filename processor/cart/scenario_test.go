@@ -98,6 +98,9 @@ func runDirective(s *sim, td *datadriven.TestData) []string {
 				got = append(got, "(nothing: "+cmd.CommandID+" is running or queued)")
 				if len(o.Changes) > 0 {
 					got[len(got)-1] = "queued " + cmd.CommandID
+					if c := o.Changes[0].Cart; c != nil && c.Event == EventRerouted {
+						got[len(got)-1] = fmt.Sprintf("rerouted %s: reply=%d", cmd.CommandID, *cmd.ReplyPartition)
+					}
 				}
 			}
 			got = append(got, formatOutputs(&o)...)
@@ -233,10 +236,22 @@ func formatCommand(c *schemas.Command) string {
 	return b.String()
 }
 
+// formatOutputs renders cart results (each followed by "  reply partition=N"
+// when it is routed to the replies topic too) and per-SKU commands.
 func formatOutputs(o *Outputs) []string {
 	var got []string
 	for i := range o.Results {
 		got = append(got, formatCartResult(&o.Results[i])...)
+		for _, rp := range o.Replies {
+			if rp.Result == i {
+				got = append(got, fmt.Sprintf("  reply partition=%d", rp.Partition))
+			}
+		}
+	}
+	for _, rp := range o.Replies {
+		if rp.Result < 0 || rp.Result >= len(o.Results) {
+			got = append(got, fmt.Sprintf("  REPLY OF NO RESULT %d", rp.Result))
+		}
 	}
 	for i := range o.Commands {
 		got = append(got, "-> "+formatCommand(&o.Commands[i]))
@@ -344,17 +359,27 @@ func formatCart(s *sim, cartID string) []string {
 			}
 			ls = append(ls, fmt.Sprintf("%s/%s:%s%s", l.SKU, l.ReservationID, st, flags))
 		}
-		got = append(got, fmt.Sprintf("saga: %s %s phase=%s lines: %s", sg.Command.CommandID, sg.Command.Type, sg.Phase, strings.Join(ls, " ")))
+		got = append(got, fmt.Sprintf("saga: %s %s%s phase=%s lines: %s", sg.Command.CommandID, sg.Command.Type,
+			formatRoute(&sg.Command, " reply="), sg.Phase, strings.Join(ls, " ")))
 	}
 	if len(e.Queue) > 0 {
 		qs := []string{}
 		for _, q := range e.Queue {
-			qs = append(qs, q.Command.CommandID+":"+q.Command.Type)
+			qs = append(qs, q.Command.CommandID+":"+q.Command.Type+formatRoute(&q.Command, ":reply="))
 		}
 		got = append(got, "queue: "+strings.Join(qs, " "))
 	}
 	got = append(got, fmt.Sprintf("version=%d event=%s command=%s", e.Version, e.Event, e.CommandID))
 	return got
+}
+
+// formatRoute renders the reply route a cart command keeps: prefix and its
+// partition, or nothing.
+func formatRoute(c *schemas.CartCommand, prefix string) string {
+	if p, ok := c.Reply(); ok {
+		return fmt.Sprintf("%s%d", prefix, p)
+	}
+	return ""
 }
 
 func formatStocks(s *sim) []string {

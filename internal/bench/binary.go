@@ -51,6 +51,9 @@ type Binary struct {
 	// RunPassthrough) under the binary's uniform open loop: the floor of
 	// the processor's Kafka I/O ("processor" CPU is the pass-through's).
 	Passthrough *BinaryStep `json:"passthrough,omitempty"`
+	// Passthrough16 is the same pass-through at 16 clients, closed loop: the
+	// request/reply latency of the transaction loop and the broker alone.
+	Passthrough16 *BinaryStep `json:"passthrough_16,omitempty"`
 	// PassthroughChangelogPerCommand is the changelog records it writes per command.
 	PassthroughChangelogPerCommand int `json:"passthrough_changelog_per_command,omitempty"`
 	// Profile is the CPU profile of the processor process over the whole
@@ -141,16 +144,22 @@ func (r *run) binaryPhase(ctx context.Context) error {
 	// reserve writes a result and three changelog records (reservation,
 	// idempotency entry, stock entity; the uniform workload's SKUs rarely
 	// meet twice in a transaction, so little coalesces).
+	// Then at 16 clients, closed loop: the latency floor of request/reply
+	// through one transaction loop on this broker (p50_ms_at_16_clients).
 	const perCommand = 3
-	pres, err := env.passthroughStep(ctx, LoadConfig{Kind: KindOpen, Workload: WorkloadUniform, Ops: cfg.OpenLoopOps,
-		Seed: seedOf(WorkloadUniform, 0), Tag: r.tag("bp"), Timeout: 2 * time.Minute}, perCommand)
+	pres, err := env.passthroughStep(ctx, perCommand,
+		LoadConfig{Kind: KindOpen, Workload: WorkloadUniform, Ops: cfg.OpenLoopOps,
+			Seed: seedOf(WorkloadUniform, 0), Tag: r.tag("bp"), Timeout: 2 * time.Minute},
+		LoadConfig{Kind: KindClosed, Workload: WorkloadUniform, Clients: 16, Ops: cfg.stepOps(16),
+			Seed: seedOf(WorkloadUniform, 16), Tag: r.tag("bq"), Timeout: cfg.StepTimeout})
 	if err != nil {
 		return fmt.Errorf("binary same-layout pass-through: %w", err)
 	}
-	pt := newBinaryStep(pres)
-	pt.System = SystemPassthrough
-	b.Passthrough, b.PassthroughChangelogPerCommand = &pt, perCommand
+	pt, pq := newBinaryStep(pres[0]), newBinaryStep(pres[1])
+	pt.System, pq.System = SystemPassthrough, SystemPassthrough
+	b.Passthrough, b.Passthrough16, b.PassthroughChangelogPerCommand = &pt, &pq, perCommand
 	r.logBinaryStep(&pt)
+	r.logBinaryStep(&pq)
 	if rate := hotMax / 2; rate > 0 {
 		n := max(int(rate*cfg.PacedDuration.Seconds()), 1)
 		res, err := env.load(ctx, LoadConfig{Kind: KindPaced, Workload: WorkloadHot, Ops: n, Rate: rate,

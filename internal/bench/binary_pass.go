@@ -122,11 +122,11 @@ func commandID(v []byte) []byte {
 
 // passthroughStep runs the same-layout pass-through as its own process and
 // drives it with an open-loop load of workload, like the binary's open loop.
-func (e *binaryEnv) passthroughStep(ctx context.Context, lc LoadConfig, perCommand int) (LoadResult, error) {
+func (e *binaryEnv) passthroughStep(ctx context.Context, perCommand int, lcs ...LoadConfig) ([]LoadResult, error) {
 	names := topics.NewNames(passPrefix)
 	admCl, err := kgo.NewClient(clientOpts(e.brokers)...)
 	if err != nil {
-		return LoadResult{}, fmt.Errorf("pass-through: admin client: %w", err)
+		return nil, fmt.Errorf("pass-through: admin client: %w", err)
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
@@ -136,7 +136,7 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, lc LoadConfig, perComma
 			err = resp.Err
 		}
 		if err != nil {
-			return LoadResult{}, fmt.Errorf("pass-through: create topic %s: %w", t, err)
+			return nil, fmt.Errorf("pass-through: create topic %s: %w", t, err)
 		}
 	}
 	args := []string{"passthrough", "-brokers", e.brokers[0], "-topic-prefix", passPrefix,
@@ -157,15 +157,23 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, lc LoadConfig, perComma
 		c.tail.add(line)
 	})
 	if err := c.start(); err != nil {
-		return LoadResult{}, fmt.Errorf("pass-through: %w", err)
+		return nil, fmt.Errorf("pass-through: %w", err)
 	}
 	defer func() { _ = c.stop(10 * time.Second) }()
 	select {
 	case <-ready:
 	case <-c.done:
-		return LoadResult{}, fmt.Errorf("pass-through exited: %v; output: %s", c.err, c.tail)
+		return nil, fmt.Errorf("pass-through exited: %v; output: %s", c.err, c.tail)
 	case <-time.After(90 * time.Second):
-		return LoadResult{}, fmt.Errorf("pass-through not ready within 90s; output: %s", c.tail)
+		return nil, fmt.Errorf("pass-through not ready within 90s; output: %s", c.tail)
 	}
-	return e.loadOn(ctx, lc, passPrefix, c)
+	var out []LoadResult
+	for _, lc := range lcs {
+		res, err := e.loadOn(ctx, lc, passPrefix, c)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }

@@ -74,6 +74,9 @@ func (rep *Report) finishBinary() {
 			h["e2e_vs_passthrough_same_layout_ratio"] = v / pt.Throughput
 		}
 	}
+	if pq := b.Passthrough16; pq != nil && pq.Completed > 0 {
+		h["passthrough_same_layout_p50_ms_at_16_clients"] = pq.P50
+	}
 	if b.OpenLoopCPUUsPerCommand > 0 {
 		h["binary_processor_cpu_us_per_command_open_loop"] = b.OpenLoopCPUUsPerCommand
 	}

@@ -58,6 +58,14 @@ func TestBinaryPhase(t *testing.T) {
 			assert.LessOrEqual(t, s.HotAccepted, s.HotStock)
 		}
 	}
+	// The same-layout pass-through: open loop, then 16 clients closed loop.
+	for _, s := range []*BinaryStep{b.Passthrough, b.Passthrough16} {
+		require.NotNil(t, s)
+		assert.Equal(t, SystemPassthrough, s.System)
+		assert.Positive(t, s.Completed)
+		assert.Zero(t, s.Errors)
+	}
+	assert.Equal(t, 16, b.Passthrough16.Clients)
 	c := b.Check
 	assert.NoError(t, c.verdict())
 	assert.Equal(t, cfg.SKUs+1+1+1+1, c.SKUs, "the uniform SKUs and a hot SKU per hot step (closed, warm-up, open, paced)")
@@ -68,7 +76,7 @@ func TestBinaryPhase(t *testing.T) {
 	h := r.rep.Headline
 	for _, k := range []string{"binary_uniform_max_throughput", "binary_uniform_throughput_at_p99_150ms", "binary_uniform_p99_ms_at_best",
 		"binary_uniform_clients_at_best", "binary_hot_max_throughput", "binary_p50_ms_at_16_clients", "binary_hot_p99_ms_at_half_max",
-		"binary_open_loop_uniform_throughput"} {
+		"binary_open_loop_uniform_throughput", "passthrough_same_layout_p50_ms_at_16_clients"} {
 		assert.Positive(t, h[k], k)
 	}
 	assert.Equal(t, 16.0, h["binary_uniform_clients_at_best"])
@@ -85,6 +93,7 @@ func TestBinaryPhase(t *testing.T) {
 	md := r.rep.markdown()
 	assert.Contains(t, md, "## The binary as a user runs it")
 	assert.Contains(t, md, "reservations serve")
+	assert.Contains(t, md, "the floor of `p50_ms_at_16_clients`")
 }
 
 // changelogRecord encodes one changelog change as the processor writes it.

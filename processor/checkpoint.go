@@ -3,17 +3,21 @@ package processor
 import (
 	"fmt"
 	"time"
+
+	"github.com/reservations/reservations/statestore"
 )
 
 // This file writes committed state to a partition's Badger store behind the
 // commits, off the partition's critical path (Kafka Streams flushes its record
 // cache and checkpoints its offsets the same way, at a coarser grain).
 //
-// A committed transaction's changelog values join dirty; one background write
-// at a time puts everything dirty into Badger with the changelog offset it
-// reaches, in one Badger transaction (statestore.Store.Commit). What is
-// committed while a write runs waits in dirty for the next one, so a hot key
-// changed by many transactions is written once per store write, and the
+// A committed transaction's changelog values join dirty; a writer goroutine
+// puts everything dirty into Badger with the changelog offset it reaches, in
+// one Badger transaction (statestore.Store.Commit), one write at a time and at
+// most one per storeWriteGap. What is committed meanwhile waits in dirty for
+// the next write, so small transactions share a write (one Badger write per
+// transaction cost more in fixed overhead than in data at 16 clients), a hot
+// key changed by many transactions is written once per store write, and the
 // partition goes on deciding while Badger works.
 //
 // Reads see committed state through pending -> cache -> dirty -> writing ->
@@ -31,26 +35,79 @@ import (
 // runs; beyond it a commit waits for that write (back-pressure).
 const maxDirtyKeys = 200_000
 
+// storeWriteGap is the least time from the start of one store write to the
+// start of the next: at low load a transaction changes a few keys, and one
+// Badger write per transaction costs more in fixed overhead than in data.
+// syncStore does not wait for it.
+const storeWriteGap = 50 * time.Millisecond
+
 // storeWriter is the write-behind state of one partition (only its goroutine
-// touches it).
+// touches it) and the goroutine that writes its store.
 type storeWriter struct {
 	dirty   map[string][]byte // committed values not handed to a write yet (nil: tombstone)
 	next    int64             // the changelog offset the store reaches with dirty; -1: none staged
 	ownedAt time.Time         // owned_at to write after dirty; zero: none
 
 	writing map[string][]byte // the values of the write in flight (nil map: none)
-	done    chan storeWrite   // its result (buffered)
+	spare   map[string][]byte // the map of the last write, cleared, for the next dirty
+
+	// The writer goroutine (started by the first write, stopped by
+	// closeStore): it takes writes from reqs and answers each on done.
+	reqs  chan storeWrite
+	done  chan storeWrite
+	hurry chan struct{} // skip the pause after the running write
 }
 
-// storeWrite is the result of one background write.
+// storeWrite is one write for the writer goroutine, and then its result.
 type storeWrite struct {
-	next    int64
+	vals    map[string][]byte
+	next    int64 // -1: no data, only owned_at
 	ownedAt time.Time
 	err     error
 }
 
 func newStoreWriter() storeWriter {
-	return storeWriter{dirty: make(map[string][]byte), next: -1, done: make(chan storeWrite, 1)}
+	return storeWriter{dirty: make(map[string][]byte), next: -1}
+}
+
+// run writes the store for one partition until reqs is closed. After each
+// write it answers when storeWriteGap has passed since the write began, or
+// at once when hurried, so that commits meanwhile join the next write.
+func (sw *storeWriter) run(store *statestore.Store) {
+	for r := range sw.reqs {
+		began := time.Now()
+		if r.next >= 0 {
+			r.err = store.Commit(r.vals, r.next)
+		}
+		if r.err == nil && !r.ownedAt.IsZero() {
+			r.err = store.SetOwnedAt(r.ownedAt)
+		}
+		if wait := storeWriteGap - time.Since(began); wait > 0 && r.err == nil {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-sw.hurry:
+				t.Stop()
+			}
+		}
+		sw.done <- r
+	}
+}
+
+// stop ends the writer goroutine (no write may be running).
+func (sw *storeWriter) stop() {
+	if sw.reqs != nil {
+		close(sw.reqs)
+		sw.reqs = nil
+	}
+}
+
+// rush skips the pause after the running write.
+func (sw *storeWriter) rush() {
+	select {
+	case sw.hurry <- struct{}{}:
+	default:
+	}
 }
 
 // pendingStore reports whether the store is missing committed state.
@@ -83,11 +140,13 @@ func (w *partition) stage(raw map[string][]byte, next int64, owned time.Time) {
 	}
 }
 
-// writeBehind starts a background write of what is dirty when none is running.
-// When a write is running and dirty is full, it waits for that write first.
+// writeBehind hands what is dirty to the writer goroutine when no write is
+// running. When a write is running and dirty is full, it waits for that write
+// first.
 func (w *partition) writeBehind() error {
 	sw := &w.sw
 	if sw.writing != nil && len(sw.dirty) >= maxDirtyKeys {
+		sw.rush()
 		if err := w.storeWritten(<-sw.done); err != nil {
 			return err
 		}
@@ -95,27 +154,27 @@ func (w *partition) writeBehind() error {
 	if sw.writing != nil || (len(sw.dirty) == 0 && sw.next < 0 && sw.ownedAt.IsZero()) {
 		return nil
 	}
-	vals, next, owned := sw.dirty, sw.next, sw.ownedAt
-	sw.writing = vals
-	sw.dirty = make(map[string][]byte, len(vals))
+	if sw.reqs == nil {
+		sw.reqs, sw.done, sw.hurry = make(chan storeWrite, 1), make(chan storeWrite, 1), make(chan struct{}, 1)
+		go sw.run(w.store)
+	}
+	r := storeWrite{vals: sw.dirty, next: sw.next, ownedAt: sw.ownedAt}
+	sw.writing = sw.dirty
+	if sw.spare != nil {
+		sw.dirty, sw.spare = sw.spare, nil
+	} else {
+		sw.dirty = make(map[string][]byte, len(r.vals))
+	}
 	sw.next, sw.ownedAt = -1, time.Time{}
-	store, done := w.store, sw.done
-	go func() {
-		var err error
-		if next >= 0 {
-			err = store.Commit(vals, next)
-		}
-		if err == nil && !owned.IsZero() {
-			err = store.SetOwnedAt(owned)
-		}
-		done <- storeWrite{next: next, ownedAt: owned, err: err}
-	}()
+	sw.reqs <- r
 	return nil
 }
 
 // storeWritten takes the result of the write that was running.
 func (w *partition) storeWritten(r storeWrite) error {
-	w.sw.writing = nil
+	sw := &w.sw
+	clear(sw.writing)
+	sw.spare, sw.writing = sw.writing, nil
 	if r.err != nil {
 		return fmt.Errorf("write committed state up to changelog offset %d: %w", r.next, r.err)
 	}
@@ -135,6 +194,7 @@ func (w *partition) syncStore() error {
 			}
 			continue
 		}
+		w.sw.rush()
 		if err := w.storeWritten(<-w.sw.done); err != nil {
 			return err
 		}
@@ -174,6 +234,7 @@ func (w *partition) closeStore() {
 		w.log.Warn("state store left behind the changelog (the next restore replays the tail)", "err", err)
 		w.offset = w.stored
 	}
+	w.sw.stop()
 	if err := w.store.Close(); err != nil {
 		w.log.Warn("close state", "err", err)
 	}

@@ -110,6 +110,9 @@ func TestWriteBehindModel(t *testing.T) {
 					require.NoError(t, w.writeBehind())
 				case r < 16: // the running write ends (the loop's select)
 					if w.sw.writing != nil {
+						if rng.IntN(2) == 0 {
+							w.sw.rush() // or let it wait out storeWriteGap
+						}
 						w.storeDone(<-w.sw.done)
 					}
 				case r < 18:
@@ -123,9 +126,11 @@ func TestWriteBehindModel(t *testing.T) {
 					checkStorePrefix()
 				default: // a crash: whatever the store has is all there is
 					if w.sw.writing != nil {
+						w.sw.rush()
 						r := <-w.sw.done // the process dies after the write returned
 						require.NoError(t, r.err)
 					}
+					w.sw.stop()
 					require.NoError(t, w.store.Close())
 					w = open()
 					checkStorePrefix()

@@ -39,11 +39,11 @@
 //     outputs (KIP-447: the group generation fences zombies);
 //  5. on commit, each partition moves its pending changes to its cache and
 //     hands their changelog values, with the changelog offset they reach, to
-//     its store writer (checkpoint.go): one background write at a time puts
-//     everything committed since the last one into Badger in ONE write (data
-//     and offset together), so Badger's work is off the partition's critical
-//     path and a key changed by many transactions is written once per store
-//     write; on abort, it drops them (and puts popped timers back), and the
+//     its store writer (checkpoint.go): one background write at a time, at
+//     most one per 50 ms, puts everything committed since the last one into
+//     Badger in ONE write (data and offset together), so Badger's work is off
+//     the partition's critical path, small transactions share a write, and a
+//     key changed by many transactions is written once per store write; on abort, it drops them (and puts popped timers back), and the
 //     session rewinds to the committed offsets so the records are decided again.
 //
 // Badger therefore only ever holds state of committed transactions: it can be

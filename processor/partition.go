@@ -299,13 +299,13 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 	if c, ok := w.cache[key]; ok {
 		return c, !c.Tombstone()
 	}
-	if w.keys.absent(key) {
+	v, staged := w.sw.lookup(key)
+	if !staged && w.keys.absent(key) {
 		if cacheMiss {
 			w.cacheSet(tombstone(key))
 		}
 		return Change{}, false
 	}
-	v, staged := w.sw.lookup(key)
 	if !staged {
 		var err error
 		if v, err = w.store.Get(key); err != nil {

@@ -74,6 +74,9 @@ type Processor struct {
 	events  []groupEvent
 	failErr error
 	parts   map[int32]*partition // owned by the main loop
+	// touched are the partitions sent a job in the open transaction: only they
+	// seal, commit or abort it (main loop only).
+	touched map[int32]bool
 	// live are the partitions in parts (guarded by mu), so that the group
 	// goroutine can stop a revoked or lost partition at once (stopNow).
 	live map[int32]*partition
@@ -111,7 +114,7 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), live: make(map[int32]*partition),
+	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), touched: make(map[int32]bool), live: make(map[int32]*partition),
 		status: make(map[int32]string), queryable: make(map[int32]*partition),
 		standbys: make(map[int32]*standby), standbyFailed: make(map[int32]time.Time), released: make(map[int32]warmStore),
 		static: cfg.StaticMembership()}
@@ -1069,13 +1072,14 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 			j.owned = endStart
 		}
 		w.wrote = false
-		if w.ready.Load() {
+		if w.ready.Load() && p.touched[w.p] {
 			select {
 			case w.jobs <- j:
 			case <-w.exit:
 			}
 		}
 	}
+	clear(p.touched)
 	if err != nil {
 		return fmt.Errorf("end transaction: %w", err)
 	}
@@ -1169,7 +1173,14 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 		}
 		by[r.Partition] = append(by[r.Partition], r)
 	}
-	return p.fanOut(false, func(n int32) job {
+	// A partition with no records and nothing due (timers, sweep) has
+	// nothing to do: it is left alone (a hot SKU's partition does not wake
+	// every other one).
+	idle := func(n int32, w *partition) bool {
+		d := w.nextDue.Load()
+		return len(by[n]) == 0 && d > 0 && schemas.Millis(d) > now
+	}
+	return p.fanOut(false, idle, func(n int32) job {
 		_, offsetKnown := known[n]
 		return job{kind: jobApply, records: by[n], now: now, deadline: deadline, noTimers: !offsetKnown}
 	})
@@ -1181,12 +1192,14 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 // transaction; the session aborts a transaction that saw a revoke anyway),
 // and one that stopped fails the transaction.
 func (p *Processor) seal() error {
-	return p.fanOut(true, func(int32) job { return job{kind: jobSeal} })
+	untouched := func(n int32, _ *partition) bool { return !p.touched[n] }
+	return p.fanOut(true, untouched, func(int32) job { return job{kind: jobSeal} })
 }
 
 // fanOut sends the job mk makes to every running partition (revoked ones too
-// when withRevoked) and waits for all answers; it returns the first failure.
-func (p *Processor) fanOut(withRevoked bool, mk func(n int32) job) error {
+// when withRevoked) but those skip names, marks them touched, and waits for all
+// answers; it returns the first failure.
+func (p *Processor) fanOut(withRevoked bool, skip func(n int32, w *partition) bool, mk func(n int32) job) error {
 	done := make(chan applied, len(p.parts))
 	pending := make(map[int32]*partition, len(p.parts))
 	var first error
@@ -1196,9 +1209,10 @@ func (p *Processor) fanOut(withRevoked bool, mk func(n int32) job) error {
 		}
 	}
 	for n, w := range p.parts {
-		if !w.ready.Load() || (w.revoked.Load() && !withRevoked) {
+		if !w.ready.Load() || (w.revoked.Load() && !withRevoked) || skip(n, w) {
 			continue
 		}
+		p.touched[n] = true
 		j := mk(n)
 		j.done = done
 		select {

@@ -3,8 +3,6 @@ package processor
 import (
 	"fmt"
 	"time"
-
-	"github.com/reservations/reservations/statestore"
 )
 
 // This file writes committed state to a partition's Badger store behind the
@@ -51,11 +49,23 @@ type storeWriter struct {
 	writing map[string][]byte // the values of the write in flight (nil map: none)
 	spare   map[string][]byte // the map of the last write, cleared, for the next dirty
 
+	// failed is the first failed write: the store is never written again
+	// (a later write would record an offset past the values that were lost),
+	// and writing keeps that write's values readable until the restart.
+	failed error
+
 	// The writer goroutine (started by the first write, stopped by
 	// closeStore): it takes writes from reqs and answers each on done.
-	reqs  chan storeWrite
-	done  chan storeWrite
-	hurry chan struct{} // skip the pause after the running write
+	reqs   chan storeWrite
+	done   chan storeWrite
+	hurry  chan struct{} // skip the pause after the running write
+	target stateWriter   // what it writes to; nil: the partition's store
+}
+
+// stateWriter is what the writer goroutine needs of the store.
+type stateWriter interface {
+	Commit(changes map[string][]byte, nextOffset int64) error
+	SetOwnedAt(t time.Time) error
 }
 
 // storeWrite is one write for the writer goroutine, and then its result.
@@ -73,7 +83,7 @@ func newStoreWriter() storeWriter {
 // run writes the store for one partition until reqs is closed. After each
 // write it answers when storeWriteGap has passed since the write began, or
 // at once when hurried, so that commits meanwhile join the next write.
-func (sw *storeWriter) run(store *statestore.Store) {
+func (sw *storeWriter) run(store stateWriter) {
 	for r := range sw.reqs {
 		began := time.Now()
 		if r.next >= 0 {
@@ -134,7 +144,9 @@ func (w *partition) stage(raw map[string][]byte, next int64, owned time.Time) {
 	for k, v := range raw {
 		sw.dirty[k] = v
 	}
-	sw.next = next
+	if next >= 0 { // -1: a commit that proves ownership only
+		sw.next = next
+	}
 	if !owned.IsZero() {
 		sw.ownedAt = owned
 	}
@@ -145,6 +157,9 @@ func (w *partition) stage(raw map[string][]byte, next int64, owned time.Time) {
 // first.
 func (w *partition) writeBehind() error {
 	sw := &w.sw
+	if sw.failed != nil {
+		return sw.failed
+	}
 	if sw.writing != nil && len(sw.dirty) >= maxDirtyKeys {
 		sw.rush()
 		if err := w.storeWritten(<-sw.done); err != nil {
@@ -156,7 +171,10 @@ func (w *partition) writeBehind() error {
 	}
 	if sw.reqs == nil {
 		sw.reqs, sw.done, sw.hurry = make(chan storeWrite, 1), make(chan storeWrite, 1), make(chan struct{}, 1)
-		go sw.run(w.store)
+		if sw.target == nil {
+			sw.target = w.store
+		}
+		go sw.run(sw.target)
 	}
 	r := storeWrite{vals: sw.dirty, next: sw.next, ownedAt: sw.ownedAt}
 	sw.writing = sw.dirty
@@ -173,11 +191,12 @@ func (w *partition) writeBehind() error {
 // storeWritten takes the result of the write that was running.
 func (w *partition) storeWritten(r storeWrite) error {
 	sw := &w.sw
+	if r.err != nil {
+		sw.failed = fmt.Errorf("write committed state up to changelog offset %d: %w", r.next, r.err)
+		return sw.failed
+	}
 	clear(sw.writing)
 	sw.spare, sw.writing = sw.writing, nil
-	if r.err != nil {
-		return fmt.Errorf("write committed state up to changelog offset %d: %w", r.next, r.err)
-	}
 	if r.next >= 0 {
 		w.stored = r.next
 	}
@@ -188,6 +207,9 @@ func (w *partition) storeWritten(r storeWrite) error {
 // the store, and before it is closed.
 func (w *partition) syncStore() error {
 	for w.sw.pendingStore() {
+		if w.sw.failed != nil {
+			return w.sw.failed
+		}
 		if w.sw.writing == nil {
 			if err := w.writeBehind(); err != nil {
 				return err

@@ -108,6 +108,9 @@ func TestWriteBehindModel(t *testing.T) {
 					w.stage(raw, off, time.Time{})
 					w.offset = off
 					require.NoError(t, w.writeBehind())
+				case r == 12: // a commit that wrote nothing but proves ownership (owned_at)
+					w.stage(nil, -1, time.UnixMilli(int64(step+1)))
+					require.NoError(t, w.writeBehind())
 				case r < 16: // the running write ends (the loop's select)
 					if w.sw.writing != nil {
 						if rng.IntN(2) == 0 {
@@ -149,4 +152,66 @@ func TestWriteBehindModel(t *testing.T) {
 			w.closeStore()
 		})
 	}
+}
+
+// failingStore fails the first Commit, then writes through to the store.
+type failingStore struct {
+	*statestore.Store
+	failed bool
+}
+
+func (f *failingStore) Commit(changes map[string][]byte, next int64) error {
+	if !f.failed {
+		f.failed = true
+		return fmt.Errorf("injected write failure")
+	}
+	return f.Store.Commit(changes, next)
+}
+
+// TestWriteBehindStopsAfterAFailedWrite: once a store write failed, the store
+// is never written again (a later write would record an offset past the
+// values that were lost), and the committed values stay readable until the
+// restart that restores the partition.
+func TestWriteBehindStopsAfterAFailedWrite(t *testing.T) {
+	dir := t.TempDir()
+	store, err := statestore.Open(dir, statestore.Options{})
+	require.NoError(t, err)
+	var failures []error
+	w := &partition{
+		store: store, sw: newStoreWriter(), log: slog.New(slog.DiscardHandler),
+		cache: map[string]Change{}, pending: Entities{},
+		env: &partitionEnv{fail: func(err error) { failures = append(failures, err) }},
+	}
+	w.sw.target = &failingStore{Store: store}
+	value := func(k string) []byte {
+		v, err := EncodeChange(&Change{Change: sku.Change{Key: schemas.StockKey(k), Stock: &schemas.StockEntity{SKU: k, OnHand: 1, Available: 1, Version: 1, UpdatedAt: 1}}})
+		require.NoError(t, err)
+		return v
+	}
+	w.stage(map[string][]byte{schemas.StockKey("a"): value("a")}, 2, time.Time{})
+	w.offset = 2
+	require.NoError(t, w.writeBehind()) // fails in the background
+	w.stage(map[string][]byte{schemas.StockKey("b"): value("b")}, 4, time.Time{})
+	w.offset = 4
+	require.NoError(t, w.writeBehind()) // a write is running: b waits
+	w.sw.rush()
+	w.storeDone(<-w.sw.done)
+	require.Len(t, failures, 1, "the failed write stops the partition")
+	require.Error(t, w.writeBehind(), "no write after a failed one")
+	for _, k := range []string{"a", "b"} {
+		_, ok := w.get(schemas.StockKey(k), false)
+		require.True(t, ok, "%s stays readable until the restart", k)
+	}
+	w.closeStore()
+	require.Equal(t, int64(0), w.offset, "the partition's offset is the store's after a failed write")
+
+	store, err = statestore.Open(dir, statestore.Options{})
+	require.NoError(t, err)
+	defer store.Close()
+	at, err := store.Offset()
+	require.NoError(t, err)
+	dump, err := store.Dump()
+	require.NoError(t, err)
+	require.Equal(t, int64(0), at, "the store records no offset past the lost write")
+	require.Empty(t, dump)
 }

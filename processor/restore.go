@@ -64,6 +64,10 @@ type restoreHooks struct {
 	// pos is called with the next changelog offset to read, after every
 	// fetch and once at the end (pos == end).
 	pos func(next int64)
+	// storeOnly: the store is all that is wanted (Rebuild, with its own
+	// bound on partitions at once): an empty store is bulk-loaded like a full
+	// restore, and no timers, gauges or key filter are built.
+	storeOnly bool
 }
 
 // restoreWith is restore, observed by h (may be nil).
@@ -154,6 +158,9 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 		w.log.Warn("wiping state and restoring in full", "reason", full, "from", logStart, "to", end)
 		env.metrics.storeWipes.Inc()
 		n, err = w.restoreFull(ctx, logStart, end, track)
+	} else if off == 0 && end > 0 && h != nil && h.storeOnly {
+		w.log.Info("restoring the changelog into an empty store (bulk load)", "from", logStart, "to", end)
+		n, err = w.restoreFull(ctx, logStart, end, track)
 	} else if off < end {
 		w.log.Info("restoring changelog tail", "from", off, "to", end)
 		n, err = w.restoreTail(ctx, off, end, track)
@@ -174,13 +181,14 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 		return st, err
 	}
 	w.stored = w.offset
-	if !w.standby { // a standby decides nothing: no timers, no gauges
+	decides := !w.standby && (h == nil || !h.storeOnly)
+	if decides { // a standby decides nothing: no timers, no gauges
 		if err := w.role.restored(); err != nil {
 			return st, err
 		}
 		w.updateDue()
 	}
-	if !w.standby { // a standby reads nothing: no key filter
+	if decides { // a standby reads nothing: no key filter
 		if err := w.keys.build(store); err != nil {
 			return st, err
 		}

@@ -64,9 +64,8 @@ type restoreHooks struct {
 	// pos is called with the next changelog offset to read, after every
 	// fetch and once at the end (pos == end).
 	pos func(next int64)
-	// storeOnly: the store is all that is wanted (Rebuild, with its own
-	// bound on partitions at once): an empty store is bulk-loaded like a full
-	// restore, and no timers, gauges or key filter are built.
+	// storeOnly: the store is all that is wanted (Rebuild): no expiry
+	// schedule, gauges or key filter are built.
 	storeOnly bool
 }
 
@@ -157,9 +156,6 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 	if full != "" {
 		w.log.Warn("wiping state and restoring in full", "reason", full, "from", logStart, "to", end)
 		env.metrics.storeWipes.Inc()
-		n, err = w.restoreFull(ctx, logStart, end, track)
-	} else if off == 0 && end > 0 && h != nil && h.storeOnly {
-		w.log.Info("restoring the changelog into an empty store (bulk load)", "from", logStart, "to", end)
 		n, err = w.restoreFull(ctx, logStart, end, track)
 	} else if off < end {
 		w.log.Info("restoring changelog tail", "from", off, "to", end)

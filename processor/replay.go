@@ -198,8 +198,9 @@ func (p *Processor) Rebuild(ctx context.Context, opts RebuildOptions) (*RebuildS
 			w := newPartition(env, ctx, n)
 			var from int64
 			st, err := w.restoreWith(gctx, &restoreHooks{
-				plan: func(f, end int64, _ string) { from = f; track.plan(n, end-f) },
-				pos:  func(next int64) { track.at(n, next-from) },
+				plan:      func(f, end int64, _ string) { from = f; track.plan(n, end-f) },
+				pos:       func(next int64) { track.at(n, next-from) },
+				storeOnly: true,
 			})
 			if w.store != nil {
 				if cerr := w.store.Close(); err == nil {

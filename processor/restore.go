@@ -64,6 +64,9 @@ type restoreHooks struct {
 	// pos is called with the next changelog offset to read, after every
 	// fetch and once at the end (pos == end).
 	pos func(next int64)
+	// storeOnly: the store is all that is wanted (Rebuild): no expiry
+	// schedule, gauges or key filter are built.
+	storeOnly bool
 }
 
 // restoreWith is restore, observed by h (may be nil).
@@ -174,13 +177,14 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 		return st, err
 	}
 	w.stored = w.offset
-	if !w.standby { // a standby decides nothing: no timers, no gauges
+	decides := !w.standby && (h == nil || !h.storeOnly)
+	if decides { // a standby decides nothing: no timers, no gauges
 		if err := w.role.restored(); err != nil {
 			return st, err
 		}
 		w.updateDue()
 	}
-	if !w.standby { // a standby reads nothing: no key filter
+	if decides { // a standby reads nothing: no key filter
 		if err := w.keys.build(store); err != nil {
 			return st, err
 		}

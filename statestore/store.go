@@ -382,7 +382,13 @@ func (s *Store) Load(state map[string][]byte, nextOffset int64, meta map[string]
 	if err := sw.Prepare(); err != nil {
 		return fmt.Errorf("load state %s: %w", s.dir, err)
 	}
-	buf := z.NewBuffer(64<<20, "statestore.Load")
+	// The buffer grows as needed: starting it at its 32 MiB flush size cost
+	// more (zeroing it) than loading a small partition.
+	size := 1 << 20
+	for _, e := range kvs {
+		size += len(e.k) + len(e.v) + 64
+	}
+	buf := z.NewBuffer(min(size, 32<<20), "statestore.Load")
 	defer func() { _ = buf.Release() }()
 	flushBuf := func() error {
 		if buf.LenNoPadding() == 0 {

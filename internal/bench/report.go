@@ -215,6 +215,9 @@ func (rep *Report) finish() {
 	}
 	r := rep.Restore
 	h["restore_records_per_s"] = r.RebuildRecordsPerS
+	if r.ReadOnlyRecordsPerS > 0 {
+		h["restore_read_only_records_per_s"] = r.ReadOnlyRecordsPerS
+	}
 	h["restore_seconds"] = r.RebuildSeconds
 	h["restore_active_reservations"] = float64(r.Reservations)
 	h["restore_time_to_ready_s"] = r.ReadySeconds

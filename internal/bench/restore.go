@@ -6,11 +6,13 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/schemas"
@@ -28,9 +30,14 @@ type Restore struct {
 	ProduceSeconds float64 `json:"produce_seconds"`
 	// Rebuild: processor.(*Processor).Rebuild of every partition into an empty
 	// folder (as many partitions at once as CPUs, as the operator's tool does).
-	RebuildSeconds       float64 `json:"rebuild_seconds"`
-	RebuildRecordsPerS   float64 `json:"rebuild_records_per_s"`
-	RebuildPartitions    int     `json:"rebuild_partitions"`
+	RebuildSeconds     float64 `json:"rebuild_seconds"`
+	RebuildRecordsPerS float64 `json:"rebuild_records_per_s"`
+	RebuildPartitions  int     `json:"rebuild_partitions"`
+	// ReadOnly: the same changelog read by clients like the restore's (one
+	// per partition, read_committed, as many at once as CPUs), doing nothing
+	// with the records: the floor of Rebuild on this broker.
+	ReadOnlySeconds      float64 `json:"read_only_seconds"`
+	ReadOnlyRecordsPerS  float64 `json:"read_only_records_per_s"`
 	ReadySeconds         float64 `json:"ready_seconds"` // processor.Run on an empty folder until Ready (partitions in parallel, group join included)
 	ReadyRecordsPerS     float64 `json:"ready_records_per_s"`
 	ReadyHeapDeltaBytes  int64   `json:"ready_heap_delta_bytes"` // Go heap in use after GC, ready processor minus before
@@ -68,6 +75,15 @@ func (r *run) restoreRuns(ctx context.Context) error {
 	res.ProduceSeconds = time.Since(t0).Seconds()
 	r.logf("restore: changelog of %d records (%d active reservations, %d SKUs) written in %.1fs",
 		res.Records, res.Reservations, res.SKUs, res.ProduceSeconds)
+
+	t0 = time.Now()
+	read, err := readChangelog(ctx, brokers, names.Changelog, cfg.Partitions)
+	if err != nil {
+		return err
+	}
+	res.ReadOnlySeconds = time.Since(t0).Seconds()
+	res.ReadOnlyRecordsPerS = float64(read) / res.ReadOnlySeconds
+	r.logf("restore: reading the changelog alone (%d records, no store): %.2fs, %.0f records/s", read, res.ReadOnlySeconds, res.ReadOnlyRecordsPerS)
 
 	pcfg := processor.Config{
 		Brokers:   brokers,
@@ -317,4 +333,66 @@ func endTxn(ctx context.Context, cl *kgo.Client) error {
 		return fmt.Errorf("commit changelog transaction: %w", err)
 	}
 	return nil
+}
+
+// readChangelog reads every partition of topic to its end the way the
+// restore does (a client per partition, read_committed, control records
+// kept, 16 MiB per partition fetch, as many partitions at once as CPUs) and
+// returns the data records read.
+func readChangelog(ctx context.Context, brokers []string, topic string, partitions int32) (int64, error) {
+	admCl, err := kgo.NewClient(clientOpts(brokers)...)
+	if err != nil {
+		return 0, fmt.Errorf("read changelog: %w", err)
+	}
+	defer admCl.Close()
+	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read changelog: end offsets: %w", err)
+	}
+	var total atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.NumCPU())
+	for p := range partitions {
+		end, _ := ends.Lookup(topic, p)
+		if end.Offset <= 0 {
+			continue
+		}
+		g.Go(func() error {
+			cl, err := kgo.NewClient(append(clientOpts(brokers),
+				kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(0)}}),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+				kgo.KeepControlRecords(),
+				kgo.FetchMaxPartitionBytes(16<<20))...)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			for {
+				fs := cl.PollFetches(gctx)
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				if err := fs.Err0(); err != nil {
+					return fmt.Errorf("read changelog partition %d: %w", p, err)
+				}
+				done := false
+				fs.EachRecord(func(r *kgo.Record) {
+					if r.Attrs.IsControl() {
+						done = done || r.Offset+1 >= end.Offset
+						return
+					}
+					total.Add(1)
+					done = done || r.Offset+1 >= end.Offset
+				})
+				if done {
+					return nil
+				}
+			}
+		})
+	}
+	err = g.Wait()
+	return total.Load(), err
 }

@@ -308,3 +308,21 @@ func TestRoutesLookup(t *testing.T) {
 	ro, _ := rs.lookup("c1.hot.7")
 	assert.Nil(t, ro)
 }
+
+func TestTargetValueFormats(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		v    float64
+		want string
+	}{
+		{"binary_vs_redis_throughput_ratio_uniform", 1.6865, "1.69x"},
+		{"e2e_vs_passthrough_same_layout_ratio", 0.315, "0.32x"},
+		{"p50_ms_at_16_clients", 3.586, "3.6 ms"},
+		{"failover_takeover_seconds_with_standby", 0.2199, "0.22 s"},
+		{"processor_cpu_us_per_command", 28.58, "28.6 µs"},
+		{"restore_records_per_s", 260190.4, "260,190/s"},
+		{"rolling_restart_partition_moves", 0, "0"},
+	} {
+		assert.Equal(t, tc.want, targetValue(Target{Key: tc.key, Value: tc.v}), tc.key)
+	}
+}

@@ -58,6 +58,9 @@ func (rep *Report) finishBinary() {
 		case s.Kind == KindPaced:
 			h["binary_hot_p99_ms_at_half_max"] = s.P99
 			h["binary_hot_half_max_rate"] = s.TargetRate
+			if s.Completed > 0 && s.ProcessorCPUUsPerCommand > 0 {
+				h["binary_hot_paced_processor_cpu_us_per_command"] = s.ProcessorCPUUsPerCommand
+			}
 		}
 	}
 	if !slices.ContainsFunc(b.Steps, func(s BinaryStep) bool { return s.Kind == KindClosed && s.Clients == 16 }) {

@@ -308,10 +308,14 @@ func targetValue(t Target) string {
 	switch {
 	case t.Key == "e2e_vs_passthrough_ratio":
 		return fmt.Sprintf("%.2f", t.Value)
-	case strings.HasSuffix(t.Key, "_ratio"):
+	case strings.Contains(t.Key, "_ratio"): // binary_vs_redis_throughput_ratio_uniform too
 		return fx(t.Value)
 	case strings.Contains(t.Key, "_ms"):
 		return f1(t.Value) + " ms"
+	case strings.Contains(t.Key, "_seconds"):
+		return fmt.Sprintf("%.2f s", t.Value)
+	case strings.Contains(t.Key, "_us_"):
+		return f1(t.Value) + " µs"
 	case strings.HasSuffix(t.Key, "_per_s"):
 		return f0(t.Value) + "/s"
 	}

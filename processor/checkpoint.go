@@ -60,6 +60,7 @@ type storeWriter struct {
 	done   chan storeWrite
 	hurry  chan struct{} // skip the pause after the running write
 	target stateWriter   // what it writes to; nil: the partition's store
+	gap    time.Duration // storeWriteGap (tests shorten it)
 }
 
 // stateWriter is what the writer goroutine needs of the store.
@@ -77,7 +78,7 @@ type storeWrite struct {
 }
 
 func newStoreWriter() storeWriter {
-	return storeWriter{dirty: make(map[string][]byte), next: -1}
+	return storeWriter{dirty: make(map[string][]byte), next: -1, gap: storeWriteGap}
 }
 
 // run writes the store for one partition until reqs is closed. After each
@@ -92,7 +93,7 @@ func (sw *storeWriter) run(store stateWriter) {
 		if r.err == nil && !r.ownedAt.IsZero() {
 			r.err = store.SetOwnedAt(r.ownedAt)
 		}
-		if wait := storeWriteGap - time.Since(began); wait > 0 && r.err == nil {
+		if wait := sw.gap - time.Since(began); wait > 0 && r.err == nil {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:

@@ -269,16 +269,8 @@ type routedCall struct {
 // commandCall is the routed call of cmd (valid, without reply fields).
 func commandCall(cmd schemas.Command) routedCall {
 	return routedCall{id: cmd.CommandID, key: cmd.SKU, value: func(p int32) ([]byte, error) {
-		cmd.ReplyTo, cmd.ReplyPartition = "", nil
-		if p >= 0 {
-			part := int64(p)
-			cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &part
-		}
-		v, err := json.Marshal(cmd)
-		if err != nil {
-			return nil, fmt.Errorf("client: encode command: %w", err)
-		}
-		return v, nil
+		cmd.ReplyTo, cmd.ReplyPartition = replyFields(p)
+		return encodeCall("command", cmd)
 	}}
 }
 
@@ -286,17 +278,27 @@ func commandCall(cmd schemas.Command) routedCall {
 // fields).
 func cartCall(cmd schemas.CartCommand) routedCall {
 	return routedCall{id: cmd.CommandID, key: cmd.CartID, cart: true, value: func(p int32) ([]byte, error) {
-		cmd.ReplyTo, cmd.ReplyPartition = "", nil
-		if p >= 0 {
-			part := int64(p)
-			cmd.ReplyTo, cmd.ReplyPartition = schemas.ReplyToReplies, &part
-		}
-		v, err := json.Marshal(cmd)
-		if err != nil {
-			return nil, fmt.Errorf("client: encode cart command: %w", err)
-		}
-		return v, nil
+		cmd.ReplyTo, cmd.ReplyPartition = replyFields(p)
+		return encodeCall("cart command", cmd)
 	}}
+}
+
+// replyFields are the reply_to and reply_partition of a command answered on
+// replies partition p; none when p < 0 (the results mode).
+func replyFields(p int32) (string, *int64) {
+	if p < 0 {
+		return "", nil
+	}
+	part := int64(p)
+	return schemas.ReplyToReplies, &part
+}
+
+func encodeCall(what string, cmd any) ([]byte, error) {
+	v, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode %s: %w", what, err)
+	}
+	return v, nil
 }
 
 // rawCall is the routed call of a raw record, when its value is a valid

@@ -3,7 +3,6 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -16,51 +15,11 @@ import (
 )
 
 // cartReply is one cart result read from the replies topic.
-type cartReply struct {
-	p     int32
-	id    string // the command_id header
-	key   string
-	value []byte
-	res   schemas.CartResult
-}
+type cartReply = replyOf[schemas.CartResult]
 
-// readCartReplies reads the replies topic (read_committed, from the start)
-// until want records came, then for a further quiet period.
+// readCartReplies is readReplies for cart results.
 func (h *harness) readCartReplies(want int, quiet time.Duration) []cartReply {
-	h.t.Helper()
-	cl := h.c.Client(h.t, kgo.ConsumeTopics(h.names.Replies), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var got []cartReply
-	deadline := time.Now().Add(30 * time.Second)
-	var quietUntil time.Time
-	for {
-		if len(got) >= want && quietUntil.IsZero() {
-			quietUntil = time.Now().Add(quiet)
-		}
-		if !quietUntil.IsZero() && time.Now().After(quietUntil) {
-			return got
-		}
-		if time.Now().After(deadline) {
-			var seen []string
-			for _, r := range got {
-				seen = append(seen, fmt.Sprintf("%s@%d", r.id, r.p))
-			}
-			h.t.Fatalf("%d of %d cart replies within 30 s: %v", len(got), want, seen)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) {
-			cr := cartReply{p: r.Partition, key: string(r.Key), value: r.Value}
-			for _, hd := range r.Headers {
-				if hd.Key == processor.HeaderCommandID {
-					cr.id = string(hd.Value)
-				}
-			}
-			require.NoError(h.t, json.Unmarshal(r.Value, &cr.res), "cart reply %s", r.Value)
-			got = append(got, cr)
-		})
-	}
+	return readRepliesOf[schemas.CartResult](h, want, quiet)
 }
 
 func cartWithReply(c schemas.CartCommand, p int64) schemas.CartCommand {

@@ -3,6 +3,7 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,21 +15,30 @@ import (
 	"github.com/reservations/reservations/schemas"
 )
 
-// replyRecord is one record read from the replies topic.
-type replyRecord struct {
+// replyOf is one record read from the replies topic, with its result
+// decoded as R (schemas.Result of a command, schemas.CartResult of a cart
+// command).
+type replyOf[R any] struct {
 	p     int32
 	id    string // the command_id header
+	key   string
 	value []byte
-	res   schemas.Result
+	res   R
 }
+
+type replyRecord = replyOf[schemas.Result]
 
 // readReplies reads the replies topic (read_committed, from the start) until
 // want records came, then for a further quiet period, and returns them all.
 func (h *harness) readReplies(want int, quiet time.Duration) []replyRecord {
+	return readRepliesOf[schemas.Result](h, want, quiet)
+}
+
+func readRepliesOf[R any](h *harness, want int, quiet time.Duration) []replyOf[R] {
 	h.t.Helper()
 	cl := h.c.Client(h.t, kgo.ConsumeTopics(h.names.Replies), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var got []replyRecord
+	var got []replyOf[R]
 	deadline := time.Now().Add(30 * time.Second)
 	var quietUntil time.Time
 	for {
@@ -39,13 +49,17 @@ func (h *harness) readReplies(want int, quiet time.Duration) []replyRecord {
 			return got
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("%d of %d replies within 30 s", len(got), want)
+			var seen []string
+			for _, r := range got {
+				seen = append(seen, fmt.Sprintf("%s@%d", r.id, r.p))
+			}
+			h.t.Fatalf("%d of %d replies within 30 s: %v", len(got), want, seen)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		fs := cl.PollFetches(ctx)
 		cancel()
 		fs.EachRecord(func(r *kgo.Record) {
-			rr := replyRecord{p: r.Partition, value: r.Value}
+			rr := replyOf[R]{p: r.Partition, key: string(r.Key), value: r.Value}
 			for _, hd := range r.Headers {
 				if hd.Key == processor.HeaderCommandID {
 					rr.id = string(hd.Value)

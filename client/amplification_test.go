@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/client"
+	"github.com/reservations/reservations/client/internal/pipelinetest"
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/schemas"
 )
@@ -53,28 +54,7 @@ func TestReadAmplification(t *testing.T) {
 			mode = "replies"
 		}
 		t.Run(fmt.Sprintf("clients=%d,%s", tc.clients, mode), func(t *testing.T) {
-			cs := make([]*client.Client, tc.clients)
-			for i := range cs {
-				if tc.replies {
-					cs[i] = newTestClient(t, pl)
-					continue
-				}
-				cs[i] = newTestClient(t, pl, client.WithResultsPartitions(), client.WithPartitionLinger(tc.linger))
-			}
-			if tc.replies {
-				// Every instance has replies partitions of its own (New waits
-				// for the first; the group settles once the last joined).
-				require.Eventually(t, func() bool {
-					n := 0
-					for _, c := range cs {
-						if len(c.ReplyPartitions()) == 0 {
-							return false
-						}
-						n += len(c.ReplyPartitions())
-					}
-					return n == 12
-				}, 30*time.Second, 20*time.Millisecond)
-			}
+			cs := startClients(t, pl, tc.clients, tc.replies, client.WithPartitionLinger(tc.linger))
 			const callers, calls = 4, 20
 			start := time.Now()
 			var wg sync.WaitGroup
@@ -145,26 +125,7 @@ func TestCartReadAmplification(t *testing.T) {
 			mode = "replies"
 		}
 		t.Run(fmt.Sprintf("clients=%d,%s", tc.clients, mode), func(t *testing.T) {
-			cs := make([]*client.Client, tc.clients)
-			for i := range cs {
-				if tc.replies {
-					cs[i] = newTestClient(t, pl)
-					continue
-				}
-				cs[i] = newTestClient(t, pl, client.WithResultsPartitions())
-			}
-			if tc.replies {
-				require.Eventually(t, func() bool {
-					n := 0
-					for _, c := range cs {
-						if len(c.ReplyPartitions()) == 0 {
-							return false
-						}
-						n += len(c.ReplyPartitions())
-					}
-					return n == 12
-				}, 30*time.Second, 20*time.Millisecond)
-			}
+			cs := startClients(t, pl, tc.clients, tc.replies)
 			const callers, carts = 4, 5 // two calls per cart
 			start := time.Now()
 			var wg sync.WaitGroup
@@ -209,4 +170,33 @@ func TestCartReadAmplification(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startClients starts n client instances: on the reply route (waiting until
+// every instance has replies partitions of its own: New waits for the first,
+// the group settles once the last joined), or in the results mode with
+// resultsOpts.
+func startClients(t *testing.T, pl *pipelinetest.Pipeline, n int, replies bool, resultsOpts ...client.Option) []*client.Client {
+	t.Helper()
+	cs := make([]*client.Client, n)
+	for i := range cs {
+		if replies {
+			cs[i] = newTestClient(t, pl)
+			continue
+		}
+		cs[i] = newTestClient(t, pl, append([]client.Option{client.WithResultsPartitions()}, resultsOpts...)...)
+	}
+	if replies {
+		require.Eventually(t, func() bool {
+			total := 0
+			for _, c := range cs {
+				if len(c.ReplyPartitions()) == 0 {
+					return false
+				}
+				total += len(c.ReplyPartitions())
+			}
+			return total == 12
+		}, 30*time.Second, 20*time.Millisecond)
+	}
+	return cs
 }

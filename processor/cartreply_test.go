@@ -66,7 +66,8 @@ func TestCartReplyRoute(t *testing.T) {
 	h.waitReady(coord)
 	require.Equal(t, float64(1), coord.gaugeSum("reservations_cart_sagas_in_flight"), "the saga restored")
 	skuP = h.start("")
-	h.waitReady(skuP, coord)
+	h.waitReady(skuP) // each in its own group: waitReady counts one group's partitions
+	h.waitReady(coord)
 	carts.waitDecided(30*time.Second, "k1")
 	k1 := carts.decisive("k1")
 	require.Equal(t, schemas.OutcomeAccepted, k1.Outcome, "%+v", k1)

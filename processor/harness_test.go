@@ -81,6 +81,7 @@ type instance struct {
 	done   chan error
 	dir    string
 	reg    *prometheus.Registry
+	group  string
 }
 
 // gaugeSum sums a gauge metric over its label values.
@@ -149,7 +150,7 @@ func (h *harness) startOpts(dir string, opts []processor.Option, mod ...func(*pr
 	p, err := processor.New(cfg, append([]processor.Option{processor.WithLogger(testLogger(h.t)), processor.WithRegisterer(reg)}, opts...)...)
 	require.NoError(h.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{p: p, cancel: cancel, done: make(chan error, 1), dir: dir, reg: reg}
+	in := &instance{p: p, cancel: cancel, done: make(chan error, 1), dir: dir, reg: reg, group: cfg.Group}
 	go func() { in.done <- p.Run(ctx) }()
 	h.t.Cleanup(func() { in.stop(h.t) })
 	return in
@@ -169,8 +170,14 @@ func (in *instance) stop(t testing.TB) {
 	}
 }
 
+// waitReady waits until the instances, all members of one group, are ready
+// and own every partition between them. Instances of different groups (the
+// SKU processors and the cart coordinator) are waited for one call each.
 func (h *harness) waitReady(ins ...*instance) {
 	h.t.Helper()
+	for _, in := range ins[1:] {
+		require.Equal(h.t, ins[0].group, in.group, "waitReady counts the partitions of one group")
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		total := 0

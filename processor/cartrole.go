@@ -81,6 +81,7 @@ type cartPartition struct {
 	role        *cartRole
 	sagas       map[string]schemas.Millis
 	sagaPending map[string]schemas.Millis
+	sagaRoom    int // the largest length of sagaPending (scratch.go)
 }
 
 // Cart implements cart.State. It returns the cached entity itself, sharing its
@@ -303,11 +304,11 @@ func (c *cartPartition) commit() {
 			delete(c.sagas, id)
 		}
 	}
-	clear(c.sagaPending)
+	c.sagaPending = emptied(c.sagaPending, &c.sagaRoom)
 	c.publish()
 }
 
-func (c *cartPartition) abort() { clear(c.sagaPending) }
+func (c *cartPartition) abort() { c.sagaPending = emptied(c.sagaPending, &c.sagaRoom) }
 
 func (c *cartPartition) publish() {
 	l := partLabel(c.w.p)

@@ -162,9 +162,12 @@ type partition struct {
 	// the order of their first change; unsentSet holds the same keys.
 	unsent    []string
 	unsentSet map[string]struct{}
-	poison    poisonState
-	sweep     sweeper
-	stream    streamClock
+	// The largest lengths of pending, raw and unsentSet since they were made
+	// (scratch.go).
+	pendingRoom, rawRoom, unsentRoom int
+	poison                           poisonState
+	sweep                            sweeper
+	stream                           streamClock
 	// streamCommitted is stream as of the last commit: an abort puts it back
 	// (the aborted records are read and decided again).
 	streamCommitted streamClock
@@ -390,8 +393,7 @@ func (w *partition) seal() {
 		w.raw[k] = v
 		w.produce(&kgo.Record{Topic: w.env.io.Changelog, Partition: w.p, Key: []byte(k), Value: v}, w.changelogPromise)
 	}
-	clear(w.unsentSet)
-	w.unsent = w.unsent[:0]
+	w.clearUnsent()
 }
 
 // produce produces r into the open transaction on behalf of this partition.
@@ -492,9 +494,9 @@ func (w *partition) commit(owned time.Time) error {
 		} else {
 			delete(w.cache, k)
 		}
-		delete(w.pending, k)
 	}
-	clear(w.raw)
+	w.pending = emptied(w.pending, &w.pendingRoom)
+	w.raw = emptied(w.raw, &w.rawRoom)
 	w.clearUnsent()
 	w.poison.forgetBelow(w.poison.hi + 1)
 	w.streamCommitted = w.stream
@@ -508,8 +510,8 @@ func (w *partition) commit(owned time.Time) error {
 func (w *partition) abort() {
 	w.stream = w.streamCommitted
 	w.role.abort()
-	clear(w.pending)
-	clear(w.raw)
+	w.pending = emptied(w.pending, &w.pendingRoom)
+	w.raw = emptied(w.raw, &w.rawRoom)
 	w.clearUnsent()
 	w.reset()
 	w.updateDue()
@@ -518,7 +520,7 @@ func (w *partition) abort() {
 // clearUnsent forgets the unsent keys (a commit has sealed them all; an abort
 // drops them).
 func (w *partition) clearUnsent() {
-	clear(w.unsentSet)
+	w.unsentSet = emptied(w.unsentSet, &w.unsentRoom)
 	w.unsent = w.unsent[:0]
 }
 

@@ -78,6 +78,7 @@ type skuPartition struct {
 	activeDelta int64
 	oversold    map[string]bool
 	overPending map[string]bool
+	overRoom    int // the largest length of overPending (scratch.go)
 }
 
 func newSKUPartition(r *skuRole, w *partition) *skuPartition {
@@ -356,7 +357,7 @@ func (s *skuPartition) abort() {
 func (s *skuPartition) reset() {
 	s.expired = 0
 	s.activeDelta = 0
-	clear(s.overPending)
+	s.overPending = emptied(s.overPending, &s.overRoom)
 }
 
 func (s *skuPartition) publish() {

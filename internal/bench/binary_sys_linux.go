@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"syscall"
+	"time"
 )
 
 // childAttr has the kernel kill a child (broker, processor, load generator)
@@ -18,4 +19,13 @@ func maxRSSMB(ps *os.ProcessState) float64 {
 		return float64(ru.Maxrss) * 1024 / 1e6
 	}
 	return 0
+}
+
+// processCPU is the CPU time (user and system) of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

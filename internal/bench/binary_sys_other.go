@@ -5,6 +5,7 @@ package bench
 import (
 	"os"
 	"syscall"
+	"time"
 )
 
 // childAttr: without Pdeathsig the children are only stopped by the harness.
@@ -12,3 +13,6 @@ func childAttr() *syscall.SysProcAttr { return nil }
 
 // maxRSSMB is not measured off Linux.
 func maxRSSMB(*os.ProcessState) float64 { return 0 }
+
+// processCPU is not measured off Linux.
+func processCPU() time.Duration { return 0 }

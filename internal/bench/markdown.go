@@ -37,6 +37,7 @@ var reportTmpl = template.Must(template.New("report.md.tmpl").Funcs(template.Fun
 	"half":        func(v float64) float64 { return v / 2 },
 	"mb":          func(b int64) float64 { return float64(b) / 1e6 },
 	"percent":     func(share float64) float64 { return 100 * share },
+	"pctOf":       func(part, whole float64) float64 { return 100 * part / whole },
 	"targetValue": targetValue,
 	"binRatios":   binaryRatioKeys,
 	"commitOf":    commitOf,

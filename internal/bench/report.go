@@ -218,6 +218,17 @@ func (rep *Report) finish() {
 	if r.ReadOnlyRecordsPerS > 0 {
 		h["restore_read_only_records_per_s"] = r.ReadOnlyRecordsPerS
 	}
+	if r.StoreOnlyRecordsPerS > 0 {
+		h["restore_store_only_records_per_s"] = r.StoreOnlyRecordsPerS
+		h["restore_store_bulk_records_per_s"] = r.StoreBulkRecordsPerS
+		// Reading each record and writing it the cheaper of Badger's two
+		// ways, on the same cores: the most a restore can do here.
+		store := max(r.StoreOnlyRecordsPerS, r.StoreBulkRecordsPerS)
+		h["restore_ceiling_records_per_s"] = 1 / (1/r.ReadOnlyRecordsPerS + 1/store)
+	}
+	if r.RebuildCoresBusy > 0 {
+		h["restore_rebuild_cores_busy"] = r.RebuildCoresBusy
+	}
 	h["restore_seconds"] = r.RebuildSeconds
 	h["restore_active_reservations"] = float64(r.Reservations)
 	h["restore_time_to_ready_s"] = r.ReadySeconds

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +17,7 @@ import (
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/sink"
+	"github.com/reservations/reservations/statestore"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -36,8 +37,23 @@ type Restore struct {
 	// ReadOnly: the same changelog read by clients like the restore's (one
 	// per partition, read_committed, as many at once as CPUs), doing nothing
 	// with the records: the floor of Rebuild on this broker.
-	ReadOnlySeconds      float64 `json:"read_only_seconds"`
-	ReadOnlyRecordsPerS  float64 `json:"read_only_records_per_s"`
+	ReadOnlySeconds     float64 `json:"read_only_seconds"`
+	ReadOnlyRecordsPerS float64 `json:"read_only_records_per_s"`
+	// StoreOnly: the same records, held in memory, written into fresh stores
+	// the way the restore writes them (chunks of 10,000 keys, one store per
+	// partition, as many at once as CPUs), no broker: the floor of Rebuild in
+	// Badger.
+	StoreOnlySeconds     float64 `json:"store_only_seconds"`
+	StoreOnlyRecordsPerS float64 `json:"store_only_records_per_s"`
+	// StoreBulk: the same, each partition's last values bulk-loaded in one
+	// go with Badger's StreamWriter (statestore.Load, as a restore in full
+	// does): Badger's cheapest way in.
+	StoreBulkSeconds     float64 `json:"store_bulk_seconds"`
+	StoreBulkRecordsPerS float64 `json:"store_bulk_records_per_s"`
+	// RebuildCoresBusy is the harness process's CPU time during Rebuild (the
+	// in-process broker included) over its wall time: near the CPU count, the
+	// Rebuild is bound by CPU, not by waiting.
+	RebuildCoresBusy     float64 `json:"rebuild_cores_busy"`
 	ReadySeconds         float64 `json:"ready_seconds"` // processor.Run on an empty folder until Ready (partitions in parallel, group join included)
 	ReadyRecordsPerS     float64 `json:"ready_records_per_s"`
 	ReadyHeapDeltaBytes  int64   `json:"ready_heap_delta_bytes"` // Go heap in use after GC, ready processor minus before
@@ -77,13 +93,28 @@ func (r *run) restoreRuns(ctx context.Context) error {
 		res.Records, res.Reservations, res.SKUs, res.ProduceSeconds)
 
 	t0 = time.Now()
-	read, err := readChangelog(ctx, brokers, names.Changelog, cfg.Partitions)
+	recs, err := readChangelog(ctx, brokers, names.Changelog, cfg.Partitions)
 	if err != nil {
 		return err
 	}
 	res.ReadOnlySeconds = time.Since(t0).Seconds()
+	read := 0
+	for _, p := range recs {
+		read += len(p)
+	}
 	res.ReadOnlyRecordsPerS = float64(read) / res.ReadOnlySeconds
 	r.logf("restore: reading the changelog alone (%d records, no store): %.2fs, %.0f records/s", read, res.ReadOnlySeconds, res.ReadOnlyRecordsPerS)
+	if res.StoreOnlySeconds, err = writeStores(ctx, recs, false); err != nil {
+		return err
+	}
+	res.StoreOnlyRecordsPerS = float64(read) / res.StoreOnlySeconds
+	if res.StoreBulkSeconds, err = writeStores(ctx, recs, true); err != nil {
+		return err
+	}
+	recs = nil
+	res.StoreBulkRecordsPerS = float64(read) / res.StoreBulkSeconds
+	r.logf("restore: writing the same records into Badger alone (no broker): %.2fs, %.0f records/s; bulk-loaded: %.2fs, %.0f records/s",
+		res.StoreOnlySeconds, res.StoreOnlyRecordsPerS, res.StoreBulkSeconds, res.StoreBulkRecordsPerS)
 
 	pcfg := processor.Config{
 		Brokers:   brokers,
@@ -102,16 +133,18 @@ func (r *run) restoreRuns(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t0 = time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	sum, err := p.Rebuild(ctx, processor.RebuildOptions{Full: true})
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	res.RebuildSeconds = time.Since(t0).Seconds()
+	res.RebuildCoresBusy = (processCPU() - cpu0).Seconds() / res.RebuildSeconds
 	parts := sum.Partitions
 	res.RebuildPartitions = len(parts)
 	res.RebuildRecordsPerS = float64(res.Records) / res.RebuildSeconds
-	r.logf("restore: Rebuild of %d partitions in %.2fs: %.0f records/s", len(parts), res.RebuildSeconds, res.RebuildRecordsPerS)
+	r.logf("restore: Rebuild of %d partitions in %.2fs: %.0f records/s, %.1f of %d cores busy", len(parts), res.RebuildSeconds,
+		res.RebuildRecordsPerS, res.RebuildCoresBusy, runtime.NumCPU())
 	_ = os.RemoveAll(dir)
 
 	if err := r.readyRun(ctx, pcfg, res); err != nil {
@@ -335,14 +368,17 @@ func endTxn(ctx context.Context, cl *kgo.Client) error {
 	return nil
 }
 
+// kv is one changelog record held in memory.
+type kv struct{ k, v []byte }
+
 // readChangelog reads every partition of topic to its end the way the
 // restore does (a client per partition, read_committed, control records
 // kept, 16 MiB per partition fetch, as many partitions at once as CPUs) and
-// returns the data records read.
-func readChangelog(ctx context.Context, brokers []string, topic string, partitions int32) (int64, error) {
+// returns the data records read, by partition.
+func readChangelog(ctx context.Context, brokers []string, topic string, partitions int32) ([][]kv, error) {
 	admCl, err := kgo.NewClient(clientOpts(brokers)...)
 	if err != nil {
-		return 0, fmt.Errorf("read changelog: %w", err)
+		return nil, fmt.Errorf("read changelog: %w", err)
 	}
 	defer admCl.Close()
 	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
@@ -350,9 +386,9 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 		err = ends.Error()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read changelog: end offsets: %w", err)
+		return nil, fmt.Errorf("read changelog: end offsets: %w", err)
 	}
-	var total atomic.Int64
+	out := make([][]kv, partitions)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
 	for p := range partitions {
@@ -384,7 +420,7 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 						done = done || r.Offset+1 >= end.Offset
 						return
 					}
-					total.Add(1)
+					out[p] = append(out[p], kv{r.Key, r.Value})
 					done = done || r.Offset+1 >= end.Offset
 				})
 				if done {
@@ -393,6 +429,63 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 			}
 		})
 	}
-	err = g.Wait()
-	return total.Load(), err
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// writeStores writes recs (by partition) into fresh stores in a temporary
+// folder, as many partitions at once as CPUs, each store opened and closed as
+// in Rebuild, and returns the seconds that took. It writes the way a restore
+// of a tail does (the last value of each key in chunks of 10,000 keys, one
+// Badger write per chunk with the offset it reaches) or, with bulk, the way a
+// restore in full does (the partition's last values in one StreamWriter load).
+func writeStores(ctx context.Context, recs [][]kv, bulk bool) (float64, error) {
+	dir, err := os.MkdirTemp("", "reservations-bench-stores-")
+	if err != nil {
+		return 0, fmt.Errorf("create store dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.NumCPU())
+	for p, part := range recs {
+		g.Go(func() error {
+			s, err := statestore.Open(filepath.Join(dir, fmt.Sprint(p)), statestore.Options{})
+			if err != nil {
+				return err
+			}
+			chunk := make(map[string][]byte)
+			if bulk {
+				for _, r := range part {
+					chunk[string(r.k)] = r.v
+				}
+				if err := s.Load(chunk, int64(len(part)), nil); err != nil {
+					_ = s.Close()
+					return err
+				}
+				return s.Close()
+			}
+			for i, r := range part {
+				chunk[string(r.k)] = r.v
+				if len(chunk) >= 10_000 || i == len(part)-1 {
+					if err := s.Commit(chunk, int64(i+1)); err != nil {
+						_ = s.Close()
+						return err
+					}
+					clear(chunk)
+				}
+				if i%10_000 == 0 && gctx.Err() != nil {
+					_ = s.Close()
+					return gctx.Err()
+				}
+			}
+			return s.Close()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, fmt.Errorf("write stores: %w", err)
+	}
+	return time.Since(t0).Seconds(), nil
 }

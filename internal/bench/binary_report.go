@@ -61,6 +61,11 @@ func (rep *Report) finishBinary() {
 			if s.Completed > 0 && s.ProcessorCPUUsPerCommand > 0 {
 				h["binary_hot_paced_processor_cpu_us_per_command"] = s.ProcessorCPUUsPerCommand
 			}
+			if s.Seconds > 0 && s.ProcessorCPUSeconds > 0 {
+				// The three processes' CPU over the step's wall time: how
+				// close to the machine's cores the paced rate runs.
+				h["binary_hot_paced_cores_busy"] = (s.ProcessorCPUSeconds + s.BrokerCPUSeconds + s.LoadgenCPUSeconds) / s.Seconds
+			}
 		}
 	}
 	if !slices.ContainsFunc(b.Steps, func(s BinaryStep) bool { return s.Kind == KindClosed && s.Clients == 16 }) {

@@ -100,6 +100,7 @@ type missedView struct {
 	BadgerOpenCloseMs float64
 	RestoreHot        []string
 	NoProfile         bool
+	CPUs              int
 }
 
 // cpuSplit is the pipeline phase's CPU share per component, in percent.
@@ -171,7 +172,7 @@ var missedTargetNotes = []string{"processor_cpu_us_per_command", "p50_ms_at_16_c
 
 func (rep *Report) missed() *missedView {
 	m := &missedView{H: rep.Headline, BadgerOpenCloseMs: rep.Core.Badger.OpenCloseMs,
-		NoProfile: rep.Profile == nil || rep.Profile.Error != ""}
+		NoProfile: rep.Profile == nil || rep.Profile.Error != "", CPUs: rep.Machine.CPUs}
 	for _, t := range rep.Targets {
 		switch {
 		case t.Met || t.Detail == "not measured":

@@ -175,6 +175,7 @@ func (in *instance) stop(t testing.TB) {
 // SKU processors and the cart coordinator) are waited for one call each.
 func (h *harness) waitReady(ins ...*instance) {
 	h.t.Helper()
+	require.NotEmpty(h.t, ins, "waitReady needs the instances to wait for")
 	for _, in := range ins[1:] {
 		require.Equal(h.t, ins[0].group, in.group, "waitReady counts the partitions of one group")
 	}

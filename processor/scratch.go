@@ -12,13 +12,19 @@ package processor
 // walking it costs less than growing a new one.
 const sparseRoom = 256
 
-// emptied empties m for the next transaction and returns the map to use.
+// emptied empties m for the next transaction and returns the map to use; an
+// empty m is returned as it is.
 // *room tracks the largest length m has had since it was made. When that is
 // above sparseRoom and m now holds less than an eighth of it, m is dropped
 // for a new map sized to the current length: a steady stream of big
 // transactions keeps its map, a burst does not leave one behind.
 func emptied[K comparable, V any](m map[K]V, room *int) map[K]V {
 	n := len(m)
+	if n == 0 {
+		// Already empty (the unsent keys: emptied by the seal, then again
+		// by the commit): the emptying that saw its keys has decided.
+		return m
+	}
 	*room = max(*room, n)
 	if *room > sparseRoom && n < *room/8 {
 		*room = n

@@ -23,6 +23,7 @@ func TestEmptied(t *testing.T) {
 	}{
 		{"small maps are kept", 10, false, 10},
 		{"a steady size is kept", 5000, false, 5000},
+		{"emptied again while empty (a seal, then the commit): kept", 0, false, 5000},
 		{"big again: kept", 4000, false, 5000},
 		{"a big room with few keys: a new map", 100, true, 100},
 		{"small again: kept", 3, false, 100},

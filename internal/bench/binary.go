@@ -56,6 +56,14 @@ type Binary struct {
 	Passthrough16 *BinaryStep `json:"passthrough_16,omitempty"`
 	// PassthroughChangelogPerCommand is the changelog records it writes per command.
 	PassthroughChangelogPerCommand int `json:"passthrough_changelog_per_command,omitempty"`
+	// PassthroughSized and PassthroughSized16 are the same two steps with
+	// records as large as the processor's for a new reserve: a result of
+	// PassResultBytes and changelog records of PassChangelogBytes.
+	PassthroughSized   *BinaryStep `json:"passthrough_sized,omitempty"`
+	PassthroughSized16 *BinaryStep `json:"passthrough_sized_16,omitempty"`
+	PassCommandBytes   int         `json:"pass_command_bytes,omitempty"`
+	PassResultBytes    int         `json:"pass_result_bytes,omitempty"`
+	PassChangelogBytes []int       `json:"pass_changelog_bytes,omitempty"`
 	// Profile is the CPU profile of the processor process over the whole
 	// run (RESERVATIONS_CPU_PROFILE), when the harness has -cpuprofile.
 	Profile *ProfileSummary `json:"profile,omitempty"`
@@ -147,11 +155,15 @@ func (r *run) binaryPhase(ctx context.Context) error {
 	// Then at 16 clients, closed loop: the latency floor of request/reply
 	// through one transaction loop on this broker (p50_ms_at_16_clients).
 	const perCommand = 3
-	pres, err := env.passthroughStep(ctx, perCommand,
-		LoadConfig{Kind: KindOpen, Workload: WorkloadUniform, Ops: cfg.OpenLoopOps,
-			Seed: seedOf(WorkloadUniform, 0), Tag: r.tag("bp"), Timeout: 2 * time.Minute},
-		LoadConfig{Kind: KindClosed, Workload: WorkloadUniform, Clients: 16, Ops: cfg.stepOps(16),
-			Seed: seedOf(WorkloadUniform, 16), Tag: r.tag("bq"), Timeout: cfg.StepTimeout})
+	passLoads := func(tag string) []LoadConfig {
+		return []LoadConfig{
+			{Kind: KindOpen, Workload: WorkloadUniform, Ops: cfg.OpenLoopOps,
+				Seed: seedOf(WorkloadUniform, 0), Tag: r.tag(tag + "p"), Timeout: 2 * time.Minute},
+			{Kind: KindClosed, Workload: WorkloadUniform, Clients: 16, Ops: cfg.stepOps(16),
+				Seed: seedOf(WorkloadUniform, 16), Tag: r.tag(tag + "q"), Timeout: cfg.StepTimeout},
+		}
+	}
+	pres, err := env.passthroughStep(ctx, PassConfig{TopicPrefix: passPrefix, ChangelogPerCommand: perCommand}, passLoads("b")...)
 	if err != nil {
 		return fmt.Errorf("binary same-layout pass-through: %w", err)
 	}
@@ -160,6 +172,21 @@ func (r *run) binaryPhase(ctx context.Context) error {
 	b.Passthrough, b.Passthrough16, b.PassthroughChangelogPerCommand = &pt, &pq, perCommand
 	r.logBinaryStep(&pt)
 	r.logBinaryStep(&pq)
+	// Again with records of the processor's sizes: what the contract's bytes
+	// cost the Kafka I/O alone.
+	sized := PassConfig{TopicPrefix: passSizedPrefix, ChangelogPerCommand: perCommand}
+	var commandBytes int
+	commandBytes, sized.ResultBytes, sized.ChangelogBytes = contractSizes()
+	sres, err := env.passthroughStep(ctx, sized, passLoads("s")...)
+	if err != nil {
+		return fmt.Errorf("binary pass-through with the processor's record sizes: %w", err)
+	}
+	st, sq := newBinaryStep(sres[0]), newBinaryStep(sres[1])
+	st.System, sq.System = SystemPassthroughSized, SystemPassthroughSized
+	b.PassthroughSized, b.PassthroughSized16 = &st, &sq
+	b.PassCommandBytes, b.PassResultBytes, b.PassChangelogBytes = commandBytes, sized.ResultBytes, sized.ChangelogBytes
+	r.logBinaryStep(&st)
+	r.logBinaryStep(&sq)
 	if rate := hotMax / 2; rate > 0 {
 		n := max(int(rate*cfg.PacedDuration.Seconds()), 1)
 		res, err := env.load(ctx, LoadConfig{Kind: KindPaced, Workload: WorkloadHot, Ops: n, Rate: rate,

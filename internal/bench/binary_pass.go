@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/processor"
+	"github.com/reservations/reservations/processor/sku"
+	"github.com/reservations/reservations/schemas"
 	"github.com/reservations/reservations/topics"
 )
 
@@ -31,8 +33,12 @@ import (
 // per command bound the processor's from above and below: the processor can
 // only add to them.
 
-// passPrefix is the topic prefix of the pass-through.
-const passPrefix = "bench-pt"
+// passPrefix and passSizedPrefix are the topic prefixes of the pass-through
+// with copies of the command and of the one sized like the processor's records.
+const (
+	passPrefix      = "bench-pt"
+	passSizedPrefix = "bench-pts"
+)
 
 // PassConfig configures one pass-through process.
 type PassConfig struct {
@@ -42,8 +48,15 @@ type PassConfig struct {
 	// new reserve writes its reservation, its idempotency entry and its SKU's
 	// stock entity: 3).
 	ChangelogPerCommand int
-	CommitInterval      time.Duration
-	MaxBatch            int
+	// ResultBytes and ChangelogBytes, when set, size the records it writes
+	// like the processor's (a copy of the command padded with spaces to that
+	// many bytes, never cut): one result of ResultBytes and one changelog
+	// record per ChangelogBytes entry, instead of ChangelogPerCommand copies
+	// of the command.
+	ResultBytes    int
+	ChangelogBytes []int
+	CommitInterval time.Duration
+	MaxBatch       int
 }
 
 // RunPassthrough runs the pass-through until ctx ends; it prints "ready" once
@@ -92,16 +105,63 @@ func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 // ChangelogPerCommand changelog records, to the command's partition.
 func passLayoutLoop(ctx context.Context, sess *kgo.GroupTransactSession, names topics.Names, pc PassConfig) error {
 	return passLoopWith(ctx, sess, pc.CommitInterval, pc.MaxBatch, func(rec *kgo.Record, produce func(*kgo.Record)) {
-		res := &kgo.Record{Topic: names.Results, Partition: rec.Partition, Key: rec.Key, Value: bytes.Clone(rec.Value)}
+		res := &kgo.Record{Topic: names.Results, Partition: rec.Partition, Key: rec.Key, Value: padded(rec.Value, pc.ResultBytes)}
 		if id := commandID(rec.Value); id != nil {
 			res.Headers = []kgo.RecordHeader{{Key: processor.HeaderCommandID, Value: id}}
 		}
 		produce(res)
-		for i := range pc.ChangelogPerCommand {
+		sizes := pc.ChangelogBytes
+		if len(sizes) == 0 {
+			sizes = make([]int, pc.ChangelogPerCommand) // copies of the command
+		}
+		for i, n := range sizes {
 			key := append(append(bytes.Clone(rec.Key), '/'), strconv.Itoa(i)...)
-			produce(&kgo.Record{Topic: names.Changelog, Partition: rec.Partition, Key: key, Value: bytes.Clone(rec.Value)})
+			produce(&kgo.Record{Topic: names.Changelog, Partition: rec.Partition, Key: key, Value: padded(rec.Value, n)})
 		}
 	})
+}
+
+// padded is a copy of v padded with spaces to n bytes (JSON stays valid);
+// v itself when it is n bytes or longer.
+func padded(v []byte, n int) []byte {
+	out := make([]byte, max(len(v), n))
+	copy(out, v)
+	for i := len(v); i < len(out); i++ {
+		out[i] = ' '
+	}
+	return out
+}
+
+// contractSizes are the sizes of a generated uniform reserve and of what the
+// processor writes for it, encoded by the processor's own core and codecs: its
+// result and its changelog entities (reservation, idempotency entry, stock).
+func contractSizes() (command, result int, changelog []int) {
+	c := &sku.Core{Rules: sku.DefaultRules()}
+	st := partitionState{make(sku.Entities)}
+	now := schemas.MillisOf(time.Now())
+	name := uniformSKU(4321)
+	on := int64(1000)
+	set := c.Apply(st, sku.Input{Key: name, Command: schemas.Command{CommandID: "setup.4321", Type: schemas.TypeStockSet, SKU: name, OnHand: &on}}, now)
+	st.Apply(set.Changes)
+	o := op{typ: schemas.TypeReserve, sku: name, res: "s1.123456", qty: 1, ttl: 900, id: "s1.123456"}
+	raw := encodeCommand(&o)
+	command = len(raw)
+	cmd, err := schemas.DecodeCommand(raw, 64<<10)
+	if err != nil {
+		panic(fmt.Sprintf("decode generated command: %v", err))
+	}
+	out := c.Apply(st, sku.Input{Key: name, Command: cmd}, now)
+	for i := range out.Results {
+		result += len(schemas.AppendResult(nil, &out.Results[i]))
+	}
+	for i := range out.Changes {
+		v, err := sku.EncodeChange(&out.Changes[i])
+		if err != nil {
+			panic(fmt.Sprintf("encode change: %v", err))
+		}
+		changelog = append(changelog, len(v))
+	}
+	return command, result, changelog
 }
 
 // commandID returns the command_id field of a command's JSON without decoding
@@ -120,10 +180,10 @@ func commandID(v []byte) []byte {
 	return rest[:j]
 }
 
-// passthroughStep runs the same-layout pass-through as its own process and
-// drives it with an open-loop load of workload, like the binary's open loop.
-func (e *binaryEnv) passthroughStep(ctx context.Context, perCommand int, lcs ...LoadConfig) ([]LoadResult, error) {
-	names := topics.NewNames(passPrefix)
+// passthroughStep runs the same-layout pass-through as its own process on
+// topics of pc.TopicPrefix and drives it with the loads lcs, like the binary.
+func (e *binaryEnv) passthroughStep(ctx context.Context, pc PassConfig, lcs ...LoadConfig) ([]LoadResult, error) {
+	names := topics.NewNames(pc.TopicPrefix)
 	admCl, err := kgo.NewClient(clientOpts(e.brokers)...)
 	if err != nil {
 		return nil, fmt.Errorf("pass-through: admin client: %w", err)
@@ -139,10 +199,17 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, perCommand int, lcs ...
 			return nil, fmt.Errorf("pass-through: create topic %s: %w", t, err)
 		}
 	}
-	args := []string{"passthrough", "-brokers", e.brokers[0], "-topic-prefix", passPrefix,
-		"-changelog-per-command", strconv.Itoa(perCommand),
+	args := []string{"passthrough", "-brokers", e.brokers[0], "-topic-prefix", pc.TopicPrefix,
+		"-changelog-per-command", strconv.Itoa(pc.ChangelogPerCommand),
 		"-commit-interval", processor.DefaultConfig().CommitInterval.String(),
 		"-max-batch", strconv.Itoa(processor.DefaultConfig().MaxBatch)}
+	if pc.ResultBytes > 0 {
+		sizes := make([]string, len(pc.ChangelogBytes))
+		for i, n := range pc.ChangelogBytes {
+			sizes[i] = strconv.Itoa(n)
+		}
+		args = append(args, "-result-bytes", strconv.Itoa(pc.ResultBytes), "-changelog-bytes", strings.Join(sizes, ","))
+	}
 	c := &child{name: "passthrough", cmd: exec.Command(e.loadgen, args...), tail: &tailBuffer{}}
 	c.cmd.Env, c.cmd.SysProcAttr = childEnv(), childAttr()
 	c.cmd.Stderr = lines(c.tail.add)
@@ -169,7 +236,7 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, perCommand int, lcs ...
 	}
 	var out []LoadResult
 	for _, lc := range lcs {
-		res, err := e.loadOn(ctx, lc, passPrefix, c)
+		res, err := e.loadOn(ctx, lc, pc.TopicPrefix, c)
 		if err != nil {
 			return out, err
 		}

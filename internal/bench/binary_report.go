@@ -62,9 +62,11 @@ func (rep *Report) finishBinary() {
 				h["binary_hot_paced_processor_cpu_us_per_command"] = s.ProcessorCPUUsPerCommand
 			}
 			if s.Seconds > 0 && s.ProcessorCPUSeconds > 0 {
-				// The three processes' CPU over the step's wall time: how
-				// close to the machine's cores the paced rate runs.
-				h["binary_hot_paced_cores_busy"] = (s.ProcessorCPUSeconds + s.BrokerCPUSeconds + s.LoadgenCPUSeconds) / s.Seconds
+				// The processor's and the broker's CPU over the step's wall
+				// time: how close to the machine's cores the paced rate runs
+				// (the load generator's comes on top; its figure covers its
+				// whole life, not the step).
+				h["binary_hot_paced_cores_busy"] = (s.ProcessorCPUSeconds + s.BrokerCPUSeconds) / s.Seconds
 			}
 		}
 	}
@@ -84,6 +86,19 @@ func (rep *Report) finishBinary() {
 	}
 	if pq := b.Passthrough16; pq != nil && pq.Completed > 0 {
 		h["passthrough_same_layout_p50_ms_at_16_clients"] = pq.P50
+	}
+	if ps := b.PassthroughSized; ps != nil && ps.Throughput > 0 {
+		h["passthrough_sized_throughput"] = ps.Throughput
+		h["passthrough_sized_cpu_us_per_command"] = ps.ProcessorCPUUsPerCommand
+		h["passthrough_sized_broker_cpu_us_per_command"] = 1e6 * ps.BrokerCPUSeconds / float64(max(ps.Completed, 1))
+		bytes := b.PassResultBytes
+		for _, n := range b.PassChangelogBytes {
+			bytes += n
+		}
+		h["passthrough_sized_bytes_per_command"] = float64(bytes)
+	}
+	if ps := b.PassthroughSized16; ps != nil && ps.Completed > 0 {
+		h["passthrough_sized_p50_ms_at_16_clients"] = ps.P50
 	}
 	if b.OpenLoopCPUUsPerCommand > 0 {
 		h["binary_processor_cpu_us_per_command_open_loop"] = b.OpenLoopCPUUsPerCommand

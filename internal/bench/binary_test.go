@@ -66,6 +66,15 @@ func TestBinaryPhase(t *testing.T) {
 		assert.Zero(t, s.Errors)
 	}
 	assert.Equal(t, 16, b.Passthrough16.Clients)
+	// The same, with records as large as the processor's.
+	for _, s := range []*BinaryStep{b.PassthroughSized, b.PassthroughSized16} {
+		require.NotNil(t, s)
+		assert.Equal(t, SystemPassthroughSized, s.System)
+		assert.Positive(t, s.Completed)
+		assert.Zero(t, s.Errors)
+	}
+	require.Len(t, b.PassChangelogBytes, 3, "reservation, idempotency entry, stock")
+	assert.Greater(t, b.PassResultBytes, b.PassCommandBytes, "a result is larger than its command")
 	c := b.Check
 	assert.NoError(t, c.verdict())
 	assert.Equal(t, cfg.SKUs+1+1+1+1, c.SKUs, "the uniform SKUs and a hot SKU per hot step (closed, warm-up, open, paced)")
@@ -76,7 +85,8 @@ func TestBinaryPhase(t *testing.T) {
 	h := r.rep.Headline
 	for _, k := range []string{"binary_uniform_max_throughput", "binary_uniform_throughput_at_p99_150ms", "binary_uniform_p99_ms_at_best",
 		"binary_uniform_clients_at_best", "binary_hot_max_throughput", "binary_p50_ms_at_16_clients", "binary_hot_p99_ms_at_half_max",
-		"binary_open_loop_uniform_throughput", "passthrough_same_layout_p50_ms_at_16_clients"} {
+		"binary_open_loop_uniform_throughput", "passthrough_same_layout_p50_ms_at_16_clients",
+		"passthrough_sized_p50_ms_at_16_clients", "passthrough_sized_throughput", "passthrough_sized_bytes_per_command"} {
 		assert.Positive(t, h[k], k)
 	}
 	assert.Equal(t, 16.0, h["binary_uniform_clients_at_best"])
@@ -94,6 +104,7 @@ func TestBinaryPhase(t *testing.T) {
 	assert.Contains(t, md, "## The binary as a user runs it")
 	assert.Contains(t, md, "reservations serve")
 	assert.Contains(t, md, "the floor of `p50_ms_at_16_clients`")
+	assert.Contains(t, md, "**The same pass-through with records as large as the processor's**")
 }
 
 // changelogRecord encodes one changelog change as the processor writes it.

@@ -221,10 +221,16 @@ func (rep *Report) finish() {
 	if r.StoreOnlyRecordsPerS > 0 {
 		h["restore_store_only_records_per_s"] = r.StoreOnlyRecordsPerS
 		h["restore_store_bulk_records_per_s"] = r.StoreBulkRecordsPerS
-		// Reading each record and writing it the cheaper of Badger's two
-		// ways, on the same cores: the most a restore can do here.
-		store := max(r.StoreOnlyRecordsPerS, r.StoreBulkRecordsPerS)
-		h["restore_ceiling_records_per_s"] = 1 / (1/r.ReadOnlyRecordsPerS + 1/store)
+		best, busy := r.StoreOnlyRecordsPerS, r.StoreOnlyCoresBusy
+		if r.StoreBulkRecordsPerS > best {
+			best, busy = r.StoreBulkRecordsPerS, r.StoreBulkCoresBusy
+		}
+		// Badger alone, fed from memory: the most a restore that writes
+		// every record into it can reach on this machine.
+		h["restore_store_best_records_per_s"] = best
+		if busy > 0 {
+			h["restore_store_best_cores_busy"] = busy
+		}
 	}
 	if r.RebuildCoresBusy > 0 {
 		h["restore_rebuild_cores_busy"] = r.RebuildCoresBusy

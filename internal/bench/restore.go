@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,15 +42,17 @@ type Restore struct {
 	ReadOnlyRecordsPerS float64 `json:"read_only_records_per_s"`
 	// StoreOnly: the same records, held in memory, written into fresh stores
 	// the way the restore writes them (chunks of 10,000 keys, one store per
-	// partition, as many at once as CPUs), no broker: the floor of Rebuild in
-	// Badger.
+	// partition, as many at once as CPUs), no broker: how fast Badger alone
+	// takes them, so the most a restore writing them all can reach.
 	StoreOnlySeconds     float64 `json:"store_only_seconds"`
 	StoreOnlyRecordsPerS float64 `json:"store_only_records_per_s"`
+	StoreOnlyCoresBusy   float64 `json:"store_only_cores_busy"`
 	// StoreBulk: the same, each partition's last values bulk-loaded in one
-	// go with Badger's StreamWriter (statestore.Load, as a restore in full
-	// does): Badger's cheapest way in.
+	// go with Badger's StreamWriter (statestore.Load, as the restore of a
+	// wiped store does): Badger's other way in.
 	StoreBulkSeconds     float64 `json:"store_bulk_seconds"`
 	StoreBulkRecordsPerS float64 `json:"store_bulk_records_per_s"`
+	StoreBulkCoresBusy   float64 `json:"store_bulk_cores_busy"`
 	// RebuildCoresBusy is the harness process's CPU time during Rebuild (the
 	// in-process broker included) over its wall time: near the CPU count, the
 	// Rebuild is bound by CPU, not by waiting.
@@ -64,13 +67,10 @@ type Restore struct {
 }
 
 // restorePhase writes a changelog of active reservations directly (a
-// transactional producer writing the contract's entity JSON), then times a
-// Rebuild, a processor start until ready, and the Postgres sink.
+// transactional producer writing the contract's entity JSON), reads it alone,
+// then times a Rebuild, a processor start until ready and the Postgres sink
+// (the profiled part), and last writes the same records into Badger alone.
 func (r *run) restorePhase(ctx context.Context) error {
-	return r.profiled("-restore", &r.rep.RestoreProfile, func() error { return r.restoreRuns(ctx) })
-}
-
-func (r *run) restoreRuns(ctx context.Context) error {
 	cfg := &r.cfg
 	res := &r.rep.Restore
 	res.Reservations, res.SKUs = cfg.RestoreReservations, cfg.SKUs
@@ -93,29 +93,46 @@ func (r *run) restoreRuns(ctx context.Context) error {
 		res.Records, res.Reservations, res.SKUs, res.ProduceSeconds)
 
 	t0 = time.Now()
-	recs, err := readChangelog(ctx, brokers, names.Changelog, cfg.Partitions)
+	read, _, err := readChangelog(ctx, brokers, names.Changelog, cfg.Partitions, false)
 	if err != nil {
 		return err
 	}
 	res.ReadOnlySeconds = time.Since(t0).Seconds()
-	read := 0
-	for _, p := range recs {
-		read += len(p)
-	}
 	res.ReadOnlyRecordsPerS = float64(read) / res.ReadOnlySeconds
 	r.logf("restore: reading the changelog alone (%d records, no store): %.2fs, %.0f records/s", read, res.ReadOnlySeconds, res.ReadOnlyRecordsPerS)
-	if res.StoreOnlySeconds, err = writeStores(ctx, recs, false); err != nil {
+
+	err = r.profiled("-restore", &r.rep.RestoreProfile, func() error { return r.restoreRuns(ctx, brokers, names) })
+	if err != nil {
+		return err
+	}
+	return r.storeRuns(ctx, brokers, names.Changelog, res)
+}
+
+// storeRuns writes the changelog's records, read into memory first (not
+// timed), into fresh stores both ways and times each.
+func (r *run) storeRuns(ctx context.Context, brokers []string, changelog string, res *Restore) error {
+	read, recs, err := readChangelog(ctx, brokers, changelog, r.cfg.Partitions, true)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if res.StoreOnlySeconds, res.StoreOnlyCoresBusy, err = writeStores(ctx, recs, false); err != nil {
 		return err
 	}
 	res.StoreOnlyRecordsPerS = float64(read) / res.StoreOnlySeconds
-	if res.StoreBulkSeconds, err = writeStores(ctx, recs, true); err != nil {
+	if res.StoreBulkSeconds, res.StoreBulkCoresBusy, err = writeStores(ctx, recs, true); err != nil {
 		return err
 	}
-	recs = nil
 	res.StoreBulkRecordsPerS = float64(read) / res.StoreBulkSeconds
-	r.logf("restore: writing the same records into Badger alone (no broker): %.2fs, %.0f records/s; bulk-loaded: %.2fs, %.0f records/s",
-		res.StoreOnlySeconds, res.StoreOnlyRecordsPerS, res.StoreBulkSeconds, res.StoreBulkRecordsPerS)
+	r.logf("restore: writing the same records into Badger alone (no broker): %.2fs, %.0f records/s, %.1f cores busy; bulk-loaded: %.2fs, %.0f records/s, %.1f cores busy",
+		res.StoreOnlySeconds, res.StoreOnlyRecordsPerS, res.StoreOnlyCoresBusy, res.StoreBulkSeconds, res.StoreBulkRecordsPerS, res.StoreBulkCoresBusy)
+	return nil
+}
 
+// restoreRuns times a Rebuild, a processor start until ready, and the sink.
+func (r *run) restoreRuns(ctx context.Context, brokers []string, names topics.Names) error {
+	cfg := &r.cfg
+	res := &r.rep.Restore
 	pcfg := processor.Config{
 		Brokers:   brokers,
 		Topics:    names,
@@ -374,11 +391,12 @@ type kv struct{ k, v []byte }
 // readChangelog reads every partition of topic to its end the way the
 // restore does (a client per partition, read_committed, control records
 // kept, 16 MiB per partition fetch, as many partitions at once as CPUs) and
-// returns the data records read, by partition.
-func readChangelog(ctx context.Context, brokers []string, topic string, partitions int32) ([][]kv, error) {
+// returns how many data records it read and, with keep, the records by
+// partition.
+func readChangelog(ctx context.Context, brokers []string, topic string, partitions int32, keep bool) (int64, [][]kv, error) {
 	admCl, err := kgo.NewClient(clientOpts(brokers)...)
 	if err != nil {
-		return nil, fmt.Errorf("read changelog: %w", err)
+		return 0, nil, fmt.Errorf("read changelog: %w", err)
 	}
 	defer admCl.Close()
 	ends, err := kadm.NewClient(admCl).ListEndOffsets(ctx, topic)
@@ -386,9 +404,10 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 		err = ends.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read changelog: end offsets: %w", err)
+		return 0, nil, fmt.Errorf("read changelog: end offsets: %w", err)
 	}
 	out := make([][]kv, partitions)
+	var total atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
 	for p := range partitions {
@@ -420,7 +439,10 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 						done = done || r.Offset+1 >= end.Offset
 						return
 					}
-					out[p] = append(out[p], kv{r.Key, r.Value})
+					total.Add(1)
+					if keep {
+						out[p] = append(out[p], kv{r.Key, r.Value})
+					}
 					done = done || r.Offset+1 >= end.Offset
 				})
 				if done {
@@ -430,24 +452,29 @@ func readChangelog(ctx context.Context, brokers []string, topic string, partitio
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return out, nil
+	if !keep {
+		out = nil
+	}
+	return total.Load(), out, nil
 }
 
 // writeStores writes recs (by partition) into fresh stores in a temporary
 // folder, as many partitions at once as CPUs, each store opened and closed as
-// in Rebuild, and returns the seconds that took. It writes the way a restore
-// of a tail does (the last value of each key in chunks of 10,000 keys, one
-// Badger write per chunk with the offset it reaches) or, with bulk, the way a
-// restore in full does (the partition's last values in one StreamWriter load).
-func writeStores(ctx context.Context, recs [][]kv, bulk bool) (float64, error) {
+// in Rebuild, and returns the seconds that took and the process's CPU time
+// over them (cores busy; 0 off Linux). It writes the way the restore of a
+// tail does (the last value of each key in chunks of 10,000 keys, one Badger
+// write per chunk with the offset it reaches; a new, empty store is restored
+// that way too) or, with bulk, the way the restore of a wiped store does (the
+// partition's last values in one StreamWriter load).
+func writeStores(ctx context.Context, recs [][]kv, bulk bool) (seconds, coresBusy float64, err error) {
 	dir, err := os.MkdirTemp("", "reservations-bench-stores-")
 	if err != nil {
-		return 0, fmt.Errorf("create store dir: %w", err)
+		return 0, 0, fmt.Errorf("create store dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
 	for p, part := range recs {
@@ -485,7 +512,8 @@ func writeStores(ctx context.Context, recs [][]kv, bulk bool) (float64, error) {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, fmt.Errorf("write stores: %w", err)
+		return 0, 0, fmt.Errorf("write stores: %w", err)
 	}
-	return time.Since(t0).Seconds(), nil
+	seconds = time.Since(t0).Seconds()
+	return seconds, (processCPU() - cpu0).Seconds() / seconds, nil
 }

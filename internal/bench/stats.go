@@ -14,6 +14,9 @@ const (
 	SystemSerializable = "serializable"
 	SystemBestSQL      = "best_sql"
 	SystemPassthrough  = "passthrough"
+	// SystemPassthroughSized is the binary's pass-through with records as
+	// large as the processor's.
+	SystemPassthroughSized = "passthrough_sized"
 )
 
 // Step kinds.

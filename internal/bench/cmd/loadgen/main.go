@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +48,17 @@ func main() {
 		brokers := fs.String("brokers", "", "seed broker host:port")
 		fs.StringVar(&pc.TopicPrefix, "topic-prefix", "bench-pt", "topics <prefix>.commands, .results, .changelog (created beforehand)")
 		fs.IntVar(&pc.ChangelogPerCommand, "changelog-per-command", 3, "changelog records produced per command")
+		fs.IntVar(&pc.ResultBytes, "result-bytes", 0, "size of each result record (0: a copy of the command)")
+		fs.Func("changelog-bytes", "comma-separated sizes of the changelog records of one command (replaces -changelog-per-command copies)", func(v string) error {
+			for _, f := range strings.Split(v, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil || n <= 0 {
+					return fmt.Errorf("changelog-bytes: %q is not a positive size", f)
+				}
+				pc.ChangelogBytes = append(pc.ChangelogBytes, n)
+			}
+			return nil
+		})
 		fs.DurationVar(&pc.CommitInterval, "commit-interval", 50*time.Millisecond, "longest time one transaction collects records")
 		fs.IntVar(&pc.MaxBatch, "max-batch", 5000, "most records per transaction")
 		_ = fs.Parse(os.Args[2:])

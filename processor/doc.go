@@ -33,8 +33,12 @@
 //     small ones (low latency);
 //  3. has every partition produce the changelog records of its pending writes
 //     (seal): one record per changed key, its last value, so a hot SKU's
-//     stock entity is written once per transaction, not once per command;
-//     then flushes and checks every produce: any failure aborts;
+//     stock entity is written once per transaction, not once per command.
+//     Without a linger, a dispatch that finds nothing more buffered is the
+//     transaction's last, and its partitions seal in the same job (one
+//     hand-off each instead of two); the others seal after the loop. A
+//     commit refuses changes that were never sealed. Then it flushes and
+//     checks every produce: any failure aborts;
 //  4. ends the transaction, which commits the consumed offsets with the
 //     outputs (KIP-447: the group generation fences zombies);
 //  5. on commit, each partition moves its pending changes to its cache and
@@ -43,8 +47,9 @@
 //     most one per 50 ms, puts everything committed since the last one into
 //     Badger in ONE write (data and offset together), so Badger's work is off
 //     the partition's critical path, small transactions share a write, and a
-//     key changed by many transactions is written once per store write; on abort, it drops them (and puts popped timers back), and the
-//     session rewinds to the committed offsets so the records are decided again.
+//     key changed by many transactions is written once per store write; on
+//     abort, it drops them (and puts popped timers back), and the session
+//     rewinds to the committed offsets so the records are decided again.
 //
 // Badger therefore only ever holds state of committed transactions: it can be
 // behind the changelog (a crash before the background write ended), never

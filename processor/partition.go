@@ -63,6 +63,8 @@ type job struct {
 	// noTimers (apply only): the partition's committed offset is not known
 	// yet, so it fires no timers and sweeps nothing in this transaction.
 	noTimers bool
+	// seal (apply only): the transaction's last dispatch; seal after applying.
+	seal bool
 	// owned (commit only): when the committed transaction, which wrote for
 	// this partition and was fenced by the group generation, began to end;
 	// zero when it wrote nothing here (or only locally: an empty transaction).
@@ -273,6 +275,10 @@ func (w *partition) handleJob(j job) {
 			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
 			w.env.fail(w.broken)
 		}
+		if err == nil && j.seal {
+			w.seal()
+			err = w.err
+		}
 		j.done <- applied{w.p, err}
 	case jobCommit:
 		if w.broken != nil {
@@ -463,6 +469,12 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 // commit hands the committed transaction's changes and changelog offset to the
 // store's writer (checkpoint.go), then moves them into the cache.
 func (w *partition) commit(owned time.Time) error {
+	if len(w.unsent) > 0 {
+		// Every touched partition seals after its last apply (Processor.seal,
+		// or the last dispatch's own seal): this is a bug, and taking the
+		// changes into the store would make it disagree with the changelog.
+		return fmt.Errorf("commit: %d changed keys were never sealed into the changelog (first: %s)", len(w.unsent), w.unsent[0])
+	}
 	next := w.offset
 	if m := w.maxOff.Load(); m >= 0 {
 		next = m + 1

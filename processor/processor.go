@@ -77,6 +77,9 @@ type Processor struct {
 	// touched are the partitions sent a job in the open transaction: only they
 	// seal, commit or abort it (main loop only).
 	touched map[int32]bool
+	// sealed are the partitions whose last job of the open transaction
+	// sealed it already (a dispatch known to be the last; main loop only).
+	sealed map[int32]bool
 	// live are the partitions in parts (guarded by mu), so that the group
 	// goroutine can stop a revoked or lost partition at once (stopNow).
 	live map[int32]*partition
@@ -114,7 +117,7 @@ func New(cfg Config, opts ...Option) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), touched: make(map[int32]bool), live: make(map[int32]*partition),
+	p := &Processor{cfg: cfg, now: time.Now, parts: make(map[int32]*partition), touched: make(map[int32]bool), sealed: make(map[int32]bool), live: make(map[int32]*partition),
 		status: make(map[int32]string), queryable: make(map[int32]*partition),
 		standbys: make(map[int32]*standby), standbyFailed: make(map[int32]time.Time), released: make(map[int32]warmStore),
 		static: cfg.StaticMembership()}
@@ -957,16 +960,30 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 	ok := true
 	var stamps []time.Time
 	for {
+		// Without a linger, take what is already buffered first: when
+		// nothing more is, this dispatch is the transaction's last, and the
+		// partitions seal in the same job (one hand-off each instead of two).
+		last := false
+		if p.cfg.Linger <= 0 {
+			if n+len(recs) < p.cfg.MaxBatch && time.Since(start) < p.cfg.CommitInterval {
+				//lint:ignore SA1012 a nil context makes PollRecords return what is buffered without waiting (kgo documents it)
+				more, _ := p.records(p.sess.PollRecords(nil, p.cfg.MaxBatch-n-len(recs)))
+				recs = append(recs, more...)
+				last = len(more) == 0
+			} else {
+				last = true
+			}
+		}
 		for _, r := range recs {
 			stamps = append(stamps, r.Timestamp)
 		}
-		if err := p.dispatch(recs, timerDeadline, known); err != nil {
+		if err := p.dispatch(recs, timerDeadline, known, last); err != nil {
 			p.log.Warn("batch failed: aborting the transaction", "err", err)
 			ok = false
 			break
 		}
 		n += len(recs)
-		if n >= p.cfg.MaxBatch || time.Since(start) >= p.cfg.CommitInterval {
+		if last || n >= p.cfg.MaxBatch || time.Since(start) >= p.cfg.CommitInterval {
 			break
 		}
 		//lint:ignore SA1012 a nil context makes PollRecords return what is buffered without waiting (kgo documents it)
@@ -1080,6 +1097,7 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	clear(p.touched)
+	clear(p.sealed)
 	if err != nil {
 		return fmt.Errorf("end transaction: %w", err)
 	}
@@ -1161,7 +1179,7 @@ func (p *Processor) fence(wrote []int32, committed map[int32]kgo.EpochOffset) fu
 // dispatch hands each running partition its records (and the clock) and waits
 // for all of them: the barrier that keeps one transaction consistent. A
 // partition that stops meanwhile (revoked, lost, shutdown) fails the batch.
-func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[int32]kgo.EpochOffset) error {
+func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[int32]kgo.EpochOffset, last bool) error {
 	now := schemas.MillisOf(p.now())
 	by := make(map[int32][]*kgo.Record)
 	for _, r := range recs {
@@ -1182,7 +1200,10 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 	}
 	return p.fanOut(false, idle, func(n int32) job {
 		_, offsetKnown := known[n]
-		return job{kind: jobApply, records: by[n], now: now, deadline: deadline, noTimers: !offsetKnown}
+		if last {
+			p.sealed[n] = true
+		}
+		return job{kind: jobApply, records: by[n], now: now, deadline: deadline, noTimers: !offsetKnown, seal: last}
 	})
 }
 
@@ -1192,7 +1213,7 @@ func (p *Processor) dispatch(recs []*kgo.Record, deadline time.Time, known map[i
 // transaction; the session aborts a transaction that saw a revoke anyway),
 // and one that stopped fails the transaction.
 func (p *Processor) seal() error {
-	untouched := func(n int32, _ *partition) bool { return !p.touched[n] }
+	untouched := func(n int32, _ *partition) bool { return !p.touched[n] || p.sealed[n] }
 	return p.fanOut(true, untouched, func(int32) job { return job{kind: jobSeal} })
 }
 

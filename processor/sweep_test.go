@@ -56,13 +56,7 @@ func TestSweepPausesBetweenPasses(t *testing.T) {
 	cfg.SweepBatch = 2
 	cfg.SweepInterval = time.Second
 	cfg.Rules.DedupeWindow = 24 * time.Hour
-	env := &partitionEnv{cfg: &cfg, role: newRole(RoleSKU, &cfg), log: slog.New(slog.DiscardHandler)}
-	env.metrics = newMetrics(prometheus.NewRegistry(), env.role)
-	w := newPartition(env, context.Background(), 0)
-	store, err := statestore.Open(t.TempDir(), statestore.Options{})
-	require.NoError(t, err)
-	defer store.Close()
-	w.store = store
+	w, store := storePartition(t, cfg)
 	require.NoError(t, store.Commit(map[string][]byte{"stock/a": []byte("{}"), "stock/b": []byte("{}"), "stock/c": []byte("{}")}, 1))
 
 	now := schemas.Millis(1_000_000)
@@ -72,4 +66,18 @@ func TestSweepPausesBetweenPasses(t *testing.T) {
 	w.sweepStep(now+1000, now+1000)
 	assert.Empty(t, w.sweep.cursor, "the pass reached the end")
 	assert.Equal(t, now+1000+schemas.Millis(time.Hour.Milliseconds()), w.sweep.next, "the next pass an hour later")
+}
+
+// storePartition is a SKU partition of cfg on a fresh store, outside any
+// processor: for the tests of its own steps.
+func storePartition(t *testing.T, cfg Config) (*partition, *statestore.Store) {
+	t.Helper()
+	env := &partitionEnv{cfg: &cfg, role: newRole(RoleSKU, &cfg), log: slog.New(slog.DiscardHandler)}
+	env.metrics = newMetrics(prometheus.NewRegistry(), env.role)
+	w := newPartition(env, context.Background(), 0)
+	store, err := statestore.Open(t.TempDir(), statestore.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	w.store = store
+	return w, store
 }

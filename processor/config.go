@@ -68,8 +68,8 @@ type Config struct {
 	// (default 50 ms). A transaction also ends as soon as nothing more is buffered.
 	CommitInterval time.Duration
 	// Linger is how long a transaction waits for more records when none are
-	// buffered, before it commits (default 0: commit at once; under load
-	// records are buffered anyway and transactions grow by themselves).
+	// buffered, before it commits (default 0: commit at once; under load the
+	// records that pile up during one transaction make the next one larger).
 	Linger time.Duration
 	// MaxBatch bounds the records per transaction (default 5000).
 	MaxBatch int

@@ -28,17 +28,21 @@
 //     its records and the clock (now), then waits for all of them: the
 //     barrier. Partitions decide in parallel and produce results, changelog
 //     records, DLQ records and forwarded commands into the transaction;
-//  2. repeats while more records are buffered, up to MaxBatch records or
-//     CommitInterval, so that load forms larger transactions and idle traffic
-//     small ones (low latency);
-//  3. has every partition produce the changelog records of its pending writes
-//     (seal): one record per changed key, its last value, so a hot SKU's
-//     stock entity is written once per transaction, not once per command.
-//     Without a linger, a dispatch that finds nothing more buffered is the
-//     transaction's last, and its partitions seal in the same job (one
-//     hand-off each instead of two); the others seal after the loop. A
-//     commit refuses changes that were never sealed. Then it flushes and
-//     checks every produce: any failure aborts;
+//  2. without a linger (the default), takes what is already buffered before
+//     each dispatch, up to MaxBatch records or CommitInterval: records that
+//     were waiting join the transaction, and when nothing more is buffered
+//     (or MaxBatch or CommitInterval is reached) that dispatch is the last,
+//     and its partitions seal in the same job (one hand-off each instead of
+//     two). Records that arrive during it wait for the next transaction,
+//     which begins as soon as this one ends: load forms larger transactions
+//     (what piles up during a dispatch and an end) and idle traffic small
+//     ones (low latency). With a linger, the loop waits up to Linger for
+//     more after each dispatch and seals after the loop;
+//  3. has every partition not sealed yet produce the changelog records of
+//     its pending writes (seal): one record per changed key, its last value,
+//     so a hot SKU's stock entity is written once per transaction, not once
+//     per command. A commit refuses changes that were never sealed. Then it
+//     flushes and checks every produce: any failure aborts;
 //  4. ends the transaction, which commits the consumed offsets with the
 //     outputs (KIP-447: the group generation fences zombies);
 //  5. on commit, each partition moves its pending changes to its cache and

@@ -32,10 +32,7 @@ func TestReadAmplification(t *testing.T) {
 	setup := newTestClient(t, pl, client.WithResultsPartitions())
 	ctx := ctxFor(t, 180*time.Second)
 	const skus = 48
-	for i := range skus {
-		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("A-%d", i), OnHand: 1 << 40})
-		require.NoError(t, err)
-	}
+	setStocks(ctx, t, setup, "A", skus, 1<<40)
 	for _, tc := range []struct {
 		replies bool
 		clients int
@@ -107,10 +104,7 @@ func TestCartReadAmplification(t *testing.T) {
 	setup := newTestClient(t, pl, client.WithResultsPartitions())
 	ctx := ctxFor(t, 240*time.Second)
 	const skus = 48
-	for i := range skus {
-		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("C-%d", i), OnHand: 1 << 40})
-		require.NoError(t, err)
-	}
+	setStocks(ctx, t, setup, "C", skus, 1<<40)
 	for _, tc := range []struct {
 		replies bool
 		clients int

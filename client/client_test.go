@@ -188,10 +188,7 @@ func TestProcessorRestartMidway(t *testing.T) {
 	c := newTestClient(t, pl, client.WithTimeout(90*time.Second))
 	ctx := ctxFor(t, 120*time.Second)
 	const skus, callers, perCaller = 6, 8, 25
-	for i := range skus {
-		_, err := c.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("S-%d", i), OnHand: 1000})
-		require.NoError(t, err)
-	}
+	setStocks(ctx, t, c, "S", skus, 1000)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex

@@ -1,7 +1,11 @@
 package client_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/client"
 	"github.com/reservations/reservations/client/internal/pipelinetest"
@@ -19,3 +23,13 @@ func newTestClient(t *testing.T, pl *pipelinetest.Pipeline, opts ...client.Optio
 }
 
 func examplePipeline() (brokers []string, prefix string, stop func()) { return pipelinetest.Example() }
+
+// setStocks sets the stock of the SKUs <prefix>-0 .. <prefix>-(n-1) to onHand
+// through c.
+func setStocks(ctx context.Context, t *testing.T, c *client.Client, prefix string, n int, onHand int64) {
+	t.Helper()
+	for i := range n {
+		_, err := c.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("%s-%d", prefix, i), OnHand: onHand})
+		require.NoError(t, err)
+	}
+}

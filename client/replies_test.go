@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/reservations/reservations/client"
+	"github.com/reservations/reservations/client/internal/pipelinetest"
 	"github.com/reservations/reservations/internal/kafkatest"
 	"github.com/reservations/reservations/processor"
 	"github.com/reservations/reservations/schemas"
@@ -98,57 +99,19 @@ func TestReplyRouteRebalance(t *testing.T) {
 	ctx := ctxFor(t, 120*time.Second)
 	setup := newTestClient(t, pl, client.WithResultsPartitions())
 	const skus, calls = 4, 40
-	for i := range skus {
-		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("B-%d", i), OnHand: 1000})
-		require.NoError(t, err)
-	}
+	setStocks(ctx, t, setup, "B", skus, 1000)
 	a := newTestClient(t, pl, client.WithTimeout(90*time.Second))
 	require.Len(t, a.ReplyPartitions(), 4)
 
-	// The processor is down: every call is sent and waits.
-	require.NoError(t, pl.Stop(processor.RoleSKU))
-	type answer struct {
-		res schemas.Result
-		err error
-	}
-	answers := make([]chan answer, calls)
-	var wg sync.WaitGroup
-	for i := range calls {
-		answers[i] = make(chan answer, 2)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := a.Reserve(ctx, client.ReserveRequest{CommandID: fmt.Sprintf("rb-%d", i), SKU: fmt.Sprintf("B-%d", i%skus),
-				ReservationID: fmt.Sprintf("r-%d", i), Quantity: 1})
-			answers[i] <- answer{res, err}
-		}()
-	}
-	require.Eventually(t, func() bool { return a.Stats().Calls == calls }, 30*time.Second, 10*time.Millisecond)
-
-	// A second instance joins: cooperative-sticky moves half of a's partitions.
-	b := newTestClient(t, pl)
-	require.NotEmpty(t, b.ReplyPartitions())
-	require.Eventually(t, func() bool { return len(a.ReplyPartitions())+len(b.ReplyPartitions()) == 4 }, 30*time.Second, 20*time.Millisecond)
-	for _, p := range b.ReplyPartitions() {
-		assert.NotContains(t, a.ReplyPartitions(), p, "no partition is read by both")
-	}
-	require.Eventually(t, func() bool { return a.Stats().Resent > 0 }, 10*time.Second, 10*time.Millisecond,
-		"the calls waiting on moved partitions are sent again")
-
-	require.NoError(t, pl.Start(processor.RoleSKU))
-	wg.Wait()
+	b, answers := rebalanceMidCalls(t, pl, a, calls, func(i int) (schemas.Result, error) {
+		return a.Reserve(ctx, client.ReserveRequest{CommandID: fmt.Sprintf("rb-%d", i), SKU: fmt.Sprintf("B-%d", i%skus),
+			ReservationID: fmt.Sprintf("r-%d", i), Quantity: 1})
+	})
 	perSKU := map[string]int64{}
-	for i := range calls {
-		got := <-answers[i]
-		require.NoError(t, got.err, "call %d", i)
-		assert.Equal(t, fmt.Sprintf("rb-%d", i), got.res.CommandID)
-		assert.Equal(t, schemas.OutcomeAccepted, got.res.Outcome)
-		perSKU[got.res.SKU]++
-		select {
-		case extra := <-answers[i]:
-			t.Fatalf("call %d answered twice: %+v", i, extra)
-		default:
-		}
+	for i, res := range answers {
+		assert.Equal(t, fmt.Sprintf("rb-%d", i), res.CommandID)
+		assert.Equal(t, schemas.OutcomeAccepted, res.Outcome)
+		perSKU[res.SKU]++
 	}
 	sa, sb := a.Stats(), b.Stats()
 	t.Logf("a: %+v; b: %+v", sa, sb)
@@ -263,15 +226,37 @@ func TestCartReplyRouteRebalance(t *testing.T) {
 	ctx := ctxFor(t, 120*time.Second)
 	setup := newTestClient(t, pl, client.WithResultsPartitions())
 	const skus, calls = 4, 16
-	for i := range skus {
-		_, err := setup.SetStock(ctx, client.SetStockRequest{SKU: fmt.Sprintf("KB-%d", i), OnHand: 1000})
-		require.NoError(t, err)
-	}
+	setStocks(ctx, t, setup, "KB", skus, 1000)
 	a := newTestClient(t, pl, client.WithTimeout(60*time.Second))
 	require.Len(t, a.ReplyPartitions(), 4)
+	b, answers := rebalanceMidCalls(t, pl, a, calls, func(i int) (schemas.CartResult, error) {
+		return a.CartReserve(ctx, client.CartReserveRequest{CommandID: fmt.Sprintf("kb-%d", i), CartID: fmt.Sprintf("cart-kb-%d", i),
+			Items: []schemas.CartItem{{SKU: fmt.Sprintf("KB-%d", i%skus), Quantity: i64(1)}}})
+	})
+	for i, res := range answers {
+		assert.Equal(t, fmt.Sprintf("kb-%d", i), res.CommandID)
+		assert.Equal(t, schemas.OutcomeAccepted, res.Outcome, "%+v", res)
+		assert.False(t, res.Duplicate, "the re-sent command took over the route of the saga in progress")
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("a: %+v; b: %+v", sa, sb)
+	assert.Equal(t, int64(calls), sa.ResultsMatched)
+	assert.Zero(t, sa.Subscribes, "a read no cart-results partition")
+	assert.Zero(t, sb.ResultsMatched, "b had no calls")
+	assert.Zero(t, sb.RecordsRead, "no cart result went to a partition that moved to b")
+}
+
+// rebalanceMidCalls stops the SKU processor, makes calls concurrent calls on
+// a (call i is call(i)) and waits until a has sent them all; then a second
+// instance joins, takes some of a's replies partitions (none is read by
+// both), and a sends again the calls that waited on the moved ones. Last the
+// processor starts again. It returns the second instance and each call's
+// answer, and fails the test on a call's error or a call answered twice.
+func rebalanceMidCalls[R any](t *testing.T, pl *pipelinetest.Pipeline, a *client.Client, calls int, call func(i int) (R, error)) (*client.Client, []R) {
+	t.Helper()
 	require.NoError(t, pl.Stop(processor.RoleSKU))
 	type answer struct {
-		res schemas.CartResult
+		res R
 		err error
 	}
 	answers := make([]chan answer, calls)
@@ -281,32 +266,34 @@ func TestCartReplyRouteRebalance(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := a.CartReserve(ctx, client.CartReserveRequest{CommandID: fmt.Sprintf("kb-%d", i), CartID: fmt.Sprintf("cart-kb-%d", i),
-				Items: []schemas.CartItem{{SKU: fmt.Sprintf("KB-%d", i%skus), Quantity: i64(1)}}})
+			res, err := call(i)
 			answers[i] <- answer{res, err}
 		}()
 	}
-	require.Eventually(t, func() bool { return a.Stats().Calls == calls }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.Stats().Calls == int64(calls) }, 30*time.Second, 10*time.Millisecond)
 
+	// Cooperative-sticky moves some of a's partitions to b.
 	b := newTestClient(t, pl)
 	require.NotEmpty(t, b.ReplyPartitions())
 	require.Eventually(t, func() bool { return len(a.ReplyPartitions())+len(b.ReplyPartitions()) == 4 }, 30*time.Second, 20*time.Millisecond)
+	for _, p := range b.ReplyPartitions() {
+		assert.NotContains(t, a.ReplyPartitions(), p, "no partition is read by both")
+	}
 	require.Eventually(t, func() bool { return a.Stats().Resent > 0 }, 10*time.Second, 10*time.Millisecond,
 		"the calls waiting on moved partitions are sent again")
 
 	require.NoError(t, pl.Start(processor.RoleSKU))
 	wg.Wait()
+	out := make([]R, calls)
 	for i := range calls {
 		got := <-answers[i]
 		require.NoError(t, got.err, "call %d", i)
-		assert.Equal(t, fmt.Sprintf("kb-%d", i), got.res.CommandID)
-		assert.Equal(t, schemas.OutcomeAccepted, got.res.Outcome, "%+v", got.res)
-		assert.False(t, got.res.Duplicate, "the re-sent command took over the route of the saga in progress")
+		select {
+		case extra := <-answers[i]:
+			t.Fatalf("call %d answered twice: %+v", i, extra)
+		default:
+		}
+		out[i] = got.res
 	}
-	sa, sb := a.Stats(), b.Stats()
-	t.Logf("a: %+v; b: %+v", sa, sb)
-	assert.Equal(t, int64(calls), sa.ResultsMatched)
-	assert.Zero(t, sa.Subscribes, "a read no cart-results partition")
-	assert.Zero(t, sb.ResultsMatched, "b had no calls")
-	assert.Zero(t, sb.RecordsRead, "no cart result went to a partition that moved to b")
+	return b, out
 }

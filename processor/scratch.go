@@ -12,12 +12,12 @@ package processor
 // walking it costs less than growing a new one.
 const sparseRoom = 256
 
-// emptied empties m for the next transaction and returns the map to use; an
-// empty m is returned as it is.
+// emptied empties m for the next transaction and returns the map to use.
 // *room tracks the largest length m has had since it was made. When that is
 // above sparseRoom and m now holds less than an eighth of it, m is dropped
 // for a new map sized to the current length: a steady stream of big
-// transactions keeps its map, a burst does not leave one behind.
+// transactions keeps its map, a burst does not leave one behind. An empty m
+// is returned as it is.
 func emptied[K comparable, V any](m map[K]V, room *int) map[K]V {
 	n := len(m)
 	if n == 0 {

@@ -37,7 +37,7 @@ type Restore struct {
 	RebuildPartitions  int     `json:"rebuild_partitions"`
 	// ReadOnly: the same changelog read by clients like the restore's (one
 	// per partition, read_committed, as many at once as CPUs), doing nothing
-	// with the records: the floor of Rebuild on this broker.
+	// with the records: the fastest a restore can read from this broker.
 	ReadOnlySeconds     float64 `json:"read_only_seconds"`
 	ReadOnlyRecordsPerS float64 `json:"read_only_records_per_s"`
 	// StoreOnly: the same records, held in memory, written into fresh stores

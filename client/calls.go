@@ -195,8 +195,8 @@ func (c *Client) Do(ctx context.Context, cmd schemas.Command) (schemas.Result, e
 	if err != nil {
 		return schemas.Result{}, err
 	}
-	var res schemas.Result
-	if err := json.Unmarshal(raw, &res); err != nil {
+	res, err := schemas.DecodeResult(raw)
+	if err != nil {
 		return schemas.Result{}, fmt.Errorf("client: decode the result of command_id %q: %w", cmd.CommandID, err)
 	}
 	return res, nil

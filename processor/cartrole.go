@@ -116,7 +116,7 @@ func (c *cartPartition) handle(r *kgo.Record, now schemas.Millis) {
 	}
 	in := cart.Input{Key: string(r.Key), Partition: w.p, Offset: r.Offset, Produced: schemas.MillisOf(r.Timestamp)}
 	if lineResult(r) {
-		res, err := schemas.DecodeLineResult(r.Value)
+		res, err := schemas.DecodeResult(r.Value)
 		if err != nil || res.CommandID == "" {
 			msg := "line result without command_id"
 			if err != nil {

@@ -96,7 +96,7 @@ func decodeAuditRow(r *kgo.Record, cart bool) (auditRow, error) {
 		}
 		decided = c.DecidedAt
 	} else {
-		res, err := schemas.DecodeLineResult(r.Value)
+		res, err := schemas.DecodeResult(r.Value)
 		if err != nil {
 			return row, fmt.Errorf("decode result: %w", err)
 		}

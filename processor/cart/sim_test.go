@@ -22,7 +22,7 @@ import (
 // decisions of reply_to=cart commands are routed back to the coordinator. Both
 // sides see the records the processor would produce: per-SKU commands go
 // through schemas.AppendCommand and schemas.DecodeCommand, line results
-// through schemas.AppendResult and DecodeLineResult, SKU changes through the
+// through schemas.AppendResult and DecodeResult, SKU changes through the
 // SKU changelog codec. Nothing moves by itself: the test chooses which per-SKU
 // command or line result is delivered next, and when the clock moves.
 
@@ -243,7 +243,7 @@ func (s *sim) deliver(i int) (schemas.Command, schemas.Result) {
 	res := s.sku.decide(cmd, s.now)
 	if cmd.ReplyTo == schemas.ReplyToCart && cmd.CartID != "" {
 		// Routed as the processor routes it: its wire encoding, keyed by cart.
-		routed, err := schemas.DecodeLineResult(schemas.AppendResult(nil, &res))
+		routed, err := schemas.DecodeResult(schemas.AppendResult(nil, &res))
 		require.NoError(s.t, err)
 		rp := reply{key: cmd.CartID, res: routed}
 		s.replies = append(s.replies, rp)

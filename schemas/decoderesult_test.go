@@ -47,13 +47,13 @@ func randLineResult(rng *rand.Rand, ascii bool) Result {
 	return r
 }
 
-// checkLineResult: DecodeLineResult reads b exactly as json.Unmarshal does;
+// checkDecodeResult: DecodeResult reads b exactly as json.Unmarshal does;
 // fast reports whether the scanner read it (without encoding/json).
-func checkLineResult(t *testing.T, b []byte) (fast bool) {
+func checkDecodeResult(t *testing.T, b []byte) (fast bool) {
 	t.Helper()
 	var want Result
 	wantErr := json.Unmarshal(b, &want)
-	got, err := DecodeLineResult(b)
+	got, err := DecodeResult(b)
 	require.Equal(t, wantErr, err, "%s", b)
 	require.Equal(t, want, got, "%s", b)
 	_, fast = scanResult(b)
@@ -77,7 +77,7 @@ const (
 
 // The scanner reads what AppendResult writes and hands everything else to
 // encoding/json; either way the value and the error are encoding/json's.
-func TestDecodeLineResult(t *testing.T) {
+func TestDecodeResult(t *testing.T) {
 	want := Result{CommandID: "c1", Type: TypeReserve, SKU: "SKU-A", ReservationID: "r1", Outcome: OutcomeAccepted,
 		Stock: &StockView{OnHand: 5, Reserved: 2, Available: 3},
 		Reservation: &Reservation{ReservationID: "r1", SKU: "SKU-A", Quantity: 2, Status: StatusActive,
@@ -127,8 +127,8 @@ func TestDecodeLineResult(t *testing.T) {
 		{name: "truncated", in: lineResultOf(canonicalReservation, canonicalTail[:20]), err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.fast, checkLineResult(t, []byte(tc.in)), "read by the scanner")
-			got, err := DecodeLineResult([]byte(tc.in))
+			assert.Equal(t, tc.fast, checkDecodeResult(t, []byte(tc.in)), "read by the scanner")
+			got, err := DecodeResult([]byte(tc.in))
 			if tc.err {
 				assert.Error(t, err)
 				return
@@ -143,12 +143,12 @@ func TestDecodeLineResult(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestDecodeLineResultMatchesEncodingJSON(t *testing.T) {
+func TestDecodeResultMatchesEncodingJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for i := range 4000 {
 		r := randLineResult(rng, i%2 == 0)
 		b := AppendResult(nil, &r)
-		fast := checkLineResult(t, b)
+		fast := checkDecodeResult(t, b)
 		if i%2 == 0 {
 			require.True(t, fast, "the canonical ASCII encoding takes the fast path: %s", b)
 		}
@@ -165,16 +165,16 @@ func TestDecodeLineResultMatchesEncodingJSON(t *testing.T) {
 			default:
 				c = append(c, " "[:rng.IntN(2)]...)
 			}
-			checkLineResult(t, c)
+			checkDecodeResult(t, c)
 		}
 	}
 }
 
-func FuzzDecodeLineResult(f *testing.F) {
+func FuzzDecodeResult(f *testing.F) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for range 20 {
 		r := randLineResult(rng, true)
 		f.Add(AppendResult(nil, &r))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { checkLineResult(t, b) })
+	f.Fuzz(func(t *testing.T, b []byte) { checkDecodeResult(t, b) })
 }

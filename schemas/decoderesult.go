@@ -5,13 +5,15 @@ import (
 	"strconv"
 )
 
-// DecodeLineResult reads a line result routed to the cart coordinator
-// (extension (i)): the JSON of a Result, exactly as json.Unmarshal reads it
-// into a zero Result (same value, same error). The SKU processor writes every
-// line result with AppendResult: a document of that exact shape (fields in its
-// order, no whitespace, strings of printable ASCII without escapes) is read by
-// a resultScanner without reflection; anything else goes to encoding/json.
-func DecodeLineResult(b []byte) (Result, error) {
+// DecodeResult reads a record of the results topic, of the replies topic, or a
+// line result routed to the cart coordinator (extension (i)): the JSON of a
+// Result, exactly as json.Unmarshal reads it into a zero Result (same value,
+// same error). The SKU processor writes every result with AppendResult: a
+// document of that exact shape (fields in its order, no whitespace, strings of
+// printable ASCII without escapes) is read by a resultScanner without
+// reflection, at a fraction of encoding/json's cost; anything else goes to
+// encoding/json.
+func DecodeResult(b []byte) (Result, error) {
 	if r, ok := scanResult(b); ok {
 		return r, nil
 	}

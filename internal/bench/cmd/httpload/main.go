@@ -3,7 +3,7 @@
 // request/reply client and the HTTP API on loopback, and closed-loop callers
 // at each concurrency. Wiring only.
 //
-//	httpload [-concurrency 16,64,256,1024] [-duration 10s] [-out docs/bench/http.json]
+//	httpload [-concurrency 16,64,256,1024] [-duration 10s] [-out docs/bench/http.json] [-cpuprofile file] [-memprofile file]
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,20 @@ func main() {
 	flag.DurationVar(&cfg.CommitInterval, "commit-interval", 20*time.Millisecond, "the processor's commit interval")
 	flag.IntVar(&cfg.Clients, "clients", 1, "request/reply clients behind the HTTP API")
 	flag.StringVar(&out, "out", "", "write the report as JSON to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := flag.String("memprofile", "", "write a heap profile to this file after the last step")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "httpload: -cpuprofile:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Partitions = int32(*partitions)
 	for _, f := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -46,6 +60,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *memProfile != "" {
+		cfg.AfterSteps = func() error {
+			f, err := os.Create(*memProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return pprof.Lookup("heap").WriteTo(f, 0)
+		}
+	}
 	rep, err := bench.RunHTTPLoad(ctx, cfg, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "httpload:", err)

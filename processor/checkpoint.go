@@ -241,10 +241,16 @@ func (w *partition) storeDone(r storeWrite) {
 // the transactions are committed in Kafka, the store is merely behind, and
 // the restore after a restart replays the tail.
 func (w *partition) storeFailed(err error) {
+	w.halt("write committed state; restart to restore from the changelog", err)
+}
+
+// halt stops the partition deciding after err, logged with msg (once: the
+// first failure is the one that counts).
+func (w *partition) halt(msg string, err error) {
 	if w.broken != nil {
 		return
 	}
-	w.log.Error("write committed state; restart to restore from the changelog", "err", err)
+	w.log.Error(msg, "err", err)
 	w.broken = fmt.Errorf("partition %d: %w", w.p, err)
 	w.env.fail(w.broken)
 }

@@ -284,7 +284,9 @@ func (w *partition) handleJob(j job) {
 		if w.broken != nil {
 			return
 		}
-		if err := w.commit(j.owned); err != nil {
+		if err := w.commit(j.owned); errors.Is(err, errUnsealed) {
+			w.halt("a committed transaction carried changes without their changelog records (a bug): the partition stops; a restart restores it from the changelog", err)
+		} else if err != nil {
 			w.storeFailed(err)
 		}
 	case jobAbort:
@@ -466,6 +468,11 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 	w.env.metrics.forwarded.Inc()
 }
 
+// errUnsealed fails a commit that finds changes no seal produced changelog
+// records for: taking them into the cache and the store would make the state
+// disagree with its changelog.
+var errUnsealed = errors.New("changes were never sealed into the changelog")
+
 // commit hands the committed transaction's changes and changelog offset to the
 // store's writer (checkpoint.go), then moves them into the cache.
 func (w *partition) commit(owned time.Time) error {
@@ -473,7 +480,7 @@ func (w *partition) commit(owned time.Time) error {
 		// Every touched partition seals after its last apply (Processor.seal,
 		// or the last dispatch's own seal): this is a bug, and taking the
 		// changes into the store would make it disagree with the changelog.
-		return fmt.Errorf("commit: %d changed keys were never sealed into the changelog (first: %s)", len(w.unsent), w.unsent[0])
+		return fmt.Errorf("commit: %w: %d changed keys (first: %s)", errUnsealed, len(w.unsent), w.unsent[0])
 	}
 	next := w.offset
 	if m := w.maxOff.Load(); m >= 0 {

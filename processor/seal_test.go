@@ -1,8 +1,9 @@
 package processor
 
 import (
+	"bytes"
+	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -16,8 +17,16 @@ import (
 func TestCommitRefusesUnsealedChanges(t *testing.T) {
 	w, _ := storePartition(t, DefaultConfig())
 	w.putChange(&Change{Change: sku.Change{Key: schemas.StockKey("A"), Stock: &schemas.StockEntity{SKU: "A", OnHand: 5}}})
-	err := w.commit(time.Time{})
-	require.ErrorContains(t, err, "1 changed keys were never sealed into the changelog (first: stock/A)")
+	var logged bytes.Buffer
+	w.log = slog.New(slog.NewTextHandler(&logged, nil))
+	var failed error
+	w.env.fail = func(err error) { failed = err }
+	w.handleJob(job{kind: jobCommit})
+	require.ErrorIs(t, failed, errUnsealed)
+	require.ErrorContains(t, failed, "partition 0: commit: changes were never sealed into the changelog: 1 changed keys (first: stock/A)")
+	assert.Equal(t, failed, w.broken, "the partition decides nothing more")
+	assert.Contains(t, logged.String(), "without their changelog records (a bug)", "its own message, not the store-write one")
+	assert.NotContains(t, logged.String(), "write committed state")
 	_, cached := w.cache[schemas.StockKey("A")]
 	assert.False(t, cached)
 }

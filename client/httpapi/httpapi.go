@@ -26,7 +26,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -164,8 +163,6 @@ type request struct {
 	id string
 	// body is the request body as JSON fields (empty when there is none).
 	body map[string]json.RawMessage
-	// raw is the request body as sent: one JSON object, or nothing.
-	raw []byte
 }
 
 // ErrorBody is the response body of a request that got no result: 413, 422
@@ -192,43 +189,40 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, f func(*request)
 	}
 	w.Header().Set(HeaderIdempotencyKey, id)
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.ReadTimeout))
-	raw, body, status, eb := readBody(w, r, h.cfg.MaxBodyBytes)
+	body, status, eb := readBody(w, r, h.cfg.MaxBodyBytes)
 	if status != 0 {
 		writeJSON(w, status, eb)
 		return
 	}
-	f(&request{w: w, r: r, id: id, body: body, raw: raw})
+	f(&request{w: w, r: r, id: id, body: body})
 }
 
 // readBody reads the JSON object of the request (none: empty).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, map[string]json.RawMessage, int, ErrorBody) {
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (map[string]json.RawMessage, int, ErrorBody) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		return nil, nil, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("request body over %d bytes", limit)}
+		return nil, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("request body over %d bytes", limit)}
 	case err != nil:
-		return nil, nil, http.StatusBadRequest, ErrorBody{Error: "read request body: " + err.Error()}
+		return nil, http.StatusBadRequest, ErrorBody{Error: "read request body: " + err.Error()}
 	}
 	body := map[string]json.RawMessage{}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, body, 0, ErrorBody{}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return body, 0, ErrorBody{}
 	}
 	if err := json.Unmarshal(b, &body); err != nil || body == nil {
-		return nil, nil, http.StatusUnprocessableEntity, ErrorBody{Error: "request body: want a JSON object"}
+		return nil, http.StatusUnprocessableEntity, ErrorBody{Error: "request body: want a JSON object"}
 	}
-	return b, body, 0, ErrorBody{}
+	return body, 0, ErrorBody{}
 }
 
 // fields decodes the body into dst, a struct of the route's fields (JSON
 // names of the contract); a field of another name or of the wrong JSON type
 // is a 422 naming it. It returns false when it answered.
 func (q *request) fields(dst any) bool {
-	raw := q.raw
-	if raw == nil {
-		raw = []byte("{}")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw)) // one object: readBody checked it
+	raw, _ := json.Marshal(q.body)
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)
 	if err == nil {

@@ -137,8 +137,9 @@ type partition struct {
 	generation int32
 	// nextDue is the earliest expiry or sweep (Unix ms); read by the main loop.
 	nextDue atomic.Int64
-	// broken is set when a committed transaction could not be written to the
-	// store; every later job fails until the processor restarts.
+	// broken is set when the partition must stop deciding (halt): its store
+	// could not take committed state or could not be read, or a commit found
+	// unsealed changes. Every later job fails until the processor restarts.
 	broken error
 	// deadline is the open transaction's timer deadline (see job.deadline).
 	deadline time.Time
@@ -270,10 +271,8 @@ func (w *partition) handleJob(j job) {
 			// A value the store cannot read or decode fails every retry of the
 			// batch: escalate. The store is marked to be wiped, and the processor
 			// restarts its session, which rebuilds the partition from the changelog.
-			w.log.Error("state store unreadable while deciding: rebuilding it from the changelog", "err", err)
 			markWipe(w.store.Dir())
-			w.broken = fmt.Errorf("partition %d: %w", w.p, err)
-			w.env.fail(w.broken)
+			w.halt("state store unreadable while deciding: rebuilding it from the changelog", err)
 		}
 		if err == nil && j.seal {
 			w.seal()
@@ -285,7 +284,7 @@ func (w *partition) handleJob(j job) {
 			return
 		}
 		if err := w.commit(j.owned); errors.Is(err, errUnsealed) {
-			w.halt("a committed transaction carried changes without their changelog records (a bug): the partition stops; a restart restores it from the changelog", err)
+			w.halt("a committed transaction carried changes without their changelog records (a bug): the partition stops; the changelog lacks those changes, so the state a restart rebuilds lacks them too", err)
 		} else if err != nil {
 			w.storeFailed(err)
 		}
@@ -469,8 +468,11 @@ func (w *partition) forward(r *kgo.Record, owner int32) {
 }
 
 // errUnsealed fails a commit that finds changes no seal produced changelog
-// records for: taking them into the cache and the store would make the state
-// disagree with its changelog.
+// records for. It is a bug in the loop: the transaction's results are
+// committed but those changes are not in the changelog, so no restore can
+// bring them back. The partition stops rather than keep them in its cache and
+// store only (state its changelog disagrees with); a restart rebuilds it from
+// the changelog, without them.
 var errUnsealed = errors.New("changes were never sealed into the changelog")
 
 // commit hands the committed transaction's changes and changelog offset to the

@@ -45,8 +45,15 @@ type HTTPLoadConfig struct {
 	// TargetP95 is the p95 the report compares against (default 150 ms).
 	TargetP95 time.Duration
 	Logger    *slog.Logger
+	// HTTPOnly answers every call at once without a broker or a processor:
+	// what the HTTP layer (server, handler, callers) alone costs.
+	HTTPOnly bool
+	// Brokers, when set, is the broker to use (httpload runs kfake in a
+	// process of its own); empty: an in-process kfake broker.
+	Brokers []string
 	// AfterSteps, when set, runs after the last step while everything still
-	// runs (httpload -memprofile takes the heap profile there).
+	// runs (httpload -memprofile takes the heap profile there); its failure is
+	// printed, and the report is kept.
 	AfterSteps func() error
 }
 
@@ -68,12 +75,14 @@ type HTTPStep struct {
 
 // HTTPLoadReport is the result of RunHTTPLoad.
 type HTTPLoadReport struct {
-	Partitions     int32      `json:"partitions"`
-	SKUs           int        `json:"skus"`
-	CommitInterval string     `json:"commit_interval"`
-	Duration       string     `json:"step_duration"`
-	TargetP95Ms    float64    `json:"target_p95_ms"`
-	Steps          []HTTPStep `json:"steps"`
+	Partitions     int32   `json:"partitions"`
+	SKUs           int     `json:"skus"`
+	CommitInterval string  `json:"commit_interval"`
+	Duration       string  `json:"step_duration"`
+	TargetP95Ms    float64 `json:"target_p95_ms"`
+	// HTTPOnly: the calls were answered without a broker or a processor.
+	HTTPOnly bool       `json:"http_only,omitempty"`
+	Steps    []HTTPStep `json:"steps"`
 }
 
 func (c *HTTPLoadConfig) defaults() {
@@ -107,57 +116,101 @@ func (c *HTTPLoadConfig) defaults() {
 // a Markdown table to out.
 func RunHTTPLoad(ctx context.Context, cfg HTTPLoadConfig, out io.Writer) (*HTTPLoadReport, error) {
 	cfg.defaults()
-	cluster, err := startBroker(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	names := topics.NewNames("httpload")
-	if err := ensureTopics(ctx, brokers, names, cfg.Partitions); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "reservations-httpload-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	proc, err := processor.New(processor.Config{Brokers: brokers, Topics: names, Group: "httpload-group", StateDir: dir,
-		CommitInterval: cfg.CommitInterval, KafkaOpts: []kgo.Opt{kgo.MetadataMinAge(100 * time.Millisecond)}},
-		processor.WithLogger(cfg.Logger))
-	if err != nil {
-		return nil, err
-	}
-	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(pctx) }()
-	defer func() {
-		pcancel()
-		<-done
-	}()
-	if err := waitReady(ctx, proc, cfg.Partitions, done, 60*time.Second, 10*time.Millisecond, "processor"); err != nil {
-		return nil, err
-	}
-
-	clients := make([]*client.Client, cfg.Clients)
-	for i := range clients {
-		c, err := client.New(ctx, brokers, client.WithTopicPrefix("httpload"), client.WithLogger(cfg.Logger),
-			client.WithKafkaOpts(kgo.MetadataMinAge(100*time.Millisecond)))
+	var caller httpapi.Caller = echo{}
+	var clients []*client.Client
+	if !cfg.HTTPOnly {
+		var stop func()
+		var err error
+		clients, stop, err = startHTTPBackend(ctx, cfg)
+		defer stop()
 		if err != nil {
 			return nil, err
 		}
-		defer c.Close()
-		clients[i] = c
+		caller = &spread{clients: clients}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: httpapi.New(&spread{clients: clients}, httpapi.Config{Timeout: 10 * time.Second}),
+	srv := &http.Server{Handler: httpapi.New(caller, httpapi.Config{Timeout: 10 * time.Second}),
 		ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	base := "http://" + ln.Addr().String()
+	return runHTTPSteps(ctx, cfg, out, "http://"+ln.Addr().String(), clients)
+}
+
+// startHTTPBackend starts what the API calls: a broker (unless cfg.Brokers),
+// the SKU processor and cfg.Clients request/reply clients; stop stops them all
+// (stop is set, and to be called, even when err is not nil).
+func startHTTPBackend(ctx context.Context, cfg HTTPLoadConfig) (clients []*client.Client, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	brokers := cfg.Brokers
+	if len(brokers) == 0 {
+		cluster, err := startBroker(ctx)
+		if err != nil {
+			return nil, stop, err
+		}
+		stops = append(stops, cluster.Close)
+		brokers = cluster.ListenAddrs()
+	}
+	names := topics.NewNames("httpload")
+	if err := ensureTopics(ctx, brokers, names, cfg.Partitions); err != nil {
+		return nil, stop, err
+	}
+	dir, err := os.MkdirTemp("", "reservations-httpload-")
+	if err != nil {
+		return nil, stop, err
+	}
+	stops = append(stops, func() { _ = os.RemoveAll(dir) })
+	proc, err := processor.New(processor.Config{Brokers: brokers, Topics: names, Group: "httpload-group", StateDir: dir,
+		CommitInterval: cfg.CommitInterval, KafkaOpts: []kgo.Opt{kgo.MetadataMinAge(100 * time.Millisecond)}},
+		processor.WithLogger(cfg.Logger))
+	if err != nil {
+		return nil, stop, err
+	}
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(pctx) }()
+	stops = append(stops, func() {
+		pcancel()
+		<-done
+	})
+	if err := waitReady(ctx, proc, cfg.Partitions, done, 60*time.Second, 10*time.Millisecond, "processor"); err != nil {
+		return nil, stop, err
+	}
+	for range cfg.Clients {
+		c, err := client.New(ctx, brokers, client.WithTopicPrefix("httpload"), client.WithLogger(cfg.Logger),
+			client.WithKafkaOpts(kgo.MetadataMinAge(100*time.Millisecond)))
+		if err != nil {
+			return nil, stop, err
+		}
+		stops = append(stops, c.Close)
+		clients = append(clients, c)
+	}
+	return clients, stop, nil
+}
+
+// echo answers every command at once with an accepted result, without a
+// broker or a processor: the HTTP layer alone (httpload -http-only).
+type echo struct{}
+
+func (echo) Do(_ context.Context, cmd schemas.Command) (schemas.Result, error) {
+	return schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: cmd.SKU, ReservationID: cmd.ReservationID,
+		Outcome: schemas.OutcomeAccepted, DecidedAt: schemas.MillisOf(time.Now())}, nil
+}
+
+func (echo) DoCart(_ context.Context, cmd schemas.CartCommand) (schemas.CartResult, error) {
+	return schemas.CartResult{CommandID: cmd.CommandID, Type: cmd.Type, CartID: cmd.CartID, Outcome: schemas.OutcomeAccepted}, nil
+}
+
+// runHTTPSteps sets the stock of every SKU through the API at base, then runs
+// the steps.
+func runHTTPSteps(ctx context.Context, cfg HTTPLoadConfig, out io.Writer, base string, clients []*client.Client) (*HTTPLoadReport, error) {
 	maxConc := 0
 	for _, n := range cfg.Concurrency {
 		maxConc = max(maxConc, n)
@@ -175,7 +228,7 @@ func RunHTTPLoad(ctx context.Context, cfg HTTPLoadConfig, out io.Writer) (*HTTPL
 	}
 
 	rep := &HTTPLoadReport{Partitions: cfg.Partitions, SKUs: cfg.SKUs, CommitInterval: cfg.CommitInterval.String(),
-		Duration: cfg.Duration.String(), TargetP95Ms: ms(cfg.TargetP95)}
+		Duration: cfg.Duration.String(), TargetP95Ms: ms(cfg.TargetP95), HTTPOnly: cfg.HTTPOnly}
 	for _, n := range cfg.Concurrency {
 		st, err := httpStep(ctx, hc, base, cfg, n, clients)
 		if err != nil {
@@ -187,7 +240,7 @@ func RunHTTPLoad(ctx context.Context, cfg HTTPLoadConfig, out io.Writer) (*HTTPL
 	}
 	if cfg.AfterSteps != nil {
 		if err := cfg.AfterSteps(); err != nil {
-			return rep, err
+			fmt.Fprintln(out, "after the last step:", err)
 		}
 	}
 	fmt.Fprint(out, rep.Markdown())
@@ -337,6 +390,9 @@ func httpStep(ctx context.Context, hc *http.Client, base string, cfg HTTPLoadCon
 // Markdown is the report as a Markdown table.
 func (rep *HTTPLoadReport) Markdown() string {
 	var b bytes.Buffer
+	if rep.HTTPOnly {
+		b.WriteString("\nThe HTTP layer alone: every call answered at once, without a broker or a processor.")
+	}
 	fmt.Fprintf(&b, "\nHTTP API load: closed-loop POST /v1/reservations (reserve 1 of %d SKUs), %d partitions, commit interval %s, %s per step; target p95 <= %.0f ms\n\n",
 		rep.SKUs, rep.Partitions, rep.CommitInterval, rep.Duration, rep.TargetP95Ms)
 	b.WriteString("| callers | requests | errors | req/s | p50 ms | p95 ms | p99 ms | max ms | read amplification | p95 target |\n")

@@ -29,3 +29,19 @@ func TestHTTPLoadSmoke(t *testing.T) {
 	assert.Contains(t, out.String(), "| callers | requests |")
 	t.Log(out.String())
 }
+
+// The HTTP layer alone (httpload -http-only): the same callers and handler,
+// every call answered without a broker or a processor, and the report says so.
+func TestHTTPLoadHTTPOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := RunHTTPLoad(ctx, HTTPLoadConfig{Concurrency: []int{8}, Duration: 500 * time.Millisecond, SKUs: 20, HTTPOnly: true}, &out)
+	require.NoError(t, err, out.String())
+	require.Len(t, rep.Steps, 1)
+	assert.True(t, rep.HTTPOnly)
+	assert.Positive(t, rep.Steps[0].Requests)
+	assert.Zero(t, rep.Steps[0].Errors)
+	assert.Zero(t, rep.Steps[0].ReadAmplification, "no client reads anything")
+	assert.Contains(t, out.String(), "The HTTP layer alone")
+}

@@ -1,18 +1,25 @@
 // Command httpload measures the HTTP API of the commands under load (package
 // internal/bench, RunHTTPLoad): an in-process kfake broker and processor, the
 // request/reply client and the HTTP API on loopback, and closed-loop callers
-// at each concurrency. Wiring only.
+// at each concurrency. With -broker-process the broker runs in a process of
+// its own (this binary again, with -serve-broker). Wiring only.
 //
-//	httpload [-concurrency 16,64,256,1024] [-duration 10s] [-out docs/bench/http.json] [-cpuprofile file] [-memprofile file]
+//	httpload [-concurrency 16,64,256,1024] [-duration 10s] [-out docs/bench/http.json]
+//	         [-broker-process | -http-only] [-cpuprofile file] [-memprofile file]
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -22,7 +29,9 @@ import (
 	"github.com/reservations/reservations/internal/bench"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+func run() int {
 	var (
 		cfg  bench.HTTPLoadConfig
 		conc string
@@ -35,9 +44,39 @@ func main() {
 	flag.DurationVar(&cfg.CommitInterval, "commit-interval", 20*time.Millisecond, "the processor's commit interval")
 	flag.IntVar(&cfg.Clients, "clients", 1, "request/reply clients behind the HTTP API")
 	flag.StringVar(&out, "out", "", "write the report as JSON to this file")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	memProfile := flag.String("memprofile", "", "write a heap profile to this file after the last step")
+	flag.BoolVar(&cfg.HTTPOnly, "http-only", false, "answer every call at once without a broker or a processor: what the HTTP layer alone costs")
+	brokerProcess := flag.Bool("broker-process", false, "run the kfake broker in a process of its own (its in-memory log then stays out of this process's heap and GC)")
+	serveBroker := flag.Bool("serve-broker", false, "internal: be the broker process (prints \"ready <host:port>\", runs until stdin closes)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (not of a -broker-process) to this file")
+	memProfile := flag.String("memprofile", "", "write a heap profile of this process to this file after the last step")
 	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *serveBroker {
+		if err := bench.RunBroker(ctx, 0, os.Stdout, os.Stdin); err != nil {
+			fmt.Fprintln(os.Stderr, "httpload broker:", err)
+			return 1
+		}
+		return 0
+	}
+	cfg.Partitions = int32(*partitions)
+	for _, f := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "httpload: -concurrency: %q is not a positive integer\n", f)
+			return 2
+		}
+		cfg.Concurrency = append(cfg.Concurrency, n)
+	}
+	if *brokerProcess && !cfg.HTTPOnly {
+		addr, stopBroker, err := startBrokerProcess()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "httpload:", err)
+			return 1
+		}
+		defer stopBroker()
+		cfg.Brokers = []string{addr}
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -45,21 +84,13 @@ func main() {
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "httpload: -cpuprofile:", err)
-			os.Exit(1)
+			return 1
 		}
-		defer pprof.StopCPUProfile()
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
-	cfg.Partitions = int32(*partitions)
-	for _, f := range strings.Split(conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "httpload: -concurrency: %q is not a positive integer\n", f)
-			os.Exit(2)
-		}
-		cfg.Concurrency = append(cfg.Concurrency, n)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if *memProfile != "" {
 		cfg.AfterSteps = func() error {
 			f, err := os.Create(*memProfile)
@@ -67,19 +98,65 @@ func main() {
 				return err
 			}
 			defer f.Close()
+			runtime.GC() // the heap as of now, not as of the last collection
 			return pprof.Lookup("heap").WriteTo(f, 0)
 		}
 	}
 	rep, err := bench.RunHTTPLoad(ctx, cfg, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "httpload:", err)
-		os.Exit(1)
+		return 1
 	}
 	if out != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "httpload:", err)
-			os.Exit(1)
+			return 1
 		}
 	}
+	return 0
+}
+
+// startBrokerProcess runs this binary again as the broker and returns its
+// address; stop closes its stdin (it exits) and waits for it.
+func startBrokerProcess() (addr string, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, fmt.Errorf("broker process: %w", err)
+	}
+	cmd := exec.Command(self, "-serve-broker")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, fmt.Errorf("broker process: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, fmt.Errorf("broker process: %w", err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("broker process: %w", err)
+	}
+	stop = func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+	if err != nil || !ok || addr == "" {
+		stop()
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("got %q, want \"ready <host:port>\"", line)
+		}
+		return "", nil, fmt.Errorf("broker process: %w", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	return addr, stop, nil
 }

@@ -200,8 +200,17 @@ func startHTTPBackend(ctx context.Context, cfg HTTPLoadConfig) (clients []*clien
 type echo struct{}
 
 func (echo) Do(_ context.Context, cmd schemas.Command) (schemas.Result, error) {
+	// As large as an accepted reserve's result: the stock and the reservation.
+	now := schemas.MillisOf(time.Now())
+	var q int64 = 1
+	if cmd.Quantity != nil {
+		q = *cmd.Quantity
+	}
 	return schemas.Result{CommandID: cmd.CommandID, Type: cmd.Type, SKU: cmd.SKU, ReservationID: cmd.ReservationID,
-		Outcome: schemas.OutcomeAccepted, DecidedAt: schemas.MillisOf(time.Now())}, nil
+		Outcome: schemas.OutcomeAccepted, Stock: &schemas.StockView{OnHand: 1_000_000_000, Reserved: q, Available: 1_000_000_000 - q},
+		Reservation: &schemas.Reservation{ReservationID: cmd.ReservationID, SKU: cmd.SKU, Quantity: q, Status: schemas.StatusActive,
+			ExpiresAt: now + 60_000, CartID: cmd.CartID},
+		DecidedAt: now}, nil
 }
 
 func (echo) DoCart(_ context.Context, cmd schemas.CartCommand) (schemas.CartResult, error) {
@@ -391,7 +400,7 @@ func httpStep(ctx context.Context, hc *http.Client, base string, cfg HTTPLoadCon
 func (rep *HTTPLoadReport) Markdown() string {
 	var b bytes.Buffer
 	if rep.HTTPOnly {
-		b.WriteString("\nThe HTTP layer alone: every call answered at once, without a broker or a processor.")
+		b.WriteString("\nThe HTTP layer alone: every call answered at once, without a broker or a processor (partitions and commit interval unused).\n")
 	}
 	fmt.Fprintf(&b, "\nHTTP API load: closed-loop POST /v1/reservations (reserve 1 of %d SKUs), %d partitions, commit interval %s, %s per step; target p95 <= %.0f ms\n\n",
 		rep.SKUs, rep.Partitions, rep.CommitInterval, rep.Duration, rep.TargetP95Ms)

@@ -46,7 +46,7 @@ func run() int {
 	flag.StringVar(&out, "out", "", "write the report as JSON to this file")
 	flag.BoolVar(&cfg.HTTPOnly, "http-only", false, "answer every call at once without a broker or a processor: what the HTTP layer alone costs")
 	brokerProcess := flag.Bool("broker-process", false, "run the kfake broker in a process of its own (its in-memory log then stays out of this process's heap and GC)")
-	serveBroker := flag.Bool("serve-broker", false, "internal: be the broker process (prints \"ready <host:port>\", runs until stdin closes)")
+	serveBroker := flag.Bool("serve-broker", false, "internal: be the broker process (prints \"ready <host:port>\", runs until stdin closes or SIGTERM)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (not of a -broker-process) to this file")
 	memProfile := flag.String("memprofile", "", "write a heap profile of this process to this file after the last step")
 	flag.Parse()
@@ -59,6 +59,10 @@ func run() int {
 		}
 		return 0
 	}
+	if *brokerProcess && cfg.HTTPOnly {
+		fmt.Fprintln(os.Stderr, "httpload: -broker-process and -http-only exclude each other (-http-only runs no broker)")
+		return 2
+	}
 	cfg.Partitions = int32(*partitions)
 	for _, f := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -68,7 +72,7 @@ func run() int {
 		}
 		cfg.Concurrency = append(cfg.Concurrency, n)
 	}
-	if *brokerProcess && !cfg.HTTPOnly {
+	if *brokerProcess {
 		addr, stopBroker, err := startBrokerProcess()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "httpload:", err)
@@ -125,6 +129,9 @@ func startBrokerProcess() (addr string, stop func(), err error) {
 		return "", nil, fmt.Errorf("broker process: %w", err)
 	}
 	cmd := exec.Command(self, "-serve-broker")
+	// A group of its own: Ctrl-C in the terminal interrupts this process,
+	// which stops the processor and the clients first, then the broker.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return "", nil, fmt.Errorf("broker process: %w", err)
@@ -148,7 +155,22 @@ func startBrokerProcess() (addr string, stop func(), err error) {
 			<-done
 		}
 	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	type readLine struct {
+		line string
+		err  error
+	}
+	ready := make(chan readLine, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		ready <- readLine{line, err}
+	}()
+	var line string
+	select {
+	case r := <-ready:
+		line, err = r.line, r.err
+	case <-time.After(30 * time.Second):
+		err = errors.New("no \"ready\" line within 30 s")
+	}
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
 	if err != nil || !ok || addr == "" {
 		stop()

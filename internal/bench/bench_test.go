@@ -371,3 +371,39 @@ func TestRestoreMissExplained(t *testing.T) {
 		})
 	}
 }
+
+// TestHotP99MissExplained: the missed paced hot p99 quotes the sized
+// pass-through paced at the same rate when the run measured it.
+func TestHotP99MissExplained(t *testing.T) {
+	const kafka = "that much of the tail is the Kafka protocol of small transactions at this rate"
+	for _, c := range []struct {
+		name   string
+		paced  *BinaryStep
+		want   []string
+		absent []string
+	}{
+		{"pass-through paced", &BinaryStep{Step: Step{System: SystemPassthroughSized, Kind: KindPaced, Workload: WorkloadUniform,
+			TargetRate: 22_000, Completed: 44_000, P99: 27.4}, ProcessorCPUUsPerCommand: 26},
+			[]string{"paced at the same rate (uniform commands; no decisions, no store), had p99 27.4 ms and spent 26 µs per command itself", kafka}, nil},
+		{"not measured", nil, nil, []string{kafka}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Config{Mode: ModeTiny}.withDefaults()
+			require.NoError(t, err)
+			rep := newReport(cfg)
+			rep.Machine.CPUs = 2
+			rep.Binary = &Binary{Steps: []BinaryStep{{Step: Step{System: SystemBinary, Kind: KindPaced, Workload: WorkloadHot,
+				TargetRate: 22_000, Completed: 44_000, Seconds: 2, P99: 88}, ProcessorCPUSeconds: 1.8, ProcessorCPUUsPerCommand: 41}},
+				PassthroughSizedPaced: c.paced}
+			rep.finish()
+			md := rep.markdown()
+			require.Contains(t, md, "88.0 ms at 22,000/s")
+			for _, s := range c.want {
+				assert.Contains(t, md, s)
+			}
+			for _, s := range c.absent {
+				assert.NotContains(t, md, s)
+			}
+		})
+	}
+}

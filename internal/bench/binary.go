@@ -61,9 +61,14 @@ type Binary struct {
 	// PassResultBytes and changelog records of PassChangelogBytes.
 	PassthroughSized   *BinaryStep `json:"passthrough_sized,omitempty"`
 	PassthroughSized16 *BinaryStep `json:"passthrough_sized_16,omitempty"`
-	PassCommandBytes   int         `json:"pass_command_bytes,omitempty"`
-	PassResultBytes    int         `json:"pass_result_bytes,omitempty"`
-	PassChangelogBytes []int       `json:"pass_changelog_bytes,omitempty"`
+	// PassthroughSizedPaced is the sized pass-through paced at the binary's
+	// hot paced rate (half the hot open loop's), with uniform commands (the
+	// pass-through answers every command alike): the tail of the Kafka I/O
+	// alone at the rate binary_hot_p99_ms_at_half_max is measured at.
+	PassthroughSizedPaced *BinaryStep `json:"passthrough_sized_paced,omitempty"`
+	PassCommandBytes      int         `json:"pass_command_bytes,omitempty"`
+	PassResultBytes       int         `json:"pass_result_bytes,omitempty"`
+	PassChangelogBytes    []int       `json:"pass_changelog_bytes,omitempty"`
 	// Profile is the CPU profile of the processor process over the whole
 	// run (RESERVATIONS_CPU_PROFILE), when the harness has -cpuprofile.
 	Profile *ProfileSummary `json:"profile,omitempty"`
@@ -177,17 +182,32 @@ func (r *run) binaryPhase(ctx context.Context) error {
 	sized := PassConfig{TopicPrefix: passSizedPrefix, ChangelogPerCommand: perCommand}
 	var commandBytes int
 	commandBytes, sized.ResultBytes, sized.ChangelogBytes = contractSizes()
-	sres, err := env.passthroughStep(ctx, sized, passLoads("s")...)
+	sizedLoads := passLoads("s")
+	pacedRate := hotMax / 2
+	if pacedRate > 0 {
+		sizedLoads = append(sizedLoads, LoadConfig{Kind: KindPaced, Workload: WorkloadUniform,
+			Ops: max(int(pacedRate*cfg.PacedDuration.Seconds()), 1), Rate: pacedRate, Seed: seedOf(WorkloadUniform, -2),
+			Tag: r.tag("sp"), Timeout: cfg.PacedDuration + time.Minute})
+	}
+	sres, err := env.passthroughStep(ctx, sized, sizedLoads...)
 	if err != nil {
 		return fmt.Errorf("binary pass-through with the processor's record sizes: %w", err)
 	}
 	st, sq := newBinaryStep(sres[0]), newBinaryStep(sres[1])
 	st.System, sq.System = SystemPassthroughSized, SystemPassthroughSized
 	b.PassthroughSized, b.PassthroughSized16 = &st, &sq
+	if len(sres) > 2 {
+		sp := newBinaryStep(sres[2])
+		sp.System = SystemPassthroughSized
+		b.PassthroughSizedPaced = &sp
+	}
 	b.PassCommandBytes, b.PassResultBytes, b.PassChangelogBytes = commandBytes, sized.ResultBytes, sized.ChangelogBytes
 	r.logBinaryStep(&st)
 	r.logBinaryStep(&sq)
-	if rate := hotMax / 2; rate > 0 {
+	if sp := b.PassthroughSizedPaced; sp != nil {
+		r.logBinaryStep(sp)
+	}
+	if rate := pacedRate; rate > 0 {
 		n := max(int(rate*cfg.PacedDuration.Seconds()), 1)
 		res, err := env.load(ctx, LoadConfig{Kind: KindPaced, Workload: WorkloadHot, Ops: n, Rate: rate,
 			Seed: seedOf(WorkloadHot, -2), Tag: r.tag("bh"), Timeout: cfg.PacedDuration + time.Minute})

@@ -100,6 +100,13 @@ func (rep *Report) finishBinary() {
 	if ps := b.PassthroughSized16; ps != nil && ps.Completed > 0 {
 		h["passthrough_sized_p50_ms_at_16_clients"] = ps.P50
 	}
+	if ps := b.PassthroughSizedPaced; ps != nil && ps.Completed > 0 {
+		h["passthrough_sized_paced_p99_ms"] = ps.P99
+		h["passthrough_sized_paced_rate"] = ps.TargetRate
+		if ps.ProcessorCPUUsPerCommand > 0 {
+			h["passthrough_sized_paced_cpu_us_per_command"] = ps.ProcessorCPUUsPerCommand
+		}
+	}
 	if b.OpenLoopCPUUsPerCommand > 0 {
 		h["binary_processor_cpu_us_per_command_open_loop"] = b.OpenLoopCPUUsPerCommand
 	}

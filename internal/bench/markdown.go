@@ -276,8 +276,12 @@ func f0(v float64) string { return commas(int64(math.Round(v))) }
 func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
 
 func fx(v float64) string {
-	if v >= 10 {
+	switch {
+	case v >= 10:
 		return fmt.Sprintf("%.0fx", v)
+	case v < 1:
+		// Three decimals: 0.498 against a target of 0.5 must not read 0.50.
+		return fmt.Sprintf("%.3fx", v)
 	}
 	return fmt.Sprintf("%.2fx", v)
 }

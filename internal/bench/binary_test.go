@@ -66,12 +66,19 @@ func TestBinaryPhase(t *testing.T) {
 		assert.Zero(t, s.Errors)
 	}
 	assert.Equal(t, 16, b.Passthrough16.Clients)
-	// The same, with records as large as the processor's.
-	for _, s := range []*BinaryStep{b.PassthroughSized, b.PassthroughSized16} {
+	// The same, with records as large as the processor's, and paced at the
+	// binary's hot paced rate.
+	for _, s := range []*BinaryStep{b.PassthroughSized, b.PassthroughSized16, b.PassthroughSizedPaced} {
 		require.NotNil(t, s)
 		assert.Equal(t, SystemPassthroughSized, s.System)
 		assert.Positive(t, s.Completed)
 		assert.Zero(t, s.Errors)
+	}
+	assert.Equal(t, KindPaced, b.PassthroughSizedPaced.Kind)
+	for _, s := range b.Steps {
+		if s.Kind == KindPaced {
+			assert.Equal(t, s.TargetRate, b.PassthroughSizedPaced.TargetRate, "the same rate as the binary's paced step")
+		}
 	}
 	require.Len(t, b.PassChangelogBytes, 3, "reservation, idempotency entry, stock")
 	assert.Greater(t, b.PassResultBytes, b.PassCommandBytes, "a result is larger than its command")

@@ -353,22 +353,13 @@ func TestRestoreMissExplained(t *testing.T) {
 		{"parts not measured", 0, 0, nil, []string{limit, "Badger alone"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := Config{Mode: ModeTiny}.withDefaults()
-			require.NoError(t, err)
-			rep := newReport(cfg)
-			rep.Machine.CPUs = 2
-			rep.Restore = Restore{Records: 1000, RebuildSeconds: 1, RebuildRecordsPerS: 301_000,
-				RebuildCoresBusy: 1.8, ReadOnlyRecordsPerS: 1.5e6, StoreOnlyRecordsPerS: c.store, StoreOnlyCoresBusy: 1.7,
-				StoreBulkRecordsPerS: c.bulk, StoreBulkCoresBusy: 1.9}
-			rep.finish()
-			md := rep.markdown()
+			md := renderReport(t, func(rep *Report) {
+				rep.Restore = Restore{Records: 1000, RebuildSeconds: 1, RebuildRecordsPerS: 301_000,
+					RebuildCoresBusy: 1.8, ReadOnlyRecordsPerS: 1.5e6, StoreOnlyRecordsPerS: c.store, StoreOnlyCoresBusy: 1.7,
+					StoreBulkRecordsPerS: c.bulk, StoreBulkCoresBusy: 1.9}
+			})
 			require.Contains(t, md, "`restore_records_per_s`")
-			for _, s := range c.want {
-				assert.Contains(t, md, s)
-			}
-			for _, s := range c.not {
-				assert.NotContains(t, md, s)
-			}
+			assertMentions(t, md, c.want, c.not)
 		})
 	}
 }
@@ -389,22 +380,37 @@ func TestHotP99MissExplained(t *testing.T) {
 		{"not measured", nil, nil, []string{kafka}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := Config{Mode: ModeTiny}.withDefaults()
-			require.NoError(t, err)
-			rep := newReport(cfg)
-			rep.Machine.CPUs = 2
-			rep.Binary = &Binary{Steps: []BinaryStep{{Step: Step{System: SystemBinary, Kind: KindPaced, Workload: WorkloadHot,
-				TargetRate: 22_000, Completed: 44_000, Seconds: 2, P99: 88}, ProcessorCPUSeconds: 1.8, ProcessorCPUUsPerCommand: 41}},
-				PassthroughSizedPaced: c.paced}
-			rep.finish()
-			md := rep.markdown()
+			md := renderReport(t, func(rep *Report) {
+				rep.Binary = &Binary{Steps: []BinaryStep{{Step: Step{System: SystemBinary, Kind: KindPaced, Workload: WorkloadHot,
+					TargetRate: 22_000, Completed: 44_000, Seconds: 2, P99: 88}, ProcessorCPUSeconds: 1.8, ProcessorCPUUsPerCommand: 41}},
+					PassthroughSizedPaced: c.paced}
+			})
 			require.Contains(t, md, "88.0 ms at 22,000/s")
-			for _, s := range c.want {
-				assert.Contains(t, md, s)
-			}
-			for _, s := range c.absent {
-				assert.NotContains(t, md, s)
-			}
+			assertMentions(t, md, c.want, c.absent)
 		})
+	}
+}
+
+// renderReport renders the Markdown report of a tiny-mode run on 2 CPUs
+// whose measurements set fills in.
+func renderReport(t *testing.T, set func(*Report)) string {
+	t.Helper()
+	cfg, err := Config{Mode: ModeTiny}.withDefaults()
+	require.NoError(t, err)
+	rep := newReport(cfg)
+	rep.Machine.CPUs = 2
+	set(rep)
+	rep.finish()
+	return rep.markdown()
+}
+
+// assertMentions checks that md contains every string of want and none of absent.
+func assertMentions(t *testing.T, md string, want, absent []string) {
+	t.Helper()
+	for _, s := range want {
+		assert.Contains(t, md, s)
+	}
+	for _, s := range absent {
+		assert.NotContains(t, md, s)
 	}
 }

@@ -183,17 +183,32 @@ func buildBinaries(ctx context.Context, dir string) (reservations, loadgen strin
 
 // startBroker starts `loadgen broker` and reads its address.
 func (e *binaryEnv) startBroker(ctx context.Context) error {
-	c := &child{name: "broker", cmd: exec.Command(e.loadgen, "broker"), tail: &tailBuffer{}}
-	c.cmd.Env, c.cmd.SysProcAttr = childEnv(), childAttr()
-	stdin, err := c.cmd.StdinPipe()
+	c, stdin, a, err := startBrokerChild(ctx, e.loadgen, "broker")
+	e.broker, e.brokerStdin = c, stdin
 	if err != nil {
-		return err
+		return fmt.Errorf("binary: %w", err)
 	}
-	addr := make(chan string, 1)
+	e.brokers = []string{a}
+	e.logf("binary: broker (kfake, its own process, log in memory) on %s, pid %d", a, c.cmd.Process.Pid)
+	return nil
+}
+
+// startBrokerChild starts exe args (a process that calls RunBroker: `loadgen
+// broker`, `httpload -serve-broker`) and waits for its address. It runs in a
+// process group of its own, so that Ctrl-C in a terminal stops the parent,
+// which stops the broker last. Closing stdin makes it exit; c and stdin are
+// set when err is not nil too, once the process started (the caller stops it).
+func startBrokerChild(ctx context.Context, exe string, args ...string) (c *child, stdin io.WriteCloser, addr string, err error) {
+	c = &child{name: "broker", cmd: exec.Command(exe, args...), tail: &tailBuffer{}}
+	c.cmd.Env, c.cmd.SysProcAttr = childEnv(), ownGroup(childAttr())
+	if stdin, err = c.cmd.StdinPipe(); err != nil {
+		return nil, nil, "", err
+	}
+	ready := make(chan string, 1)
 	c.cmd.Stdout = lines(func(line string) {
 		if a, ok := strings.CutPrefix(line, "ready "); ok {
 			select {
-			case addr <- a:
+			case ready <- a:
 			default:
 			}
 		}
@@ -201,21 +216,43 @@ func (e *binaryEnv) startBroker(ctx context.Context) error {
 	})
 	c.cmd.Stderr = lines(c.tail.add)
 	if err := c.start(); err != nil {
-		return err
+		return nil, nil, "", err
 	}
-	e.broker, e.brokerStdin = c, stdin
 	select {
-	case a := <-addr:
-		e.brokers = []string{a}
-		e.logf("binary: broker (kfake, its own process, log in memory) on %s, pid %d", a, c.cmd.Process.Pid)
-		return nil
+	case a := <-ready:
+		return c, stdin, a, nil
 	case <-c.done:
-		return fmt.Errorf("binary: broker exited at start: %v; output: %s", c.err, c.tail)
+		return c, stdin, "", fmt.Errorf("broker exited at start: %v; output: %s", c.err, c.tail)
 	case <-ctx.Done():
-		return ctx.Err()
+		return c, stdin, "", ctx.Err()
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("binary: broker did not report its address within 30s; output: %s", c.tail)
+		return c, stdin, "", fmt.Errorf("broker did not report its address within 30s; output: %s", c.tail)
 	}
+}
+
+// StartBrokerProcess runs exe args as a kfake broker process (see
+// startBrokerChild) and returns its address and its stop: close its stdin,
+// wait for it (SIGTERM, then a kill, after 10 s).
+func StartBrokerProcess(ctx context.Context, exe string, args ...string) (addr string, stop func() error, err error) {
+	c, stdin, addr, err := startBrokerChild(ctx, exe, args...)
+	stop = func() error {
+		if stdin != nil {
+			_ = stdin.Close()
+		}
+		if c == nil {
+			return nil
+		}
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+		}
+		return c.stop(10 * time.Second)
+	}
+	if err != nil {
+		_ = stop()
+		return "", nil, err
+	}
+	return addr, stop, nil
 }
 
 // startProcessor starts `reservations serve` on the broker and waits until

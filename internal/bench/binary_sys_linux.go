@@ -12,6 +12,13 @@ func childAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
+// ownGroup puts the child in a process group of its own: a terminal's Ctrl-C
+// reaches the harness, which stops the child in its turn.
+func ownGroup(a *syscall.SysProcAttr) *syscall.SysProcAttr {
+	a.Setpgid = true
+	return a
+}
+
 // maxRSSMB is the peak resident set of an exited child in MB (Linux reports
 // ru_maxrss in KiB).
 func maxRSSMB(ps *os.ProcessState) float64 {

@@ -9,15 +9,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
@@ -73,13 +69,19 @@ func run() int {
 		cfg.Concurrency = append(cfg.Concurrency, n)
 	}
 	if *brokerProcess {
-		addr, stopBroker, err := startBrokerProcess()
+		self, err := os.Executable()
+		if err == nil {
+			var addr string
+			var stopBroker func() error
+			if addr, stopBroker, err = bench.StartBrokerProcess(ctx, self, "-serve-broker"); err == nil {
+				defer func() { _ = stopBroker() }()
+				cfg.Brokers = []string{addr}
+			}
+		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "httpload:", err)
+			fmt.Fprintln(os.Stderr, "httpload: -broker-process:", err)
 			return 1
 		}
-		defer stopBroker()
-		cfg.Brokers = []string{addr}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -119,66 +121,4 @@ func run() int {
 		}
 	}
 	return 0
-}
-
-// startBrokerProcess runs this binary again as the broker and returns its
-// address; stop closes its stdin (it exits) and waits for it.
-func startBrokerProcess() (addr string, stop func(), err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", nil, fmt.Errorf("broker process: %w", err)
-	}
-	cmd := exec.Command(self, "-serve-broker")
-	// A group of its own: Ctrl-C in the terminal interrupts this process,
-	// which stops the processor and the clients first, then the broker.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return "", nil, fmt.Errorf("broker process: %w", err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", nil, fmt.Errorf("broker process: %w", err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("broker process: %w", err)
-	}
-	stop = func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	type readLine struct {
-		line string
-		err  error
-	}
-	ready := make(chan readLine, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		ready <- readLine{line, err}
-	}()
-	var line string
-	select {
-	case r := <-ready:
-		line, err = r.line, r.err
-	case <-time.After(30 * time.Second):
-		err = errors.New("no \"ready\" line within 30 s")
-	}
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
-	if err != nil || !ok || addr == "" {
-		stop()
-		if err == nil || errors.Is(err, io.EOF) {
-			err = fmt.Errorf("got %q, want \"ready <host:port>\"", line)
-		}
-		return "", nil, fmt.Errorf("broker process: %w", err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	return addr, stop, nil
 }

@@ -24,6 +24,8 @@ type metrics struct {
 	expired          prometheus.Counter
 	tombstoned       prometheus.Counter
 	coalesced        prometheus.Counter
+	decideSeconds    prometheus.Histogram
+	flushSeconds     prometheus.Histogram
 	commitSeconds    prometheus.Histogram
 	aborts           prometheus.Counter
 	batchRecords     prometheus.Histogram
@@ -93,8 +95,13 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 			Help: "Entities past the dedupe window tombstoned in the changelog."}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "changelog_coalesced_total",
 			Help: "Entity changes not written to the changelog because a later change of the same key in the same transaction replaced them."}),
+		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_decide_seconds",
+			Help: "Time a transaction spends deciding: from its begin until every partition has decided its records and produced " +
+				"the results and changelog records, with the polls for more buffered records in between (then flush, then commit).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_flush_seconds",
+			Help: "Time from the last decision of a transaction until the broker acknowledged every record it produced.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_commit_seconds",
-			Help: "Time to end a transaction (Kafka Streams: commit-latency).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+			Help: "Time to end a transaction: its offset commit, the heartbeat the transactional session sends first, and EndTxn (Kafka Streams: commit-latency).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		aborts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "transaction_aborts_total",
 			Help: "Transactions aborted (rebalance, produce failure, fencing); their records are decided again."}),
 		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_records",
@@ -145,7 +152,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 	shared.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	shared.MustRegister(m.standbys, m.standbyRecords, m.standbyLag)
 	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned, m.coalesced,
-		m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
+		m.decideSeconds, m.flushSeconds, m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)
 	return m
 }

@@ -50,6 +50,19 @@ func TestPipelineSmoke(t *testing.T) {
 	assert.EqualValues(t, 5, n, "one observation per decided command")
 	n, _ = in.histogram("reservations_end_to_end_latency_seconds")
 	assert.EqualValues(t, 5, n)
+
+	// Every transaction reports its phases: deciding, flushing (the ones that
+	// decided without failure), ending. Read in the reverse order of their
+	// observation (a transaction may run meanwhile: a timer, a sweep), so
+	// that each count read includes the later phases' counts read before it.
+	withRecords, _ := in.histogram("reservations_transaction_records")
+	ended, _ := in.histogram("reservations_transaction_commit_seconds")
+	flushed, _ := in.histogram("reservations_transaction_flush_seconds")
+	decided, _ := in.histogram("reservations_transaction_decide_seconds")
+	assert.InDelta(t, ended, decided, 1, "one decide phase per ended transaction (one may be running)")
+	assert.GreaterOrEqual(t, flushed, withRecords, "every committed transaction with records was flushed")
+	assert.LessOrEqual(t, flushed, decided)
+	assert.Positive(t, withRecords)
 }
 
 // End to end on the broker: thousands of commands from several producers,

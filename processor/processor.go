@@ -1004,17 +1004,20 @@ func (p *Processor) transact(ctx context.Context, recs []*kgo.Record) error {
 			ok = false
 		}
 	}
+	p.metrics.decideSeconds.Observe(time.Since(start).Seconds())
 	// Wait for every produce of the transaction to be acknowledged BEFORE
 	// choosing to commit: a record that failed must abort the transaction, or
 	// a result could be committed without its changelog record (state the log
 	// does not have). End's own flush would come too late for that choice.
 	if ok {
+		flushStart := time.Now()
 		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.TransactionTimeout)
 		if err := p.sess.Client().Flush(fctx); err != nil {
 			p.log.Warn("flush failed: aborting the transaction", "err", err)
 			ok = false
 		}
 		fcancel()
+		p.metrics.flushSeconds.Observe(time.Since(flushStart).Seconds())
 	}
 	for _, w := range p.parts {
 		if w.ready.Load() {

@@ -414,3 +414,71 @@ func assertMentions(t *testing.T, md string, want, absent []string) {
 		assert.NotContains(t, md, s)
 	}
 }
+
+// TestP50MissSplitsTheTransaction: the missed 16-client p50 quotes the
+// phases of the step's transactions when the processor reported them, and
+// the step's row shows them.
+func TestP50MissSplitsTheTransaction(t *testing.T) {
+	const split = "At 16 clients a committed transaction held 4.4 commands on average, and a transaction took on average 0.38 ms to decide"
+	for _, c := range []struct {
+		name   string
+		decide float64
+		want   []string
+		absent []string
+	}{
+		{"phases reported", 0.384, []string{split, "0.52 ms until the broker had acknowledged its records, and 0.82 ms to end",
+			"5000 txns, 4 cmds/txn, decide 0.4 + flush 0.5 + end 0.8 ms",
+			"it has p50 2.9 ms; its transactions held 3.7 commands and took 0.02 ms to copy them on average, 0.45 ms to flush and 0.80 ms to end."},
+			[]string{"commit 0.8 ms"}},
+		{"no phases", 0, []string{"5000 txns, 4 cmds/txn, commit 0.8 ms", "it has p50 2.9 ms."}, []string{"to decide (the", "to copy them"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			md := renderReport(t, func(rep *Report) {
+				rep.Binary = &Binary{Steps: []BinaryStep{{Step: Step{System: SystemBinary, Kind: KindClosed, Workload: WorkloadUniform,
+					Clients: 16, Completed: 22_000, Seconds: 5, Throughput: 4400, P50: 4.1, P99: 9, Txns: 5000, RecordsPerTxn: 4.4,
+					DecideMs: c.decide, FlushMs: 0.518, CommitMs: 0.819}}},
+					PassthroughSized16: &BinaryStep{Step: Step{System: SystemPassthroughSized, Kind: KindClosed, Workload: WorkloadUniform,
+						Clients: 16, Completed: 22_000, P50: 2.9, Txns: 6000, RecordsPerTxn: 3.7, DecideMs: c.decide / 20, FlushMs: 0.45, CommitMs: 0.8}}}
+			})
+			require.Contains(t, md, "(4.1 ms)")
+			assertMentions(t, md, c.want, c.absent)
+		})
+	}
+}
+
+// TestParseMetrics reads the transaction counters from the text a
+// processor's /metrics serves.
+func TestParseMetrics(t *testing.T) {
+	text := `# TYPE reservations_transaction_decide_seconds histogram
+reservations_transaction_decide_seconds_bucket{role="sku",le="0.001"} 3
+reservations_transaction_decide_seconds_bucket{role="sku",le="+Inf"} 4
+reservations_transaction_decide_seconds_sum{role="sku"} 0.006
+reservations_transaction_decide_seconds_count{role="sku"} 4
+# TYPE reservations_transaction_flush_seconds histogram
+reservations_transaction_flush_seconds_bucket{role="sku",le="+Inf"} 4
+reservations_transaction_flush_seconds_sum{role="sku"} 0.002
+reservations_transaction_flush_seconds_count{role="sku"} 4
+# TYPE reservations_transaction_commit_seconds histogram
+reservations_transaction_commit_seconds_bucket{role="sku",le="0.128"} 3
+reservations_transaction_commit_seconds_bucket{role="sku",le="+Inf"} 4
+reservations_transaction_commit_seconds_sum{role="sku"} 0.4
+reservations_transaction_commit_seconds_count{role="sku"} 4
+# TYPE reservations_transaction_records histogram
+reservations_transaction_records_bucket{role="sku",le="+Inf"} 4
+reservations_transaction_records_sum{role="sku"} 10
+reservations_transaction_records_count{role="sku"} 4
+`
+	mfs, err := parseMetrics(strings.NewReader(text))
+	require.NoError(t, err)
+	var st Step
+	txnStatsOf(mfs, "reservations").since(txnStats{}, &st)
+	assert.Equal(t, 4, st.Txns)
+	assert.InDelta(t, 2.5, st.RecordsPerTxn, 1e-9)
+	assert.InDelta(t, 1.5, st.DecideMs, 1e-9)
+	assert.InDelta(t, 0.5, st.FlushMs, 1e-9)
+	assert.InDelta(t, 100, st.CommitMs, 1e-9)
+	assert.Equal(t, 1, st.SlowCommits)
+
+	_, err = parseMetrics(strings.NewReader("reservations_x{ 1\n"))
+	assert.Error(t, err)
+}

@@ -259,6 +259,7 @@ func (r *run) logBinaryStep(s *BinaryStep) {
 	if s.Kind == KindPaced {
 		extra = fmt.Sprintf(" at %.0f/s", s.TargetRate)
 	}
+	extra += s.txnLog()
 	if s.Errors > 0 {
 		extra += fmt.Sprintf(" errors=%d", s.Errors)
 	}

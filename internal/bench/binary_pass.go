@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -59,10 +63,21 @@ type PassConfig struct {
 	MaxBatch       int
 }
 
-// RunPassthrough runs the pass-through until ctx ends; it prints "ready" once
-// the group assigned it the commands topic's partitions.
+// RunPassthrough runs the pass-through until ctx ends; it prints "ready
+// <host:port>" once the group assigned it the commands topic's partitions,
+// where host:port serves its transaction metrics (/metrics, under the
+// processor's names).
 func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 	names := topics.NewNames(pc.TopicPrefix)
+	reg := prometheus.NewRegistry()
+	ph := newTxnPhases(reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("pass-through metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
 	assigned := make(chan struct{}, 1)
 	sess, err := kgo.NewGroupTransactSession(append(clientOpts(pc.Brokers),
 		kgo.ConsumerGroup(pc.TopicPrefix+"-group"),
@@ -86,7 +101,7 @@ func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 	}
 	defer sess.Close()
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- passLayoutLoop(ctx, sess, names, pc) }()
+	go func() { loopErr <- passLayoutLoop(ctx, sess, names, pc, ph) }()
 	select {
 	case <-assigned:
 	case err := <-loopErr:
@@ -94,7 +109,7 @@ func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 	case <-time.After(60 * time.Second):
 		return errors.New("pass-through: not assigned within 60s")
 	}
-	if _, err := fmt.Fprintln(out, "ready"); err != nil {
+	if _, err := fmt.Fprintln(out, "ready", ln.Addr().String()); err != nil {
 		return err
 	}
 	return <-loopErr
@@ -103,8 +118,8 @@ func RunPassthrough(ctx context.Context, pc PassConfig, out io.Writer) error {
 // passLayoutLoop is the same-layout pass-through's transaction loop: per
 // command a result (a copy with its command_id header) and
 // ChangelogPerCommand changelog records, to the command's partition.
-func passLayoutLoop(ctx context.Context, sess *kgo.GroupTransactSession, names topics.Names, pc PassConfig) error {
-	return passLoopWith(ctx, sess, pc.CommitInterval, pc.MaxBatch, func(rec *kgo.Record, produce func(*kgo.Record)) {
+func passLayoutLoop(ctx context.Context, sess *kgo.GroupTransactSession, names topics.Names, pc PassConfig, ph *txnPhases) error {
+	return passLoopWith(ctx, sess, pc.CommitInterval, pc.MaxBatch, ph, func(rec *kgo.Record, produce func(*kgo.Record)) {
 		res := &kgo.Record{Topic: names.Results, Partition: rec.Partition, Key: rec.Key, Value: padded(rec.Value, pc.ResultBytes)}
 		if id := commandID(rec.Value); id != nil {
 			res.Headers = []kgo.RecordHeader{{Key: processor.HeaderCommandID, Value: id}}
@@ -213,11 +228,11 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, pc PassConfig, lcs ...L
 	c := &child{name: "passthrough", cmd: exec.Command(e.loadgen, args...), tail: &tailBuffer{}}
 	c.cmd.Env, c.cmd.SysProcAttr = childEnv(), childAttr()
 	c.cmd.Stderr = lines(c.tail.add)
-	ready := make(chan struct{}, 1)
+	ready := make(chan string, 1)
 	c.cmd.Stdout = lines(func(line string) {
-		if strings.TrimSpace(line) == "ready" {
+		if addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready "); ok {
 			select {
-			case ready <- struct{}{}:
+			case ready <- addr:
 			default:
 			}
 		}
@@ -227,8 +242,9 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, pc PassConfig, lcs ...L
 		return nil, fmt.Errorf("pass-through: %w", err)
 	}
 	defer func() { _ = c.stop(10 * time.Second) }()
+	var admin string
 	select {
-	case <-ready:
+	case admin = <-ready:
 	case <-c.done:
 		return nil, fmt.Errorf("pass-through exited: %v; output: %s", c.err, c.tail)
 	case <-time.After(90 * time.Second):
@@ -236,10 +252,19 @@ func (e *binaryEnv) passthroughStep(ctx context.Context, pc PassConfig, lcs ...L
 	}
 	var out []LoadResult
 	for _, lc := range lcs {
+		t0, err := scrapeTxnStats(ctx, admin)
+		if err != nil {
+			return out, fmt.Errorf("pass-through: %w", err)
+		}
 		res, err := e.loadOn(ctx, lc, pc.TopicPrefix, c)
 		if err != nil {
 			return out, err
 		}
+		t1, err := scrapeTxnStats(ctx, admin)
+		if err != nil {
+			return out, fmt.Errorf("pass-through: %w", err)
+		}
+		t1.since(t0, &res.Step)
 		out = append(out, res)
 	}
 	return out, nil

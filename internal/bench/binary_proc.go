@@ -18,6 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/reservations/reservations/topics"
 )
 
@@ -38,6 +42,8 @@ type binaryEnv struct {
 	tags         []string // every tag a load generator used (and its hot stock tag)
 	// profile is where the processor writes its CPU profile ("": none).
 	profile string
+	// admin is the processor's admin listener (host:port), for /metrics.
+	admin string
 }
 
 // child is one process and the tail of its output.
@@ -317,6 +323,7 @@ func (e *binaryEnv) startProcessor(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	e.admin = addr
 	e.logf("binary: processor (reservations serve, its own process) ready, pid %d, admin http://%s", c.cmd.Process.Pid, addr)
 	return nil
 }
@@ -339,9 +346,66 @@ func readyz(ctx context.Context, addr string) bool {
 
 // load runs one load-generator process for lc (brokers, topics, SKUs and the
 // CPU pids filled in) and returns its result.
+// The step's transaction figures come from the processor's /metrics, read
+// just before and after it (when one processor runs: the failover
+// measurement's several have no admin address here).
 func (e *binaryEnv) load(ctx context.Context, lc LoadConfig) (LoadResult, error) {
 	e.tags = append(e.tags, lc.Tag, lc.Tag+"s")
-	return e.loadOn(ctx, lc, strings.TrimSuffix(e.names.Commands, ".commands"), e.proc)
+	if e.admin == "" {
+		return e.loadOn(ctx, lc, strings.TrimSuffix(e.names.Commands, ".commands"), e.proc)
+	}
+	t0, err := scrapeTxnStats(ctx, e.admin)
+	if err != nil {
+		return LoadResult{}, fmt.Errorf("processor: %w", err)
+	}
+	res, err := e.loadOn(ctx, lc, strings.TrimSuffix(e.names.Commands, ".commands"), e.proc)
+	if err != nil {
+		return res, err
+	}
+	t1, err := scrapeTxnStats(ctx, e.admin)
+	if err != nil {
+		return res, fmt.Errorf("processor: %w", err)
+	}
+	t1.since(t0, &res.Step)
+	return res, nil
+}
+
+// scrapeTxnStats reads the transaction counters from the /metrics of a
+// processor or a pass-through at addr (host:port).
+func scrapeTxnStats(ctx context.Context, addr string) (txnStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return txnStats{}, fmt.Errorf("metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return txnStats{}, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return txnStats{}, fmt.Errorf("metrics of %s: %s", addr, resp.Status)
+	}
+	mfs, err := parseMetrics(resp.Body)
+	if err != nil {
+		return txnStats{}, fmt.Errorf("metrics of %s: %w", addr, err)
+	}
+	return txnStatsOf(mfs, "reservations"), nil
+}
+
+// parseMetrics reads metrics in the Prometheus text format.
+func parseMetrics(r io.Reader) ([]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, err
+	}
+	mfs := make([]*dto.MetricFamily, 0, len(byName))
+	for _, mf := range byName {
+		mfs = append(mfs, mf)
+	}
+	return mfs, nil
 }
 
 // loadOn runs one load-generator process for lc against the topics of prefix,

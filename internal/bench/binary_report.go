@@ -50,6 +50,12 @@ func (rep *Report) finishBinary() {
 		case s.Kind == KindClosed && s.Workload == WorkloadUniform && s.Clients == 16:
 			h["binary_p50_ms_at_16_clients"] = s.P50
 			h["binary_p99_ms_at_16_clients"] = s.P99
+			if s.Txns > 0 && s.DecideMs > 0 {
+				h["binary_16_clients_records_per_txn"] = s.RecordsPerTxn
+				h["binary_16_clients_decide_ms"] = s.DecideMs
+				h["binary_16_clients_flush_ms"] = s.FlushMs
+				h["binary_16_clients_end_ms"] = s.CommitMs
+			}
 		case s.Kind == KindOpen:
 			h["binary_open_loop_"+s.Workload+"_throughput"] = s.Throughput
 			if s.Workload == WorkloadUniform && s.Completed > 0 {
@@ -99,6 +105,12 @@ func (rep *Report) finishBinary() {
 	}
 	if ps := b.PassthroughSized16; ps != nil && ps.Completed > 0 {
 		h["passthrough_sized_p50_ms_at_16_clients"] = ps.P50
+		if ps.Txns > 0 && ps.DecideMs > 0 {
+			h["passthrough_sized_16_clients_records_per_txn"] = ps.RecordsPerTxn
+			h["passthrough_sized_16_clients_copy_ms"] = ps.DecideMs
+			h["passthrough_sized_16_clients_flush_ms"] = ps.FlushMs
+			h["passthrough_sized_16_clients_end_ms"] = ps.CommitMs
+		}
 	}
 	if ps := b.PassthroughSizedPaced; ps != nil && ps.Completed > 0 {
 		h["passthrough_sized_paced_p99_ms"] = ps.P99

@@ -53,6 +53,13 @@ func TestBinaryPhase(t *testing.T) {
 		assert.Positive(t, s.P50, "%s %s", s.Workload, s.Kind)
 		assert.GreaterOrEqual(t, s.P99, s.P50, "%s %s", s.Workload, s.Kind)
 		assert.Less(t, s.P50, 5000.0, "%s %s", s.Workload, s.Kind)
+		// The transaction figures come from the processor's /metrics.
+		assert.Positive(t, s.Txns, "%s %s", s.Workload, s.Kind)
+		assert.GreaterOrEqual(t, s.RecordsPerTxn, 1.0, "%s %s", s.Workload, s.Kind)
+		for _, ms := range []float64{s.DecideMs, s.FlushMs, s.CommitMs} {
+			assert.Positive(t, ms, "%s %s", s.Workload, s.Kind)
+			assert.Less(t, ms, 5000.0, "%s %s", s.Workload, s.Kind)
+		}
 		if s.Workload == WorkloadHot && s.Kind == KindClosed {
 			assert.Positive(t, s.Rejected, "the hot SKU's stock covers 60%% of the asks")
 			assert.LessOrEqual(t, s.HotAccepted, s.HotStock)
@@ -75,6 +82,13 @@ func TestBinaryPhase(t *testing.T) {
 		assert.Zero(t, s.Errors)
 	}
 	assert.Equal(t, KindPaced, b.PassthroughSizedPaced.Kind)
+	// The pass-through's transaction figures come from its own /metrics.
+	for _, s := range []*BinaryStep{b.Passthrough, b.Passthrough16, b.PassthroughSized, b.PassthroughSized16, b.PassthroughSizedPaced} {
+		assert.Positive(t, s.Txns, "%s %s", s.System, s.Kind)
+		for _, ms := range []float64{s.DecideMs, s.FlushMs, s.CommitMs} {
+			assert.Positive(t, ms, "%s %s", s.System, s.Kind)
+		}
+	}
 	for _, s := range b.Steps {
 		if s.Kind == KindPaced {
 			assert.Equal(t, s.TargetRate, b.PassthroughSizedPaced.TargetRate, "the same rate as the binary's paced step")
@@ -93,7 +107,10 @@ func TestBinaryPhase(t *testing.T) {
 	for _, k := range []string{"binary_uniform_max_throughput", "binary_uniform_throughput_at_p99_150ms", "binary_uniform_p99_ms_at_best",
 		"binary_uniform_clients_at_best", "binary_hot_max_throughput", "binary_p50_ms_at_16_clients", "binary_hot_p99_ms_at_half_max",
 		"binary_open_loop_uniform_throughput", "passthrough_same_layout_p50_ms_at_16_clients",
-		"passthrough_sized_p50_ms_at_16_clients", "passthrough_sized_throughput", "passthrough_sized_bytes_per_command"} {
+		"passthrough_sized_p50_ms_at_16_clients", "passthrough_sized_throughput", "passthrough_sized_bytes_per_command",
+		"binary_16_clients_records_per_txn", "binary_16_clients_decide_ms", "binary_16_clients_flush_ms", "binary_16_clients_end_ms",
+		"passthrough_sized_16_clients_records_per_txn", "passthrough_sized_16_clients_copy_ms", "passthrough_sized_16_clients_flush_ms",
+		"passthrough_sized_16_clients_end_ms"} {
 		assert.Positive(t, h[k], k)
 	}
 	assert.Equal(t, 16.0, h["binary_uniform_clients_at_best"])

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -79,7 +80,7 @@ func (r *run) passthrough(ctx context.Context, brokers []string, ci time.Duratio
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	loopErr := make(chan error, 1)
 	labeled(lctx, "passthrough", func(lctx context.Context) {
-		go func() { loopErr <- passLoop(lctx, sess, out, ci, r.cfg.MaxBatch) }()
+		go func() { loopErr <- passLoop(lctx, sess, out, ci, r.cfg.MaxBatch, nil) }()
 	})
 	defer func() {
 		stop()
@@ -145,8 +146,8 @@ func (r *run) passthrough(ctx context.Context, brokers []string, ci time.Duratio
 
 // passLoop is the pass-through's transaction loop: poll, copy each record to
 // the same partition of out, flush, commit (offsets in the transaction).
-func passLoop(ctx context.Context, sess *kgo.GroupTransactSession, out string, ci time.Duration, maxBatch int) error {
-	return passLoopWith(ctx, sess, ci, maxBatch, func(rec *kgo.Record, produce func(*kgo.Record)) {
+func passLoop(ctx context.Context, sess *kgo.GroupTransactSession, out string, ci time.Duration, maxBatch int, ph *txnPhases) error {
+	return passLoopWith(ctx, sess, ci, maxBatch, ph, func(rec *kgo.Record, produce func(*kgo.Record)) {
 		v := make([]byte, len(rec.Value)) // an equally sized output record
 		copy(v, rec.Value)
 		produce(&kgo.Record{Topic: out, Partition: rec.Partition, Key: rec.Key, Value: v})
@@ -157,8 +158,9 @@ func passLoop(ctx context.Context, sess *kgo.GroupTransactSession, out string, c
 // processor's batching rule: poll, hand each record to copyOut (which
 // produces what it stands for into the transaction), repeat while records
 // are buffered up to maxBatch or ci, flush, and commit with the consumed
-// offsets (abort when a produce failed).
-func passLoopWith(ctx context.Context, sess *kgo.GroupTransactSession, ci time.Duration, maxBatch int,
+// offsets (abort when a produce failed). ph (nil: none) times the phases as
+// the processor's metrics do.
+func passLoopWith(ctx context.Context, sess *kgo.GroupTransactSession, ci time.Duration, maxBatch int, ph *txnPhases,
 	copyOut func(rec *kgo.Record, produce func(*kgo.Record))) error {
 	for ctx.Err() == nil {
 		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -191,19 +193,54 @@ func passLoopWith(ctx context.Context, sess *kgo.GroupTransactSession, ci time.D
 			//lint:ignore SA1012 a nil context makes PollRecords return what is buffered without waiting (kgo documents it)
 			recs = sess.PollRecords(nil, maxBatch-n).Records()
 		}
+		decided := time.Now()
 		ectx, ecancel := context.WithTimeout(octx, 20*time.Second)
 		if err := sess.Client().Flush(ectx); err != nil {
 			failed.Store(true)
 		}
+		flushed := time.Now()
 		try := kgo.TryCommit
 		if failed.Load() {
 			try = kgo.TryAbort
 		}
-		_, err := sess.End(ectx, try)
+		committed, err := sess.End(ectx, try)
 		ecancel()
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
 		}
+		ph.observe(start, decided, flushed, n, committed)
 	}
 	return nil
+}
+
+// txnPhases are a pass-through's transaction metrics, under the processor's
+// names (txnStatsOf reads both alike): the time to copy the records
+// ("decide"), to flush them, to end the transaction, and the records of each
+// committed one.
+type txnPhases struct {
+	decide, flush, commit, records prometheus.Histogram
+}
+
+func newTxnPhases(reg prometheus.Registerer) *txnPhases {
+	h := func(name string, buckets []float64) prometheus.Histogram {
+		m := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "reservations", Name: name, Help: name, Buckets: buckets})
+		reg.MustRegister(m)
+		return m
+	}
+	secs := prometheus.ExponentialBuckets(0.0005, 2, 14)
+	return &txnPhases{decide: h("transaction_decide_seconds", secs), flush: h("transaction_flush_seconds", secs),
+		commit: h("transaction_commit_seconds", secs), records: h("transaction_records", prometheus.ExponentialBuckets(1, 4, 8))}
+}
+
+// observe records one ended transaction that began deciding at start.
+func (ph *txnPhases) observe(start, decided, flushed time.Time, records int, committed bool) {
+	if ph == nil {
+		return
+	}
+	ph.decide.Observe(decided.Sub(start).Seconds())
+	ph.flush.Observe(flushed.Sub(decided).Seconds())
+	ph.commit.Observe(time.Since(flushed).Seconds())
+	if committed {
+		ph.records.Observe(float64(records))
+	}
 }

@@ -32,9 +32,7 @@ func (r *run) addStep(st Step) {
 	if st.Retries > 0 {
 		extra += fmt.Sprintf(" retries=%d", st.Retries)
 	}
-	if st.Txns > 0 {
-		extra += fmt.Sprintf(" txns=%d (%.0f cmds, %.1fms commit, %d slow)", st.Txns, st.RecordsPerTxn, st.CommitMs, st.SlowCommits)
-	}
+	extra += st.txnLog()
 	if st.Aborts+st.Restarts > 0 {
 		extra += fmt.Sprintf(" aborts=%d restarts=%d", st.Aborts, st.Restarts)
 	}

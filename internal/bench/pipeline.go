@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -491,6 +492,8 @@ func (e *pipeEnv) checkHot(ctx context.Context, st *Step, p *plan) OversellCheck
 type txnStats struct {
 	txns, records, commits float64
 	commitSeconds, aborts  float64
+	decides, decideSeconds float64
+	flushes, flushSeconds  float64
 	slowCommits            float64 // ended in more than slowCommit
 	restarts               float64 // Kafka sessions replaced after a failure
 }
@@ -505,19 +508,30 @@ func (e *pipeEnv) txnStats() txnStats { return gatherTxnStats(e.reg, "reservatio
 // metrics registry is reg and whose metric names start with ns (both roles
 // publish reservations_*, labelled role; each has its own registry here).
 func gatherTxnStats(reg *prometheus.Registry, ns string) txnStats {
-	var t txnStats
 	mfs, err := reg.Gather()
 	if err != nil {
-		return t
+		return txnStats{}
 	}
+	return txnStatsOf(mfs, ns)
+}
+
+// txnStatsOf reads the transaction counters from gathered or scraped metrics.
+func txnStatsOf(mfs []*dto.MetricFamily, ns string) txnStats {
+	var t txnStats
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
 			switch strings.TrimPrefix(mf.GetName(), ns+"_") {
 			case "transaction_records":
-				t.txns += float64(m.GetHistogram().GetSampleCount())
-				t.records += m.GetHistogram().GetSampleSum()
+				t.txns += float64(h.GetSampleCount())
+				t.records += h.GetSampleSum()
+			case "transaction_decide_seconds":
+				t.decides += float64(h.GetSampleCount())
+				t.decideSeconds += h.GetSampleSum()
+			case "transaction_flush_seconds":
+				t.flushes += float64(h.GetSampleCount())
+				t.flushSeconds += h.GetSampleSum()
 			case "transaction_commit_seconds":
-				h := m.GetHistogram()
 				t.commits += float64(h.GetSampleCount())
 				t.commitSeconds += h.GetSampleSum()
 				fast := 0.0
@@ -546,9 +560,15 @@ func (t txnStats) since(t0 txnStats, st *Step) {
 	if st.Txns > 0 {
 		st.RecordsPerTxn = (t.records - t0.records) / float64(st.Txns)
 	}
-	if n := t.commits - t0.commits; n > 0 {
-		st.CommitMs = 1000 * (t.commitSeconds - t0.commitSeconds) / n
+	mean := func(sum, sum0, n, n0 float64) float64 {
+		if n-n0 <= 0 {
+			return 0
+		}
+		return 1000 * (sum - sum0) / (n - n0)
 	}
+	st.CommitMs = mean(t.commitSeconds, t0.commitSeconds, t.commits, t0.commits)
+	st.DecideMs = mean(t.decideSeconds, t0.decideSeconds, t.decides, t0.decides)
+	st.FlushMs = mean(t.flushSeconds, t0.flushSeconds, t.flushes, t0.flushes)
 }
 
 // topicReader reads a topic read_committed from its start in a goroutine,

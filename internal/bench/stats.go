@@ -61,9 +61,13 @@ type Step struct {
 	// TimedOut: the step hit StepTimeout before every planned command completed.
 	TimedOut bool `json:"timed_out"`
 	// Pipeline: committed transactions during the step, command records per
-	// transaction, mean time to end one (EndTxn), aborted transactions.
+	// transaction, the mean time of a transaction's phases (deciding, the
+	// flush of its records, its end: offset commit, heartbeat, EndTxn),
+	// aborted transactions.
 	Txns          int     `json:"txns"`
 	RecordsPerTxn float64 `json:"records_per_txn"`
+	DecideMs      float64 `json:"decide_ms,omitempty"`
+	FlushMs       float64 `json:"flush_ms,omitempty"`
 	CommitMs      float64 `json:"commit_ms"`
 	SlowCommits   int     `json:"slow_commits"` // transactions that took over 128 ms to end
 	Aborts        int     `json:"aborts"`
@@ -72,6 +76,15 @@ type Step struct {
 	HotAsked    int64 `json:"hot_asked"`
 	HotAccepted int64 `json:"hot_accepted"`
 	HotStock    int64 `json:"hot_stock"`
+}
+
+// txnLog is the step's transaction figures for the progress log ("" without).
+func (s *Step) txnLog() string {
+	if s.Txns == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" txns=%d (%.0f cmds, %.2fms decide + %.2fms flush + %.2fms commit, %d slow)",
+		s.Txns, s.RecordsPerTxn, s.DecideMs, s.FlushMs, s.CommitMs, s.SlowCommits)
 }
 
 // Series names the curve a step belongs to (system, and commit interval).

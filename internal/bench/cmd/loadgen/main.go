@@ -4,7 +4,7 @@
 //
 //	loadgen broker [-port 0]        a kfake broker on 127.0.0.1; prints "ready <host:port>"
 //	loadgen load -brokers host:port -kind closed -workload uniform -clients 64 -ops 20000 -tag s1
-//	loadgen passthrough -brokers host:port   the same-layout pass-through (see bench.RunPassthrough); prints "ready"
+//	loadgen passthrough -brokers host:port   the same-layout pass-through (see bench.RunPassthrough); prints "ready <host:port of its /metrics>"
 //
 // load prints one JSON line: the step (throughput, latency percentiles,
 // outcomes) and the CPU seconds of the processes named with -cpu-pid.

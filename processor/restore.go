@@ -70,11 +70,19 @@ type restoreHooks struct {
 }
 
 // restoreWith is restore, observed by h (may be nil).
-func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreStats, error) {
-	var st restoreStats
+func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (st restoreStats, err error) {
 	env := w.env
 	start := time.Now()
 	dir := StateDir(env.cfg.StateDir, env.io.Changelog, w.p)
+	defer func() {
+		if errors.Is(err, statestore.ErrCorrupt) {
+			// The store opened but could not be read (a value log hole a
+			// machine crash left, say): the next attempt wipes it and restores
+			// in full, instead of failing the same way again.
+			w.log.Warn("state store unreadable during the restore: it is wiped at the next attempt", "dir", dir, "err", err)
+			markWipe(dir)
+		}
+	}()
 	if wipeMarked(dir) {
 		w.log.Warn("state store marked unreadable: wiping it and restoring from the changelog", "dir", dir)
 		env.metrics.storeWipes.Inc()
@@ -82,7 +90,8 @@ func (w *partition) restoreWith(ctx context.Context, h *restoreHooks) (restoreSt
 			return st, err
 		}
 	}
-	store, err := statestore.Open(dir, env.storeOpts)
+	var store *statestore.Store
+	store, err = statestore.Open(dir, env.storeOpts)
 	if errors.Is(err, statestore.ErrCorrupt) {
 		w.log.Warn("state store unreadable: wiping it and restoring from the changelog", "dir", dir, "err", err)
 		env.metrics.storeWipes.Inc()

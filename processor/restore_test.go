@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +87,56 @@ func TestRestoreDistrustsLocalState(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A store that opens but cannot be read (its value log lost bytes its tables
+// point at, as a machine crash can leave it) fails the restore once, is marked,
+// and is wiped and rebuilt from the changelog at the next attempt: the old code
+// failed the restore again and again (the expiry schedule's scan of the
+// reservations read empty values or failed), and never ran the partition.
+func TestRestoreWipesStoreWithUnreadableValues(t *testing.T) {
+	h := newHarness(t, 2)
+	dir := t.TempDir()
+	in := h.start(dir)
+	h.waitReady(in)
+	hold := "h1-" + strings.Repeat("x", 120) // a reservation entity above the value log threshold
+	h.send(stockSet("s1", "A", 10), reserve("r1", "A", hold, 4))
+	h.waitDecided(20*time.Second, "s1", "r1")
+	in.stop(t)
+	pa := topics.Partition([]byte("A"), h.parts)
+
+	// Zero the value logs past their headers: the tables still point there.
+	vlogs, err := filepath.Glob(filepath.Join(processor.StateDir(dir, h.names.Changelog, pa), "*.vlog"))
+	require.NoError(t, err)
+	require.NotEmpty(t, vlogs)
+	zeroed := 0
+	for _, f := range vlogs {
+		st, err := os.Stat(f)
+		require.NoError(t, err)
+		if st.Size() <= 20 {
+			continue
+		}
+		require.NoError(t, os.WriteFile(f, append(mustRead(t, f)[:20], make([]byte, st.Size()-20)...), 0o644))
+		zeroed++
+	}
+	require.Positive(t, zeroed, "the hold and the decided command are in a value log")
+
+	in = h.start(dir)
+	h.waitReady(in)
+	assert.GreaterOrEqual(t, in.counter("reservations_state_wipes_total"), 1.0, "the unreadable store was wiped")
+	h.send(reserve("r2", "A", "h2", 6), reserve("r3", "A", "h3", 1), reserve("r1", "A", hold, 4))
+	h.waitDecided(20*time.Second, "r2", "r3")
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r2").Outcome, "restored from the log: 4 held + 6 fits 10")
+	assert.Equal(t, schemas.ReasonInsufficientStock, h.decisive("r3").Reason)
+	h.read(20*time.Second, func() bool { return h.duplicates() >= 1 })
+	assert.Equal(t, schemas.OutcomeAccepted, h.decisive("r1").Outcome, "the re-sent r1 is answered from the restored idempotency entry")
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
 }
 
 // Rebuild (the replay tool) gives a store identical to the processor's, and a

@@ -9,7 +9,9 @@
 //     it is never ahead of the changelog it mirrors; when it is behind, the
 //     changelog tail from Offset() brings it up to date.
 //   - Replaying the changelog from the beginning into an empty store yields a
-//     store equal, key for key and byte for byte, to the processor's.
+//     store equal, key for key and byte for byte, to the processor's. (An empty
+//     value, which the processor never writes, is stored as a delete: see
+//     errUnreadable.)
 //
 // One Store is one partition (like a Kafka Streams task directory), so a
 // partition that moves away or is found corrupt is wiped by removing its folder.
@@ -21,9 +23,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -52,7 +57,10 @@ const (
 )
 
 // Format is the layout version of the store; a store of another format is wiped.
-const Format = "1"
+// "2": values of valueThreshold bytes and more live in Badger's value log, read
+// with checksums (a binary of format "1" would read a lost value as absent, so
+// it must wipe these stores, as this one wipes its).
+const Format = "2"
 
 // ErrCorrupt wraps any failure to open or read a store's files: the caller
 // should wipe the folder and restore from the changelog.
@@ -74,12 +82,42 @@ type Options struct {
 	// Badger uses it only for compressed or encrypted tables: the store writes
 	// uncompressed ones, so it matters only for tables an older version wrote.
 	BlockCacheSize int64
-	// SyncWrites fsyncs every commit (default false: a lost write is replayed from
-	// the changelog, which is the source of truth).
+	// SyncWrites fsyncs every commit (default false: the changelog is the source
+	// of truth). Without it, a process crash loses nothing (the files are
+	// mapped), and after a machine crash the store is behind (its offset is
+	// written with its data: the changelog tail is replayed) or, when a table
+	// that reached the disk points at value log bytes that did not, unreadable:
+	// every value read is checksummed, and a store that fails a read is wiped
+	// and rebuilt from the changelog.
 	SyncWrites bool
+	// ValueLogGCInterval is how often the store rewrites value log files that
+	// are mostly garbage (default 1 min; negative: never). See valueThreshold.
+	ValueLogGCInterval time.Duration
 	// Logger receives Badger's warnings and errors (default: discarded).
 	Logger *slog.Logger
+
+	// valueLogFileSize overrides the value log's file size (tests).
+	valueLogFileSize int64
 }
+
+// valueThreshold is the value size from which Badger keeps a value in its value
+// log and only a pointer in the LSM tree. With ids of the usual lengths the
+// changelog values of a decided command (its idempotency entry, about 565 B) and
+// of a reservation (about 285 B) are above it and a SKU's stock entity (about
+// 185 B) below: the LSM tree's write-ahead log, memtables, flushes and
+// compactions then move pointers instead of most of the bytes (Badger's writes,
+// flushes and compactions took about 30% of the processor's CPU under load,
+// docs/BENCH_BINARY.md). The price is the value log's garbage: overwritten and
+// deleted values stay in its files until a value log GC rewrites them
+// (ValueLogGCInterval). A stock entity with long ids crosses the threshold too;
+// it is written once per store write however often it changed meanwhile
+// (processor/checkpoint.go), so its garbage grows with the store's write rate,
+// not the command rate.
+const valueThreshold = 256
+
+// valueLogDiscard is the share of garbage from which the value log GC rewrites
+// a file (Badger's documented choice).
+const valueLogDiscard = 0.5
 
 func (o Options) badger(dir string) badger.Options {
 	if o.MemTableSize <= 0 {
@@ -87,6 +125,9 @@ func (o Options) badger(dir string) badger.Options {
 	}
 	if o.BlockCacheSize <= 0 {
 		o.BlockCacheSize = 16 << 20
+	}
+	if o.valueLogFileSize <= 0 {
+		o.valueLogFileSize = 64 << 20
 	}
 	bo := badger.DefaultOptions(dir).
 		WithMemTableSize(o.MemTableSize).
@@ -96,8 +137,9 @@ func (o Options) badger(dir string) badger.Options {
 		WithBlockCacheSize(o.BlockCacheSize).
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
-		WithValueLogFileSize(64 << 20).
-		WithValueThreshold(64 << 10).  // values are small JSON entities: keep them in the LSM tree
+		WithValueLogFileSize(o.valueLogFileSize).
+		WithValueThreshold(valueThreshold).
+		WithVerifyValueChecksum(true). // a value log hole (machine crash) fails the read (see errUnreadable)
 		WithDetectConflicts(false).    // one writer per partition
 		WithCompression(options.None). // a cache of the changelog: CPU over disk (Badger's default is snappy)
 		WithSyncWrites(o.SyncWrites).
@@ -109,6 +151,14 @@ func (o Options) badger(dir string) badger.Options {
 type Store struct {
 	db  *badger.DB
 	dir string
+	log *slog.Logger
+	// gcMu keeps the value log GC and a bulk Load apart; loading asks a
+	// running GC to stop after the file it is rewriting.
+	gcMu    sync.Mutex
+	loading atomic.Bool
+	gcStop  chan struct{} // closed by Close
+	gcDone  chan struct{} // closed when the GC goroutine returned (nil: none)
+	closed  sync.Once
 }
 
 // Open opens (creating if needed) the store in dir. An unreadable store yields an
@@ -131,7 +181,10 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		}
 		return nil, fmt.Errorf("open state %s: %w: %w", dir, ErrCorrupt, err)
 	}
-	s = &Store{db: db, dir: dir}
+	s = &Store{db: db, dir: dir, log: opts.Logger, gcStop: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	f, err := s.Meta(MetaFormat)
 	if err != nil {
 		_ = db.Close()
@@ -146,14 +199,77 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open state %s: %w: format %q, want %q", dir, ErrCorrupt, f, Format)
 	}
+	every := opts.ValueLogGCInterval
+	if every == 0 {
+		every = time.Minute
+	}
+	if every > 0 {
+		s.gcDone = make(chan struct{})
+		go s.collectValueLog(every)
+	}
 	return s, nil
+}
+
+// collectValueLog runs the value log GC every interval until Close, the first
+// time after a random part of the interval more (the stores of an instance
+// open together and should not collect together).
+func (s *Store) collectValueLog(every time.Duration) {
+	defer close(s.gcDone)
+	t := time.NewTimer(every + rand.N(every))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+		}
+		n, err := s.gcValueLog()
+		if err != nil {
+			s.log.Warn("state store value log GC failed (retried at the next interval)", "dir", s.dir, "err", err)
+		} else if n > 0 {
+			s.log.Info("state store value log GC", "dir", s.dir, "files_rewritten", n)
+		}
+		t.Reset(every)
+	}
+}
+
+// gcValueLog rewrites value log files while one has at least valueLogDiscard
+// garbage, and returns how many it rewrote.
+func (s *Store) gcValueLog() (int, error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	n := 0
+	for {
+		select {
+		case <-s.gcStop:
+			return n, nil
+		default:
+		}
+		if s.loading.Load() {
+			return n, nil
+		}
+		err := s.db.RunValueLogGC(valueLogDiscard)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			return n, nil
+		default:
+			return n, fmt.Errorf("value log GC of state %s: %w", s.dir, err)
+		}
+	}
 }
 
 // Dir returns the store's folder.
 func (s *Store) Dir() string { return s.dir }
 
-// Close closes the store.
+// Close closes the store, after the value log GC: when it is rewriting a file,
+// Close waits for that file (at most 64 MiB of values).
 func (s *Store) Close() error {
+	s.closed.Do(func() { close(s.gcStop) })
+	if s.gcDone != nil {
+		<-s.gcDone
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close state %s: %w", s.dir, err)
 	}
@@ -182,6 +298,13 @@ func metaKey(k string) []byte {
 	return b
 }
 
+// errUnreadable is a stored value that reads back empty. Badger reports a value
+// it cannot read from its value log (a hole a machine crash left, a checksum
+// mismatch) only in its log and yields an empty value; the store never holds
+// one (Commit and Load store an empty value as a delete: the changelog holds
+// entities or tombstones), so an empty value is that failure.
+var errUnreadable = errors.New("value unreadable (it reads back empty)")
+
 func (s *Store) get(k []byte) ([]byte, error) {
 	var v []byte
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -193,8 +316,31 @@ func (s *Store) get(k []byte) ([]byte, error) {
 			return err
 		}
 		v, err = item.ValueCopy(nil)
+		if err == nil && len(v) == 0 {
+			err = errUnreadable
+		}
 		return err
 	})
+	if errors.Is(err, errUnreadable) {
+		// The value log GC may have moved the value and deleted its old file
+		// between the lookup and the read (a point read does not hold files
+		// as iterators do): the moved value keeps its version, so a second
+		// read finds it; a value that is really lost fails again.
+		err = s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(k)
+			if err != nil {
+				return err
+			}
+			v, err = item.ValueCopy(nil)
+			if err == nil && len(v) == 0 {
+				err = errUnreadable
+			}
+			return err
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) { // deleted meanwhile
+			v, err = nil, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read state %s key %q: %w: %w", s.dir, k, ErrCorrupt, err)
 	}
@@ -207,8 +353,11 @@ func (s *Store) Get(k string) ([]byte, error) { return s.get(dataKey(k)) }
 // Meta returns the metadata value name, or nil.
 func (s *Store) Meta(name string) ([]byte, error) { return s.get(metaKey(name)) }
 
-// SetMeta stores a metadata value.
+// SetMeta stores a metadata value (not empty: see errUnreadable).
 func (s *Store) SetMeta(name string, v []byte) error {
+	if len(v) == 0 {
+		return fmt.Errorf("write state %s meta %s: empty value", s.dir, name)
+	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(name), v) }); err != nil {
 		return fmt.Errorf("write state %s meta %s: %w", s.dir, name, err)
 	}
@@ -252,7 +401,7 @@ func offsetBytes(o int64) []byte {
 	return b[:]
 }
 
-// Commit writes the changes (nil value = delete) and the new next offset in one
+// Commit writes the changes (a nil or empty value = delete) and the new next offset in one
 // Badger transaction. When a batch is too large for one transaction it is split,
 // with the offset in the last part: a crash in between leaves the offset behind
 // the data, which replaying the changelog from that offset repairs (it rewrites
@@ -262,7 +411,7 @@ func (s *Store) Commit(changes map[string][]byte, nextOffset int64) error {
 	defer func() { txn.Discard() }()
 	set := func(k, v []byte) error {
 		var err error
-		if v == nil {
+		if len(v) == 0 { // see errUnreadable
 			err = txn.Delete(k)
 		} else {
 			err = txn.Set(k, v)
@@ -272,7 +421,7 @@ func (s *Store) Commit(changes map[string][]byte, nextOffset int64) error {
 				return err
 			}
 			txn = s.db.NewTransaction(true)
-			if v == nil {
+			if len(v) == 0 {
 				return txn.Delete(k)
 			}
 			return txn.Set(k, v)
@@ -295,24 +444,48 @@ func (s *Store) Commit(changes map[string][]byte, nextOffset int64) error {
 
 // Scan calls fn for every data key with the given changelog-key prefix, in key
 // order. The value is only valid during the call.
+// A failure to read the store wraps ErrCorrupt; fn's own error is returned
+// wrapped as it is.
 func (s *Store) Scan(prefix string, fn func(key string, val []byte) error) error {
 	p := dataKey(prefix)
+	var fnErr error
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: p})
 		defer it.Close()
 		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
 			item := it.Item()
-			err := item.Value(func(v []byte) error { return fn(string(item.Key()[1:]), v) })
-			if err != nil {
+			if err := visit(item, fn, &fnErr); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("scan state %s prefix %q: %w", s.dir, prefix, err)
+	return s.scanErr(fmt.Sprintf("scan state %s prefix %q", s.dir, prefix), err, fnErr)
+}
+
+// visit hands fn the changelog key and the value of a data item; fnErr gets
+// fn's own error.
+func visit(item *badger.Item, fn func(key string, val []byte) error, fnErr *error) error {
+	return item.Value(func(v []byte) error {
+		if len(v) == 0 {
+			return errUnreadable
+		}
+		*fnErr = fn(string(item.Key()[1:]), v)
+		return *fnErr
+	})
+}
+
+// scanErr is the error of a walk of the store: nil, fnErr (the caller's
+// callback failed), or a read failure, which wraps ErrCorrupt.
+func (s *Store) scanErr(what string, err, fnErr error) error {
+	switch {
+	case err == nil:
+		return nil
+	case fnErr != nil, errors.Is(err, badger.ErrDBClosed):
+		return fmt.Errorf("%s: %w", what, err)
+	default:
+		return fmt.Errorf("%s: %w: %w", what, ErrCorrupt, err)
 	}
-	return nil
 }
 
 // ScanKeys calls fn for every data key (the changelog key), in key order,
@@ -326,17 +499,15 @@ func (s *Store) ScanKeys(fn func(key string)) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("scan state keys %s: %w", s.dir, err)
-	}
-	return nil
+	return s.scanErr("scan state keys "+s.dir, err, nil)
 }
 
 // ScanFrom calls fn for up to limit data keys starting at changelog key from
 // (inclusive), in key order, and returns the key after the last one visited, or
-// "" when the scan reached the end.
+// "" when the scan reached the end. Its errors are Scan's.
 func (s *Store) ScanFrom(from string, limit int, fn func(key string, val []byte) error) (string, error) {
 	next := ""
+	var fnErr error
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{dataPrefix}})
 		defer it.Close()
@@ -348,14 +519,14 @@ func (s *Store) ScanFrom(from string, limit int, fn func(key string, val []byte)
 				return nil
 			}
 			n++
-			if err := item.Value(func(v []byte) error { return fn(string(item.Key()[1:]), v) }); err != nil {
+			if err := visit(item, fn, &fnErr); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("scan state %s from %q: %w", s.dir, from, err)
+	if err := s.scanErr(fmt.Sprintf("scan state %s from %q", s.dir, from), err, fnErr); err != nil {
+		return "", err
 	}
 	return next, nil
 }
@@ -368,7 +539,7 @@ func (s *Store) Load(state map[string][]byte, nextOffset int64, meta map[string]
 	type kv struct{ k, v []byte }
 	kvs := make([]kv, 0, len(state)+len(meta)+2)
 	for k, v := range state {
-		if v != nil {
+		if len(v) > 0 { // see errUnreadable
 			kvs = append(kvs, kv{dataKey(k), v})
 		}
 	}
@@ -378,6 +549,13 @@ func (s *Store) Load(state map[string][]byte, nextOffset int64, meta map[string]
 	kvs = append(kvs, kv{metaKey(MetaFormat), []byte(Format)}, kv{metaKey(metaOffset), offsetBytes(nextOffset)})
 	sort.Slice(kvs, func(i, j int) bool { return bytes.Compare(kvs[i].k, kvs[j].k) < 0 })
 
+	// The StreamWriter replaces the whole store: no GC meanwhile.
+	s.loading.Store(true)
+	s.gcMu.Lock()
+	defer func() {
+		s.gcMu.Unlock()
+		s.loading.Store(false)
+	}()
 	sw := s.db.NewStreamWriter()
 	if err := sw.Prepare(); err != nil {
 		return fmt.Errorf("load state %s: %w", s.dir, err)
@@ -418,6 +596,12 @@ func (s *Store) Load(state map[string][]byte, nextOffset int64, meta map[string]
 	}
 	if err := sw.Flush(); err != nil {
 		return fmt.Errorf("load state %s: %w", s.dir, err)
+	}
+	// The tables are on disk: sync the value log file being written, which they
+	// point into (Badger syncs the earlier ones when it switches files, unless
+	// a load writes more than a file; a hole is detected on read anyway).
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("load state %s: sync: %w", s.dir, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package statestore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,4 +133,195 @@ func TestOwnedAt(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, ok)
 	assert.True(t, at.Equal(got), "owned_at %s, want %s", got, at)
+}
+
+// vlogBytes is the size of the store's value log files.
+func vlogBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	require.NoError(t, err)
+	var n int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil { // the GC may have removed it meanwhile
+			n += st.Size()
+		}
+	}
+	return n
+}
+
+// reopenFlushed closes s (Badger flushes its memtable into a level 0 table)
+// and opens it again: a test's way to get level 0 tables, which a compaction
+// merges (dropping old versions) once there are NumLevelZeroTables of them.
+func reopenFlushed(t *testing.T, s *Store, dir string, opts Options) *Store {
+	t.Helper()
+	require.NoError(t, s.Close())
+	s, err := Open(dir, opts)
+	require.NoError(t, err)
+	return s
+}
+
+// TestValueLogKeepsLargeValuesAndCollectsGarbage: values from valueThreshold
+// up go to the value log; overwriting them leaves garbage there, which the
+// value log GC rewrites away, and every key still reads its last value, also
+// after a reopen.
+func TestValueLogKeepsLargeValuesAndCollectsGarbage(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{MemTableSize: 1 << 20, ValueLogGCInterval: -1, valueLogFileSize: 1 << 20}
+	s, err := Open(dir, opts)
+	require.NoError(t, err)
+	val := func(round, i int) []byte {
+		v := make([]byte, 600) // an idempotency entry's size
+		copy(v, fmt.Sprintf("round %d key %d", round, i))
+		return v
+	}
+	const keys, rounds = 500, 30
+	for r := range rounds {
+		batch := make(map[string][]byte, keys+1)
+		for i := range keys {
+			batch[fmt.Sprintf("command/c%04d", i)] = val(r, i)
+		}
+		batch["stock/A"] = []byte(fmt.Sprintf(`{"round":%d}`, r)) // small: stays in the LSM tree
+		require.NoError(t, s.Commit(batch, int64(r+1)))
+		if r%5 == 4 {
+			s = reopenFlushed(t, s, dir, opts)
+		}
+	}
+	before := vlogBytes(t, dir)
+	require.Greater(t, before, int64(rounds*keys*600), "the large values went to the value log")
+	// Compactions drop the overwritten versions and note the garbage.
+	require.NoError(t, s.db.Flatten(1))
+	n, err := s.gcValueLog()
+	require.NoError(t, err)
+	assert.Positive(t, n, "files of mostly garbage are rewritten")
+	after := vlogBytes(t, dir)
+	assert.Less(t, after, before/2, "the GC returned the garbage's space: %d -> %d bytes", before, after)
+
+	check := func(s *Store) {
+		for i := range keys {
+			v, err := s.Get(fmt.Sprintf("command/c%04d", i))
+			require.NoError(t, err)
+			require.Equal(t, val(rounds-1, i), v)
+		}
+		v, err := s.Get("stock/A")
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf(`{"round":%d}`, rounds-1), string(v))
+		off, err := s.Offset()
+		require.NoError(t, err)
+		assert.Equal(t, int64(rounds), off)
+	}
+	check(s)
+	require.NoError(t, s.Close())
+	s, err = Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	check(s)
+}
+
+// TestValueLogGCRunsInBackground: with an interval, the store collects by
+// itself, and Close stops it (twice is harmless).
+func TestValueLogGCRunsInBackground(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{MemTableSize: 1 << 20, ValueLogGCInterval: -1, valueLogFileSize: 1 << 20}
+	s, err := Open(dir, opts)
+	require.NoError(t, err)
+	for r := range 30 {
+		batch := make(map[string][]byte, 500)
+		for i := range 500 {
+			batch[fmt.Sprintf("command/c%04d", i)] = make([]byte, 600)
+		}
+		require.NoError(t, s.Commit(batch, int64(r+1)))
+		if r%5 == 4 {
+			s = reopenFlushed(t, s, dir, opts)
+		}
+	}
+	require.NoError(t, s.db.Flatten(1))
+	before := vlogBytes(t, dir)
+	opts.ValueLogGCInterval = 20 * time.Millisecond // the first run comes after 20-40 ms
+	s = reopenFlushed(t, s, dir, opts)
+	require.Eventually(t, func() bool { return vlogBytes(t, dir) < before/2 }, 20*time.Second, 50*time.Millisecond)
+	require.NoError(t, s.Close())
+	assert.NotPanics(t, func() { _ = s.Close() }, "a second close does not close the GC's channel again")
+}
+
+// TestValueLogHoleReadsAsCorrupt: a value whose bytes in the value log were
+// lost (a machine crash between a table reaching the disk and the value log)
+// is an ErrCorrupt read, in Get and in the walks, never a wrong or empty value
+// (Badger itself only logs the failure and yields an empty value).
+func TestValueLogHoleReadsAsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{ValueLogGCInterval: -1}
+	s, err := Open(dir, opts)
+	require.NoError(t, err)
+	batch := map[string][]byte{}
+	for i := range 100 {
+		batch[fmt.Sprintf("command/c%03d", i)] = []byte(fmt.Sprintf("%0600d", i))
+	}
+	require.NoError(t, s.Commit(batch, 1))
+	require.NoError(t, s.Close())
+	files, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(make([]byte, 30_000), 20_000) // zeroes: Badger cuts the file at the first bad entry when it opens it
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	s, err = Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	bad, good := 0, ""
+	for k, want := range batch {
+		v, err := s.Get(k)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			bad++
+			continue
+		}
+		require.Equal(t, want, v, "a value that reads is the value written")
+		good = k
+	}
+	require.NotEmpty(t, good, "values outside the zeroes read")
+	assert.Positive(t, bad, "the zeroed values fail to read")
+	err = s.Scan("command/", func(string, []byte) error { return nil })
+	assert.ErrorIs(t, err, ErrCorrupt)
+	_, err = s.ScanFrom("", 1000, func(string, []byte) error { return nil })
+	assert.ErrorIs(t, err, ErrCorrupt)
+	// The caller's own error is not a corrupt store.
+	errStop := errors.New("stop")
+	err = s.Scan(good, func(string, []byte) error { return errStop })
+	assert.ErrorIs(t, err, errStop)
+	assert.NotErrorIs(t, err, ErrCorrupt)
+}
+
+// An empty value is stored as a delete: the store never holds one, so that a
+// value that reads back empty is known to be a read failure.
+func TestEmptyValueIsADelete(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Commit(map[string][]byte{"stock/A": []byte(`{}`), "stock/B": []byte(`{}`)}, 1))
+	require.NoError(t, s.Commit(map[string][]byte{"stock/A": {}}, 2))
+	got, err := s.Dump()
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"stock/B": []byte(`{}`)}, got, "stock/A deleted, not stored empty")
+	require.Error(t, s.SetMeta("x", nil), "an empty meta value is refused")
+	require.NoError(t, s.Load(map[string][]byte{"stock/C": {}, "stock/D": []byte(`{}`)}, 3, nil))
+	got, err = s.Dump()
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"stock/D": []byte(`{}`)}, got)
+}
+
+// A store of the format before the value log ("1") is refused as corrupt, so
+// that the caller wipes it and restores in full once (and a binary of that
+// format wipes a store of this one, which it would misread).
+func TestOldFormatIsWiped(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	require.NoError(t, s.SetMeta(MetaFormat, []byte("1")))
+	require.NoError(t, s.Close())
+	_, err = Open(dir, Options{})
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), `format "1", want "2"`)
 }

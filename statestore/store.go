@@ -306,28 +306,12 @@ func metaKey(k string) []byte {
 var errUnreadable = errors.New("value unreadable (it reads back empty)")
 
 func (s *Store) get(k []byte) ([]byte, error) {
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		if err == nil && len(v) == 0 {
-			err = errUnreadable
-		}
-		return err
-	})
-	if errors.Is(err, errUnreadable) {
-		// The value log GC may have moved the value and deleted its old file
-		// between the lookup and the read (a point read does not hold files
-		// as iterators do): the moved value keeps its version, so a second
-		// read finds it; a value that is really lost fails again.
+	read := func() (v []byte, err error) {
 		err = s.db.View(func(txn *badger.Txn) error {
 			item, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -337,9 +321,15 @@ func (s *Store) get(k []byte) ([]byte, error) {
 			}
 			return err
 		})
-		if errors.Is(err, badger.ErrKeyNotFound) { // deleted meanwhile
-			v, err = nil, nil
-		}
+		return v, err
+	}
+	v, err := read()
+	if errors.Is(err, errUnreadable) {
+		// The value log GC may have moved the value and deleted its old file
+		// between the lookup and the read (a point read does not hold files
+		// as iterators do): the moved value keeps its version, so a second
+		// read finds it; a value that is really lost fails again.
+		v, err = read()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state %s key %q: %w: %w", s.dir, k, ErrCorrupt, err)

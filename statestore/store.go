@@ -152,8 +152,10 @@ type Store struct {
 	db  *badger.DB
 	dir string
 	log *slog.Logger
-	// gcMu keeps the value log GC and a bulk Load apart; loading asks a
-	// running GC to stop after the file it is rewriting.
+	// gcMu keeps the value log GC apart from the store's writes (Commit,
+	// SetMeta, Load): Badger's GC reads the memtable's max version without the
+	// lock its writes use (a data race the race detector reports). One file's
+	// rewrite at a time holds it; loading asks the GC to stop after it.
 	gcMu    sync.Mutex
 	loading atomic.Bool
 	gcStop  chan struct{} // closed by Close
@@ -236,8 +238,6 @@ func (s *Store) collectValueLog(every time.Duration) {
 // gcValueLog rewrites value log files while one has at least valueLogDiscard
 // garbage, and returns how many it rewrote.
 func (s *Store) gcValueLog() (int, error) {
-	s.gcMu.Lock()
-	defer s.gcMu.Unlock()
 	n := 0
 	for {
 		select {
@@ -248,7 +248,9 @@ func (s *Store) gcValueLog() (int, error) {
 		if s.loading.Load() {
 			return n, nil
 		}
+		s.gcMu.Lock()
 		err := s.db.RunValueLogGC(valueLogDiscard)
+		s.gcMu.Unlock()
 		switch {
 		case err == nil:
 			n++
@@ -348,6 +350,8 @@ func (s *Store) SetMeta(name string, v []byte) error {
 	if len(v) == 0 {
 		return fmt.Errorf("write state %s meta %s: empty value", s.dir, name)
 	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(name), v) }); err != nil {
 		return fmt.Errorf("write state %s meta %s: %w", s.dir, name, err)
 	}
@@ -397,6 +401,8 @@ func offsetBytes(o int64) []byte {
 // the data, which replaying the changelog from that offset repairs (it rewrites
 // the same keys with the same or newer values).
 func (s *Store) Commit(changes map[string][]byte, nextOffset int64) error {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	set := func(k, v []byte) error {

@@ -354,7 +354,10 @@ func TestValueLogGCUnderTraffic(t *testing.T) {
 	}
 	require.NoError(t, s.Commit(batch, 1))
 
-	// Until the GC has rewritten files a few times (30 s at most).
+	// Until the GC has rewritten files three times, or 30 s. How many rewrites
+	// fit in 30 s depends on the machine (CI under -race managed 2); one is
+	// enough to put a rewrite beside the writes and reads, so the test demands
+	// one.
 	var stop atomic.Bool
 	deadline := time.Now().Add(30 * time.Second)
 	rewrites := func() int { return strings.Count(logged.String(), "state store value log GC") }
@@ -386,7 +389,7 @@ func TestValueLogGCUnderTraffic(t *testing.T) {
 	stop.Store(true)
 	require.NoError(t, <-done)
 	t.Logf("%d reads and %d writes of %d keys during %d GC runs that rewrote files", reads, rounds.Load(), keys, rewrites())
-	assert.GreaterOrEqual(t, rewrites(), 3, "the GC rewrote files while the reads ran")
+	assert.GreaterOrEqual(t, rewrites(), 1, "the GC rewrote files while the reads ran")
 	assert.NotContains(t, logged.String(), "failed")
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/reservations/reservations/processor/sku"
@@ -34,8 +36,8 @@ func TestWriteBehindModel(t *testing.T) {
 				require.NoError(t, err)
 				w := &partition{
 					store: store, sw: newStoreWriter(), log: slog.New(slog.DiscardHandler),
-					cache: map[string]Change{}, pending: Entities{},
-					env: &partitionEnv{fail: func(err error) { t.Fatalf("partition failed: %v", err) }},
+					cache: newStateCache(1<<20, nil), pending: Entities{},
+					env: &partitionEnv{fail: func(err error) { t.Fatalf("partition failed: %v", err) }, metrics: testMetrics()},
 				}
 				w.sw.gap = 2 * time.Millisecond // the pause path, without waiting 50 ms a step
 				w.offset, err = store.Offset()
@@ -57,7 +59,7 @@ func TestWriteBehindModel(t *testing.T) {
 				for i := range 30 {
 					k := fmt.Sprintf("s%02d", i)
 					want, live := model[k]
-					clear(w.cache) // read through the staged values and the store
+					w.cache = newStateCache(1<<20, nil) // read through the staged values and the store
 					c, ok := w.get(schemas.StockKey(k), false)
 					require.NoError(t, w.err)
 					require.Equal(t, live, ok, "get %s", k)
@@ -150,6 +152,9 @@ func TestWriteBehindModel(t *testing.T) {
 				}
 				checkReads()
 			}
+			var reads dto.Metric
+			require.NoError(t, w.env.metrics.storeReads.Write(&reads))
+			assert.Positive(t, reads.GetCounter().GetValue(), "reads that missed the cache and the staged values are counted")
 			w.closeStore()
 		})
 	}
@@ -180,8 +185,8 @@ func TestWriteBehindStopsAfterAFailedWrite(t *testing.T) {
 	var failures []error
 	w := &partition{
 		store: store, sw: newStoreWriter(), log: slog.New(slog.DiscardHandler),
-		cache: map[string]Change{}, pending: Entities{},
-		env: &partitionEnv{fail: func(err error) { failures = append(failures, err) }},
+		cache: newStateCache(1<<20, nil), pending: Entities{},
+		env: &partitionEnv{fail: func(err error) { failures = append(failures, err) }, metrics: testMetrics()},
 	}
 	w.sw.target = &failingStore{Store: store}
 	value := func(k string) []byte {

@@ -73,6 +73,14 @@ type Config struct {
 	Linger time.Duration
 	// MaxBatch bounds the records per transaction (default 5000).
 	MaxBatch int
+	// StateCacheBytes bounds the estimated heap of the caches of decoded
+	// committed entities (stock, reservations, carts) of all the processor's
+	// partitions together (default 128 MiB, at least 1 MiB): each partition
+	// gets StateCacheBytes divided by the input topic's partitions, so an
+	// instance that runs a third of them holds at most a third (a partition's
+	// cache never holds less than 128 KiB). A reservation takes about 400
+	// bytes. A read the cache misses goes to the partition's Badger store.
+	StateCacheBytes int64
 	// MaxCommandBytes is the largest command record accepted; larger ones go to
 	// the DLQ (default 64 KiB).
 	MaxCommandBytes int
@@ -145,6 +153,9 @@ func (c *Config) setDefaults() {
 	if c.MaxCommandBytes <= 0 {
 		c.MaxCommandBytes = 64 << 10
 	}
+	if c.StateCacheBytes <= 0 {
+		c.StateCacheBytes = DefaultStateCacheBytes
+	}
 	if c.TransactionTimeout <= 0 {
 		c.TransactionTimeout = 10 * time.Second
 	}
@@ -179,6 +190,9 @@ func (c *Config) setDefaults() {
 		c.CartRules.MaxQueue = cart.DefaultRules().MaxQueue
 	}
 }
+
+// DefaultStateCacheBytes is the default Config.StateCacheBytes.
+const DefaultStateCacheBytes = 128 << 20
 
 // Session timeouts (Config.SessionTimeout).
 const (
@@ -284,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBatch < 1 {
 		bad("max-batch", "%d: must be >= 1", c.MaxBatch)
+	}
+	if c.StateCacheBytes < 1<<20 {
+		bad("state-cache-mb", "%d MiB: must be >= 1", c.StateCacheBytes>>20)
 	}
 	if c.MaxCommandBytes < 1 {
 		bad("max-command-bytes", "%d: must be >= 1", c.MaxCommandBytes)

@@ -144,6 +144,7 @@
 //
 //	processor.go  the main loop: poll, dispatch, barrier, transaction, group events
 //	partition.go  a partition's goroutine: store, cache, pending writes, commit/abort
+//	cache.go      a partition's cache of decoded committed state, bounded in bytes
 //	checkpoint.go committed state written to Badger behind the commits
 //	restore.go    store + changelog -> ready partition; the stale-store rules
 //	sweep.go      tombstones of what the role forgets

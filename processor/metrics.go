@@ -24,6 +24,8 @@ type metrics struct {
 	expired          prometheus.Counter
 	tombstoned       prometheus.Counter
 	coalesced        prometheus.Counter
+	cacheBytes       prometheus.Gauge
+	storeReads       prometheus.Counter
 	decideSeconds    prometheus.Histogram
 	flushSeconds     prometheus.Histogram
 	commitSeconds    prometheus.Histogram
@@ -95,6 +97,11 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 			Help: "Entities past the dedupe window tombstoned in the changelog."}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "changelog_coalesced_total",
 			Help: "Entity changes not written to the changelog because a later change of the same key in the same transaction replaced them."}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "state_cache_bytes",
+			Help: "Estimated heap held by the running partitions' caches of committed entities (bounded by --state-cache-mb)."}),
+		storeReads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "state_store_reads_total",
+			Help: "Reads of a partition's Badger store while deciding: keys found neither in the open transaction, the cache " +
+				"nor the writes waiting for the store, and not known to be absent."}),
 		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "transaction_decide_seconds",
 			Help: "Time a transaction spends deciding: from its begin until every partition has decided its records and produced " +
 				"the results and changelog records, with the polls for more buffered records in between (then flush, then commit).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -151,7 +158,7 @@ func newMetrics(reg prometheus.Registerer, r role) *metrics {
 	shared := prometheus.WrapRegistererWith(prometheus.Labels{"role": r.name()}, reg)
 	shared.MustRegister(m.processLatency, m.e2eLatency, m.lag, m.active, m.backlog, m.expiryLag, m.oversold)
 	shared.MustRegister(m.standbys, m.standbyRecords, m.standbyLag)
-	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned, m.coalesced,
+	shared.MustRegister(m.processed, m.duplicates, m.notices, m.dlq, m.poison, m.forwarded, m.expired, m.tombstoned, m.coalesced, m.cacheBytes, m.storeReads,
 		m.decideSeconds, m.flushSeconds, m.commitSeconds, m.aborts, m.batchRecords, m.restoreSeconds, m.restoreDuration, m.restoreRemaining, m.restored, m.storeWipes, m.restarts)
 	m.rolePartition = r.register(reg)
 	return m

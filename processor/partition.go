@@ -38,9 +38,6 @@ const (
 // rule errs towards a full restore).
 const ownedAtRefresh = 30 * time.Second
 
-// maxCache bounds the decoded entities a partition keeps in memory.
-const maxCache = 200_000
-
 type jobKind int
 
 const (
@@ -157,7 +154,7 @@ type partition struct {
 	sw      storeWriter
 	ownedAt time.Time // the store's MetaOwnedAt, last written or staged
 
-	cache   map[string]Change // committed entities (a tombstone caches absence)
+	cache   stateCache        // committed entities (a tombstone caches absence; cache.go)
 	keys    keyFilter         // the keys the store may hold
 	pending Entities          // writes of the open transaction
 	raw     map[string][]byte // their changelog values (nil: tombstone), set by seal
@@ -196,7 +193,7 @@ func newPartition(env *partitionEnv, parent context.Context, p int32) *partition
 		stop:      cancel,
 		ctx:       ctx,
 		exit:      make(chan struct{}),
-		cache:     make(map[string]Change),
+		cache:     newStateCache(env.cacheShare(), env.metrics.cacheBytes),
 		pending:   make(Entities),
 		raw:       make(map[string][]byte),
 		unsentSet: make(map[string]struct{}),
@@ -213,6 +210,7 @@ func newPartition(env *partitionEnv, parent context.Context, p int32) *partition
 // jobs until stopped.
 func (w *partition) run(restored chan<- restoreDone) {
 	defer close(w.exit)
+	defer w.cache.release()
 	defer func() {
 		if w.store != nil {
 			// owned_at stays the time of the last commit that proved ownership
@@ -250,6 +248,7 @@ func (w *partition) run(restored chan<- restoreDone) {
 			}
 		case q := <-w.queries:
 			q(w)
+			w.cache.report()
 		case j := <-w.jobs:
 			w.handleJob(j)
 		case r := <-w.sw.done:
@@ -306,18 +305,19 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 	if c, ok := w.pending[key]; ok {
 		return c, !c.Tombstone()
 	}
-	if c, ok := w.cache[key]; ok {
+	if c, ok := w.cache.get(key); ok {
 		return c, !c.Tombstone()
 	}
 	v, staged := w.sw.lookup(key)
 	if !staged && w.keys.absent(key) {
 		if cacheMiss {
-			w.cacheSet(tombstone(key))
+			w.cache.put(tombstone(key), cacheSize(key, 0))
 		}
 		return Change{}, false
 	}
 	if !staged {
 		var err error
+		w.env.metrics.storeReads.Inc()
 		if v, err = w.store.Get(key); err != nil {
 			w.err = err
 			return Change{}, false
@@ -325,7 +325,7 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 	}
 	if v == nil {
 		if cacheMiss {
-			w.cacheSet(tombstone(key))
+			w.cache.put(tombstone(key), cacheSize(key, 0))
 		}
 		return Change{}, false
 	}
@@ -334,15 +334,8 @@ func (w *partition) get(key string, cacheMiss bool) (Change, bool) {
 		w.err = fmt.Errorf("%w: %w", statestore.ErrCorrupt, err)
 		return Change{}, false
 	}
-	w.cacheSet(c)
+	w.cache.put(c, cacheSize(key, len(v)))
 	return c, true
-}
-
-func (w *partition) cacheSet(c Change) {
-	if len(w.cache) >= maxCache {
-		clear(w.cache)
-	}
-	w.cache[c.Key] = c
 }
 
 // apply decides the due timers at now and records (all of this partition, in
@@ -508,14 +501,16 @@ func (w *partition) commit(owned time.Time) error {
 		return err
 	}
 	for k, c := range w.pending {
-		// Decided commands are read again only by a duplicate: leave them to
-		// the store so they do not push stock and reservations out of the cache.
-		if c.Command == nil {
-			w.cacheSet(c)
+		// Decided commands (and carts' decided commands) are read again only
+		// by a duplicate: leave them to the store so they do not push stock,
+		// reservations and carts out of the cache.
+		if c.Command == nil && (c.Cart == nil || c.Cart.Decided == nil) {
+			w.cache.put(c, cacheSize(k, len(w.raw[k])))
 		} else {
-			delete(w.cache, k)
+			w.cache.drop(k)
 		}
 	}
+	w.cache.report()
 	w.pending = emptied(w.pending, &w.pendingRoom)
 	w.raw = emptied(w.raw, &w.rawRoom)
 	w.clearUnsent()
@@ -536,6 +531,7 @@ func (w *partition) abort() {
 	w.clearUnsent()
 	w.reset()
 	w.updateDue()
+	w.cache.report() // reads of the aborted transaction cached committed state
 }
 
 // clearUnsent forgets the unsent keys (a commit has sealed them all; an abort

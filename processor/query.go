@@ -149,7 +149,7 @@ func (p *Processor) ask(n int32, fn func(*partition)) bool {
 
 // committed reads key from committed state only.
 func (w *partition) committed(key string) (Change, bool, error) {
-	if c, ok := w.cache[key]; ok {
+	if c, ok := w.cache.get(key); ok {
 		return c, !c.Tombstone(), nil
 	}
 	v, staged := w.sw.lookup(key)

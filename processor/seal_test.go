@@ -27,6 +27,6 @@ func TestCommitRefusesUnsealedChanges(t *testing.T) {
 	assert.Equal(t, failed, w.broken, "the partition decides nothing more")
 	assert.Contains(t, logged.String(), "without their changelog records (a bug)", "its own message, not the store-write one")
 	assert.NotContains(t, logged.String(), "write committed state")
-	_, cached := w.cache[schemas.StockKey("A")]
+	_, cached := w.cache.get(schemas.StockKey("A"))
 	assert.False(t, cached)
 }

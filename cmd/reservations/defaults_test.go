@@ -67,6 +67,9 @@ func TestProcessorValidationNamesTheSetting(t *testing.T) {
 		{[]string{"--transaction-timeout", "500ms"}, "invalid --transaction-timeout (RESERVATIONS_TRANSACTION_TIMEOUT): 500ms: must be >= 1s"},
 		{[]string{"--group", ""}, "invalid --group (RESERVATIONS_GROUP): must not be empty"},
 		{[]string{"--dedupe-window", "59s"}, "invalid --dedupe-window (RESERVATIONS_DEDUPE_WINDOW): 59s: must be >= 1m"},
+		{[]string{"--state-cache-mb", "0"}, "invalid --state-cache-mb (RESERVATIONS_STATE_CACHE_MB): 0 MiB: must be >= 1"},
+		{[]string{"--state-cache-mb", "-1"}, "invalid --state-cache-mb (RESERVATIONS_STATE_CACHE_MB): -1 MiB: must be >= 1"},
+		{[]string{"--state-cache-mb", "17592186044416"}, "invalid --state-cache-mb (RESERVATIONS_STATE_CACHE_MB): 17592186044416: too large"},
 	} {
 		var cfg serveConfig
 		s := newSettings("serve")
@@ -138,5 +141,27 @@ func TestStandbyReplicasSetting(t *testing.T) {
 		pc := cfg.processorConfig([]string{"b:1"}, "/state")
 		assert.Equal(t, 2, pc.StandbyReplicas)
 		assert.Equal(t, 2, cfg.cartConfig(pc).StandbyReplicas)
+	}
+}
+
+// TestStateCacheSetting: --state-cache-mb (or its variable) reaches both
+// roles' configs in bytes.
+func TestStateCacheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+	}{
+		{args: []string{"--state-cache-mb", "48"}},
+		{env: []string{"RESERVATIONS_STATE_CACHE_MB", "48"}},
+	} {
+		var cfg serveConfig
+		s := newSettings("serve")
+		cfg.register(s)
+		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap(tc.env...))
+		require.NoError(t, err)
+		require.NoError(t, cfg.validate(s))
+		pc := cfg.processorConfig([]string{"b:1"}, "/state")
+		assert.Equal(t, int64(48<<20), pc.StateCacheBytes)
+		assert.Equal(t, int64(48<<20), cfg.cartConfig(pc).StateCacheBytes)
 	}
 }

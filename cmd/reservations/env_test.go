@@ -124,6 +124,7 @@ func TestEnvironmentVariablesMeanOneThing(t *testing.T) {
 		"RESERVATIONS_LEAVE_GROUP_ON_SHUTDOWN":        "dev serve",
 		"RESERVATIONS_SESSION_TIMEOUT":                "dev serve",
 		"RESERVATIONS_STANDBY_REPLICAS":               "dev serve",
+		"RESERVATIONS_STATE_CACHE_MB":                 "dev serve",
 		"RESERVATIONS_MAX_BATCH":                      "dev serve",
 		"RESERVATIONS_MAX_EXTENSIONS":                 "dev serve",
 		"RESERVATIONS_PARTITIONS":                     "dev serve", // partitions of created topics (replay's list is ONLY_PARTITIONS)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -34,6 +35,7 @@ type pipelineConfig struct {
 	SessionTimeout     time.Duration
 	CommitInterval     time.Duration
 	MaxBatch           int
+	StateCacheMB       int64
 	DedupeWindow       time.Duration
 	MaxExtensions      int64
 	TransactionTimeout time.Duration
@@ -77,6 +79,10 @@ func (p *pipelineConfig) register(s *settings) {
 	s.Duration(&p.CommitInterval, "commit-interval", def.CommitInterval,
 		"longest time one transaction collects records before it commits")
 	s.Int(&p.MaxBatch, "max-batch", def.MaxBatch, "most command records per transaction")
+	s.Int64(&p.StateCacheMB, "state-cache-mb", def.StateCacheBytes>>20,
+		"MiB of heap for the caches of decoded committed state of one role's partitions (the SKU processor, and with --carts "+
+			"the cart coordinator, each this much); each partition gets this divided by the input topic's partitions, so an "+
+			"instance running a third of them holds a third; a read the cache misses goes to the partition's Badger store")
 	s.Duration(&p.DedupeWindow, "dedupe-window", def.Rules.DedupeWindow,
 		"how long a decided command_id is remembered: a re-sent command produced within it returns its result with duplicate:true, however late it is processed (min "+
 			shortDuration(processor.MinDedupeWindow)+")")
@@ -114,6 +120,9 @@ func (p *pipelineConfig) validate(s *settings) error {
 		case port == "" || port == "0":
 			errs = append(errs, s.Invalid("advertised-addr", "%q: want the port others reach", p.AdvertisedAddr))
 		}
+	}
+	if p.StateCacheMB > math.MaxInt64>>20 {
+		errs = append(errs, s.Invalid("state-cache-mb", "%d: too large", p.StateCacheMB))
 	}
 	if p.TopicPrefix == "" {
 		errs = append(errs, s.Invalid("topic-prefix", "must not be empty"))
@@ -171,6 +180,10 @@ func (p *pipelineConfig) processorConfig(brokers []string, stateDir string) proc
 	c.StateDir = stateDir
 	c.CommitInterval = p.CommitInterval
 	c.MaxBatch = p.MaxBatch
+	c.StateCacheBytes = p.StateCacheMB << 20
+	if p.StateCacheMB > math.MaxInt64>>20 {
+		c.StateCacheBytes = math.MaxInt64 // refused by validate
+	}
 	c.TransactionTimeout = p.TransactionTimeout
 	c.StandbyReplicas = p.StandbyReplicas
 	c.Rules = sku.Rules{DedupeWindow: p.DedupeWindow, MaxExtensions: p.MaxExtensions}

@@ -73,9 +73,10 @@ type Memory struct {
 	// TimersBytes: what a restored processor keeps per active reservation in
 	// memory: its expiry timer (the reservation's state stays in Badger).
 	TimersBytes uint64 `json:"timers_bytes"`
-	// CachedBytes: timers plus every reservation decoded in the partition cache
-	// (map[string]processor.Change, as after the processor decided them itself):
-	// the most the processor holds per active reservation.
+	// CachedBytes: timers plus every reservation decoded in a map of
+	// processor.Change (as in a partition cache, after the processor decided
+	// them itself): what a reservation costs while cached; the caches
+	// together are bounded by --state-cache-mb.
 	CachedBytes uint64 `json:"cached_bytes"`
 }
 

@@ -122,15 +122,20 @@ func TestStaticMembershipSettings(t *testing.T) {
 	assert.Contains(t, err.Error(), "invalid --session-timeout (RESERVATIONS_SESSION_TIMEOUT)")
 }
 
-// --standby-replicas reaches the processor and the cart coordinator, from the
-// flag or its variable (the bench harness and the manifests set it).
-func TestStandbyReplicasSetting(t *testing.T) {
+// TestSettingsReachBothRoles: --standby-replicas and --state-cache-mb (or
+// their variables) reach the processor's config and the cart coordinator's.
+func TestSettingsReachBothRoles(t *testing.T) {
+	standby := func(c processor.Config) any { return c.StandbyReplicas }
+	cache := func(c processor.Config) any { return c.StateCacheBytes }
 	for _, tc := range []struct {
-		args []string
-		env  []string
+		args, env []string
+		field     func(processor.Config) any
+		want      any
 	}{
-		{args: []string{"--standby-replicas", "2"}},
-		{env: []string{"RESERVATIONS_STANDBY_REPLICAS", "2"}},
+		{args: []string{"--standby-replicas", "2"}, field: standby, want: 2},
+		{env: []string{"RESERVATIONS_STANDBY_REPLICAS", "2"}, field: standby, want: 2},
+		{args: []string{"--state-cache-mb", "48"}, field: cache, want: int64(48 << 20)},
+		{env: []string{"RESERVATIONS_STATE_CACHE_MB", "48"}, field: cache, want: int64(48 << 20)},
 	} {
 		var cfg serveConfig
 		s := newSettings("serve")
@@ -139,29 +144,7 @@ func TestStandbyReplicasSetting(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, cfg.validate(s))
 		pc := cfg.processorConfig([]string{"b:1"}, "/state")
-		assert.Equal(t, 2, pc.StandbyReplicas)
-		assert.Equal(t, 2, cfg.cartConfig(pc).StandbyReplicas)
-	}
-}
-
-// TestStateCacheSetting: --state-cache-mb (or its variable) reaches both
-// roles' configs in bytes.
-func TestStateCacheSetting(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		env  []string
-	}{
-		{args: []string{"--state-cache-mb", "48"}},
-		{env: []string{"RESERVATIONS_STATE_CACHE_MB", "48"}},
-	} {
-		var cfg serveConfig
-		s := newSettings("serve")
-		cfg.register(s)
-		_, err := s.Parse(append([]string{"--brokers", "b:1"}, tc.args...), envMap(tc.env...))
-		require.NoError(t, err)
-		require.NoError(t, cfg.validate(s))
-		pc := cfg.processorConfig([]string{"b:1"}, "/state")
-		assert.Equal(t, int64(48<<20), pc.StateCacheBytes)
-		assert.Equal(t, int64(48<<20), cfg.cartConfig(pc).StateCacheBytes)
+		assert.Equal(t, tc.want, tc.field(pc), "%v %v", tc.args, tc.env)
+		assert.Equal(t, tc.want, tc.field(cfg.cartConfig(pc)), "cart coordinator: %v %v", tc.args, tc.env)
 	}
 }

@@ -276,6 +276,27 @@ func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Chang
 	if kind != schemas.CommandPrefix && kind != schemas.ReservationPrefix {
 		return Change{}, false
 	}
+	// The sweep reads committed state (the store, once it has everything):
+	// unless the open transaction changed the key, val is the entity. Read what
+	// the decision needs from it without decoding, and decode what the
+	// shortcuts decline.
+	if _, changed := s.w.pending[key]; !changed {
+		switch kind {
+		case schemas.CommandPrefix:
+			// A decided command: its id is the key's rest, its decision time
+			// the value's updated_at (as the sweep measured it).
+			if at, ok := schemas.UpdatedAt(val); ok {
+				t, ok := s.core.ForgetDecided(key[len(schemas.CommandPrefix):], at, now)
+				return Change{Change: t}, ok
+			}
+		case schemas.ReservationPrefix:
+			// An active hold is never forgotten (with a dedupe window shorter
+			// than the holds' age, every pass meets the same ones).
+			if _, _, status, _, ok := schemas.ReservationTimer(val); ok && status == schemas.StatusActive {
+				return Change{}, false
+			}
+		}
+	}
 	e, err := schemas.DecodeChange(key, val)
 	if err != nil {
 		s.w.log.Warn("sweep: undecodable state entry", "key", key, "err", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,4 +81,50 @@ func storePartition(t *testing.T, cfg Config) (*partition, *statestore.Store) {
 	t.Cleanup(func() { _ = store.Close() })
 	w.store = store
 	return w, store
+}
+
+// TestSweepForgetsFromWhatItRead: the sweep tombstones a decided command past
+// the window from the value it scanned (no second read of the store), skips an
+// active hold past the window, forgets a terminal one, and leaves a command
+// the open transaction changed to the core's own read.
+func TestSweepForgetsFromWhatItRead(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rules.DedupeWindow = time.Hour
+	w, store := storePartition(t, cfg)
+	decided := schemas.Millis(1_000_000)
+	now := decided + schemas.Millis(time.Hour.Milliseconds())
+	hold := func(id, status string) Change {
+		return Change{Change: sku.Change{Key: schemas.ReservationKey("A", id), Reservation: &schemas.ReservationEntity{
+			Reservation: schemas.Reservation{ReservationID: id, SKU: "A", Quantity: 1, Status: status, ExpiresAt: now + 60_000},
+			UpdatedAt:   decided}}}
+	}
+	command := func(id string, at schemas.Millis) Change {
+		return Change{Change: sku.Change{Key: schemas.CommandKey(id), Command: &schemas.CommandEntity{CommandID: id, UpdatedAt: at}}}
+	}
+	vals := map[string][]byte{}
+	for _, c := range []Change{command("old", decided), command("recent", now-1), command("redecided", decided),
+		hold("active", schemas.StatusActive), hold("done", schemas.StatusReleased)} {
+		v, err := EncodeChange(&c)
+		require.NoError(t, err)
+		vals[c.Key] = v
+	}
+	require.NoError(t, store.Commit(vals, 1))
+	// The open transaction decided "redecided" again (its entry was forgotten
+	// and the id re-sent, say): the store's value is not the state any more.
+	again := command("redecided", now)
+	w.putChange(&again)
+
+	w.sweepStep(now, now)
+	require.NoError(t, w.err)
+	tombs := map[string]bool{}
+	for k, c := range w.pending {
+		if c.Tombstone() {
+			tombs[k] = true
+		}
+	}
+	assert.Equal(t, map[string]bool{schemas.CommandKey("old"): true, schemas.ReservationKey("A", "done"): true}, tombs)
+	var reads dto.Metric
+	require.NoError(t, w.env.metrics.storeReads.Write(&reads))
+	assert.Equal(t, 1.0, reads.GetCounter().GetValue(),
+		"one read of the store: the terminal hold's, by the core; the command is forgotten from the value scanned")
 }

@@ -501,10 +501,19 @@ func (c *Core) Expire(st State, partition int32, sku, id string, now schemas.Mil
 // ForgetCommand returns the tombstone of a decided command past the dedupe
 // window, or false when it is gone or still remembered.
 func (c *Core) ForgetCommand(st State, id string, now schemas.Millis) (Change, bool) {
-	if d, ok := st.Decision(id); ok && !c.remembered(d.UpdatedAt, now) {
-		return Change{Key: schemas.CommandKey(id)}, true
+	if d, ok := st.Decision(id); ok {
+		return c.ForgetDecided(id, d.UpdatedAt, now)
 	}
 	return Change{}, false
+}
+
+// ForgetDecided is ForgetCommand for a caller that has read the decision of id
+// itself and passes its decision time (updated_at).
+func (c *Core) ForgetDecided(id string, decidedAt, now schemas.Millis) (Change, bool) {
+	if c.remembered(decidedAt, now) {
+		return Change{}, false
+	}
+	return Change{Key: schemas.CommandKey(id)}, true
 }
 
 // ForgetReservation returns the tombstone of a terminal reservation past the

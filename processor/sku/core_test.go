@@ -99,6 +99,14 @@ func TestDedupeWindowAndForget(t *testing.T) {
 	require.True(t, ok)
 	assert.True(t, tomb.Tombstone())
 	assert.Equal(t, "command/s", tomb.Key)
+	// ForgetDecided (the sweep, which read the decision itself) draws the
+	// same line from the decision time alone.
+	d := st[schemas.CommandKey("s")].Command
+	_, ok = c.ForgetDecided("s", d.UpdatedAt, t0+3_599_999)
+	assert.False(t, ok, "still remembered")
+	tomb, ok = c.ForgetDecided("s", d.UpdatedAt, t0+3_600_000)
+	require.True(t, ok)
+	assert.Equal(t, Change{Key: "command/s"}, tomb)
 
 	// Past the window a re-sent id is decided again.
 	again := c.Apply(st, Input{Key: "A", Command: set}, t0+3_600_000)

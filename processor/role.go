@@ -56,6 +56,9 @@ type partitionRole interface {
 	refuse(r *kgo.Record, msg string, now schemas.Millis)
 	// forget returns the tombstone for a store entry the sweep found past the
 	// window, or false to keep it (its kind is not swept, or the core keeps it).
+	// val is the committed value of key: the sweep scans the store only once
+	// it has everything committed (syncStore); the open transaction's pending
+	// writes may still differ.
 	forget(key string, val []byte, now schemas.Millis) (Change, bool)
 	// restored rebuilds the indexes from the store after a restore.
 	restored() error

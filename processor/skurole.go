@@ -279,7 +279,9 @@ func (s *skuPartition) forget(key string, val []byte, now schemas.Millis) (Chang
 	// The sweep reads committed state (the store, once it has everything):
 	// unless the open transaction changed the key, val is the entity. Read what
 	// the decision needs from it without decoding, and decode what the
-	// shortcuts decline.
+	// shortcuts decline. (A command entry whose body is corrupt but whose tail
+	// reads is forgotten like any other past the window, without the warning
+	// a decode would log.)
 	if _, changed := s.w.pending[key]; !changed {
 		switch kind {
 		case schemas.CommandPrefix:

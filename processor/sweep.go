@@ -30,6 +30,8 @@ func (w *partition) sweepStep(now, clock schemas.Millis) {
 	}
 	horizon := clock - schemas.Millis(env.role.sweepWindow().Milliseconds())
 	var tombs []Change
+	// The store must have everything committed before the scan: forget takes
+	// the scanned values for committed state (TestSweepSeesWhatIsNotStoredYet).
 	if err := w.syncStore(); err != nil {
 		w.storeFailed(err)
 		w.err = err

@@ -128,3 +128,29 @@ func TestSweepForgetsFromWhatItRead(t *testing.T) {
 	assert.Equal(t, 1.0, reads.GetCounter().GetValue(),
 		"one read of the store: the terminal hold's, by the core; the command is forgotten from the value scanned")
 }
+
+// TestSweepSeesWhatIsNotStoredYet: a command decided again in a committed
+// transaction whose values wait for the store writer is not forgotten from
+// the older value the store still holds (the sweep has the store take
+// everything committed before it scans).
+func TestSweepSeesWhatIsNotStoredYet(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rules.DedupeWindow = time.Hour
+	w, store := storePartition(t, cfg)
+	decided := schemas.Millis(1_000_000)
+	now := decided + schemas.Millis(time.Hour.Milliseconds())
+	encode := func(at schemas.Millis) []byte {
+		v, err := EncodeChange(&Change{Change: sku.Change{Key: schemas.CommandKey("c"), Command: &schemas.CommandEntity{CommandID: "c", UpdatedAt: at}}})
+		require.NoError(t, err)
+		return v
+	}
+	require.NoError(t, store.Commit(map[string][]byte{schemas.CommandKey("c"): encode(decided)}, 1))
+	w.offset, w.stored = 1, 1
+	// Committed later (forgotten and decided again, say), not written yet.
+	w.stage(map[string][]byte{schemas.CommandKey("c"): encode(now - 1)}, 2, time.Time{})
+
+	w.sweepStep(now, now)
+	require.NoError(t, w.err)
+	assert.Empty(t, w.pending, "the newer decision is remembered")
+	w.closeStore()
+}

@@ -507,8 +507,9 @@ func (c *Core) ForgetCommand(st State, id string, now schemas.Millis) (Change, b
 	return Change{}, false
 }
 
-// ForgetDecided is ForgetCommand for a caller that has read the decision of id
-// itself and passes its decision time (updated_at).
+// ForgetDecided is ForgetCommand for a caller that has read the committed
+// decision of id itself (not a stale copy) and passes its decision time
+// (updated_at).
 func (c *Core) ForgetDecided(id string, decidedAt, now schemas.Millis) (Change, bool) {
 	if c.remembered(decidedAt, now) {
 		return Change{}, false

@@ -88,18 +88,13 @@ func storePartition(t *testing.T, cfg Config) (*partition, *statestore.Store) {
 // active hold past the window, forgets a terminal one, and leaves a command
 // the open transaction changed to the core's own read.
 func TestSweepForgetsFromWhatItRead(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Rules.DedupeWindow = time.Hour
-	w, store := storePartition(t, cfg)
+	w, store := storePartition(t, hourWindow())
 	decided := schemas.Millis(1_000_000)
-	now := decided + schemas.Millis(time.Hour.Milliseconds())
+	now := decided + schemas.Millis(time.Hour.Milliseconds()) // a window later
 	hold := func(id, status string) Change {
 		return Change{Change: sku.Change{Key: schemas.ReservationKey("A", id), Reservation: &schemas.ReservationEntity{
 			Reservation: schemas.Reservation{ReservationID: id, SKU: "A", Quantity: 1, Status: status, ExpiresAt: now + 60_000},
 			UpdatedAt:   decided}}}
-	}
-	command := func(id string, at schemas.Millis) Change {
-		return Change{Change: sku.Change{Key: schemas.CommandKey(id), Command: &schemas.CommandEntity{CommandID: id, UpdatedAt: at}}}
 	}
 	vals := map[string][]byte{}
 	for _, c := range []Change{command("old", decided), command("recent", now-1), command("redecided", decided),
@@ -134,13 +129,12 @@ func TestSweepForgetsFromWhatItRead(t *testing.T) {
 // the older value the store still holds (the sweep has the store take
 // everything committed before it scans).
 func TestSweepSeesWhatIsNotStoredYet(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Rules.DedupeWindow = time.Hour
-	w, store := storePartition(t, cfg)
+	w, store := storePartition(t, hourWindow())
 	decided := schemas.Millis(1_000_000)
-	now := decided + schemas.Millis(time.Hour.Milliseconds())
+	now := decided + schemas.Millis(time.Hour.Milliseconds()) // a window later
 	encode := func(at schemas.Millis) []byte {
-		v, err := EncodeChange(&Change{Change: sku.Change{Key: schemas.CommandKey("c"), Command: &schemas.CommandEntity{CommandID: "c", UpdatedAt: at}}})
+		c := command("c", at)
+		v, err := EncodeChange(&c)
 		require.NoError(t, err)
 		return v
 	}
@@ -153,4 +147,16 @@ func TestSweepSeesWhatIsNotStoredYet(t *testing.T) {
 	require.NoError(t, w.err)
 	assert.Empty(t, w.pending, "the newer decision is remembered")
 	w.closeStore()
+}
+
+// hourWindow is the default config with a dedupe window of an hour.
+func hourWindow() Config {
+	cfg := DefaultConfig()
+	cfg.Rules.DedupeWindow = time.Hour
+	return cfg
+}
+
+// command is the entity of command id decided at at.
+func command(id string, at schemas.Millis) Change {
+	return Change{Change: sku.Change{Key: schemas.CommandKey(id), Command: &schemas.CommandEntity{CommandID: id, UpdatedAt: at}}}
 }
